@@ -1,0 +1,233 @@
+//! The `command` kind: any command with declared inputs and an output dir.
+//!
+//! The one decision: the command never writes where the artifact is read from. It
+//! fills `TIERS_OUT`, a staging dir the engine renames into place once the command
+//! exits 0, so a failed or killed command leaves nothing that looks like an entry.
+//!
+//! ```toml
+//! [tiers.lint]
+//! kind = "command"
+//! inputs = ["**/*.py"]
+//! exclude = ["tests/**"]
+//! run = ["python3", "tools/lint.py"]
+//! env = { LINT_LEVEL = "strict" }
+//! after = ["venv"]
+//! ```
+//!
+//! The command runs in the project with `TIERS_OUT`, `TIERS_PROJECT`, `TIERS_TIER`,
+//! `TIERS_KEY` and `TIERS_PATH_<UPSTREAM>` set. Its key is the command line, `env`,
+//! the globs and the content of every matched file.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use serde::Deserialize;
+use tiers_core::{
+    async_trait, BuildOutcome, Context, Entry, Error, InputSpec, KeyDoc, Registry, Result, Tier,
+    TierSpec,
+};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Bumped whenever the way this kind builds changes: old entries then miss.
+pub const KIND_VERSION: u32 = 1;
+pub const KIND: &str = "command";
+
+/// Lines of the command's output kept to show when it fails.
+const TAIL_LINES: usize = 30;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    inputs: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    run: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("tier `{tier}`: cannot run `{program}`: {source}\nhint: check that `{program}` is installed and on PATH, or give its full path in `run`")]
+    Spawn {
+        tier: String,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tier `{tier}`: `{command}` {how}\n{tail}")]
+    Failed {
+        tier: String,
+        command: String,
+        how: String,
+        tail: String,
+    },
+}
+
+impl From<CommandError> for Error {
+    fn from(e: CommandError) -> Self {
+        Error::Kind(Box::new(e))
+    }
+}
+
+pub struct CommandTier {
+    spec: InputSpec,
+    run: Vec<String>,
+    env: BTreeMap<String, String>,
+}
+
+impl CommandTier {
+    pub fn from_spec(spec: &TierSpec<'_>) -> Result<Self> {
+        let o: Options = spec.options()?;
+        if o.run.is_empty() {
+            return Err(spec.error(
+                "`run` is empty: give the command as a list, e.g. `run = [\"make\", \"lint\"]`",
+            ));
+        }
+        Ok(CommandTier {
+            spec: InputSpec::new(spec.name, &o.inputs, &o.exclude)?,
+            run: o.run,
+            env: o.env,
+        })
+    }
+}
+
+/// Register the `command` kind.
+pub fn register(registry: &mut Registry) {
+    registry.register(KIND, |spec| Ok(Box::new(CommandTier::from_spec(spec)?)));
+}
+
+#[async_trait]
+impl Tier for CommandTier {
+    async fn key(&self, cx: &Context) -> Result<KeyDoc> {
+        let inputs = cx.inputs(&self.spec)?;
+        Ok(KeyDoc::new(KIND, KIND_VERSION)
+            .option("run", &self.run)
+            .option("env", &self.env)
+            .option("inputs", self.spec.patterns())
+            .inputs(&inputs))
+    }
+
+    async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome> {
+        let mut cmd = tokio::process::Command::new(&self.run[0]);
+        cmd.args(&self.run[1..])
+            .current_dir(cx.project())
+            .envs(&self.env)
+            .env("TIERS_OUT", &entry.build_dir)
+            .env("TIERS_PROJECT", cx.project())
+            .env("TIERS_TIER", cx.tier())
+            .env("TIERS_KEY", entry.key.as_str())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, up) in cx.upstream() {
+            cmd.env(format!("TIERS_PATH_{}", env_name(name)), &up.path);
+        }
+        let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
+            tier: cx.tier().to_owned(),
+            program: self.run[0].clone(),
+            source,
+        })?;
+        let out_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let err_tail = Arc::new(Mutex::new(VecDeque::new()));
+        let readers = [
+            tokio::spawn(keep_tail(
+                child.stdout.take(),
+                out_tail.clone(),
+                cx.verbose(),
+            )),
+            tokio::spawn(keep_tail(
+                child.stderr.take(),
+                err_tail.clone(),
+                cx.verbose(),
+            )),
+        ];
+        let status = child.wait().await.map_err(|e| Error::io(&self.run[0], e))?;
+        for r in readers {
+            let _ = r.await;
+        }
+        if status.success() {
+            return Ok(BuildOutcome::default());
+        }
+        let how = match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                format!("was killed by signal {}", status.signal().unwrap_or(0))
+            }
+        };
+        let tail = {
+            let err = err_tail.lock().expect("tail lock");
+            let lines = if err.is_empty() {
+                out_tail.lock().expect("tail lock").clone()
+            } else {
+                err.clone()
+            };
+            if lines.is_empty() {
+                "(the command printed nothing)".to_owned()
+            } else {
+                lines
+                    .into_iter()
+                    .map(|l| format!("  | {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        };
+        Err(CommandError::Failed {
+            tier: cx.tier().to_owned(),
+            command: self.run.join(" "),
+            how,
+            tail,
+        }
+        .into())
+    }
+
+    fn path(&self, entry: &Entry) -> PathBuf {
+        entry.dir.clone()
+    }
+}
+
+/// `my-tier.x` → `MY_TIER_X`, for `TIERS_PATH_<NAME>`.
+pub fn env_name(tier: &str) -> String {
+    tier.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+async fn keep_tail(
+    stream: Option<impl AsyncRead + Unpin>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    echo: bool,
+) {
+    let Some(stream) = stream else { return };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    // Bytes, not `lines()`: output that is not UTF-8 must still be drained, or the
+    // command blocks on a full pipe.
+    while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
+        buf.clear();
+        if echo {
+            eprintln!("{line}");
+        }
+        let mut t = tail.lock().expect("tail lock");
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}

@@ -1,0 +1,841 @@
+//! The engine: plans tiers in `after` order and decides, per tier, whether to reuse,
+//! build or skip — and why.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::config::{self, ConfigSource, Rebuild, TierCommon, TierSpec};
+use crate::error::{Error, Result};
+use crate::inputs::Inputs;
+use crate::key::{Freshness, Key, KeyDoc, Reason};
+use crate::registry::Registry;
+use crate::report::{PathsReport, Report, Status, TierPath, TierReport};
+use crate::store::{self, KeyLock, Marker, Store};
+use crate::tier::{Context, Entry, Tier, Upstream};
+
+/// Which tiers a build forces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Force {
+    #[default]
+    None,
+    /// `--rebuild all`
+    All,
+    /// `--rebuild a,b`
+    Tiers(Vec<String>),
+}
+
+/// One `tiers build`.
+#[derive(Clone, Debug, Default)]
+pub struct BuildRequest {
+    /// Tiers to build, with their upstreams; empty means all.
+    pub tiers: Vec<String>,
+    pub rebuild: Force,
+    /// Force every tier whose `eager` policy is true.
+    pub eager: bool,
+}
+
+/// How to open a project.
+#[derive(Clone, Debug, Default)]
+pub struct EngineOptions {
+    pub config: ConfigSource,
+    /// Kinds may stream their tools' output to stderr.
+    pub verbose: bool,
+}
+
+struct Planned {
+    name: String,
+    kind: String,
+    common: TierCommon,
+    eager: bool,
+    keep: Option<usize>,
+    tier: Box<dyn Tier>,
+    store: Store,
+}
+
+/// A project opened with its configuration: the tiers planned in dependency order.
+pub struct Engine {
+    project: PathBuf,
+    cache_dir: PathBuf,
+    config_file: Option<PathBuf>,
+    tiers: Vec<Planned>,
+    inputs: Arc<Inputs>,
+    verbose: bool,
+}
+
+/// What the engine found for one tier before acting on it.
+struct Lookup {
+    doc: Arc<KeyDoc>,
+    key: Key,
+    freshness: Freshness,
+    /// Marker of the entry for `key`, when one is there and readable.
+    marker: Option<Marker>,
+    /// The tier's last used entry, when it differs from `key`'s.
+    current: Option<Key>,
+}
+
+/// An entry retention removed (or, in a dry run, would remove).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Removed {
+    pub tier: String,
+    pub key: Key,
+    pub dir: PathBuf,
+    pub bytes: u64,
+}
+
+/// `tiers explain`: a tier's key document against its last entry's.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Explanation {
+    pub tier: String,
+    pub kind: String,
+    pub key: Key,
+    pub doc: KeyDoc,
+    /// The key the tier's last successful build resolved to.
+    pub last_key: Option<Key>,
+    pub last_doc: Option<KeyDoc>,
+    pub fresh: bool,
+    pub reasons: Vec<Reason>,
+}
+
+impl Engine {
+    /// Load the configuration, make every tier through `registry`, and order them.
+    /// Configuration errors come back here, before anything is built.
+    pub fn open(options: EngineOptions, registry: &Registry) -> Result<Engine> {
+        let mut source = options.config;
+        source.project = source.project.canonicalize().map_err(|e| {
+            Error::config(format!(
+                "the project directory `{}` cannot be opened: {e}",
+                source.project.display()
+            ))
+        })?;
+        let project = source.project.clone();
+        let loaded = config::load(&source)?;
+        let cache_dir = project.join(&loaded.config.cache.dir);
+        let mut tiers = Vec::new();
+        for name in loaded.config.tiers.keys() {
+            let spec = TierSpec::new(&loaded, name, &project)?;
+            let factory = registry
+                .get(&spec.common.kind)
+                .ok_or_else(|| Error::UnknownKind {
+                    tier: name.clone(),
+                    kind: spec.common.kind.clone(),
+                    known: registry.kinds().collect::<Vec<_>>().join(", "),
+                })?;
+            let tier = factory(&spec)?;
+            let root = match &spec.common.root {
+                Some(r) => project.join(r),
+                None => cache_dir.join(name),
+            };
+            tiers.push(Planned {
+                name: name.clone(),
+                kind: spec.common.kind.clone(),
+                eager: spec.common.eager.unwrap_or_else(|| tier.eager_default()),
+                keep: spec.common.keep.or_else(|| tier.keep_default()),
+                common: spec.common,
+                tier,
+                store: Store::new(root),
+            });
+        }
+        let tiers = order(tiers)?;
+        let mut skip: Vec<PathBuf> = loaded
+            .config
+            .inputs
+            .ignore
+            .iter()
+            .map(|d| project.join(d))
+            .collect();
+        skip.push(cache_dir.clone());
+        skip.extend(tiers.iter().map(|t| t.store.root().to_owned()));
+        Ok(Engine {
+            inputs: Arc::new(Inputs::new(&project, skip)),
+            project,
+            cache_dir,
+            config_file: loaded.file,
+            tiers,
+            verbose: options.verbose,
+        })
+    }
+
+    pub fn project(&self) -> &Path {
+        &self.project
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    /// The configuration file in use, if any.
+    pub fn config_file(&self) -> Option<&Path> {
+        self.config_file.as_deref()
+    }
+
+    /// Tier names in build order.
+    pub fn tier_names(&self) -> impl Iterator<Item = &str> {
+        self.tiers.iter().map(|t| t.name.as_str())
+    }
+
+    /// Build the requested tiers (and their upstreams). Tier failures are in the
+    /// report; `Err` is for requests that cannot run at all (unknown tier, cache dir).
+    pub async fn build(&self, req: &BuildRequest) -> Result<Report> {
+        let selected = self.select(&req.tiers)?;
+        if let Force::Tiers(names) = &req.rebuild {
+            for n in names {
+                self.planned(n)?;
+            }
+        }
+        store::init_cache_dir(&self.cache_dir)?;
+        let mut done: BTreeMap<&str, Option<Upstream>> = BTreeMap::new();
+        let mut reports = Vec::new();
+        for t in self
+            .tiers
+            .iter()
+            .filter(|t| selected.contains(t.name.as_str()))
+        {
+            let started = Instant::now();
+            let mut report = match self.upstreams(t, &done) {
+                Ok(up) => self.build_one(t, up, forced_by(t, req)).await,
+                Err(upstream) => skipped(t, format!("upstream tier `{upstream}` has no entry")),
+            };
+            report.seconds = started.elapsed().as_secs_f64();
+            let produced = match report.status {
+                Status::Failed | Status::Skipped if report.path.is_none() => None,
+                Status::Failed => None,
+                _ => report.key.clone().zip(report.path.clone()),
+            };
+            done.insert(
+                t.name.as_str(),
+                produced.map(|(key, path)| Upstream { key, path }),
+            );
+            reports.push(report);
+        }
+        Ok(self.report(reports))
+    }
+
+    /// What a build would do, and why. Builds, locks and writes nothing.
+    pub async fn status(&self, names: &[String]) -> Result<Report> {
+        let selected = self.select(names)?;
+        let mut done: BTreeMap<&str, Option<Upstream>> = BTreeMap::new();
+        let mut reports = Vec::new();
+        for t in self
+            .tiers
+            .iter()
+            .filter(|t| selected.contains(t.name.as_str()))
+        {
+            let started = Instant::now();
+            let mut report = match self.upstreams(t, &done) {
+                Ok(up) => self.status_one(t, up).await,
+                Err(upstream) => skipped(t, format!("upstream tier `{upstream}` has no entry")),
+            };
+            report.seconds = started.elapsed().as_secs_f64();
+            // Downstream keys are computed from upstream keys, which do not depend on
+            // whether the upstream is built yet.
+            let up = report.key.clone().map(|key| Upstream {
+                path: report.path.clone().unwrap_or_default(),
+                key,
+            });
+            done.insert(t.name.as_str(), up);
+            reports.push(report);
+        }
+        Ok(self.report(reports))
+    }
+
+    /// The entry each tier's last successful build resolved to. Computes no key.
+    pub fn paths(&self) -> PathsReport {
+        let tiers = self
+            .tiers
+            .iter()
+            .map(|t| {
+                let current = t.store.current();
+                let marker = current
+                    .as_ref()
+                    .and_then(|k| t.store.marker(k).ok().flatten());
+                let path = marker.map(|m| t.tier.path(&entry_of(&t.store, m)));
+                let info = TierPath {
+                    kind: t.kind.clone(),
+                    exists: path.as_ref().is_some_and(|p| p.exists()),
+                    key: current,
+                    path,
+                };
+                (t.name.clone(), info)
+            })
+            .collect();
+        PathsReport {
+            project: self.project.clone(),
+            cache_dir: self.cache_dir.clone(),
+            tiers,
+        }
+    }
+
+    /// Apply every tier's retention: entries beyond `keep` or `max_bytes` go, least
+    /// recently used first; the entry a tier last resolved to is never removed.
+    pub fn gc(&self, dry_run: bool) -> Result<Vec<Removed>> {
+        let mut removed = Vec::new();
+        for t in &self.tiers {
+            removed.extend(retain(t, dry_run)?);
+            if !dry_run {
+                t.store.clean_debris()?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// A tier's key document against its last entry's.
+    pub async fn explain(&self, name: &str) -> Result<Explanation> {
+        let t = self.planned(name)?;
+        // Upstream keys come from a status pass over the upstreams.
+        let upstream_names: Vec<String> = t.common.after.clone();
+        let status = self.status(&upstream_names).await?;
+        let mut upstream = BTreeMap::new();
+        for u in &t.common.after {
+            if let Some(r) = status.tier(u) {
+                if let Some(key) = &r.key {
+                    upstream.insert(
+                        u.clone(),
+                        Upstream {
+                            key: key.clone(),
+                            path: r.path.clone().unwrap_or_default(),
+                        },
+                    );
+                }
+            }
+        }
+        let cx = self.context(t, upstream);
+        let look = self.lookup(t, &cx).await?;
+        let last_key = t.store.current();
+        let last_doc = last_key
+            .as_ref()
+            .and_then(|k| t.store.marker(k).ok().flatten())
+            .map(|m| m.doc);
+        let (fresh, reasons) = match look.freshness {
+            Freshness::Fresh => (true, Vec::new()),
+            Freshness::Missing => (false, Vec::new()),
+            Freshness::Stale(r) => (false, r),
+        };
+        Ok(Explanation {
+            tier: t.name.clone(),
+            kind: t.kind.clone(),
+            key: look.key,
+            doc: (*look.doc).clone(),
+            last_key,
+            last_doc,
+            fresh,
+            reasons,
+        })
+    }
+
+    fn report(&self, tiers: Vec<TierReport>) -> Report {
+        Report {
+            project: self.project.clone(),
+            cache_dir: self.cache_dir.clone(),
+            tiers,
+        }
+    }
+
+    fn planned(&self, name: &str) -> Result<&Planned> {
+        self.tiers
+            .iter()
+            .find(|t| t.name == name)
+            .ok_or_else(|| Error::UnknownTier {
+                name: name.to_owned(),
+                known: self.tier_names().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// The named tiers and everything upstream of them; all tiers when none is named.
+    fn select(&self, names: &[String]) -> Result<BTreeSet<&str>> {
+        if names.is_empty() {
+            return Ok(self.tier_names().collect());
+        }
+        let mut selected = BTreeSet::new();
+        let mut todo: Vec<&str> = Vec::new();
+        for n in names {
+            todo.push(self.planned(n)?.name.as_str());
+        }
+        while let Some(n) = todo.pop() {
+            if selected.insert(n) {
+                todo.extend(self.planned(n)?.common.after.iter().map(String::as_str));
+            }
+        }
+        Ok(selected)
+    }
+
+    /// The upstreams of `t`, or the name of one that produced nothing.
+    fn upstreams<'a>(
+        &self,
+        t: &'a Planned,
+        done: &BTreeMap<&str, Option<Upstream>>,
+    ) -> std::result::Result<BTreeMap<String, Upstream>, &'a str> {
+        let mut up = BTreeMap::new();
+        for u in &t.common.after {
+            match done.get(u.as_str()) {
+                Some(Some(info)) => {
+                    up.insert(u.clone(), info.clone());
+                }
+                _ => return Err(u),
+            }
+        }
+        Ok(up)
+    }
+
+    fn context(&self, t: &Planned, upstream: BTreeMap<String, Upstream>) -> Context {
+        Context {
+            tier: t.name.clone(),
+            project: self.project.clone(),
+            cache_dir: self.cache_dir.clone(),
+            tier_root: t.store.root().to_owned(),
+            inputs: self.inputs.clone(),
+            upstream,
+            verbose: self.verbose,
+        }
+    }
+
+    /// Key the tier and find out whether its entry is usable.
+    async fn lookup(&self, t: &Planned, cx: &Context) -> Result<Lookup> {
+        let mut doc = t.tier.key(cx).await?;
+        doc.upstream = cx
+            .upstream
+            .iter()
+            .map(|(n, u)| (n.clone(), u.key.clone()))
+            .collect();
+        let key = doc.key();
+        let doc = Arc::new(doc);
+        let current = t.store.current().filter(|c| *c != key);
+        let (freshness, marker) = match t.store.marker(&key) {
+            Ok(Some(marker)) => {
+                let entry = Entry {
+                    key: key.clone(),
+                    dir: t.store.entry_dir(&key),
+                    build_dir: t.store.entry_dir(&key),
+                    doc: doc.clone(),
+                    data: marker.data.clone(),
+                };
+                (t.tier.probe(cx, &entry).await?, Some(marker))
+            }
+            Ok(None) => {
+                let last = current
+                    .as_ref()
+                    .and_then(|c| t.store.marker(c).ok().flatten());
+                match last {
+                    Some(last) => (Freshness::Stale(doc.diff(&last.doc)), None),
+                    None => (Freshness::Missing, None),
+                }
+            }
+            Err(Error::Marker { why, .. }) => {
+                (Freshness::Stale(vec![Reason::Corrupt { why }]), None)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Lookup {
+            doc,
+            key,
+            freshness,
+            marker,
+            current,
+        })
+    }
+
+    async fn status_one(&self, t: &Planned, upstream: BTreeMap<String, Upstream>) -> TierReport {
+        let cx = self.context(t, upstream);
+        let look = match self.lookup(t, &cx).await {
+            Ok(l) => l,
+            Err(e) => return failed_or_skipped(t, None, e),
+        };
+        let path = look
+            .marker
+            .clone()
+            .map(|m| t.tier.path(&entry_of(&t.store, m)));
+        let (status, mut reasons) = match look.freshness.clone() {
+            Freshness::Fresh => (Status::Fresh, vec![]),
+            Freshness::Missing => (Status::Missing, vec![]),
+            Freshness::Stale(r) => (Status::Stale, r),
+        };
+        if t.common.rebuild == Rebuild::Always {
+            reasons.push(Reason::Forced {
+                by: "`rebuild = \"always\"`".into(),
+            });
+            if status == Status::Fresh {
+                return tier_report(t, Some(look.key), path, Status::Stale, reasons);
+            }
+        }
+        let path = path.or_else(|| Some(t.tier.path(&planned_entry(t, &look))));
+        tier_report(t, Some(look.key), path, status, reasons)
+    }
+
+    async fn build_one(
+        &self,
+        t: &Planned,
+        upstream: BTreeMap<String, Upstream>,
+        forced: Option<String>,
+    ) -> TierReport {
+        let cx = self.context(t, upstream);
+        let look = match self.lookup(t, &cx).await {
+            Ok(l) => l,
+            Err(e) => return failed_or_skipped(t, None, e),
+        };
+        let forced_explicitly = forced
+            .as_deref()
+            .is_some_and(|f| f.starts_with("--rebuild"));
+        let reasons = match (&look.freshness, &forced) {
+            (_, Some(by)) => vec![Reason::Forced { by: by.clone() }],
+            (Freshness::Fresh, None) => {
+                return self.reuse(t, &look, Status::Fresh, vec![]);
+            }
+            (Freshness::Missing, None) => vec![],
+            (Freshness::Stale(r), None) => r.clone(),
+        };
+        if t.common.rebuild == Rebuild::Never && !forced_explicitly {
+            return self.never(t, &look, reasons);
+        }
+        let existed = look.marker.is_some() || look.current.is_some();
+        tracing::info!(tier = %t.name, key = look.key.short(), "building");
+        let lock = match lock(&t.store, &look.key).await {
+            Ok(l) => l,
+            Err(e) => return failed_or_skipped(t, Some(look.key), e),
+        };
+        // Another process may have published this key while we waited for the lock.
+        if forced.is_none() {
+            if let Ok(Some(marker)) = t.store.marker(&look.key) {
+                let entry = entry_of(&t.store, marker);
+                if let Ok(Freshness::Fresh) = t.tier.probe(&cx, &entry).await {
+                    drop(lock);
+                    return self.reuse(t, &look, Status::Fresh, vec![]);
+                }
+            }
+        }
+        match self.run_build(t, &cx, &look, &lock).await {
+            Ok(path) => {
+                drop(lock);
+                if let Err(e) = t.store.set_current(&look.key) {
+                    return failed_or_skipped(t, Some(look.key), e);
+                }
+                let status = if existed {
+                    Status::Rebuilt
+                } else {
+                    Status::Built
+                };
+                if let Err(e) = retain(t, false) {
+                    tracing::warn!(tier = %t.name, "retention failed: {e}");
+                }
+                tier_report(t, Some(look.key), Some(path), status, reasons)
+            }
+            Err(e) => failed_or_skipped(t, Some(look.key), e),
+        }
+    }
+
+    /// Build under the lock and publish; on failure nothing is published.
+    async fn run_build(
+        &self,
+        t: &Planned,
+        cx: &Context,
+        look: &Lookup,
+        lock: &KeyLock,
+    ) -> Result<PathBuf> {
+        let in_place = t.tier.builds_in_place();
+        let build_dir = if in_place {
+            t.store.prepare_in_place(&look.key, lock)?
+        } else {
+            t.store.stage(&look.key, lock)?
+        };
+        let mut entry = Entry {
+            key: look.key.clone(),
+            dir: t.store.entry_dir(&look.key),
+            build_dir: build_dir.clone(),
+            doc: look.doc.clone(),
+            data: Value::Null,
+        };
+        let started = Instant::now();
+        let outcome = t.tier.build(cx, &entry).await;
+        let outcome = outcome.and_then(|o| {
+            if build_dir.join(store::MARKER).exists() && !in_place {
+                return Err(Error::build(format!(
+                    "the build wrote `{}`, a name tiers reserves for its entry marker",
+                    store::MARKER
+                )));
+            }
+            check_used_inputs(&look.doc, &o.used_inputs)?;
+            Ok(o)
+        });
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&build_dir);
+                return Err(e);
+            }
+        };
+        let marker = Marker {
+            format: store::MARKER_FORMAT,
+            tier: t.name.clone(),
+            key: look.key.clone(),
+            doc: (*look.doc).clone(),
+            created_unix: store::now_unix(),
+            build_seconds: started.elapsed().as_secs_f64(),
+            used_inputs: outcome.used_inputs,
+            data: outcome.data,
+        };
+        if in_place {
+            t.store.publish_in_place(&marker, lock)?;
+        } else if let Err(e) = t.store.publish(&build_dir, &marker, lock) {
+            let _ = std::fs::remove_dir_all(&build_dir);
+            return Err(e);
+        }
+        entry.build_dir = entry.dir.clone();
+        entry.data = marker.data;
+        Ok(t.tier.path(&entry))
+    }
+
+    /// Use the entry of `look.key` as it is.
+    fn reuse(
+        &self,
+        t: &Planned,
+        look: &Lookup,
+        status: Status,
+        reasons: Vec<Reason>,
+    ) -> TierReport {
+        let marker = match t.store.marker(&look.key) {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                return failed_or_skipped(
+                    t,
+                    Some(look.key.clone()),
+                    Error::build("the entry disappeared while it was being used"),
+                )
+            }
+            Err(e) => return failed_or_skipped(t, Some(look.key.clone()), e),
+        };
+        t.store.touch(&look.key);
+        if let Err(e) = t.store.set_current(&look.key) {
+            return failed_or_skipped(t, Some(look.key.clone()), e);
+        }
+        let path = t.tier.path(&entry_of(&t.store, marker));
+        tier_report(t, Some(look.key.clone()), Some(path), status, reasons)
+    }
+
+    /// `rebuild = "never"` and the entry is not fresh: keep using the last entry.
+    fn never(&self, t: &Planned, look: &Lookup, mut reasons: Vec<Reason>) -> TierReport {
+        let last = [Some(&look.key), look.current.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|k| t.store.marker(k).ok().flatten());
+        match last {
+            Some(marker) => {
+                reasons.push(Reason::Skipped {
+                    why: "`rebuild = \"never\"` keeps the last entry".into(),
+                });
+                let key = marker.key.clone();
+                let path = t.tier.path(&entry_of(&t.store, marker));
+                tier_report(t, Some(key), Some(path), Status::Skipped, reasons)
+            }
+            None => failed_or_skipped(
+                t,
+                Some(look.key.clone()),
+                Error::NeverWithoutEntry {
+                    tier: t.name.clone(),
+                },
+            ),
+        }
+    }
+}
+
+/// Entries of `t` beyond its retention, least recently used first; removed unless
+/// `dry_run`. The current entry is never among them.
+fn retain(t: &Planned, dry_run: bool) -> Result<Vec<Removed>> {
+    if t.keep.is_none() && t.common.max_bytes.is_none() {
+        return Ok(Vec::new());
+    }
+    let current = t.store.current();
+    let mut entries = t.store.entries()?;
+    // The current entry counts first, whatever its age.
+    entries.sort_by_key(|e| Some(&e.key) != current.as_ref());
+    let mut kept = 0usize;
+    let mut bytes = 0u64;
+    let mut removed = Vec::new();
+    for e in entries {
+        let size = store::dir_bytes(&e.dir);
+        let is_current = Some(&e.key) == current.as_ref();
+        let over_count = t.keep.is_some_and(|k| kept >= k);
+        let over_bytes = t.common.max_bytes.is_some_and(|m| bytes + size > m);
+        if is_current || !(over_count || over_bytes) {
+            kept += 1;
+            bytes += size;
+            continue;
+        }
+        if !dry_run {
+            t.store.remove(&e.key)?;
+            tracing::info!(tier = %t.name, key = e.key.short(), "retention removed an entry");
+        }
+        removed.push(Removed {
+            tier: t.name.clone(),
+            key: e.key,
+            dir: e.dir,
+            bytes: size,
+        });
+    }
+    Ok(removed)
+}
+
+/// Why `req` forces `t`, if it does.
+fn forced_by(t: &Planned, req: &BuildRequest) -> Option<String> {
+    match &req.rebuild {
+        Force::All => return Some("--rebuild all".into()),
+        Force::Tiers(names) if names.contains(&t.name) => {
+            return Some(format!("--rebuild {}", t.name))
+        }
+        _ => {}
+    }
+    if t.common.rebuild == Rebuild::Always {
+        return Some("`rebuild = \"always\"`".into());
+    }
+    (req.eager && t.eager).then(|| "--eager".into())
+}
+
+async fn lock(store: &Store, key: &Key) -> Result<KeyLock> {
+    let store = Store::new(store.root());
+    let key = key.clone();
+    tokio::task::spawn_blocking(move || store.lock(&key))
+        .await
+        .map_err(|e| Error::build(format!("the lock task failed: {e}")))?
+}
+
+fn check_used_inputs(doc: &KeyDoc, used: &Option<Vec<String>>) -> Result<()> {
+    for path in used.iter().flatten() {
+        if !doc.inputs.contains_key(path) {
+            return Err(Error::build(format!(
+                "the build reported using `{path}`, which is not a declared input of this tier"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn entry_of(store: &Store, marker: Marker) -> Entry {
+    let dir = store.entry_dir(&marker.key);
+    Entry {
+        key: marker.key,
+        build_dir: dir.clone(),
+        dir,
+        doc: Arc::new(marker.doc),
+        data: marker.data,
+    }
+}
+
+/// The entry `look.key` will have once built, for reporting where it will be.
+fn planned_entry(t: &Planned, look: &Lookup) -> Entry {
+    let dir = t.store.entry_dir(&look.key);
+    Entry {
+        key: look.key.clone(),
+        build_dir: dir.clone(),
+        dir,
+        doc: look.doc.clone(),
+        data: Value::Null,
+    }
+}
+
+fn tier_report(
+    t: &Planned,
+    key: Option<Key>,
+    path: Option<PathBuf>,
+    status: Status,
+    reasons: Vec<Reason>,
+) -> TierReport {
+    TierReport {
+        name: t.name.clone(),
+        kind: t.kind.clone(),
+        key,
+        path,
+        status,
+        reasons: reasons.into_iter().map(Into::into).collect(),
+        seconds: 0.0,
+        error: None,
+    }
+}
+
+fn skipped(t: &Planned, why: String) -> TierReport {
+    tier_report(
+        t,
+        None,
+        None,
+        Status::Skipped,
+        vec![Reason::Skipped { why }],
+    )
+}
+
+fn failed_or_skipped(t: &Planned, key: Option<Key>, e: Error) -> TierReport {
+    if let Error::Unavailable { message } = &e {
+        return tier_report(
+            t,
+            key,
+            None,
+            Status::Skipped,
+            vec![Reason::Skipped {
+                why: message.clone(),
+            }],
+        );
+    }
+    let mut r = tier_report(t, key, None, Status::Failed, vec![]);
+    r.error = Some(e.to_string());
+    r
+}
+
+/// Order tiers so every tier comes after those in its `after`; alphabetical otherwise.
+fn order(tiers: Vec<Planned>) -> Result<Vec<Planned>> {
+    let names: BTreeSet<String> = tiers.iter().map(|t| t.name.clone()).collect();
+    for t in &tiers {
+        for u in &t.common.after {
+            if !names.contains(u) {
+                return Err(Error::UnknownUpstream {
+                    tier: t.name.clone(),
+                    upstream: u.clone(),
+                });
+            }
+        }
+    }
+    let mut pending: BTreeMap<String, Planned> =
+        tiers.into_iter().map(|t| (t.name.clone(), t)).collect();
+    let mut placed: BTreeSet<String> = BTreeSet::new();
+    let mut out = Vec::new();
+    while !pending.is_empty() {
+        let ready = pending
+            .values()
+            .find(|t| t.common.after.iter().all(|u| placed.contains(u)))
+            .map(|t| t.name.clone());
+        match ready {
+            Some(name) => {
+                let t = pending.remove(&name).expect("just found");
+                placed.insert(name);
+                out.push(t);
+            }
+            None => {
+                return Err(Error::Cycle {
+                    cycle: find_cycle(&pending),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A cycle among tiers none of which can be placed: follow `after` until a repeat.
+fn find_cycle(pending: &BTreeMap<String, Planned>) -> Vec<String> {
+    let mut path: Vec<String> = Vec::new();
+    let mut at = pending.keys().next().cloned().unwrap_or_default();
+    loop {
+        if let Some(i) = path.iter().position(|p| *p == at) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(at);
+            return cycle;
+        }
+        path.push(at.clone());
+        let Some(next) = pending[&at]
+            .common
+            .after
+            .iter()
+            .find(|u| pending.contains_key(*u))
+        else {
+            return path;
+        };
+        at = next.clone();
+    }
+}

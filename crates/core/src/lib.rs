@@ -1,0 +1,36 @@
+//! The core of tiers: the [`Tier`] trait and the [`Engine`] that runs it.
+//!
+//! The one big decision: **kinds are small, the engine owns everything that must be
+//! right once.** A kind says what its key is made of ([`Tier::key`]), how to build
+//! ([`Tier::build`]), how to check health ([`Tier::probe`]) and where its artifact is
+//! ([`Tier::path`]). The engine hashes inputs, turns key-document differences into
+//! [`Reason`]s, locks each key, publishes entries atomically (marker last), applies
+//! the `rebuild`/`eager` policy and `after` ordering, and reports.
+//!
+//! Embedders open a project with [`Engine::open`], passing a [`Registry`] that holds
+//! the built-in kinds and any of their own, then call [`Engine::build`] or
+//! [`Engine::status`] and read the [`Report`] — the same data `--json` prints.
+
+mod config;
+mod engine;
+mod error;
+mod inputs;
+mod key;
+mod registry;
+mod report;
+mod store;
+mod tier;
+
+pub use config::{
+    load as load_config, Config, ConfigSource, Rebuild, TierCommon, TierSpec, DEFAULT_TOML,
+};
+pub use engine::{BuildRequest, Engine, EngineOptions, Explanation, Force, Removed};
+pub use error::{Error, Result};
+pub use inputs::{hash_file, InputSet, InputSpec, Inputs};
+pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};
+pub use registry::{Factory, Registry};
+pub use report::{PathsReport, ReasonReport, Report, Status, TierPath, TierReport};
+pub use store::{write_atomic, Marker, Store, MARKER};
+pub use tier::{BuildOutcome, Context, Entry, Tier, Upstream};
+
+pub use async_trait::async_trait;

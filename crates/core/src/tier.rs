@@ -1,0 +1,147 @@
+//! The one trait every kind implements.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::inputs::{InputSet, InputSpec, Inputs};
+use crate::key::{Freshness, Key, KeyDoc};
+
+/// A kind of artifact: what its key is made of, how to build it, how to check it.
+///
+/// Who implements it: each kind crate (`tiers-command`, the venv kinds, `codeql`,
+/// `symtab`) and embedders with a tool of their own. Who calls it: only the
+/// [`Engine`](crate::Engine), which owns everything that must be right once —
+/// hashing, locking, publication, policy, upstream ordering and reasons.
+///
+/// `key`, `build` and `path` are required: they are what differs between kinds.
+/// `probe` defaults to "the marker is there, so it is fresh"; kinds whose artifact can
+/// rot in place (a venv whose interpreter vanished) override it. The other methods
+/// are capabilities with defaults most kinds keep.
+#[async_trait]
+pub trait Tier: Send + Sync {
+    /// The key document: every input that can change the artifact. Hash declared
+    /// inputs through [`Context::inputs`]; the engine adds upstream keys itself.
+    async fn key(&self, cx: &Context) -> Result<KeyDoc>;
+
+    /// Is the published entry for this key usable? Cheap: a health check, no rebuild.
+    /// The engine has already checked that the entry's marker exists and matches.
+    async fn probe(&self, cx: &Context, entry: &Entry) -> Result<Freshness> {
+        let _ = (cx, entry);
+        Ok(Freshness::Fresh)
+    }
+
+    /// Produce the artifact into `entry.build_dir`: a fresh staging directory, or the
+    /// final directory itself for kinds that [`build in place`](Tier::builds_in_place).
+    async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome>;
+
+    /// Where a consumer finds the artifact of this (published) entry.
+    fn path(&self, entry: &Entry) -> PathBuf;
+
+    /// Whether the artifact must be built at its final path (venvs are not
+    /// relocatable). The engine then builds under the key's lock in the final
+    /// directory and writes the marker last, instead of renaming a staging dir.
+    fn builds_in_place(&self) -> bool {
+        false
+    }
+
+    /// The `eager` policy when the configuration does not set one: whether
+    /// `tiers build --eager` forces this tier.
+    fn eager_default(&self) -> bool {
+        true
+    }
+
+    /// How many entries retention keeps when the configuration sets no `keep`;
+    /// `None` keeps every entry.
+    fn keep_default(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// What a build reports besides its artifact.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOutcome {
+    /// The declared inputs the build actually read, when the kind can tell; `None`
+    /// means all of them.
+    pub used_inputs: Option<Vec<String>>,
+    /// Kind-specific facts recorded in the entry marker (which backend ran…), given
+    /// back to [`Tier::probe`] as [`Entry::data`].
+    pub data: Value,
+}
+
+/// One entry of a tier: a key and its directory.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: Key,
+    /// The published directory, `<tier root>/<key>`.
+    pub dir: PathBuf,
+    /// Where [`Tier::build`] writes: a staging directory or `dir` itself.
+    pub build_dir: PathBuf,
+    /// The key document of this entry.
+    pub doc: Arc<KeyDoc>,
+    /// [`BuildOutcome::data`] as recorded in the marker; `Null` while building.
+    pub data: Value,
+}
+
+/// What the engine knows of an upstream tier when a downstream one runs.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub key: Key,
+    /// The upstream artifact's [`Tier::path`].
+    pub path: PathBuf,
+}
+
+/// The engine's view given to a tier for one run.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) tier: String,
+    pub(crate) project: PathBuf,
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) tier_root: PathBuf,
+    pub(crate) inputs: Arc<Inputs>,
+    pub(crate) upstream: BTreeMap<String, Upstream>,
+    pub(crate) verbose: bool,
+}
+
+impl Context {
+    /// The tier's name in `tiers.toml`.
+    pub fn tier(&self) -> &str {
+        &self.tier
+    }
+    /// The project directory (absolute).
+    pub fn project(&self) -> &Path {
+        &self.project
+    }
+    /// The cache dir (absolute).
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+    /// The directory holding this tier's entries.
+    pub fn tier_root(&self) -> &Path {
+        &self.tier_root
+    }
+    /// Hash the project files `spec` matches (cached for the run, shared by tiers).
+    pub fn inputs(&self, spec: &InputSpec) -> Result<InputSet> {
+        self.inputs.collect(spec)
+    }
+    /// The project's walkable files, relative and sorted.
+    pub fn project_files(&self) -> &[String] {
+        self.inputs.files()
+    }
+    /// The current digest of one project file.
+    pub fn digest_of(&self, rel: &str) -> Result<Option<String>> {
+        self.inputs.digest_of(rel)
+    }
+    /// The upstream tiers named in `after`, with their keys and paths.
+    pub fn upstream(&self) -> &BTreeMap<String, Upstream> {
+        &self.upstream
+    }
+    /// Whether the user asked for verbose output: kinds may stream tool output.
+    pub fn verbose(&self) -> bool {
+        self.verbose
+    }
+}

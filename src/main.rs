@@ -1,0 +1,273 @@
+//! The `tiers` command: a thin clap layer over `tiers-core`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, Subcommand};
+use tiers::{BuildRequest, ConfigSource, Engine, EngineOptions, Force, Report};
+
+#[derive(Parser)]
+#[command(
+    name = "tiers",
+    version,
+    about = "A content-addressed cache of code-analysis artifacts, one tier per artifact"
+)]
+struct Cli {
+    /// The project directory.
+    #[arg(
+        short = 'C',
+        long = "directory",
+        value_name = "DIR",
+        default_value = ".",
+        global = true
+    )]
+    project: PathBuf,
+    /// The configuration file [default: <project>/tiers.toml].
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Where every tier keeps its entries [default: <project>/.tiers].
+    #[arg(long, value_name = "DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// More logging on stderr (-v, -vv).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the tiers that are not fresh (all, or the named ones and their upstreams).
+    Build {
+        tiers: Vec<String>,
+        /// Force these tiers (comma-separated), or `all`.
+        #[arg(long, value_name = "TIER,…|all", value_delimiter = ',')]
+        rebuild: Vec<String>,
+        /// Force every tier whose `eager` policy is true (venvs are not, by default).
+        #[arg(long)]
+        eager: bool,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What `build` would do, and why. Builds nothing.
+    Status {
+        tiers: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The key document of a tier against its last entry's.
+    Explain { tier: String },
+    /// The entry each tier last resolved to, for embedders.
+    Paths {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply retention (`keep`, `max_bytes`): remove least recently used entries.
+    Gc {
+        /// List what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = matches!(
+        cli.command,
+        Command::Build { json: true, .. }
+            | Command::Status { json: true, .. }
+            | Command::Paths { json: true }
+    );
+    init_logging(&cli, json);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let usage = err
+                .downcast_ref::<tiers::Error>()
+                .is_some_and(tiers::Error::is_usage);
+            eprintln!("error: {err:#}");
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+fn init_logging(cli: &Cli, json: bool) {
+    use tracing::Level;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => Level::ERROR,
+        (false, 0) if !json && std::io::stderr().is_terminal() => Level::INFO,
+        (false, 0) => Level::WARN,
+        (false, 1) => Level::DEBUG,
+        (false, _) => Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let options = EngineOptions {
+        config: ConfigSource {
+            project: cli.project.clone(),
+            file: cli.config.clone(),
+            cache_dir: cli.cache_dir.clone(),
+            env: true,
+            toml: None,
+        },
+        verbose: cli.verbose > 0,
+    };
+    let engine = Engine::open(options, &tiers::registry())?;
+    if engine.config_file().is_none() && engine.tier_names().next().is_none() {
+        return Err(tiers::Error::config(format!(
+            "no tiers are configured: `{}` has no tiers.toml\nhint: write one (see the README's tiers.toml reference) or pass --config FILE",
+            engine.project().display()
+        ))
+        .into());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Build {
+            tiers,
+            rebuild,
+            eager,
+            json,
+        } => {
+            let rebuild = if rebuild.iter().any(|r| r == "all") {
+                Force::All
+            } else if rebuild.is_empty() {
+                Force::None
+            } else {
+                Force::Tiers(rebuild)
+            };
+            let req = BuildRequest {
+                tiers,
+                rebuild,
+                eager,
+            };
+            let report = runtime.block_on(engine.build(&req))?;
+            print_report(&report, json)?;
+            Ok(exit_for(&report))
+        }
+        Command::Status { tiers, json } => {
+            let report = runtime.block_on(engine.status(&tiers))?;
+            print_report(&report, json)?;
+            Ok(exit_for(&report))
+        }
+        Command::Explain { tier } => {
+            let ex = runtime.block_on(engine.explain(&tier))?;
+            print_explanation(&ex);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Paths { json } => {
+            let paths = engine.paths();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&paths)?);
+            } else {
+                for (name, p) in &paths.tiers {
+                    let path = p
+                        .path
+                        .as_ref()
+                        .map_or("-".into(), |p| p.display().to_string());
+                    println!("{name:<16} {path}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { dry_run } => {
+            let removed = engine.gc(dry_run)?;
+            let verb = if dry_run { "would remove" } else { "removed" };
+            for r in &removed {
+                println!("{verb} {} {} ({} bytes)", r.tier, r.key.short(), r.bytes);
+            }
+            let total: u64 = removed.iter().map(|r| r.bytes).sum();
+            println!("{verb} {} entries, {total} bytes", removed.len());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit_for(report: &Report) -> ExitCode {
+    if report.failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    let width = report.tiers.iter().map(|t| t.name.len()).max().unwrap_or(0);
+    for t in &report.tiers {
+        let key = t.key.as_ref().map_or("-", |k| k.short());
+        let why: Vec<&str> = t.reasons.iter().map(|r| r.message.as_str()).collect();
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", why.join("; "))
+        };
+        println!(
+            "{:<8} {:<width$}  {key:<12}  {:>6.2}s{why}",
+            t.status.as_str(),
+            t.name,
+            t.seconds
+        );
+        if let Some(err) = &t.error {
+            eprintln!("error: tier `{}` failed: {err}", t.name);
+        }
+    }
+    Ok(())
+}
+
+fn print_explanation(ex: &tiers::Explanation) {
+    println!("tier {} (kind {})", ex.tier, ex.kind);
+    println!("key        {}", ex.key);
+    match &ex.last_key {
+        Some(k) if *k == ex.key => println!("last entry {k} (the same key)"),
+        Some(k) => println!("last entry {k}"),
+        None => println!("last entry none: this tier was never built"),
+    }
+    if ex.fresh {
+        println!("fresh: nothing changed");
+    } else if ex.reasons.is_empty() {
+        println!("missing: no entry to compare with");
+    } else {
+        println!("stale:");
+        for r in &ex.reasons {
+            println!("  - {r}");
+        }
+    }
+    let d = &ex.doc;
+    println!(
+        "key document: kind {} v{}, {} inputs, {} options, {} toolchain entries, {} upstream",
+        d.kind,
+        d.kind_version,
+        d.inputs.len(),
+        d.options.len(),
+        d.toolchain.len(),
+        d.upstream.len()
+    );
+    for (what, id) in &d.toolchain {
+        println!("  toolchain {what} = {id}");
+    }
+    for (name, v) in &d.options {
+        println!("  option {name} = {v}");
+    }
+    for (name, k) in &d.upstream {
+        println!("  upstream {name} = {}", k.short());
+    }
+}
