@@ -241,7 +241,12 @@ fn print_explanation(ex: &tiers::Explanation) {
         Some(k) => println!("last entry {k}"),
         None => println!("last entry none: this tier was never built"),
     }
-    if ex.fresh {
+    if let Some(from) = &ex.restored_from {
+        println!("restored: reuses entry {from}, built for other inputs:");
+        for r in &ex.reasons {
+            println!("  - {r}");
+        }
+    } else if ex.fresh {
         println!("fresh: nothing changed");
     } else if ex.reasons.is_empty() {
         println!("missing: no entry to compare with");
@@ -250,6 +255,27 @@ fn print_explanation(ex: &tiers::Explanation) {
         for r in &ex.reasons {
             println!("  - {r}");
         }
+    }
+    match &ex.used_inputs {
+        Some(used) => println!(
+            "used inputs (reported by the last build): {}",
+            used.join(", ")
+        ),
+        None => println!("used inputs: all declared inputs (the build reported none)"),
+    }
+    for c in &ex.candidates {
+        let verdict = if !c.present {
+            "rejected: its entry is gone".to_owned()
+        } else if c.changed.is_empty() {
+            "matches: every input it used is unchanged".to_owned()
+        } else {
+            format!("rejected: {} changed", c.changed.join(", "))
+        };
+        println!(
+            "candidate {} (used {}): {verdict}",
+            c.entry.short(),
+            c.used.join(", ")
+        );
     }
     let d = &ex.doc;
     println!(

@@ -15,8 +15,13 @@
 //! ```
 //!
 //! The command runs in the project with `TIERS_OUT`, `TIERS_PROJECT`, `TIERS_TIER`,
-//! `TIERS_KEY` and `TIERS_PATH_<UPSTREAM>` set. Its key is the command line, `env`,
-//! the globs and the content of every matched file.
+//! `TIERS_KEY`, `TIERS_DEPFILE` and `TIERS_PATH_<UPSTREAM>` set. Its key is the
+//! command line, `env`, the globs and the content of every matched file.
+//!
+//! `TIERS_DEPFILE` names a file the command may write: the project-relative paths of
+//! the inputs it actually read, one per line. The entry is then reused when only
+//! other inputs change (see "Discovered inputs" in tiers-core). No file means every
+//! input was used.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -111,6 +116,9 @@ impl Tier for CommandTier {
     }
 
     async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome> {
+        // Beside the staging dir, not in it: the artifact is only what the command made.
+        let depfile = entry.build_dir.with_extension("deps");
+        let _ = std::fs::remove_file(&depfile);
         let mut cmd = tokio::process::Command::new(&self.run[0]);
         cmd.args(&self.run[1..])
             .current_dir(cx.project())
@@ -119,6 +127,7 @@ impl Tier for CommandTier {
             .env("TIERS_PROJECT", cx.project())
             .env("TIERS_TIER", cx.tier())
             .env("TIERS_KEY", entry.key.as_str())
+            .env("TIERS_DEPFILE", &depfile)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -150,7 +159,12 @@ impl Tier for CommandTier {
             let _ = r.await;
         }
         if status.success() {
-            return Ok(BuildOutcome::default());
+            let used_inputs = read_depfile(&depfile, cx.project())?;
+            let _ = std::fs::remove_file(&depfile);
+            return Ok(BuildOutcome {
+                used_inputs,
+                ..BuildOutcome::default()
+            });
         }
         let how = match status.code() {
             Some(code) => format!("exited with status {code}"),
@@ -188,6 +202,28 @@ impl Tier for CommandTier {
     fn path(&self, entry: &Entry) -> PathBuf {
         entry.dir.clone()
     }
+}
+
+/// The project-relative paths listed in a dep file; `None` when there is none.
+fn read_depfile(path: &std::path::Path, project: &std::path::Path) -> Result<Option<Vec<String>>> {
+    let text = match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut used: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let p = std::path::Path::new(l);
+            let rel = p.strip_prefix(project).unwrap_or(p);
+            rel.to_string_lossy().trim_start_matches("./").to_owned()
+        })
+        .collect();
+    used.sort();
+    used.dedup();
+    Ok(Some(used))
 }
 
 /// `my-tier.x` → `MY_TIER_X`, for `TIERS_PATH_<NAME>`.

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::candidates::Candidates;
 use crate::config::{self, ConfigSource, Rebuild, TierCommon, TierSpec};
 use crate::error::{Error, Result};
 use crate::inputs::Inputs;
@@ -71,8 +72,10 @@ struct Lookup {
     doc: Arc<KeyDoc>,
     key: Key,
     freshness: Freshness,
-    /// Marker of the entry for `key`, when one is there and readable.
+    /// Marker of the entry serving `key`, when one is there and readable.
     marker: Option<Marker>,
+    /// An entry built for other inputs that this key can reuse (discovered inputs).
+    restored: Option<(Marker, Vec<Reason>)>,
     /// The tier's last used entry, when it differs from `key`'s.
     current: Option<Key>,
 }
@@ -98,6 +101,23 @@ pub struct Explanation {
     pub last_doc: Option<KeyDoc>,
     pub fresh: bool,
     pub reasons: Vec<Reason>,
+    /// The inputs the last entry's build reported using (`None`: all of them).
+    pub used_inputs: Option<Vec<String>>,
+    /// Entry reused through discovered inputs, when one would be.
+    pub restored_from: Option<Key>,
+    /// Every candidate of this key's structure key, with why it matches or not.
+    pub candidates: Vec<CandidateVerdict>,
+}
+
+/// One discovered-inputs candidate as `tiers explain` judges it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct CandidateVerdict {
+    pub entry: Key,
+    pub used: Vec<String>,
+    /// Used inputs whose digest differs now: the candidate is rejected when non-empty.
+    pub changed: Vec<String>,
+    /// Whether the candidate's entry is still in the store.
+    pub present: bool,
 }
 
 impl Engine {
@@ -305,14 +325,34 @@ impl Engine {
         let cx = self.context(t, upstream);
         let look = self.lookup(t, &cx).await?;
         let last_key = t.store.current();
-        let last_doc = last_key
+        let last = last_key
             .as_ref()
-            .and_then(|k| t.store.marker(k).ok().flatten())
-            .map(|m| m.doc);
-        let (fresh, reasons) = match look.freshness {
-            Freshness::Fresh => (true, Vec::new()),
-            Freshness::Missing => (false, Vec::new()),
-            Freshness::Stale(r) => (false, r),
+            .and_then(|k| t.store.marker(k).ok().flatten());
+        let used_inputs = look
+            .marker
+            .as_ref()
+            .or(last.as_ref())
+            .and_then(|m| m.used_inputs.clone());
+        let last_doc = last.map(|m| m.doc);
+        let candidates = Candidates::new(t.store.root())
+            .load(&look.doc.structure_key())
+            .into_iter()
+            .map(|c| CandidateVerdict {
+                changed: c
+                    .mismatches(&look.doc.inputs)
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect(),
+                present: t.store.marker(&c.entry).ok().flatten().is_some(),
+                used: c.used.keys().cloned().collect(),
+                entry: c.entry,
+            })
+            .collect();
+        let (fresh, reasons) = match (look.freshness, &look.restored) {
+            (Freshness::Fresh, _) => (true, Vec::new()),
+            (_, Some((_, why))) => (false, why.clone()),
+            (Freshness::Missing, None) => (false, Vec::new()),
+            (Freshness::Stale(r), None) => (false, r),
         };
         Ok(Explanation {
             tier: t.name.clone(),
@@ -323,6 +363,9 @@ impl Engine {
             last_doc,
             fresh,
             reasons,
+            used_inputs,
+            restored_from: look.restored.map(|(m, _)| m.key),
+            candidates,
         })
     }
 
@@ -403,16 +446,21 @@ impl Engine {
         let key = doc.key();
         let doc = Arc::new(doc);
         let current = t.store.current().filter(|c| *c != key);
-        let (freshness, marker) = match t.store.marker(&key) {
+        let mut restored = None;
+        let (freshness, marker) = match t.store.resolve(&key) {
             Ok(Some(marker)) => {
-                let entry = Entry {
-                    key: key.clone(),
-                    dir: t.store.entry_dir(&key),
-                    build_dir: t.store.entry_dir(&key),
-                    doc: doc.clone(),
-                    data: marker.data.clone(),
-                };
+                let entry = entry_of(&t.store, marker.clone());
                 (t.tier.probe(cx, &entry).await?, Some(marker))
+            }
+            Ok(None) if !doc.inputs.is_empty() => {
+                restored = self.candidate(t, cx, &doc).await?;
+                let last = current
+                    .as_ref()
+                    .and_then(|c| t.store.marker(c).ok().flatten());
+                match last {
+                    Some(last) => (Freshness::Stale(doc.diff(&last.doc)), None),
+                    None => (Freshness::Missing, None),
+                }
             }
             Ok(None) => {
                 let last = current
@@ -433,8 +481,42 @@ impl Engine {
             key,
             freshness,
             marker,
+            restored,
             current,
         })
+    }
+
+    /// The first candidate of `doc`'s structure key whose used inputs all still have
+    /// the digests they had, with the reasons it is reusable.
+    async fn candidate(
+        &self,
+        t: &Planned,
+        cx: &Context,
+        doc: &KeyDoc,
+    ) -> Result<Option<(Marker, Vec<Reason>)>> {
+        let candidates = Candidates::new(t.store.root());
+        for c in candidates.load(&doc.structure_key()) {
+            if !c.mismatches(&doc.inputs).is_empty() {
+                continue;
+            }
+            let Ok(Some(marker)) = t.store.marker(&c.entry) else {
+                continue;
+            };
+            let entry = entry_of(&t.store, marker.clone());
+            if t.tier.probe(cx, &entry).await? != Freshness::Fresh {
+                continue;
+            }
+            let reasons = doc
+                .diff(&marker.doc)
+                .into_iter()
+                .map(|r| match r {
+                    Reason::InputChanged { path } => Reason::UnusedInputChanged { path },
+                    other => other,
+                })
+                .collect();
+            return Ok(Some((marker, reasons)));
+        }
+        Ok(None)
     }
 
     async fn status_one(&self, t: &Planned, upstream: BTreeMap<String, Upstream>) -> TierReport {
@@ -447,6 +529,18 @@ impl Engine {
             .marker
             .clone()
             .map(|m| t.tier.path(&entry_of(&t.store, m)));
+        if let (Some((marker, reasons)), Freshness::Missing | Freshness::Stale(_)) =
+            (&look.restored, &look.freshness)
+        {
+            let path = t.tier.path(&entry_of(&t.store, marker.clone()));
+            return tier_report(
+                t,
+                Some(look.key),
+                Some(path),
+                Status::Restored,
+                reasons.clone(),
+            );
+        }
         let (status, mut reasons) = match look.freshness.clone() {
             Freshness::Fresh => (Status::Fresh, vec![]),
             Freshness::Missing => (Status::Missing, vec![]),
@@ -486,6 +580,9 @@ impl Engine {
             (Freshness::Missing, None) => vec![],
             (Freshness::Stale(r), None) => r.clone(),
         };
+        if let (Some((marker, why)), None) = (&look.restored, &forced) {
+            return self.restore(t, &look, marker, why.clone());
+        }
         if t.common.rebuild == Rebuild::Never && !forced_explicitly {
             return self.never(t, &look, reasons);
         }
@@ -581,12 +678,38 @@ impl Engine {
             let _ = std::fs::remove_dir_all(&build_dir);
             return Err(e);
         }
+        if let Some(used) = &marker.used_inputs {
+            let used = used
+                .iter()
+                .filter_map(|p| look.doc.inputs.get(p).map(|d| (p.clone(), d.clone())))
+                .collect();
+            let recorded = Candidates::new(t.store.root()).touch(
+                &look.doc.structure_key(),
+                &look.key,
+                Some(used),
+            );
+            if let Err(e) = recorded {
+                tracing::warn!(tier = %t.name, "cannot record the inputs this build used: {e}");
+            }
+        }
         entry.build_dir = entry.dir.clone();
         entry.data = marker.data;
         Ok(t.tier.path(&entry))
     }
 
-    /// Use the entry of `look.key` as it is.
+    /// Serve `look.key` with `marker`'s entry, built for other inputs this build does
+    /// not use; the next exact lookup of `look.key` hits it directly.
+    fn restore(&self, t: &Planned, look: &Lookup, marker: &Marker, why: Vec<Reason>) -> TierReport {
+        let recorded = t.store.set_alias(&look.key, &marker.key).and_then(|()| {
+            Candidates::new(t.store.root()).touch(&look.doc.structure_key(), &marker.key, None)
+        });
+        if let Err(e) = recorded {
+            return failed_or_skipped(t, Some(look.key.clone()), e);
+        }
+        self.reuse(t, look, Status::Restored, why)
+    }
+
+    /// Use the entry serving `look.key` as it is.
     fn reuse(
         &self,
         t: &Planned,
@@ -594,7 +717,7 @@ impl Engine {
         status: Status,
         reasons: Vec<Reason>,
     ) -> TierReport {
-        let marker = match t.store.marker(&look.key) {
+        let marker = match t.store.resolve(&look.key) {
             Ok(Some(m)) => m,
             Ok(None) => {
                 return failed_or_skipped(
@@ -605,8 +728,8 @@ impl Engine {
             }
             Err(e) => return failed_or_skipped(t, Some(look.key.clone()), e),
         };
-        t.store.touch(&look.key);
-        if let Err(e) = t.store.set_current(&look.key) {
+        t.store.touch(&marker.key);
+        if let Err(e) = t.store.set_current(&marker.key) {
             return failed_or_skipped(t, Some(look.key.clone()), e);
         }
         let path = t.tier.path(&entry_of(&t.store, marker));

@@ -11,6 +11,7 @@
 //! the built-in kinds and any of their own, then call [`Engine::build`] or
 //! [`Engine::status`] and read the [`Report`] — the same data `--json` prints.
 
+mod candidates;
 mod config;
 mod engine;
 mod error;
@@ -21,10 +22,13 @@ mod report;
 mod store;
 mod tier;
 
+pub use candidates::{Candidate, CANDIDATE_LIMIT};
 pub use config::{
     load as load_config, Config, ConfigSource, Rebuild, TierCommon, TierSpec, DEFAULT_TOML,
 };
-pub use engine::{BuildRequest, Engine, EngineOptions, Explanation, Force, Removed};
+pub use engine::{
+    BuildRequest, CandidateVerdict, Engine, EngineOptions, Explanation, Force, Removed,
+};
 pub use error::{Error, Result};
 pub use inputs::{hash_file, InputSet, InputSpec, Inputs};
 pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};

@@ -254,6 +254,30 @@ impl Store {
         Ok(())
     }
 
+    /// The entry `key` was restored to through discovered inputs, if it was.
+    pub fn alias(&self, key: &Key) -> Option<Key> {
+        let text = fs::read_to_string(self.root.join(".aliases").join(key.as_str())).ok()?;
+        Key::parse(&text)
+    }
+
+    /// Record that `key` is served by `target`'s entry.
+    pub fn set_alias(&self, key: &Key, target: &Key) -> Result<()> {
+        let dir = self.root.join(".aliases");
+        fs::create_dir_all(&dir).at(&dir)?;
+        write_atomic(&dir.join(key.as_str()), target.as_str().as_bytes())
+    }
+
+    /// The marker of the entry serving `key`: its own, else its alias's.
+    pub fn resolve(&self, key: &Key) -> Result<Option<Marker>> {
+        match self.marker(key)? {
+            Some(m) => Ok(Some(m)),
+            None => match self.alias(key) {
+                Some(target) => Ok(self.marker(&target).ok().flatten()),
+                None => Ok(None),
+            },
+        }
+    }
+
     /// The key the last successful build of this tier resolved to.
     pub fn current(&self) -> Option<Key> {
         let text = fs::read_to_string(self.root.join(CURRENT)).ok()?;
@@ -305,7 +329,12 @@ fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
 }
 
 fn remove_dir(dir: &Path) -> Result<()> {
-    match fs::remove_dir_all(dir) {
+    let removed = if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+        fs::remove_file(dir)
+    } else {
+        fs::remove_dir_all(dir)
+    };
+    match removed {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(dir, e)),
