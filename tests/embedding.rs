@@ -48,7 +48,7 @@ fn example_kind_builds_then_is_fresh_then_rebuilds_on_edit() {
     assert_eq!(t.reasons[0].message, "the input `pkg/b.py` changed");
     assert_eq!(
         std::fs::read_to_string(t.path.clone().unwrap()).unwrap(),
-        "8\n"
+        "9\n"
     );
 }
 
