@@ -133,7 +133,7 @@ impl Engine {
         })?;
         let project = source.project.clone();
         let loaded = config::load(&source)?;
-        let cache_dir = project.join(&loaded.config.cache.dir);
+        let cache_dir = resolve(&project.join(&loaded.config.cache.dir));
         let mut tiers = Vec::new();
         for name in loaded.config.tiers.keys() {
             let spec = TierSpec::new(&loaded, name, &project)?;
@@ -146,7 +146,7 @@ impl Engine {
                 })?;
             let tier = factory(&spec)?;
             let root = match &spec.common.root {
-                Some(r) => project.join(r),
+                Some(r) => resolve(&project.join(r)),
                 None => cache_dir.join(name),
             };
             tiers.push(Planned {
@@ -165,7 +165,7 @@ impl Engine {
             .inputs
             .ignore
             .iter()
-            .map(|d| project.join(d))
+            .map(|d| resolve(&project.join(d)))
             .collect();
         skip.push(cache_dir.clone());
         skip.extend(tiers.iter().map(|t| t.store.root().to_owned()));
@@ -797,6 +797,26 @@ fn retain(t: &Planned, dry_run: bool) -> Result<Vec<Removed>> {
         });
     }
     Ok(removed)
+}
+
+/// `path` with `.` and `..` resolved and links followed as far as it exists. The input
+/// walk compares directories by the path it reached them through, so a cache dir
+/// spelled `sub/../cache` would otherwise be walked, and its entries become inputs.
+fn resolve(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+        if let Ok(real) = out.canonicalize() {
+            out = real;
+        }
+    }
+    out
 }
 
 /// Why `req` forces `t`, if it does.
