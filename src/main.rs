@@ -91,10 +91,23 @@ fn main() -> ExitCode {
             let usage = err
                 .downcast_ref::<tiers::Error>()
                 .is_some_and(tiers::Error::is_usage);
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", render_error(&err));
             ExitCode::from(if usage { 2 } else { 1 })
         }
     }
+}
+
+/// The error and its causes, each once: most messages already embed their source,
+/// which `{:#}` would print a second time.
+fn render_error(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 fn init_logging(cli: &Cli, json: bool) {
