@@ -541,6 +541,11 @@ impl Engine {
                 reasons.clone(),
             );
         }
+        // `build` keeps the last entry of a `rebuild = "never"` tier: say so, and let
+        // downstream tiers be keyed on that entry, as `build` will.
+        if let (Rebuild::Never, Freshness::Stale(r)) = (t.common.rebuild, &look.freshness) {
+            return self.never(t, &look, r.clone());
+        }
         let (status, mut reasons) = match look.freshness.clone() {
             Freshness::Fresh => (Status::Fresh, vec![]),
             Freshness::Missing => (Status::Missing, vec![]),
