@@ -466,6 +466,31 @@ fn rebuild_never_keeps_the_old_entry_until_named_by_rebuild() {
     assert_eq!(p.build(&[]).status("t"), "fresh");
 }
 
+#[test]
+fn status_of_a_never_tier_says_build_keeps_its_last_entry() {
+    let toml = format!(
+        "{NEVER}\n[tiers.down]\nkind = \"command\"\ninputs = []\nrun = [\"python3\", \"count.py\"]\nafter = [\"t\"]\n"
+    );
+    let p = counting(&toml).build();
+    let first = p.build(&["--rebuild", "t"]);
+    assert_eq!(first.status("down"), "built");
+    p.write("a.txt", "changed\n");
+    let snap = p.cache_snapshot();
+
+    let status = p.status(&[]).expect_code(0);
+    assert_eq!(status.status("t"), "skipped", "{:?}", status.reasons("t"));
+    assert_eq!(path_of(&status, "t"), path_of(&first, "t"));
+    assert_eq!(status.status("down"), "fresh", "{:?}", status.reasons("down"));
+    assert_eq!(p.cache_snapshot(), snap);
+
+    let run = p.build(&[]);
+    assert_eq!(run.status("t"), "skipped");
+    assert_eq!(run.reasons("t"), status.reasons("t"));
+    assert_eq!(run.status("down"), "fresh");
+    assert_eq!(key_of(&run, "down"), key_of(&status, "down"));
+    assert_eq!((runs(&p, "t"), runs(&p, "down")), (1, 1));
+}
+
 // 6. `after`.
 
 fn up_down() -> Project {
