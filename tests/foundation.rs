@@ -480,7 +480,12 @@ fn status_of_a_never_tier_says_build_keeps_its_last_entry() {
     let status = p.status(&[]).expect_code(0);
     assert_eq!(status.status("t"), "skipped", "{:?}", status.reasons("t"));
     assert_eq!(path_of(&status, "t"), path_of(&first, "t"));
-    assert_eq!(status.status("down"), "fresh", "{:?}", status.reasons("down"));
+    assert_eq!(
+        status.status("down"),
+        "fresh",
+        "{:?}",
+        status.reasons("down")
+    );
     assert_eq!(p.cache_snapshot(), snap);
 
     let run = p.build(&[]);
