@@ -591,7 +591,10 @@ impl Engine {
         if t.common.rebuild == Rebuild::Never && !forced_explicitly {
             return self.never(t, &look, reasons);
         }
-        let existed = look.marker.is_some() || look.current.is_some();
+        // A corrupt entry is stale without a marker or another current key: it existed.
+        let existed = look.marker.is_some()
+            || look.current.is_some()
+            || matches!(look.freshness, Freshness::Stale(_));
         tracing::info!(tier = %t.name, key = look.key.short(), "building");
         let lock = match lock(&t.store, &look.key).await {
             Ok(l) => l,
