@@ -30,6 +30,9 @@ struct Cli {
     /// Where every tier keeps its entries [default: <project>/.tiers].
     #[arg(long, value_name = "DIR", global = true)]
     cache_dir: Option<PathBuf>,
+    /// Hash every input, trusting no stat data (for filesystems whose timestamps lie).
+    #[arg(long, global = true)]
+    no_stat_cache: bool,
     /// More logging on stderr (-v, -vv).
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
@@ -135,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             cache_dir: cli.cache_dir.clone(),
             env: true,
             toml: None,
+            no_stat_cache: cli.no_stat_cache,
         },
         verbose: cli.verbose > 0,
     };

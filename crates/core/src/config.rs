@@ -36,7 +36,44 @@ pub struct Config {
     pub cache: CacheConfig,
     pub inputs: InputsConfig,
     #[serde(default)]
+    pub remote: RemoteConfig,
+    #[serde(default)]
     pub tiers: BTreeMap<String, Dict>,
+}
+
+/// `[remote]`: the shared cache level, off unless `url` is set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteConfig {
+    /// `redis://…`, `webdav+http://…`, `http://…`, `s3://bucket/prefix`, `file:///dir`.
+    pub url: Option<String>,
+    #[serde(default)]
+    pub mode: RemoteMode,
+    /// Seconds one request may take.
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+}
+
+impl Default for RemoteConfig {
+    fn default() -> Self {
+        RemoteConfig {
+            url: None,
+            mode: RemoteMode::default(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+fn default_timeout() -> u64 {
+    30
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RemoteMode {
+    #[default]
+    ReadWrite,
+    ReadOnly,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -52,6 +89,14 @@ pub struct InputsConfig {
     /// Directories (relative to the project) that are never inputs: outputs of other tools.
     #[serde(default)]
     pub ignore: Vec<PathBuf>,
+    /// Trust the stat cache for unchanged files; `false` (or `--no-stat-cache`)
+    /// hashes every input on every run, for filesystems whose timestamps lie.
+    #[serde(default = "yes")]
+    pub stat_cache: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `rebuild` policy of a tier.
@@ -96,6 +141,8 @@ pub struct ConfigSource {
     pub cache_dir: Option<PathBuf>,
     /// Read `TIERS_CACHE_DIR` from the environment.
     pub env: bool,
+    /// `--no-stat-cache`: sets `inputs.stat_cache = false`, above everything.
+    pub no_stat_cache: bool,
 }
 
 /// A loaded configuration and the figment it came from (for error locations).
@@ -140,12 +187,23 @@ pub fn load(src: &ConfigSource) -> Result<Loaded> {
         figment = figment.merge(Toml::string(t));
     }
     if src.env {
+        for (var, key) in [
+            ("TIERS_REMOTE_URL", "remote.url"),
+            ("TIERS_REMOTE_MODE", "remote.mode"),
+        ] {
+            if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+                figment = figment.merge(Serialized::default(key, v));
+            }
+        }
         if let Some(dir) = std::env::var_os("TIERS_CACHE_DIR").filter(|d| !d.is_empty()) {
             figment = figment.merge(Serialized::default("cache.dir", absolute(dir.as_ref())));
         }
     }
     if let Some(dir) = &src.cache_dir {
         figment = figment.merge(Serialized::default("cache.dir", absolute(dir)));
+    }
+    if src.no_stat_cache {
+        figment = figment.merge(Serialized::default("inputs.stat_cache", false));
     }
     let config: Config = figment.extract().map_err(|e| config_error(e, &file))?;
     for name in config.tiers.keys() {

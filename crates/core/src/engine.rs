@@ -9,12 +9,13 @@ use std::time::Instant;
 use serde_json::Value;
 
 use crate::candidates::Candidates;
-use crate::config::{self, ConfigSource, Rebuild, TierCommon, TierSpec};
+use crate::config::{self, ConfigSource, Rebuild, RemoteConfig, TierCommon, TierSpec};
 use crate::error::{Error, Result};
 use crate::inputs::Inputs;
 use crate::key::{Freshness, Key, KeyDoc, Reason};
 use crate::registry::Registry;
 use crate::report::{PathsReport, Report, Status, TierPath, TierReport};
+use crate::shared::SharedCache;
 use crate::store::{self, KeyLock, Marker, Store};
 use crate::tier::{Context, Entry, Tier, Upstream};
 
@@ -65,6 +66,8 @@ pub struct Engine {
     tiers: Vec<Planned>,
     inputs: Arc<Inputs>,
     verbose: bool,
+    remote: RemoteConfig,
+    shared: Option<Arc<dyn SharedCache>>,
 }
 
 /// What the engine found for one tier before acting on it.
@@ -170,10 +173,15 @@ impl Engine {
         skip.push(cache_dir.clone());
         skip.extend(tiers.iter().map(|t| t.store.root().to_owned()));
         Ok(Engine {
-            inputs: Arc::new(Inputs::new(&project, skip)),
+            inputs: Arc::new(
+                Inputs::new(&project, skip)
+                    .with_stat_cache(loaded.config.inputs.stat_cache.then_some(&*cache_dir)),
+            ),
             project,
             cache_dir,
             config_file: loaded.file,
+            remote: loaded.config.remote,
+            shared: None,
             tiers,
             verbose: options.verbose,
         })
@@ -190,6 +198,22 @@ impl Engine {
     /// The configuration file in use, if any.
     pub fn config_file(&self) -> Option<&Path> {
         self.config_file.as_deref()
+    }
+
+    /// The `[remote]` configuration, for the driver to open the shared cache.
+    pub fn remote_config(&self) -> &RemoteConfig {
+        &self.remote
+    }
+
+    /// Put a shared cache level behind the local store.
+    pub fn with_shared(mut self, shared: Option<Arc<dyn SharedCache>>) -> Self {
+        self.shared = shared;
+        self
+    }
+
+    /// The shared level, when there is one and `t`'s entries may use it.
+    fn shared_for(&self, t: &Planned) -> Option<&Arc<dyn SharedCache>> {
+        self.shared.as_ref().filter(|_| t.tier.shareable())
     }
 
     /// Tier names in build order.
@@ -231,10 +255,12 @@ impl Engine {
             );
             reports.push(report);
         }
+        self.inputs.finish();
         Ok(self.report(reports))
     }
 
-    /// What a build would do, and why. Builds, locks and writes nothing.
+    /// What a build would do, and why. Builds, locks and writes nothing but the
+    /// stat cache.
     pub async fn status(&self, names: &[String]) -> Result<Report> {
         let selected = self.select(names)?;
         let mut done: BTreeMap<&str, Option<Upstream>> = BTreeMap::new();
@@ -259,6 +285,7 @@ impl Engine {
             done.insert(t.name.as_str(), up);
             reports.push(report);
         }
+        self.inputs.finish();
         Ok(self.report(reports))
     }
 
@@ -560,7 +587,16 @@ impl Engine {
             }
         }
         let path = path.or_else(|| Some(t.tier.path(&planned_entry(t, &look))));
-        tier_report(t, Some(look.key), path, status, reasons)
+        let mut report = tier_report(t, Some(look.key.clone()), path, status, reasons);
+        if status != Status::Fresh {
+            if let Some(shared) = self.shared_for(t) {
+                match shared.contains(&t.name, &look.key).await {
+                    Ok(there) => report.available_remotely = Some(there),
+                    Err(e) => tracing::warn!("shared cache {}: {e}", shared.describe()),
+                }
+            }
+        }
+        report
     }
 
     async fn build_one(
@@ -610,9 +646,15 @@ impl Engine {
                 }
             }
         }
+        if forced.is_none() {
+            if let Some(report) = self.from_shared(t, &cx, &look, &lock).await {
+                return report;
+            }
+        }
         match self.run_build(t, &cx, &look, &lock).await {
             Ok(path) => {
                 drop(lock);
+                self.upload(t, &look).await;
                 if let Err(e) = t.store.set_current(&look.key) {
                     return failed_or_skipped(t, Some(look.key), e);
                 }
@@ -627,6 +669,141 @@ impl Engine {
                 tier_report(t, Some(look.key), Some(path), status, reasons)
             }
             Err(e) => failed_or_skipped(t, Some(look.key), e),
+        }
+    }
+
+    /// Restore `look.key` from the shared cache: its own entry, else a candidate's.
+    /// Any failure is one warning and `None` (a miss).
+    async fn from_shared(
+        &self,
+        t: &Planned,
+        cx: &Context,
+        look: &Lookup,
+        lock: &KeyLock,
+    ) -> Option<TierReport> {
+        let shared = self.shared_for(t)?;
+        let from = shared.describe();
+        let attempt = async {
+            if let Some(marker) = self.fetch_shared(t, shared, &look.key, lock).await? {
+                return Ok(Some((marker, vec![])));
+            }
+            let skey = look.doc.structure_key();
+            for c in shared.candidates(&t.name, &skey).await? {
+                if !c.mismatches(&look.doc.inputs).is_empty() || c.entry == look.key {
+                    continue;
+                }
+                // Never wait for a second lock while holding one: skip a busy candidate.
+                let Some(c_lock) = t.store.try_lock(&c.entry)? else {
+                    continue;
+                };
+                let marker = match t.store.marker(&c.entry).ok().flatten() {
+                    Some(m) => Some(m),
+                    None => self.fetch_shared(t, shared, &c.entry, &c_lock).await?,
+                };
+                drop(c_lock);
+                let Some(marker) = marker else { continue };
+                let entry = entry_of(&t.store, marker.clone());
+                if t.tier.probe(cx, &entry).await? != Freshness::Fresh {
+                    continue;
+                }
+                t.store.set_alias(&look.key, &marker.key)?;
+                Candidates::new(t.store.root()).touch(&skey, &marker.key, Some(c.used.clone()))?;
+                let why = look
+                    .doc
+                    .diff(&marker.doc)
+                    .into_iter()
+                    .map(|r| match r {
+                        Reason::InputChanged { path } => Reason::UnusedInputChanged { path },
+                        other => other,
+                    })
+                    .collect();
+                return Ok(Some((marker, why)));
+            }
+            Ok::<_, Error>(None)
+        };
+        match attempt.await {
+            Ok(Some((marker, mut why))) => {
+                why.push(Reason::SharedCache { from });
+                let _ = t.store.set_current(&marker.key);
+                if let Err(e) = retain(t, false) {
+                    tracing::warn!(tier = %t.name, "retention failed: {e}");
+                }
+                let path = t.tier.path(&entry_of(&t.store, marker));
+                Some(tier_report(
+                    t,
+                    Some(look.key.clone()),
+                    Some(path),
+                    Status::Restored,
+                    why,
+                ))
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("shared cache {from}: {e}; building `{}` locally", t.name);
+                None
+            }
+        }
+    }
+
+    /// Download `key`'s entry into staging and publish it locally, under its lock.
+    async fn fetch_shared(
+        &self,
+        t: &Planned,
+        shared: &Arc<dyn SharedCache>,
+        key: &Key,
+        lock: &KeyLock,
+    ) -> Result<Option<Marker>> {
+        let staging = t.store.stage(key, lock)?;
+        let fetched = shared.fetch(&t.name, key, &staging).await;
+        let mut marker = match fetched {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Ok(None);
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging);
+                return Err(e);
+            }
+        };
+        // The record must be for this key and its document must hash to it.
+        if marker.key != *key || marker.doc.key() != *key {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(Error::Marker {
+                path: staging,
+                why: format!("the shared cache's record for {key} describes another key"),
+            });
+        }
+        marker.tier = t.name.clone();
+        t.store.publish(&staging, &marker, lock)?;
+        Ok(Some(marker))
+    }
+
+    /// Upload a freshly built entry and its candidates; failures are warnings.
+    async fn upload(&self, t: &Planned, look: &Lookup) {
+        let Some(shared) = self.shared_for(t).filter(|s| s.writable()) else {
+            return;
+        };
+        let result = async {
+            let Some(marker) = t.store.marker(&look.key)? else {
+                return Ok(());
+            };
+            shared
+                .store(&t.name, &marker, &t.store.entry_dir(&look.key))
+                .await?;
+            if marker.used_inputs.is_some() {
+                let skey = look.doc.structure_key();
+                let list = Candidates::new(t.store.root()).load(&skey);
+                shared.store_candidates(&t.name, &skey, &list).await?;
+            }
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = result.await {
+            tracing::warn!(
+                "shared cache {}: cannot upload `{}`: {e}",
+                shared.describe(),
+                t.name
+            );
         }
     }
 
@@ -900,6 +1077,7 @@ fn tier_report(
         reasons: reasons.into_iter().map(Into::into).collect(),
         seconds: 0.0,
         error: None,
+        available_remotely: None,
     }
 }
 

@@ -1,21 +1,29 @@
-//! Declared inputs: globs over the project, walked once per run, hashed in parallel.
+//! Declared inputs: globs over the project, walked once per run, hashed in parallel
+//! through the stat cache.
 //!
 //! Paths are relative to the project and `/`-separated, so two clones of one project
 //! produce the same input sets. The cache dir, `.git`, `__pycache__`, any directory
 //! holding a `pyvenv.cfg` and the configured ignored dirs are never walked.
+//!
+//! The cost model: one parallel walk per run reads directories only; a file is
+//! stat'ed only once some tier's globs match it, and its content is read only when
+//! the stat cache (see `statcache.rs`) cannot vouch for it. Each spec is matched
+//! against the walk once per run, however many tiers share it, and each file is
+//! hashed at most once per run, whichever tiers ask for it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::key::hex;
+use crate::statcache::{self, Record, Stat, StatCache};
 
 /// Which project files a tier reads: `include` globs minus `exclude` globs.
 ///
@@ -24,6 +32,8 @@ use crate::key::hex;
 pub struct InputSpec {
     include: GlobSet,
     exclude: GlobSet,
+    /// The globs as written, include and exclude apart: what identifies the spec.
+    source: (Vec<String>, Vec<String>),
     patterns: Vec<String>,
 }
 
@@ -52,12 +62,17 @@ impl InputSpec {
         Ok(InputSpec {
             include: build(include)?,
             exclude: build(exclude)?,
+            source: (include.to_vec(), exclude.to_vec()),
             patterns: include.iter().chain(exclude).cloned().collect(),
         })
     }
 
     pub fn matches(&self, rel: &str) -> bool {
-        self.include.is_match(rel) && !self.exclude.is_match(rel)
+        self.matches_candidate(&Candidate::new(rel))
+    }
+
+    fn matches_candidate(&self, c: &Candidate<'_>) -> bool {
+        self.include.is_match_candidate(c) && !self.exclude.is_match_candidate(c)
     }
 
     /// The globs, for key documents: a changed glob is a changed option.
@@ -90,24 +105,84 @@ impl InputSet {
     }
 }
 
+/// What the input layer did so far in this run. `hashed_files` counts every file
+/// whose content was read: a warm check of an unchanged tree leaves it at 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InputStats {
+    /// Files the walk found.
+    pub files: u64,
+    /// Digests taken from the stat cache, without reading content.
+    pub stat_hits: u64,
+    /// Stat cache records whose stat data matched but were too recent to trust.
+    pub racy: u64,
+    /// Files whose content was read and hashed.
+    pub hashed_files: u64,
+    pub hashed_bytes: u64,
+}
+
 /// The project's files for one run: walked once, each digest computed at most once,
 /// whichever tiers ask for it.
 pub struct Inputs {
     project: PathBuf,
     skip_dirs: Vec<PathBuf>,
-    files: OnceLock<Vec<String>>,
-    digests: Mutex<HashMap<String, String>>,
+    /// The stat cache file; `None` hashes every input (`--no-stat-cache`).
+    stat_cache: Option<PathBuf>,
+    walked: OnceLock<Walked>,
+    /// Indices into the walk of the files each spec matched.
+    matched: Mutex<HashMap<(Vec<String>, Vec<String>), Arc<[u32]>>>,
+    stat_hits: AtomicU64,
+    racy: AtomicU64,
+    hashed_files: AtomicU64,
+    hashed_bytes: AtomicU64,
+}
+
+/// The walk, and what is known of each file, by index.
+struct Walked {
+    files: Vec<String>,
+    /// The previous run's record of each file (empty without a stat cache).
+    old: Vec<Option<Record>>,
+    old_written_ns: i64,
+    /// Records in the previous stat cache; `None` when there was none to trust.
+    old_len: Option<usize>,
+    /// This run's digest of each file, once a tier asked for it.
+    known: Vec<OnceLock<Known>>,
+}
+
+#[derive(Clone, Copy)]
+struct Known {
+    /// The stat data the digest belongs to (`None`: the platform has none).
+    stat: Option<Stat>,
+    digest: [u8; 32],
+    /// Read this run, rather than vouched for by the stat cache.
+    hashed: bool,
 }
 
 impl Inputs {
     /// `skip_dirs` are absolute directories never walked (the cache dir, output dirs).
+    /// Every input is hashed until [`Inputs::with_stat_cache`] names a cache dir.
     pub fn new(project: &Path, skip_dirs: Vec<PathBuf>) -> Self {
         Inputs {
             project: project.to_owned(),
             skip_dirs,
-            files: OnceLock::new(),
-            digests: Mutex::new(HashMap::new()),
+            stat_cache: None,
+            walked: OnceLock::new(),
+            matched: Mutex::new(HashMap::new()),
+            stat_hits: AtomicU64::new(0),
+            racy: AtomicU64::new(0),
+            hashed_files: AtomicU64::new(0),
+            hashed_bytes: AtomicU64::new(0),
         }
+    }
+
+    /// Keep this project's stat cache in `cache_dir`; `None` hashes every input.
+    pub fn with_stat_cache(mut self, cache_dir: Option<&Path>) -> Self {
+        self.stat_cache = cache_dir.map(|d| statcache::path_for(d, &self.project));
+        self
+    }
+
+    /// The stat cache file, when one is used.
+    pub fn stat_cache_path(&self) -> Option<&Path> {
+        self.stat_cache.as_deref()
     }
 
     pub fn project(&self) -> &Path {
@@ -116,142 +191,411 @@ impl Inputs {
 
     /// Every walkable file of the project, relative, sorted.
     pub fn files(&self) -> &[String] {
-        self.files
-            .get_or_init(|| walk(&self.project, &self.skip_dirs))
+        &self.walked().files
+    }
+
+    fn walked(&self) -> &Walked {
+        self.walked.get_or_init(|| {
+            let files = walk(&self.project, &self.skip_dirs);
+            let cache = self
+                .stat_cache
+                .as_deref()
+                .and_then(|p| StatCache::load(p, &self.project));
+            let (old, old_written_ns, old_len) = match &cache {
+                Some(c) => (c.align(&files), c.written_ns, Some(c.len())),
+                None => (Vec::new(), 0, None),
+            };
+            Walked {
+                known: (0..files.len()).map(|_| OnceLock::new()).collect(),
+                files,
+                old,
+                old_written_ns,
+                old_len,
+            }
+        })
     }
 
     /// Match `spec` against the project and hash what matched.
     pub fn collect(&self, spec: &InputSpec) -> Result<InputSet> {
-        let matched: Vec<&str> = self
-            .files()
+        let w = self.walked();
+        let matched = self.matched(w, spec);
+        self.know(w, &matched)?;
+        let files = matched
             .iter()
-            .map(String::as_str)
-            .filter(|rel| spec.matches(rel))
+            .map(|&i| {
+                let known = w.known[i as usize].get().expect("known after know()");
+                (w.files[i as usize].clone(), hex(&known.digest))
+            })
             .collect();
-        let digests = self.digests(&matched)?;
-        Ok(InputSet {
-            files: matched
-                .into_iter()
-                .map(str::to_owned)
-                .zip(digests)
-                .collect(),
-        })
+        Ok(InputSet { files })
     }
 
     /// The current digest of one project file, `None` if it does not exist.
     pub fn digest_of(&self, rel: &str) -> Result<Option<String>> {
-        if !self.project.join(rel).is_file() {
-            return Ok(None);
+        let w = self.walked();
+        let Ok(i) = w.files.binary_search_by(|f| f.as_str().cmp(rel)) else {
+            // Not part of the walk (created since, or in a skipped dir): no cache.
+            let path = self.project.join(rel);
+            if !path.is_file() {
+                return Ok(None);
+            }
+            let (digest, _, n) = hash_into(&path, &mut Vec::new())?;
+            self.hashed_files.fetch_add(1, Ordering::Relaxed);
+            self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
+            return Ok(Some(hex(&digest)));
+        };
+        match self.know(w, &[i as u32]) {
+            Ok(()) => Ok(w.known[i].get().map(|k| hex(&k.digest))),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
-        Ok(self.digests(&[rel])?.pop())
     }
 
-    /// Digests of `rels`, in order: cached ones reused, the rest hashed in parallel.
-    fn digests(&self, rels: &[&str]) -> Result<Vec<String>> {
-        let todo: Vec<&str> = {
-            let known = self.digests.lock().expect("digest cache poisoned");
-            rels.iter()
-                .copied()
-                .filter(|r| !known.contains_key(*r))
-                .collect()
+    /// What this run did so far.
+    pub fn stats(&self) -> InputStats {
+        InputStats {
+            files: self.walked.get().map_or(0, |w| w.files.len() as u64),
+            stat_hits: self.stat_hits.load(Ordering::Relaxed),
+            racy: self.racy.load(Ordering::Relaxed),
+            hashed_files: self.hashed_files.load(Ordering::Relaxed),
+            hashed_bytes: self.hashed_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Write the stat cache if this run learned something; `Ok(true)` when written.
+    pub fn save_stat_cache(&self) -> Result<bool> {
+        let (Some(path), Some(w)) = (&self.stat_cache, self.walked.get()) else {
+            return Ok(false);
         };
-        let hashed = parallel_map(&todo, |rel| hash_file(&self.project.join(rel)))?;
-        let mut known = self.digests.lock().expect("digest cache poisoned");
-        known.extend(todo.iter().map(|r| (*r).to_owned()).zip(hashed));
-        Ok(rels.iter().map(|r| known[*r].clone()).collect())
+        let mut records = Vec::with_capacity(w.files.len());
+        let mut learned = false;
+        for (i, rel) in w.files.iter().enumerate() {
+            let record = match w.known[i].get() {
+                Some(k) => {
+                    learned |= k.hashed;
+                    k.stat.map(|stat| Record {
+                        stat,
+                        digest: k.digest,
+                    })
+                }
+                // Not looked at this run: last run's record stands, unless it was
+                // racy. Nothing verified it, and this write's later time must not
+                // vouch for it.
+                None => w
+                    .old
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .filter(|r| !r.stat.racy(w.old_written_ns)),
+            };
+            if let Some(r) = record {
+                records.push((rel.as_str(), r));
+            }
+        }
+        // Every record kept is an old one unless something was hashed, so an equal
+        // count means an unchanged cache: a warm no-op writes nothing.
+        if !learned && w.old_len == Some(records.len()) {
+            return Ok(false);
+        }
+        if !learned && w.old_len.is_none() && records.is_empty() {
+            return Ok(false);
+        }
+        statcache::save(path, &self.project, records.into_iter())?;
+        Ok(true)
+    }
+
+    /// End of a run: log what the input layer did and save the stat cache.
+    pub fn finish(&self) {
+        let s = self.stats();
+        tracing::debug!(
+            "inputs: {} files walked, {} digests from the stat cache, {} too recent to trust, {} files hashed ({} bytes)",
+            s.files,
+            s.stat_hits,
+            s.racy,
+            s.hashed_files,
+            s.hashed_bytes
+        );
+        if let Err(e) = self.save_stat_cache() {
+            tracing::warn!("the stat cache was not saved, the next run hashes every input: {e}");
+        }
+    }
+
+    /// The indices of the files `spec` matches, computed once per run per spec.
+    fn matched(&self, w: &Walked, spec: &InputSpec) -> Arc<[u32]> {
+        let mut cache = self.matched.lock().expect("match cache poisoned");
+        if let Some(m) = cache.get(&spec.source) {
+            return m.clone();
+        }
+        let m: Arc<[u32]> = w
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(_, rel)| spec.matches_candidate(&Candidate::new(rel.as_str())))
+            .map(|(i, _)| i as u32)
+            .collect();
+        cache.insert(spec.source.clone(), m.clone());
+        m
+    }
+
+    /// Make sure the digest of each of `indices` is known: from the stat cache when it
+    /// can vouch for the file, else by hashing it, in parallel.
+    fn know(&self, w: &Walked, indices: &[u32]) -> Result<()> {
+        let todo: Vec<u32> = indices
+            .iter()
+            .copied()
+            .filter(|&i| w.known[i as usize].get().is_none())
+            .collect();
+        par_each(&todo, |buf, &i| {
+            let i = i as usize;
+            let path = self.project.join(&w.files[i]);
+            if let Some(old) = w.old.get(i).copied().flatten() {
+                let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+                if Stat::of(&meta) == Some(old.stat) {
+                    if !old.stat.racy(w.old_written_ns) {
+                        self.stat_hits.fetch_add(1, Ordering::Relaxed);
+                        let _ = w.known[i].set(Known {
+                            stat: Some(old.stat),
+                            digest: old.digest,
+                            hashed: false,
+                        });
+                        return Ok(());
+                    }
+                    self.racy.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let (digest, stat, n) = hash_into(&path, buf)?;
+            self.hashed_files.fetch_add(1, Ordering::Relaxed);
+            self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
+            let _ = w.known[i].set(Known {
+                stat,
+                digest,
+                hashed: true,
+            });
+            Ok(())
+        })
     }
 }
 
-/// Apply `f` to each item on every core, keeping order; the first error wins.
-pub(crate) fn parallel_map<T: Sync, R: Send>(
-    items: &[T],
-    f: impl Fn(&T) -> Result<R> + Sync,
-) -> Result<Vec<R>> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Run `f` on each item on every core, each thread with its own read buffer; the
+/// error of the first failing item (in item order) wins.
+fn par_each<T: Sync>(items: &[T], f: impl Fn(&mut Vec<u8>, &T) -> Result<()> + Sync) -> Result<()> {
+    let workers = threads().min(items.len());
     if workers <= 1 {
-        return items.iter().map(&f).collect();
+        let mut buf = Vec::new();
+        return items.iter().try_for_each(|it| f(&mut buf, it));
     }
     let next = AtomicUsize::new(0);
-    let mut out: Vec<(usize, Result<R>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        mine.push((i, f(item)));
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    if let Err(e) = f(&mut buf, item) {
+                        failed.store(true, Ordering::Relaxed);
+                        let mut first = first_error.lock().expect("error slot poisoned");
+                        if first.as_ref().is_none_or(|(j, _)| i < *j) {
+                            *first = Some((i, e));
+                        }
                     }
-                    mine
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a hashing thread panicked"))
-            .collect()
+                }
+            });
+        }
     });
-    out.sort_unstable_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
+    match first_error.into_inner().expect("error slot poisoned") {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// SHA-256 of a file's content, in hex.
 pub fn hash_file(path: &Path) -> Result<String> {
+    Ok(hex(&hash_into(path, &mut Vec::new())?.0))
+}
+
+/// Read buffer per hashing thread: large enough that a typical source file is one read.
+const READ_BUF: usize = 256 * 1024;
+
+/// Digest, the stat data of the file that was read (taken from the open file, before
+/// reading, so a later edit makes the record mismatch rather than lie) and its length.
+fn hash_into(path: &Path, buf: &mut Vec<u8>) -> Result<([u8; 32], Option<Stat>, u64)> {
     let io = |e| Error::io(path, e);
     let mut file = File::open(path).map_err(io)?;
+    let stat = Stat::of(&file.metadata().map_err(io)?);
+    if buf.len() < READ_BUF {
+        buf.resize(READ_BUF, 0);
+    }
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(io)?;
+        let n = match file.read(buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io(e)),
+        };
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
+        total += n as u64;
     }
-    Ok(hex(&hasher.finalize()))
+    Ok((hasher.finalize().into(), stat, total))
 }
 
-fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Vec<String> {
-    let mut files = Vec::new();
-    let walker = walkdir::WalkDir::new(project)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter()
-        .filter_entry(|e| {
-            if e.depth() == 0 || !e.file_type().is_dir() {
-                return true;
+/// Directories still to read, and how many workers are reading one.
+struct DirQueue {
+    state: Mutex<(Vec<String>, usize)>,
+    wake: Condvar,
+}
+
+impl DirQueue {
+    /// The next directory, or `None` once every directory has been read.
+    fn pop(&self) -> Option<String> {
+        let mut s = self.state.lock().expect("walk queue poisoned");
+        loop {
+            if let Some(d) = s.0.pop() {
+                s.1 += 1;
+                return Some(d);
             }
-            let name = e.file_name();
-            !(name == ".git"
-                || name == "__pycache__"
-                || skip_dirs.iter().any(|d| d == e.path())
-                || e.path().join("pyvenv.cfg").exists())
-        });
-    for entry in walker {
+            if s.1 == 0 {
+                return None;
+            }
+            s = self.wake.wait(s).expect("walk queue poisoned");
+        }
+    }
+
+    fn done(&self, subdirs: Vec<String>) {
+        let mut s = self.state.lock().expect("walk queue poisoned");
+        s.0.extend(subdirs);
+        s.1 -= 1;
+        self.wake.notify_all();
+    }
+}
+
+/// Every file of the project not under a skipped directory, relative and sorted.
+/// Reads directories only (plus a stat per symlink), on every core.
+fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Vec<String> {
+    let mut skip = HashSet::new();
+    for d in skip_dirs {
+        for d in [Some(d.clone()), d.canonicalize().ok()]
+            .into_iter()
+            .flatten()
+        {
+            if let Ok(rel) = d.strip_prefix(project) {
+                skip.insert(slash_path(rel));
+            }
+        }
+    }
+    let queue = DirQueue {
+        state: Mutex::new((vec![String::new()], 0)),
+        wake: Condvar::new(),
+    };
+    let mut files: Vec<String> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads())
+            .map(|_| {
+                s.spawn(|| {
+                    let mut files = Vec::new();
+                    while let Some(dir) = queue.pop() {
+                        let subdirs = read_dir(project, &dir, &skip, &mut files);
+                        queue.done(subdirs);
+                    }
+                    files
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a walking thread panicked"))
+            .collect()
+    });
+    files.sort_unstable();
+    files
+}
+
+/// Read one directory (`rel`, "" for the project): its files go to `files`, its
+/// subdirectories to be walked are returned.
+fn read_dir(
+    project: &Path,
+    rel: &str,
+    skip: &HashSet<String>,
+    files: &mut Vec<String>,
+) -> Vec<String> {
+    let abs = project.join(rel);
+    let entries = match std::fs::read_dir(&abs) {
+        Ok(e) => e,
+        Err(err) => {
+            tracing::warn!(
+                "skipping an unreadable part of the project `{}`: {err}",
+                abs.display()
+            );
+            return Vec::new();
+        }
+    };
+    let join = |name: &str| {
+        if rel.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{rel}/{name}")
+        }
+    };
+    let mut here = Vec::new();
+    let mut subdirs = Vec::new();
+    for entry in entries {
         let entry = match entry {
             Ok(e) => e,
             Err(err) => {
-                tracing::warn!("skipping an unreadable part of the project: {err}");
+                tracing::warn!(
+                    "skipping an unreadable part of the project `{}`: {err}",
+                    abs.display()
+                );
                 continue;
             }
         };
-        let ft = entry.file_type();
-        // A link counts as the file it points to; a link to a directory is not followed.
-        let is_file = ft.is_file() || (ft.is_symlink() && entry.path().is_file());
-        if !is_file {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            tracing::warn!(
+                "skipping `{}`: its name is not UTF-8",
+                entry.path().display()
+            );
             continue;
+        };
+        // A virtualenv (not the project itself): nothing in it is an input.
+        if name == "pyvenv.cfg" && !rel.is_empty() {
+            return Vec::new();
         }
-        if let Ok(rel) = entry.path().strip_prefix(project) {
-            let rel: Vec<_> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy())
-                .collect();
-            files.push(rel.join("/"));
+        let Ok(ft) = entry.file_type() else { continue };
+        if ft.is_dir() {
+            let child = join(name);
+            if !(name == ".git" || name == "__pycache__" || skip.contains(&child)) {
+                subdirs.push(child);
+            }
+        } else if ft.is_file()
+            // A link counts as the file it points to; a link to a directory is not followed.
+            || (ft.is_symlink() && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()))
+        {
+            here.push(join(name));
         }
     }
-    files
+    files.append(&mut here);
+    subdirs
+}
+
+/// `rel` with `/` separators.
+fn slash_path(rel: &Path) -> String {
+    let parts: Vec<_> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect();
+    parts.join("/")
 }
 
 #[cfg(test)]

@@ -245,6 +245,10 @@ pub enum Reason {
     UnusedInputChanged {
         path: String,
     },
+    /// Reused an entry downloaded from the shared cache.
+    SharedCache {
+        from: String,
+    },
     /// Reported with `skipped`: why the tier did not run.
     Skipped {
         why: String,
@@ -282,6 +286,7 @@ impl fmt::Display for Reason {
             Reason::UnusedInputChanged { path } => {
                 write!(f, "`{path}` changed but the last build did not use it")
             }
+            Reason::SharedCache { from } => write!(f, "restored from the shared cache {from}"),
             Reason::Skipped { why } => f.write_str(why),
         }
     }

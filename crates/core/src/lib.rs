@@ -19,21 +19,25 @@ mod inputs;
 mod key;
 mod registry;
 mod report;
+mod shared;
+mod statcache;
 mod store;
 mod tier;
 
 pub use candidates::{Candidate, CANDIDATE_LIMIT};
 pub use config::{
-    load as load_config, Config, ConfigSource, Rebuild, TierCommon, TierSpec, DEFAULT_TOML,
+    load as load_config, Config, ConfigSource, Rebuild, RemoteConfig, RemoteMode, TierCommon,
+    TierSpec, DEFAULT_TOML,
 };
 pub use engine::{
     BuildRequest, CandidateVerdict, Engine, EngineOptions, Explanation, Force, Removed,
 };
 pub use error::{Error, Result};
-pub use inputs::{hash_file, InputSet, InputSpec, Inputs};
+pub use inputs::{hash_file, InputSet, InputSpec, InputStats, Inputs};
 pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};
 pub use registry::{Factory, Registry};
 pub use report::{PathsReport, ReasonReport, Report, Status, TierPath, TierReport};
+pub use shared::SharedCache;
 pub use store::{write_atomic, Marker, Store, MARKER};
 pub use tier::{BuildOutcome, Context, Entry, Tier, Upstream};
 

@@ -60,6 +60,12 @@ pub trait Tier: Send + Sync {
     fn keep_default(&self) -> Option<usize> {
         None
     }
+
+    /// Whether entries may go to and come from a shared cache. Venvs are not
+    /// relocatable, so their kinds say no.
+    fn shareable(&self) -> bool {
+        true
+    }
 }
 
 /// What a build reports besides its artifact.

@@ -1,0 +1,366 @@
+//! The stat cache: `relative path → (inode, size, mtime_ns, ctime_ns) → SHA-256`, so
+//! that a warm check reads no file content.
+//!
+//! One file per project under `<cache dir>/.state/` (a name no tier can take), loaded
+//! once per run and replaced atomically at its end. Two processes may race: each
+//! writes a whole view of its own and the last rename wins, which is safe because
+//! every record in a view was true when that view was written.
+//!
+//! A record is trusted only when the file's stat data equals the record's **and** the
+//! record is not *racy*. A file edited just after it was hashed, within one timestamp
+//! tick, keeps the stat data of the version that was hashed; but such a file was
+//! stamped no earlier than one tick before the cache was written. So a record whose
+//! mtime or ctime is not at least [`RACY_MARGIN_NS`] older than the moment its cache
+//! was written is re-hashed (git's "racy git" rule, ccache's "too new" check). The
+//! margin covers coarse kernel clocks and filesystems that keep whole (FAT: even)
+//! seconds.
+//!
+//! Layout, little endian: magic `TIERSSC\0`, `u32` version, `u32` zero, `i64` write
+//! time (ns since the epoch), `u32` length + bytes of the project path, `u64` record
+//! count, the records sorted by path (`u32` length + path bytes, `u64` inode, `u64`
+//! size, `i64` mtime_ns, `i64` ctime_ns, 32-byte digest), and the SHA-256 of all of
+//! the above. Anything else — another version, another project, a bad checksum, a
+//! truncated file — is discarded with a debug log and never trusted.
+
+use std::fs::Metadata;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::key::hex;
+
+const MAGIC: &[u8; 8] = b"TIERSSC\0";
+const VERSION: u32 = 1;
+/// Directory of the cache dir holding tiers' own state; `.` keeps it from being a tier.
+const STATE_DIR: &str = ".state";
+
+/// How much older than the cache's write time a file's mtime and ctime must be for
+/// its record to be trusted.
+pub(crate) const RACY_MARGIN_NS: i64 = 2_000_000_000;
+
+/// The stat data a record is keyed on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Stat {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub ctime_ns: i64,
+}
+
+impl Stat {
+    /// `None` where the platform has no inode and ctime: nothing is then trusted.
+    #[cfg(unix)]
+    pub fn of(meta: &Metadata) -> Option<Stat> {
+        use std::os::unix::fs::MetadataExt;
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        Some(Stat {
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        })
+    }
+
+    #[cfg(not(unix))]
+    pub fn of(_meta: &Metadata) -> Option<Stat> {
+        None
+    }
+
+    /// Too recent, relative to a cache written at `written_ns`, to vouch for content.
+    pub fn racy(&self, written_ns: i64) -> bool {
+        let safe_before = written_ns.saturating_sub(RACY_MARGIN_NS);
+        self.mtime_ns >= safe_before || self.ctime_ns >= safe_before
+    }
+}
+
+/// What the cache knows of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Record {
+    pub stat: Stat,
+    pub digest: [u8; 32],
+}
+
+/// A loaded stat cache: the records, sorted by path, and when they were written.
+pub(crate) struct StatCache {
+    pub written_ns: i64,
+    /// The file as read; `paths` index into it, so loading allocates once.
+    bytes: Vec<u8>,
+    paths: Vec<(u32, u32)>,
+    records: Vec<Record>,
+}
+
+/// Where the stat cache of `project` lives in `cache_dir`. The name carries a digest
+/// of the project path, so projects sharing one cache dir keep one file each.
+pub(crate) fn path_for(cache_dir: &Path, project: &Path) -> PathBuf {
+    let id = Sha256::digest(project.as_os_str().as_encoded_bytes());
+    cache_dir
+        .join(STATE_DIR)
+        .join(format!("stat-cache-v{VERSION}-{}", &hex(&id)[..16]))
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+impl StatCache {
+    /// The cache at `path`, or `None` when it is absent or cannot be trusted.
+    pub fn load(path: &Path, project: &Path) -> Option<StatCache> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::debug!("stat cache `{}` unreadable, ignored: {e}", path.display());
+                return None;
+            }
+        };
+        match Self::parse(bytes, project) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                tracing::debug!("stat cache `{}` discarded: {why}", path.display());
+                None
+            }
+        }
+    }
+
+    fn parse(bytes: Vec<u8>, project: &Path) -> std::result::Result<StatCache, String> {
+        if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
+            return Err("not a stat cache".into());
+        }
+        let (body, sum) = bytes
+            .split_at_checked(bytes.len().saturating_sub(32))
+            .ok_or("truncated")?;
+        if body.len() < MAGIC.len() + 8 || Sha256::digest(body).as_slice() != sum {
+            return Err("bad checksum (truncated or corrupt)".into());
+        }
+        let mut r = Reader {
+            bytes: body,
+            at: MAGIC.len(),
+        };
+        let version = r.u32()?;
+        if version != VERSION {
+            return Err(format!("version {version}, this tiers reads {VERSION}"));
+        }
+        r.u32()?;
+        let written_ns = r.i64()?;
+        let (at, len) = r.bytes()?;
+        if &body[at..at + len] != project.as_os_str().as_encoded_bytes() {
+            return Err("written for another project".into());
+        }
+        let count = usize::try_from(r.u64()?).map_err(|_| "bad count")?;
+        // Each record takes at least 68 bytes: a huge count is corruption, not a
+        // reason to allocate.
+        if count > body.len() / 68 {
+            return Err("bad count".into());
+        }
+        let mut paths = Vec::with_capacity(count);
+        let mut records = Vec::with_capacity(count);
+        let mut prev: Option<&[u8]> = None;
+        for _ in 0..count {
+            let (at, len) = r.bytes()?;
+            let path = &body[at..at + len];
+            if prev.is_some_and(|p| p >= path) {
+                return Err("records out of order".into());
+            }
+            prev = Some(path);
+            let stat = Stat {
+                ino: r.u64()?,
+                size: r.u64()?,
+                mtime_ns: r.i64()?,
+                ctime_ns: r.i64()?,
+            };
+            let digest = r.take(32)?.try_into().expect("32 bytes");
+            paths.push((at as u32, len as u32));
+            records.push(Record { stat, digest });
+        }
+        if r.at != body.len() {
+            return Err("trailing bytes".into());
+        }
+        Ok(StatCache {
+            written_ns,
+            bytes,
+            paths,
+            records,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn path(&self, i: usize) -> &[u8] {
+        let (at, len) = self.paths[i];
+        &self.bytes[at as usize..(at + len) as usize]
+    }
+
+    /// The record of each of `files` (sorted, as the walk returns them), by one merge.
+    pub fn align(&self, files: &[String]) -> Vec<Option<Record>> {
+        let mut out = Vec::with_capacity(files.len());
+        let mut j = 0;
+        for f in files {
+            let f = f.as_bytes();
+            while j < self.records.len() && self.path(j) < f {
+                j += 1;
+            }
+            out.push((j < self.records.len() && self.path(j) == f).then(|| self.records[j]));
+        }
+        out
+    }
+}
+
+/// Write the records (sorted by path) to `path` atomically, stamped with the current
+/// time. The `.state` directory is created, but not the cache dir itself: a project
+/// that was never built gets nothing written.
+pub(crate) fn save<'a>(
+    path: &Path,
+    project: &Path,
+    records: impl ExactSizeIterator<Item = (&'a str, Record)>,
+) -> Result<()> {
+    let state = path.parent().expect("stat cache path has a parent");
+    if !state.parent().is_some_and(Path::is_dir) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(state).map_err(|e| Error::io(state, e))?;
+    let mut out = Vec::with_capacity(64 + records.len() * 100);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    // Every record was hashed before this moment, which is what the racy rule needs.
+    out.extend_from_slice(&now_ns().to_le_bytes());
+    put_bytes(&mut out, project.as_os_str().as_encoded_bytes());
+    out.extend_from_slice(&(records.len() as u64).to_le_bytes());
+    for (rel, rec) in records {
+        put_bytes(&mut out, rel.as_bytes());
+        out.extend_from_slice(&rec.stat.ino.to_le_bytes());
+        out.extend_from_slice(&rec.stat.size.to_le_bytes());
+        out.extend_from_slice(&rec.stat.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&rec.stat.ctime_ns.to_le_bytes());
+        out.extend_from_slice(&rec.digest);
+    }
+    let sum = Sha256::digest(&out);
+    out.extend_from_slice(&sum);
+    crate::store::write_atomic(path, &out)
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|e| *e <= self.bytes.len());
+        let end = end.ok_or("truncated")?;
+        let s = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn u64(&mut self) -> std::result::Result<u64, String> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn i64(&mut self) -> std::result::Result<i64, String> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    /// A length-prefixed byte string, as (offset, length).
+    fn bytes(&mut self) -> std::result::Result<(usize, usize), String> {
+        let len = self.u32()? as usize;
+        let at = self.at;
+        self.take(len)?;
+        Ok((at, len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(ino: u64, mtime_ns: i64, d: u8) -> Record {
+        Record {
+            stat: Stat {
+                ino,
+                size: 10,
+                mtime_ns,
+                ctime_ns: mtime_ns,
+            },
+            digest: [d; 32],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_align() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Path::new("/some/project");
+        let path = path_for(dir.path(), project);
+        let recs = [("a.py", rec(1, 5, 1)), ("b/c.py", rec(2, 6, 2))];
+        save(&path, project, recs.iter().map(|(p, r)| (*p, *r))).unwrap();
+        let c = StatCache::load(&path, project).unwrap();
+        assert_eq!(c.len(), 2);
+        let files = ["a.py", "b/b.py", "b/c.py", "z.py"].map(String::from);
+        assert_eq!(
+            c.align(&files),
+            [Some(recs[0].1), None, Some(recs[1].1), None]
+        );
+        assert!(now_ns() - c.written_ns < 60_000_000_000);
+        // Another project's cache is not this one's.
+        assert!(StatCache::load(&path, Path::new("/other")).is_none());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = Path::new("/p");
+        let path = path_for(dir.path(), project);
+        save(&path, project, [("a.py", rec(1, 5, 1))].into_iter()).unwrap();
+        let good = std::fs::read(&path).unwrap();
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert!(StatCache::parse(bad, project).is_err(), "byte {i}");
+        }
+        for n in 0..good.len() {
+            assert!(StatCache::parse(good[..n].to_vec(), project).is_err());
+        }
+    }
+
+    #[test]
+    fn records_young_relative_to_the_write_are_racy() {
+        let written = 100 * 1_000_000_000;
+        let old = Stat {
+            ino: 1,
+            size: 1,
+            mtime_ns: written - RACY_MARGIN_NS - 1,
+            ctime_ns: written - RACY_MARGIN_NS - 1,
+        };
+        assert!(!old.racy(written));
+        assert!(Stat {
+            mtime_ns: written - 5,
+            ..old
+        }
+        .racy(written));
+        // An edit keeps mtime (e.g. restored by a tool) but ctime is recent.
+        assert!(Stat {
+            ctime_ns: written,
+            ..old
+        }
+        .racy(written));
+    }
+
+    #[test]
+    fn save_writes_nothing_without_a_cache_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("never-built"), Path::new("/p"));
+        save(&path, Path::new("/p"), std::iter::empty()).unwrap();
+        assert!(!dir.path().join("never-built").exists());
+    }
+}
