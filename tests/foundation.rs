@@ -781,6 +781,61 @@ fn a_failing_command_publishes_nothing_and_keeps_the_previous_entry() {
     assert_eq!(p.build(&[]).status("t"), "fresh");
 }
 
+#[test]
+fn a_corrupt_marker_is_rebuilt_saying_why() {
+    let p = counting(ONE_TIER).build();
+    let first = p.build(&[]);
+    let entry = path_of(&first, "t");
+    std::fs::write(entry.join("entry.json"), "garbage").unwrap();
+    assert_eq!(assert_only_published(&p, "t"), None);
+    let status = p.status(&[]).expect_code(0);
+    assert_eq!(status.status("t"), "stale");
+    let run = p.build(&[]);
+    assert_eq!(run.status("t"), "rebuilt");
+    let reasons = run.reasons("t");
+    assert!(
+        reasons.len() == 1 && reasons[0].starts_with("the entry is corrupt"),
+        "{reasons:?}"
+    );
+    assert_eq!(runs(&p, "t"), 2);
+    assert_eq!(assert_only_published(&p, "t"), Some(entry));
+    assert_eq!(p.build(&[]).status("t"), "fresh");
+}
+
+#[test]
+fn a_missing_program_fails_its_tier_with_a_hint_and_others_still_build() {
+    let toml = format!(
+        "{ONE_TIER}\n[tiers.x]\nkind = \"command\"\ninputs = []\nrun = [\"no-such-tool-here\", \"arg\"]\n"
+    );
+    let p = counting(&toml).build();
+    let run = p.tiers(&["build", "--json"]).expect_code(1);
+    assert_eq!(run.status("t"), "built");
+    assert_eq!(run.status("x"), "failed");
+    let error = str_of(&run.tier("x")["error"]).to_owned();
+    assert!(
+        error.contains("`no-such-tool-here`") && error.contains("hint:"),
+        "{error}"
+    );
+    assert_eq!(assert_only_published(&p, "x"), None);
+}
+
+#[test]
+fn a_command_printing_a_lot_does_not_block() {
+    let p = project()
+        .file(
+            "tiers.toml",
+            r#"
+[tiers.loud]
+kind = "command"
+inputs = []
+run = ["python3", "-c", "import sys\nfor i in range(100000): print('x' * 100)\nsys.stderr.write('e' * 200000)"]
+"#,
+        )
+        .build();
+    let run = p.build(&[]);
+    assert_eq!(run.status("loud"), "built");
+}
+
 // 10. Bad input: exit 2, a message naming what is wrong, the cache untouched.
 
 /// Build once with a good configuration, then write `bad` as tiers.toml and run
