@@ -22,5 +22,16 @@ pub use tiers_core::*;
 pub fn registry() -> Registry {
     let mut r = Registry::new();
     tiers_command::register(&mut r);
+    tiers_venv_uv::register(&mut r);
+    tiers_venv_pip::register(&mut r);
+    tiers_venv_poetry::register(&mut r);
+    tiers_venv::register_auto(
+        &mut r,
+        vec![
+            tiers_venv_poetry::backend(),
+            tiers_venv_uv::backend(),
+            tiers_venv_pip::backend(),
+        ],
+    );
     r
 }

@@ -1,0 +1,234 @@
+//! One venv build as a backend sees it: where, with what, and how to run a command
+//! so that its failure reads as the installer's own message.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+use crate::error::VenvError;
+use crate::health::venv_python;
+use crate::manifests::Manifests;
+use crate::probe::{Interpreter, Tool};
+use crate::Options;
+
+/// Lines of an installer's output kept to show when it fails.
+const TAIL_LINES: usize = 40;
+
+/// Environment variables that would point an installer at another environment than
+/// the one being built.
+const FOREIGN_ENV: &[&str] = &[
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "UV_PROJECT_ENVIRONMENT",
+    "PYTHONHOME",
+    "PIP_PREFIX",
+    "PIP_TARGET",
+    "PIP_USER",
+];
+
+/// What a backend gets to build one venv.
+pub struct Job<'a> {
+    pub tier: &'a str,
+    pub project: &'a Path,
+    /// The venv directory: the entry's final directory, empty, under the key's lock.
+    pub venv: &'a Path,
+    pub python: &'a Interpreter,
+    /// The installer binary, for backends that run one.
+    pub tool: Option<&'a Tool>,
+    pub manifests: &'a Manifests,
+    pub options: &'a Options,
+    pub(crate) verbose: bool,
+}
+
+impl Job<'_> {
+    /// `bin/python` of the venv being built.
+    pub fn venv_python(&self) -> PathBuf {
+        venv_python(self.venv)
+    }
+
+    /// Whether the project itself is installed (editable): it has a build file and
+    /// `install_project` is not turned off.
+    pub fn installs_project(&self) -> bool {
+        self.options.install_project && !self.manifests.project_files().is_empty()
+    }
+
+    /// `.` or `.[a,b]`: the project with its extras, for `-e`.
+    pub fn project_spec(&self) -> String {
+        if self.options.extras.is_empty() {
+            ".".to_owned()
+        } else {
+            format!(".[{}]", self.options.extras.join(","))
+        }
+    }
+
+    /// `-r FILE` for each requirement file, then `-e .[extras]` when the project is
+    /// installed, then `--group G` for each group.
+    pub fn requirement_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for r in self.manifests.requirement_files() {
+            args.extend(["-r".to_owned(), r.to_owned()]);
+        }
+        if self.installs_project() {
+            args.extend(["-e".to_owned(), self.project_spec()]);
+        } else if !self.options.extras.is_empty() {
+            tracing::warn!(
+                tier = self.tier,
+                "`extras` apply to the project itself, which is not installed"
+            );
+        }
+        for g in &self.options.groups {
+            args.extend(["--group".to_owned(), g.clone()]);
+        }
+        args
+    }
+
+    /// The index options in the flags pip and uv share. Relative `find_links`
+    /// directories are the project's.
+    pub fn index_args(&self) -> Vec<OsString> {
+        let o = self.options;
+        let mut args: Vec<OsString> = Vec::new();
+        if let Some(url) = &o.index_url {
+            args.extend(["--index-url".into(), url.into()]);
+        }
+        for url in &o.extra_index_urls {
+            args.extend(["--extra-index-url".into(), url.into()]);
+        }
+        for link in &o.find_links {
+            let value: OsString = if link.contains("://") {
+                link.into()
+            } else {
+                self.project.join(link).into()
+            };
+            args.extend(["--find-links".into(), value]);
+        }
+        if o.no_index {
+            args.push("--no-index".into());
+        }
+        args
+    }
+
+    /// A command run in the project, with no stdin and without the variables that
+    /// would send an installer to another environment.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.project)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for var in FOREIGN_ENV {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Run `cmd` to completion. On failure the error carries the last lines of its
+    /// output: the installer's own explanation.
+    pub async fn run(&self, mut cmd: Command) -> Result<(), VenvError> {
+        let shown = show(&cmd);
+        tracing::info!(tier = self.tier, "running {shown}");
+        let mut child = cmd.spawn().map_err(|source| VenvError::Spawn {
+            tier: self.tier.to_owned(),
+            program: cmd.as_std().get_program().to_string_lossy().into_owned(),
+            source,
+        })?;
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let readers = [
+            tokio::spawn(keep_tail(child.stdout.take(), tail.clone(), self.verbose)),
+            tokio::spawn(keep_tail(child.stderr.take(), tail.clone(), self.verbose)),
+        ];
+        let status = child.wait().await.map_err(|source| VenvError::Spawn {
+            tier: self.tier.to_owned(),
+            program: shown.clone(),
+            source,
+        })?;
+        for r in readers {
+            let _ = r.await;
+        }
+        if status.success() {
+            return Ok(());
+        }
+        let how = match status.code() {
+            Some(code) => format!("exited with status {code}"),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                format!("was killed by signal {}", status.signal().unwrap_or(0))
+            }
+        };
+        let lines = tail.lock().expect("tail lock").clone();
+        let tail = if lines.is_empty() {
+            "  | (it printed nothing)".to_owned()
+        } else {
+            lines
+                .into_iter()
+                .map(|l| format!("  | {l}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        Err(VenvError::Install {
+            tier: self.tier.to_owned(),
+            command: shown,
+            how,
+            tail,
+        })
+    }
+
+    /// `python -m venv DIR`: the venv the pip and poetry backends install into, with
+    /// the pip the interpreter bundles.
+    pub async fn create_with_venv_module(&self) -> Result<(), VenvError> {
+        let mut cmd = self.command(&self.python.executable);
+        cmd.args(["-m", "venv"]).arg(self.venv);
+        self.run(cmd).await
+    }
+}
+
+/// A command line for messages: the program's file name and the arguments.
+fn show(cmd: &Command) -> String {
+    let std = cmd.as_std();
+    let program = Path::new(std.get_program())
+        .file_name()
+        .unwrap_or(std.get_program())
+        .to_string_lossy()
+        .into_owned();
+    std::iter::once(program)
+        .chain(std.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn keep_tail(
+    stream: Option<impl AsyncRead + Unpin>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    echo: bool,
+) {
+    let Some(stream) = stream else { return };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    // Bytes, not `lines()`: output that is not UTF-8 must still be drained, or the
+    // installer blocks on a full pipe.
+    while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
+        buf.clear();
+        if echo {
+            eprintln!("{line}");
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut t = tail.lock().expect("tail lock");
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}

@@ -1,0 +1,681 @@
+//! The venv kinds end to end (issue 3): uv, pip and poetry environments keyed on their
+//! manifests, the interpreter and the installer, never on source files. Real uv, pip
+//! and poetry, installing offline from wheels the tests make.
+
+mod support;
+#[path = "support/wheels.rs"]
+mod wheels;
+
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::{project, Project, Run};
+
+/// The wheels every test project can install: `tinyb` needs `tinya`.
+fn wheelhouse(p: &Project) {
+    wheels::write_wheels(
+        &p.path("wheels"),
+        &[
+            ("tinya", "1.0", &[]),
+            ("tinya", "2.0", &[]),
+            ("tinyb", "1.0", &["tinya>=1"]),
+        ],
+    );
+}
+
+/// `tiers ARGS…` on `p`, offline, with uv and poetry on PATH.
+fn tiers_in(p: &Project, args: &[&str], path: Option<&str>) -> Run {
+    let mut cmd = p.cmd(args);
+    cmd.env("UV_OFFLINE", "1")
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .env("PATH", path.map_or_else(wheels::tools_path, Into::into))
+        .env_remove("VIRTUAL_ENV");
+    let out = cmd.output().expect("run tiers");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn tiers(p: &Project, args: &[&str]) -> Run {
+    tiers_in(p, args, None)
+}
+
+/// `tiers build --json ARGS…`, expecting success.
+fn build(p: &Project, args: &[&str]) -> Run {
+    let mut all = vec!["build", "--json"];
+    all.extend_from_slice(args);
+    tiers(p, &all).expect_code(0)
+}
+
+fn status(p: &Project) -> Run {
+    tiers(p, &["status", "--json"]).expect_code(0)
+}
+
+/// `spy/NAME`: logs its arguments to `spy/NAME.log`, then runs the real tool.
+fn spy(p: &Project, name: &str) {
+    let real = wheels::tool(name);
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> \"$(dirname \"$0\")/{name}.log\"\nexec '{}' \"$@\"\n",
+        real.display()
+    );
+    let path = p.path(&format!("spy/{name}"));
+    p.write(&format!("spy/{name}"), script);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The commands the spy of `name` ran, version probes left out.
+fn installer_runs(p: &Project, name: &str) -> Vec<String> {
+    p.read(&format!("spy/{name}.log"))
+        .lines()
+        .filter(|l| *l != "--version")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The venv tier's path as `tiers paths --json` reports it.
+fn venv_path(p: &Project) -> PathBuf {
+    let paths = tiers(p, &["paths", "--json"]).expect_code(0).json();
+    PathBuf::from(
+        paths["tiers"]["venv"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no venv path in {paths}")),
+    )
+}
+
+/// Run `code` with the reported venv's `bin/python`; its stdout, trimmed.
+fn py(p: &Project, code: &str) -> String {
+    let python = venv_path(p).join("bin/python");
+    let out = Command::new(&python)
+        .args(["-c", code])
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "`{}` -c {code:?} failed:\n{}",
+        python.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Whether `module` imports in the reported venv.
+fn imports(p: &Project, module: &str) -> bool {
+    py(
+        p,
+        &format!("import importlib.util as u; print(u.find_spec({module:?}) is not None)"),
+    ) == "True"
+}
+
+/// The marker of the venv entry `paths` reports.
+fn marker(p: &Project) -> Value {
+    let text = std::fs::read_to_string(venv_path(p).join("entry.json")).expect("entry.json");
+    serde_json::from_str(&text).expect("entry.json is JSON")
+}
+
+/// Entries (directories with a marker) in the venv tier's root.
+fn entries(p: &Project) -> usize {
+    std::fs::read_dir(p.cache_dir().join("venv"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.path().join("entry.json").is_file())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A project with `requirements.txt`, a source file and a venv-uv tier whose uv is a
+/// spy; `extra` is appended to the tier's table.
+fn uv_project(requirements: &str, extra: &str) -> Project {
+    let p = project()
+        .file("requirements.txt", requirements)
+        .file("app/main.py", "print('hello')\n")
+        .file(
+            "tiers.toml",
+            format!(
+                "[tiers.venv]\nkind = \"venv-uv\"\nuv = \"spy/uv\"\nfind_links = [\"wheels\"]\nno_index = true\n{extra}"
+            ),
+        )
+        .build();
+    wheelhouse(&p);
+    spy(&p, "uv");
+    p
+}
+
+/// The interpreter `python3` on PATH really is.
+fn default_python() -> PathBuf {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import os, sys; print(os.path.realpath(sys.executable))",
+        ])
+        .output()
+        .expect("python3");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A Python 3 other than `python3`'s, for the interpreter-change test.
+fn another_python() -> PathBuf {
+    let default = default_python();
+    let mut candidates: Vec<PathBuf> = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    if let Some(home) = std::env::var_os("HOME") {
+        if let Ok(rd) = std::fs::read_dir(Path::new(&home).join(".pyenv/versions")) {
+            let mut versions: Vec<PathBuf> =
+                rd.flatten().map(|e| e.path().join("bin/python3")).collect();
+            versions.sort();
+            candidates.extend(versions.into_iter().rev());
+        }
+    }
+    candidates
+        .into_iter()
+        .filter(|c| c.is_file())
+        .find(|c| std::fs::canonicalize(c).is_ok_and(|r| r != default))
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs a second Python 3 besides `{}`",
+                default.display()
+            )
+        })
+}
+
+#[test]
+fn editing_source_rebuilds_nothing_and_eager_reuses_the_venv() {
+    let p = uv_project("tinya==1.0\n", "");
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "built");
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "1.0");
+    let installs = installer_runs(&p, "uv");
+    assert_eq!(
+        installs.len(),
+        2,
+        "uv venv, then uv pip install: {installs:?}"
+    );
+    assert!(installs[0].starts_with("venv "), "{installs:?}");
+    assert!(installs[1].starts_with("pip install "), "{installs:?}");
+    let m = marker(&p);
+    assert_eq!(m["data"]["backend"], "uv");
+    assert_eq!(
+        m["data"]["manifests"],
+        serde_json::json!(["requirements.txt"])
+    );
+    assert_eq!(m["used_inputs"], serde_json::json!(["requirements.txt"]));
+
+    p.write("app/main.py", "print('changed')\n");
+    p.write("app/new.py", "X = 1\n");
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "fresh", "{}", st.stdout);
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+    let eager = build(&p, &["--eager"]);
+    assert_eq!(
+        eager.status("venv"),
+        "fresh",
+        "--eager leaves a venv with an unchanged key"
+    );
+    assert_eq!(installer_runs(&p, "uv").len(), 2, "no installer ran");
+
+    let forced = build(&p, &["--rebuild", "venv"]);
+    assert_eq!(forced.status("venv"), "rebuilt");
+    assert_eq!(
+        forced.reasons("venv"),
+        ["a rebuild was forced by --rebuild venv"]
+    );
+    let forced = build(&p, &["--rebuild", "all"]);
+    assert_eq!(forced.status("venv"), "rebuilt");
+    assert_eq!(installer_runs(&p, "uv").len(), 6);
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "1.0");
+}
+
+#[test]
+fn editing_a_manifest_rebuilds_and_going_back_reuses_the_earlier_venv() {
+    let p = uv_project("tinya==1.0\n", "");
+    build(&p, &[]);
+    let first = venv_path(&p);
+    assert!(!imports(&p, "tinyb"));
+
+    p.write("requirements.txt", "tinya==1.0\ntinyb\n");
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "stale");
+    assert_eq!(st.reasons("venv"), ["the input `requirements.txt` changed"]);
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    assert_eq!(
+        run.reasons("venv"),
+        ["the input `requirements.txt` changed"]
+    );
+    let second = venv_path(&p);
+    assert_ne!(first, second);
+    assert!(
+        imports(&p, "tinyb"),
+        "the new dependency imports from bin/python"
+    );
+    let installs = installer_runs(&p, "uv").len();
+
+    p.write("requirements.txt", "tinya==1.0\n");
+    let back = build(&p, &[]);
+    assert_eq!(back.status("venv"), "fresh", "{}", back.stdout);
+    assert_eq!(venv_path(&p), first);
+    assert!(!imports(&p, "tinyb"));
+    p.write("requirements.txt", "tinya==1.0\ntinyb\n");
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+    assert_eq!(venv_path(&p), second);
+    assert_eq!(
+        installer_runs(&p, "uv").len(),
+        installs,
+        "switching back installs nothing"
+    );
+
+    // A third state: retention keeps two venvs, the one in use among them.
+    p.write("requirements-dev.txt", "tinyb\n");
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    assert_eq!(
+        run.reasons("venv"),
+        ["the input `requirements-dev.txt` was added"]
+    );
+    assert_eq!(entries(&p), 2);
+    assert!(!first.exists(), "the least recently used venv went");
+    assert!(second.exists());
+}
+
+#[test]
+fn a_failed_install_exits_1_with_the_installers_message_and_keeps_the_good_venv() {
+    let p = uv_project("tinya==1.0\n", "");
+    build(&p, &[]);
+    let good = venv_path(&p);
+
+    p.write("requirements.txt", "tinya==1.0\nnosuchpkg==3.1\n");
+    let failed = tiers(&p, &["build"]).expect_code(1);
+    assert!(
+        failed.stderr.contains("nosuchpkg") && failed.stderr.contains("tier `venv`"),
+        "{}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("uv pip install"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(venv_path(&p), good, "paths still reports the good venv");
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "1.0");
+    assert_eq!(entries(&p), 1, "the failed build left no entry");
+    assert_eq!(status(&p).status("venv"), "stale");
+
+    p.write("requirements.txt", "tinya ==== not a requirement!!\n");
+    let malformed = tiers(&p, &["build", "--json"]).expect_code(1);
+    let error = malformed.tier("venv")["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        error.contains("requirements.txt"),
+        "uv's own message: {error}"
+    );
+    assert!(
+        !malformed.stderr.contains("panicked"),
+        "{}",
+        malformed.stderr
+    );
+    assert_eq!(venv_path(&p), good);
+}
+
+#[test]
+fn changing_the_interpreter_rebuilds_with_a_toolchain_reason() {
+    let other = another_python();
+    let p = uv_project("tinya==1.0\n", "");
+    build(&p, &[]);
+    let default = default_python();
+    assert_eq!(
+        PathBuf::from(py(
+            &p,
+            "import os, sys; print(os.path.realpath(sys.executable))"
+        )),
+        default
+    );
+
+    p.write(
+        "tiers.toml",
+        format!("{}python = \"{}\"\n", p.read("tiers.toml"), other.display()),
+    );
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    let reasons = run.reasons("venv");
+    assert_eq!(reasons.len(), 1, "{reasons:?}");
+    assert!(
+        reasons[0].starts_with("the python changed from CPython")
+            && reasons[0].contains(&default.display().to_string()),
+        "{reasons:?}"
+    );
+    let real_other = std::fs::canonicalize(&other).unwrap();
+    assert_eq!(
+        PathBuf::from(py(
+            &p,
+            "import os, sys; print(os.path.realpath(sys.executable))"
+        )),
+        real_other
+    );
+
+    // The default interpreter named by its real path is the same interpreter: its
+    // venv is still there.
+    let text = p.read("tiers.toml").replace(
+        &format!("python = \"{}\"", other.display()),
+        &format!("python = \"{}\"", default.display()),
+    );
+    p.write("tiers.toml", text);
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+}
+
+#[test]
+fn a_broken_interpreter_link_is_detected_and_rebuilt() {
+    let p = uv_project("tinya==1.0\n", "");
+    build(&p, &[]);
+    let venv = venv_path(&p);
+    std::fs::remove_file(venv.join("bin/python")).unwrap();
+    symlink("/nonexistent/python3", venv.join("bin/python")).unwrap();
+
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "stale");
+    let reasons = st.reasons("venv");
+    assert!(
+        reasons.len() == 1
+            && reasons[0].starts_with("the entry is corrupt")
+            && reasons[0].contains("/nonexistent/python3"),
+        "{reasons:?}"
+    );
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    assert_eq!(venv_path(&p), venv, "the same key, rebuilt in place");
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "1.0");
+}
+
+#[test]
+fn a_uv_lock_is_installed_frozen_and_other_manifests_are_not_read() {
+    let p = project()
+        .file(
+            "pyproject.toml",
+            "[project]\nname = \"locked\"\nversion = \"0.1\"\nrequires-python = \">=3.8\"\ndependencies = [\"tinyb\"]\n",
+        )
+        // Would fail to install if it were read.
+        .file("requirements-dev.txt", "nosuchpkg\n")
+        .file(
+            "tiers.toml",
+            "[tiers.venv]\nkind = \"venv-uv\"\nfind_links = [\"wheels\"]\nno_index = true\n",
+        )
+        .build();
+    wheelhouse(&p);
+    let lock = Command::new(wheels::tool("uv"))
+        .args(["lock", "--offline", "--no-index", "--find-links", "wheels"])
+        .current_dir(p.root())
+        .output()
+        .unwrap();
+    assert!(
+        lock.status.success(),
+        "{}",
+        String::from_utf8_lossy(&lock.stderr)
+    );
+
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(py(&p, "import tinyb, tinya; print(tinya.VERSION)"), "2.0");
+    let m = marker(&p);
+    assert_eq!(
+        m["data"]["manifests"],
+        serde_json::json!(["pyproject.toml", "uv.lock"])
+    );
+    assert_eq!(
+        m["used_inputs"],
+        serde_json::json!(["pyproject.toml", "uv.lock"])
+    );
+    let inputs: Vec<&String> = m["doc"]["inputs"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        inputs,
+        ["pyproject.toml", "requirements-dev.txt", "uv.lock"]
+    );
+}
+
+#[test]
+fn pip_installs_the_requirements_and_the_project_editable() {
+    let p = project()
+        .file(
+            "pyproject.toml",
+            "[project]\nname = \"myproj\"\nversion = \"0.1\"\ndependencies = [\"tinya==1.0\"]\n\n[build-system]\nrequires = []\nbuild-backend = \"tiny_backend\"\nbackend-path = [\"_backend\"]\n",
+        )
+        .file("_backend/tiny_backend.py", wheels::TINY_BACKEND)
+        .file("mypkg/__init__.py", "X = 1\n")
+        .file("requirements.txt", "tinyb\n")
+        .file(
+            "tiers.toml",
+            "[tiers.venv]\nkind = \"venv-pip\"\nfind_links = [\"wheels\"]\nno_index = true\n",
+        )
+        .build();
+    wheelhouse(&p);
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(
+        py(
+            &p,
+            "import mypkg, tinya, tinyb; print(mypkg.X, tinya.VERSION)"
+        ),
+        "1 1.0"
+    );
+    let m = marker(&p);
+    assert_eq!(m["data"]["backend"], "pip");
+    assert_eq!(
+        m["data"]["manifests"],
+        serde_json::json!(["pyproject.toml", "requirements.txt"])
+    );
+    assert!(
+        m["doc"]["toolchain"]["pip"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("pip "),
+        "{}",
+        m["doc"]["toolchain"]
+    );
+
+    // The project is installed editable: its source is read live, never keyed.
+    p.write("mypkg/__init__.py", "X = 2\n");
+    p.write(
+        "_backend/tiny_backend.py",
+        format!("{}\n# edited\n", wheels::TINY_BACKEND),
+    );
+    assert_eq!(build(&p, &["--eager"]).status("venv"), "fresh");
+    assert_eq!(py(&p, "import mypkg; print(mypkg.X)"), "2");
+
+    p.write("requirements.txt", "tinyb\ntinya==1.0\n");
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    assert_eq!(
+        run.reasons("venv"),
+        ["the input `requirements.txt` changed"]
+    );
+    assert_eq!(py(&p, "import mypkg, tinyb; print(mypkg.X)"), "2");
+}
+
+fn poetry_pyproject(tinya: &str) -> String {
+    format!(
+        "[tool.poetry]\npackage-mode = false\n\n[tool.poetry.dependencies]\npython = \">=3.8\"\ntinyb = {{ path = \"wheels/tinyb-1.0-py3-none-any.whl\" }}\ntinya = {{ path = \"wheels/tinya-{tinya}-py3-none-any.whl\" }}\n"
+    )
+}
+
+fn poetry_lock(p: &Project) {
+    let out = Command::new(wheels::tool("poetry"))
+        .args(["lock", "--no-interaction"])
+        .current_dir(p.root())
+        .env("POETRY_VIRTUALENVS_CREATE", "false")
+        .env_remove("VIRTUAL_ENV")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "poetry lock failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn poetry_installs_the_locked_dependencies_into_the_tiers_venv() {
+    let p = project()
+        .file("pyproject.toml", poetry_pyproject("1.0"))
+        .file("requirements-dev.txt", "nosuchpkg\n")
+        .file("app.py", "print('hello')\n")
+        .file(
+            "tiers.toml",
+            "[tiers.venv]\nkind = \"venv-poetry\"\npoetry = \"spy/poetry\"\n",
+        )
+        .build();
+    wheelhouse(&p);
+    spy(&p, "poetry");
+    poetry_lock(&p);
+
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(py(&p, "import tinyb, tinya; print(tinya.VERSION)"), "1.0");
+    let m = marker(&p);
+    assert_eq!(m["data"]["backend"], "poetry");
+    assert_eq!(
+        m["data"]["manifests"],
+        serde_json::json!(["poetry.lock", "pyproject.toml"])
+    );
+    assert_eq!(
+        m["used_inputs"],
+        serde_json::json!(["poetry.lock", "pyproject.toml"])
+    );
+    assert!(m["doc"]["inputs"]["requirements-dev.txt"].is_string());
+    assert_eq!(installer_runs(&p, "poetry").len(), 1, "one poetry install");
+
+    p.write("app.py", "print('changed')\n");
+    assert_eq!(build(&p, &["--eager"]).status("venv"), "fresh");
+    assert_eq!(installer_runs(&p, "poetry").len(), 1);
+
+    p.write("pyproject.toml", poetry_pyproject("2.0"));
+    poetry_lock(&p);
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    assert_eq!(
+        run.reasons("venv"),
+        [
+            "the input `poetry.lock` changed",
+            "the input `pyproject.toml` changed"
+        ]
+    );
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "2.0");
+}
+
+/// The `option backend = …` line of `tiers explain venv`.
+fn explained_backend(p: &Project, path: Option<&str>) -> String {
+    let out = tiers_in(p, &["explain", "venv"], path).expect_code(0);
+    out.stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("option backend = "))
+        .unwrap_or_else(|| panic!("no backend in:\n{}", out.stdout))
+        .to_owned()
+}
+
+#[test]
+fn auto_picks_poetry_for_a_poetry_lock_else_uv_else_pip() {
+    let python = default_python();
+    let p = project()
+        .file("pyproject.toml", "[tool.poetry]\npackage-mode = false\n")
+        .file("poetry.lock", "# a lock\n")
+        .file(
+            "tiers.toml",
+            format!(
+                "[tiers.venv]\nkind = \"venv\"\npython = \"{}\"\n",
+                python.display()
+            ),
+        )
+        .build();
+    assert_eq!(explained_backend(&p, None), "\"poetry\"");
+    // Without uv and poetry on PATH, only pip is left.
+    assert_eq!(explained_backend(&p, Some("/usr/bin:/bin")), "\"pip\"");
+    p.remove("poetry.lock");
+    assert_eq!(explained_backend(&p, None), "\"uv\"");
+
+    p.write(
+        "tiers.toml",
+        format!("{}backend = \"pip\"\n", p.read("tiers.toml")),
+    );
+    assert_eq!(explained_backend(&p, None), "\"pip\"");
+    p.write(
+        "tiers.toml",
+        p.read("tiers.toml")
+            .replace("backend = \"pip\"", "backend = \"conda\""),
+    );
+    let bad = tiers(&p, &["status"]).expect_code(2);
+    assert!(
+        bad.stderr.contains("unknown `backend = \"conda\"`")
+            && bad.stderr.contains("poetry, uv, pip"),
+        "{}",
+        bad.stderr
+    );
+}
+
+#[test]
+fn a_missing_tool_names_the_binary_where_it_looked_and_how_to_install_it() {
+    let python = default_python();
+    let bare_path = "/usr/bin:/bin";
+    let p = project()
+        .file("requirements.txt", "tinya\n")
+        .file(
+            "tiers.toml",
+            format!(
+                "[tiers.venv]\nkind = \"venv-uv\"\npython = \"{}\"\n",
+                python.display()
+            ),
+        )
+        .build();
+    let run = tiers_in(&p, &["build"], Some(bare_path)).expect_code(1);
+    assert!(
+        run.stderr
+            .contains("`uv` was not found on PATH (looked in: /usr/bin, /bin)")
+            && run.stderr.contains("pip install uv"),
+        "{}",
+        run.stderr
+    );
+
+    p.write(
+        "tiers.toml",
+        format!("{}uv = \"tools/uv\"\n", p.read("tiers.toml")),
+    );
+    let run = tiers(&p, &["build"]).expect_code(1);
+    assert!(
+        run.stderr
+            .contains("tools/uv` (set by `uv`) does not exist"),
+        "{}",
+        run.stderr
+    );
+
+    p.write(
+        "tiers.toml",
+        format!(
+            "[tiers.venv]\nkind = \"venv-poetry\"\npython = \"{}\"\n",
+            python.display()
+        ),
+    );
+    let run = tiers_in(&p, &["build"], Some(bare_path)).expect_code(1);
+    assert!(
+        run.stderr.contains("`poetry` was not found on PATH")
+            && run.stderr.contains("pipx install poetry"),
+        "{}",
+        run.stderr
+    );
+
+    p.write(
+        "tiers.toml",
+        "[tiers.venv]\nkind = \"venv-poetry\"\nfind_links = [\"wheels\"]\n",
+    );
+    let run = tiers(&p, &["status"]).expect_code(2);
+    assert!(
+        run.stderr.contains("does not support `find_links`")
+            && run.stderr.contains("[[tool.poetry.source]]"),
+        "{}",
+        run.stderr
+    );
+    assert!(!p.cache_dir().join("venv").exists(), "nothing was built");
+}
