@@ -33,5 +33,6 @@ pub fn registry() -> Registry {
             tiers_venv_pip::backend(),
         ],
     );
+    tiers_codeql::register(&mut r);
     r
 }

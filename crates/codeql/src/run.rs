@@ -1,0 +1,134 @@
+//! Running `codeql database create`: its output streamed, a tail of it kept.
+//!
+//! The CLI interleaves progress on stdout and stderr, so both feed one tail, in the
+//! order the lines arrive: on failure that tail is the story of what went wrong.
+
+use std::collections::VecDeque;
+use std::io::{IsTerminal, Write};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Lines of output kept to show when the CLI fails.
+pub const TAIL_LINES: usize = 40;
+/// Width of the one-line progress display.
+const PROGRESS_WIDTH: usize = 100;
+
+/// What to do with each line of the CLI's output as it arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Echo {
+    /// `-v`: every line on stderr.
+    Lines,
+    /// A terminal at the default verbosity: the latest line, rewritten in place.
+    Progress,
+    /// `--json`, pipes, `-q`: nothing until it fails.
+    Quiet,
+}
+
+impl Echo {
+    pub fn choose(verbose: bool) -> Echo {
+        if verbose {
+            Echo::Lines
+        } else if std::io::stderr().is_terminal() && tracing::enabled!(tracing::Level::INFO) {
+            // The driver enables INFO only on a terminal outside `--json` and `-q`.
+            Echo::Progress
+        } else {
+            Echo::Quiet
+        }
+    }
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub tail: Vec<String>,
+}
+
+/// Spawn `cmd` (stdout and stderr piped), stream its output, and wait for it.
+pub async fn run(mut cmd: tokio::process::Command, echo: Echo) -> std::io::Result<Finished> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
+    let readers = [
+        tokio::spawn(drain(child.stdout.take(), tail.clone(), echo)),
+        tokio::spawn(drain(child.stderr.take(), tail.clone(), echo)),
+    ];
+    let status = child.wait().await?;
+    for r in readers {
+        let _ = r.await;
+    }
+    if echo == Echo::Progress {
+        eprint!("\r\x1b[2K");
+        let _ = std::io::stderr().flush();
+    }
+    let tail = tail.lock().expect("tail lock").drain(..).collect();
+    Ok(Finished { status, tail })
+}
+
+async fn drain(
+    stream: Option<impl AsyncRead + Unpin>,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    echo: Echo,
+) {
+    let Some(stream) = stream else { return };
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::new();
+    // Bytes, not `lines()`: output that is not UTF-8 must still be drained, or the
+    // CLI blocks on a full pipe.
+    while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let line = String::from_utf8_lossy(&buf)
+            .trim_end_matches(['\n', '\r'])
+            .to_owned();
+        buf.clear();
+        match echo {
+            Echo::Lines => eprintln!("{line}"),
+            Echo::Progress => {
+                let shown: String = line.chars().take(PROGRESS_WIDTH).collect();
+                eprint!("\r\x1b[2Kcodeql: {shown}");
+                let _ = std::io::stderr().flush();
+            }
+            Echo::Quiet => {}
+        }
+        let mut t = tail.lock().expect("tail lock");
+        if t.len() == TAIL_LINES {
+            t.pop_front();
+        }
+        t.push_back(line);
+    }
+}
+
+/// The tail as an indented block for an error message.
+pub fn show_tail(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return "  | (the CLI printed nothing)".to_owned();
+    }
+    tail.iter()
+        .map(|l| format!("  | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keeps_the_last_lines_of_both_streams() {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c").arg(
+            "i=0; while [ $i -lt 50 ]; do echo out$i; i=$((i+1)); done; echo last >&2; exit 3",
+        );
+        let done = run(cmd, Echo::Quiet).await.unwrap();
+        assert_eq!(done.status.code(), Some(3));
+        assert_eq!(done.tail.len(), TAIL_LINES);
+        assert!(done.tail.contains(&"last".to_owned()));
+        assert!(!done.tail.contains(&"out0".to_owned()));
+        assert!(done.tail.contains(&"out49".to_owned()));
+    }
+}
