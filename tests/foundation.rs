@@ -680,6 +680,8 @@ fn a_tiers_process_killed_mid_build_leaves_no_entry() {
         .spawn()
         .expect("spawn tiers");
     let child = wait_for_pid(&p.path("child.pid"), Duration::from_secs(30));
+    // While the build runs, readers see the last entry and nothing of the new one.
+    assert_eq!(assert_only_published(&p, "t"), Some(path_of(&first, "t")));
     tiers.kill().expect("SIGKILL tiers");
     tiers.wait().expect("reap tiers");
     sigkill(child);
@@ -717,6 +719,7 @@ fn a_tiers_process_killed_during_its_first_build_leaves_nothing_usable() {
         .spawn()
         .expect("spawn tiers");
     let child = wait_for_pid(&p.path("child.pid"), Duration::from_secs(30));
+    assert_eq!(assert_only_published(&p, "t"), None);
     tiers.kill().expect("SIGKILL tiers");
     tiers.wait().expect("reap tiers");
     sigkill(child);
