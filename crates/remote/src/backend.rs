@@ -1,0 +1,365 @@
+//! One OpenDAL operator per location, and the three requests the cache makes of it —
+//! read, write, delete — each under a timeout, retried with backoff when the failure
+//! is worth retrying (a timeout, HTTP 429 or 5xx), and never stat or list: nginx's
+//! WebDAV module and bazel-remote answer GET and PUT, not PROPFIND.
+//!
+//! A request that still fails marks the remote failed **for this process**: later
+//! requests of the same run are answered as misses at once, so a server that is down
+//! costs one warning and one timeout per run, not one per tier. Nothing is recorded:
+//! the next run tries again.
+
+use std::future::Future;
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use opendal::{ErrorKind, Operator};
+
+use crate::error::RemoteError;
+use crate::location::{Auth, Location};
+
+/// How many times one request is tried, and the backoff between tries.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 4,
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Retry {
+    fn backoff(&self, failed_attempts: u32) -> Duration {
+        let factor = 1u32 << failed_attempts.saturating_sub(1).min(16);
+        (self.first_backoff * factor).min(self.max_backoff)
+    }
+}
+
+pub struct Backend {
+    op: Operator,
+    /// WebDAV with MKCOL: the operator that creates missing parent collections.
+    mkcol: Option<Operator>,
+    remote: String,
+    timeout: Duration,
+    retry: Retry,
+    /// The first failure of this run; once set, requests are not sent.
+    failed: Mutex<Option<String>>,
+}
+
+/// TLS for https, rediss and S3 through rustls with the ring provider, installed once
+/// per process together with OpenDAL's HTTP transport.
+fn install_transport() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err: the embedding program installed a provider already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        opendal::install_default();
+    });
+}
+
+impl Backend {
+    pub fn open(loc: &Location, timeout: Duration, retry: Retry) -> Result<Backend, RemoteError> {
+        install_transport();
+        let remote = loc.describe();
+        let open_err = |source: opendal::Error, hint: &str| RemoteError::Open {
+            remote: remote.clone(),
+            hint: hint.to_owned(),
+            source,
+        };
+        let (op, mkcol) = match loc {
+            Location::Fs { root } => {
+                let root = root.to_string_lossy();
+                // Written beside, then renamed: a reader never sees half a blob.
+                let tmp = format!("{}/.tmp", root.trim_end_matches('/'));
+                let b = opendal::services::Fs::default()
+                    .root(&root)
+                    .atomic_write_dir(&tmp);
+                (Operator::new(b).map_err(|e| open_err(e, ""))?, None)
+            }
+            Location::Redis {
+                endpoint,
+                db,
+                root,
+                auth,
+            } => {
+                let mut b = opendal::services::Redis::default()
+                    .endpoint(endpoint)
+                    .db(*db)
+                    .root(root);
+                if let Some(u) = &auth.username {
+                    b = b.username(u);
+                }
+                if let Some(p) = &auth.password {
+                    b = b.password(p);
+                }
+                (Operator::new(b).map_err(|e| open_err(e, ""))?, None)
+            }
+            Location::Webdav {
+                endpoint,
+                root,
+                mkcol,
+                auth,
+            } => {
+                let build = |create_dir: bool| {
+                    let mut b = opendal::services::Webdav::default()
+                        .endpoint(endpoint)
+                        .root(root)
+                        .disable_create_dir(!create_dir);
+                    b = with_auth(b, auth);
+                    Operator::new(b).map_err(|e| open_err(e, ""))
+                };
+                // PUT first; parents are made (MKCOL) only when the server says they
+                // are missing (409), since nginx and bazel-remote have no PROPFIND.
+                (
+                    build(false)?,
+                    if *mkcol { Some(build(true)?) } else { None },
+                )
+            }
+            Location::S3 { bucket, root } => {
+                let mut b = opendal::services::S3::default().bucket(bucket).root(root);
+                let env = crate::location::process_env;
+                let region = env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION"));
+                if region.is_none() && env("AWS_ENDPOINT_URL").is_some() {
+                    // S3-compatible servers (MinIO, Ceph) take any region; AWS's own
+                    // endpoint needs the bucket's, from AWS_REGION.
+                    b = b.region("us-east-1");
+                }
+                let hint =
+                    "\nhint: set AWS_REGION (and AWS_ENDPOINT_URL for an S3-compatible server)";
+                (Operator::new(b).map_err(|e| open_err(e, hint))?, None)
+            }
+        };
+        Ok(Backend {
+            op,
+            mkcol,
+            remote,
+            timeout,
+            retry,
+            failed: Mutex::new(None),
+        })
+    }
+
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    /// The failure that switched the remote off for this run, if one did.
+    pub fn failed(&self) -> Option<String> {
+        self.failed.lock().map(|f| f.clone()).unwrap_or(None)
+    }
+
+    fn fail(&self, e: &RemoteError) {
+        if let Ok(mut f) = self.failed.lock() {
+            if f.is_none() {
+                *f = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The object at `path`; `None` when there is none.
+    pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        let got = self
+            .call("read", path, || async {
+                match self.op.read(path).await {
+                    Ok(buf) => Ok(Some(buf.to_vec())),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        if let Err(e) = &got {
+            self.fail(e);
+        }
+        got
+    }
+
+    pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        let buf = opendal::Buffer::from(bytes);
+        let mut put = self
+            .call("write", path, || async {
+                self.op.write(path, buf.clone()).await.map(|_| ())
+            })
+            .await;
+        if let (
+            Err(RemoteError::Request {
+                status: Some(409), ..
+            }),
+            Some(mkcol),
+        ) = (&put, &self.mkcol)
+        {
+            // 409 Conflict: the parent collection is missing (RFC 4918 9.7.1).
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                let dir = format!("{parent}/");
+                self.call("create the collection", &dir, || async {
+                    mkcol.create_dir(&dir).await
+                })
+                .await?;
+                put = self
+                    .call("write", path, || async {
+                        self.op.write(path, buf.clone()).await.map(|_| ())
+                    })
+                    .await;
+            }
+        }
+        if let Err(e) = &put {
+            self.fail(e);
+        }
+        put
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), RemoteError> {
+        self.call("delete", path, || async { self.op.delete(path).await })
+            .await
+    }
+
+    /// Run one request under the timeout, retrying what is worth retrying.
+    async fn call<T, F, Fut>(&self, op: &'static str, path: &str, f: F) -> Result<T, RemoteError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = opendal::Result<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = tokio::time::timeout(self.timeout, f()).await;
+            let retry = match &outcome {
+                Ok(Ok(_)) => false,
+                Ok(Err(e)) => retryable(e),
+                Err(_elapsed) => true,
+            };
+            if retry && attempt < self.retry.attempts {
+                let wait = self.retry.backoff(attempt);
+                tracing::debug!(
+                    "shared cache `{}`: {op} `{path}` failed (attempt {attempt}), retrying in {wait:?}",
+                    self.remote
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            return match outcome {
+                Ok(Ok(v)) => Ok(v),
+                Ok(Err(e)) => {
+                    tracing::debug!("shared cache `{}`: {op} `{path}`: {e}", self.remote);
+                    Err(RemoteError::Request {
+                        remote: self.remote.clone(),
+                        op,
+                        path: path.to_owned(),
+                        status: http_status(&e),
+                        why: summarize(&e, attempt),
+                    })
+                }
+                Err(_) => Err(RemoteError::Timeout {
+                    remote: self.remote.clone(),
+                    op,
+                    path: path.to_owned(),
+                    secs: self.timeout.as_secs_f64(),
+                    attempts: attempt,
+                }),
+            };
+        }
+    }
+}
+
+fn with_auth(mut b: opendal::services::Webdav, auth: &Auth) -> opendal::services::Webdav {
+    if let Some(t) = &auth.token {
+        b = b.token(t);
+    }
+    if let Some(u) = &auth.username {
+        b = b.username(u);
+    }
+    if let Some(p) = &auth.password {
+        b = b.password(p);
+    }
+    b
+}
+
+/// A timeout, a rate limit or a server error: the same request may succeed later.
+/// Refused connections, 4xx and bad credentials are not retried.
+fn retryable(e: &opendal::Error) -> bool {
+    if e.kind() == ErrorKind::RateLimited {
+        return true;
+    }
+    match http_status(e) {
+        Some(s) => s == 429 || (500..600).contains(&s),
+        None => e.is_temporary() && e.to_string().to_ascii_lowercase().contains("timeout"),
+    }
+}
+
+/// The HTTP status of the response an OpenDAL error came from, if it came from one.
+/// OpenDAL keeps the response parts only as text in the error's context.
+pub(crate) fn http_status(e: &opendal::Error) -> Option<u16> {
+    let text = e.to_string();
+    let at = text.find("status: ")? + "status: ".len();
+    let digits: String = text[at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (digits.len() == 3).then(|| digits.parse().ok()).flatten()
+}
+
+/// One line for a warning: the HTTP status or the deepest cause, not the headers.
+fn summarize(e: &opendal::Error, attempts: u32) -> String {
+    let mut why = match http_status(e) {
+        Some(s) => {
+            let body = e.message().lines().next().unwrap_or("").trim();
+            let body: String = body.chars().take(120).collect();
+            if body.is_empty() || body.starts_with('<') {
+                format!("the server answered HTTP {s}")
+            } else {
+                format!("the server answered HTTP {s}: {body}")
+            }
+        }
+        None => {
+            let mut deepest = None;
+            let mut cur = std::error::Error::source(e);
+            while let Some(c) = cur {
+                deepest = Some(c.to_string());
+                cur = c.source();
+            }
+            match deepest {
+                Some(cause) => format!("{}: {cause}", e.message()),
+                None => format!("{} ({})", e.message(), e.kind()),
+            }
+        }
+    };
+    if attempts > 1 {
+        why.push_str(&format!(" (after {attempts} attempts)"));
+    }
+    why
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let r = Retry::default();
+        let waits: Vec<u128> = (1..=6).map(|a| r.backoff(a).as_millis()).collect();
+        assert_eq!(waits, [200, 400, 800, 1600, 2000, 2000]);
+    }
+
+    #[test]
+    fn status_is_read_from_the_response_context() {
+        let e = opendal::Error::new(ErrorKind::Unexpected, "slow down").with_context(
+            "response",
+            "Parts { status: 429, version: HTTP/1.1, headers: {} }",
+        );
+        assert_eq!(http_status(&e), Some(429));
+        assert!(retryable(&e));
+        let e = opendal::Error::new(ErrorKind::PermissionDenied, "no")
+            .with_context("response", "Parts { status: 403, version: HTTP/1.1 }");
+        assert!(!retryable(&e));
+        let e = opendal::Error::new(ErrorKind::Unexpected, "send http request").set_temporary();
+        assert_eq!(http_status(&e), None);
+        assert!(!retryable(&e), "a refused connection is not retried");
+        assert_eq!(summarize(&e, 1), "send http request (Unexpected)");
+    }
+}

@@ -1,0 +1,117 @@
+//! Errors of the shared cache. Each names the object or path involved and carries the
+//! remote (without secrets) in `remote`; the engine shows one as a warning prefixed
+//! with the remote (`shared cache redis://…: cannot read …`) and builds locally.
+
+use std::path::PathBuf;
+
+/// An error of `tiers-remote`.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("the shared cache url `{url}` is not usable: {why}")]
+    Url { url: String, why: String },
+
+    #[error(
+        "no shared cache is configured\nhint: set `[remote] url` in tiers.toml or TIERS_REMOTE_URL"
+    )]
+    NoUrl,
+
+    #[error("cannot open the shared cache `{remote}`: {source}{hint}")]
+    Open {
+        remote: String,
+        hint: String,
+        #[source]
+        source: opendal::Error,
+    },
+
+    /// A request failed for good. `why` is one line (the HTTP status or the deepest
+    /// cause); the whole OpenDAL error is logged at debug level.
+    #[error("cannot {op} `{path}`: {why}")]
+    Request {
+        remote: String,
+        op: &'static str,
+        path: String,
+        status: Option<u16>,
+        why: String,
+    },
+
+    #[error("cannot {op} `{path}`: no answer within {secs} s (tried {attempts} times)")]
+    Timeout {
+        remote: String,
+        op: &'static str,
+        path: String,
+        secs: f64,
+        attempts: u32,
+    },
+
+    #[error("`{name}` cannot be part of an object name (letters, digits, `-`, `_`, `.`)")]
+    Name { name: String },
+
+    #[error("the record `{path}` is not usable: {why}")]
+    Record {
+        remote: String,
+        path: String,
+        why: String,
+    },
+
+    #[error("the blob `{path}` named by `{record}` is missing")]
+    MissingBlob {
+        remote: String,
+        path: String,
+        record: String,
+    },
+
+    #[error("the blob `{path}` is corrupt (its SHA-256 is {actual}): not used; the next upload of this entry replaces it")]
+    Digest {
+        remote: String,
+        path: String,
+        actual: String,
+    },
+
+    #[error("the entry of `{record}` was rejected: {source}")]
+    Rejected {
+        remote: String,
+        record: String,
+        #[source]
+        source: UnpackError,
+    },
+
+    #[error("cannot pack the entry `{}` for the shared cache: {why}", dir.display())]
+    Pack { dir: PathBuf, why: String },
+
+    #[error("I/O error at `{}`: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Why an archive from the shared cache was not unpacked. Nothing is ever written
+/// outside the destination directory; on any of these, what was written inside it is
+/// removed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    #[error("the archive holds `{path}`: {why}")]
+    Unsafe { path: String, why: String },
+
+    #[error("the archive cannot be read: {0}")]
+    Archive(#[source] std::io::Error),
+
+    #[error("cannot write `{}`: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<RemoteError> for tiers_core::Error {
+    fn from(e: RemoteError) -> Self {
+        match e {
+            RemoteError::Url { .. } | RemoteError::NoUrl => {
+                tiers_core::Error::config(e.to_string())
+            }
+            other => tiers_core::Error::Kind(Box::new(other)),
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! The shared cache level of tiers, on storage people already run — Redis, WebDAV or
+//! plain HTTP GET/PUT, S3, a directory — through Apache OpenDAL.
+//!
+//! # The big decision: content-addressed blobs, named by a small record written last
+//!
+//! ```text
+//! <root>/blobs/<sha256>                         tar + zstd of an entry (in chunks)
+//! <root>/records/<tier>/<key>.json              the marker and the blobs' digests
+//! <root>/candidates/<tier>/<structure key>.json discovered-inputs candidates
+//! ```
+//!
+//! An upload puts the blobs first and the record last, so a reader that finds a
+//! record finds its blobs — unless something removed or damaged them, which the
+//! SHA-256 in the blob's name catches: a blob whose bytes do not hash to its name is
+//! a miss (one warning, a local build), and the upload after that build writes it
+//! again. Packing is deterministic, so machines that build the same bytes share blobs.
+//!
+//! Nothing in a downloaded archive is trusted: [`pack::unpack`] refuses absolute
+//! paths, `..`, symlinks leaving the entry, hard links and devices, and never writes
+//! through a symlink. But a read-write remote can still place *valid* files that later
+//! runs use as their artifacts: give write access to trusted CI only.
+//!
+//! Failure is a miss, never a failed build: see [`backend`] for timeouts, retries and
+//! how one failure switches the remote off for the rest of the run (not for later
+//! runs). Venv entries are never offered here: their kinds are not
+//! [`shareable`](tiers_core::Tier::shareable).
+
+pub mod backend;
+mod error;
+pub mod location;
+pub mod pack;
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tiers_core::{async_trait, Candidate, Key, Marker, RemoteConfig, RemoteMode, SharedCache};
+
+pub use backend::Retry;
+pub use error::{RemoteError, UnpackError};
+pub use location::Location;
+
+/// Version of the record and candidate-list layout; another version is a miss.
+pub const RECORD_FORMAT: u32 = 1;
+
+/// Packed entries are cut into blobs of at most this many bytes: one request each,
+/// bounded memory, and under Redis's 512 MiB value limit.
+pub const CHUNK_BYTES: usize = 32 << 20;
+
+/// `records/<tier>/<key>.json`: what a fetch needs to restore an entry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub format: u32,
+    pub tier: String,
+    pub key: Key,
+    /// The chunks of the packed entry, in order.
+    pub blobs: Vec<BlobRef>,
+    /// Files and their bytes in the entry, unpacked.
+    pub files: u64,
+    pub bytes: u64,
+    pub marker: Marker,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub sha256: Key,
+    pub bytes: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CandidateList {
+    format: u32,
+    candidates: Vec<Candidate>,
+}
+
+/// The shared cache at one location. Usually reached through [`open`] as an
+/// `Arc<dyn SharedCache>`.
+pub struct Remote {
+    backend: backend::Backend,
+    writable: bool,
+    chunk_bytes: usize,
+}
+
+/// Open the shared cache `config` names. Connects to nothing yet: the first request
+/// does, so an unreachable server is a warning at the first lookup, not an error here.
+pub fn open(config: &RemoteConfig) -> Result<Arc<dyn SharedCache>, RemoteError> {
+    Ok(Arc::new(Remote::open(config)?))
+}
+
+impl Remote {
+    pub fn open(config: &RemoteConfig) -> Result<Remote, RemoteError> {
+        let url = config
+            .url
+            .as_deref()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or(RemoteError::NoUrl)?;
+        let loc = Location::parse(url, &location::process_env)?;
+        Remote::at(
+            &loc,
+            config.mode == RemoteMode::ReadWrite,
+            Duration::from_secs(config.timeout.max(1)),
+            Retry::default(),
+        )
+    }
+
+    /// A remote at `loc`, with explicit timeout and retry policy.
+    pub fn at(
+        loc: &Location,
+        writable: bool,
+        timeout: Duration,
+        retry: Retry,
+    ) -> Result<Remote, RemoteError> {
+        Ok(Remote {
+            backend: backend::Backend::open(loc, timeout, retry)?,
+            writable,
+            chunk_bytes: CHUNK_BYTES,
+        })
+    }
+
+    /// Cut packed entries into blobs of `bytes` (tests of multi-blob entries).
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes.max(1);
+        self
+    }
+
+    fn record_path(tier: &str, key: &Key) -> Result<String, RemoteError> {
+        Ok(format!("records/{}/{key}.json", object_name(tier)?))
+    }
+
+    fn candidates_path(tier: &str, skey: &Key) -> Result<String, RemoteError> {
+        Ok(format!("candidates/{}/{skey}.json", object_name(tier)?))
+    }
+
+    fn blob_path(digest: &Key) -> String {
+        format!("blobs/{digest}")
+    }
+
+    /// The record of `key`, checked against it; `None` when there is none.
+    pub async fn record(&self, tier: &str, key: &Key) -> Result<Option<Record>, RemoteError> {
+        let path = Self::record_path(tier, key)?;
+        let Some(bytes) = self.backend.get(&path).await? else {
+            return Ok(None);
+        };
+        let bad = |why: String| RemoteError::Record {
+            remote: self.backend.remote().to_owned(),
+            path: path.clone(),
+            why,
+        };
+        let record: Record = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+        if record.format != RECORD_FORMAT {
+            // Written by another version of tiers: not ours to read.
+            tracing::debug!("ignoring `{path}` of format {}", record.format);
+            return Ok(None);
+        }
+        if record.key != *key || record.marker.key != *key || record.marker.doc.key() != *key {
+            return Err(bad(format!(
+                "it describes key {} (its key document hashes to {}), not {key}",
+                record.marker.key,
+                record.marker.doc.key()
+            )));
+        }
+        Ok(Some(record))
+    }
+
+    /// Whether a failure earlier in this run switched the remote off.
+    fn off(&self, what: &str) -> bool {
+        match self.backend.failed() {
+            Some(why) => {
+                tracing::debug!(
+                    "shared cache `{}`: skipping {what}: it failed earlier in this run ({why})",
+                    self.backend.remote()
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn fetch_into(
+        &self,
+        tier: &str,
+        key: &Key,
+        dest: &Path,
+    ) -> Result<Option<Marker>, RemoteError> {
+        let Some(record) = self.record(tier, key).await? else {
+            return Ok(None);
+        };
+        let record_path = Self::record_path(tier, key)?;
+        let remote = self.backend.remote().to_owned();
+        let spool_dir = dest.parent().unwrap_or(dest);
+        let mut spool = tempfile::tempfile_in(spool_dir)
+            .or_else(|_| tempfile::tempfile())
+            .map_err(|e| io_error(spool_dir, e))?;
+        for blob in &record.blobs {
+            let path = Self::blob_path(&blob.sha256);
+            let bytes = self
+                .backend
+                .get(&path)
+                .await?
+                .ok_or_else(|| RemoteError::MissingBlob {
+                    remote: remote.clone(),
+                    path: path.clone(),
+                    record: record_path.clone(),
+                })?;
+            let actual = Key::of_bytes(&bytes);
+            if actual != blob.sha256 {
+                return Err(RemoteError::Digest {
+                    remote: remote.clone(),
+                    path,
+                    actual: actual.to_string(),
+                });
+            }
+            spool
+                .write_all(&bytes)
+                .map_err(|e| io_error(spool_dir, e))?;
+        }
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| io_error(spool_dir, e))?;
+        let dest_owned = dest.to_owned();
+        let unpacked = tokio::task::spawn_blocking(move || {
+            pack::unpack(
+                std::io::BufReader::new(spool),
+                &dest_owned,
+                tiers_core::MARKER,
+            )
+        })
+        .await
+        .map_err(|e| io_error(dest, std::io::Error::other(e)))?;
+        unpacked.map_err(|source| RemoteError::Rejected {
+            remote,
+            record: record_path,
+            source,
+        })?;
+        Ok(Some(record.marker))
+    }
+
+    async fn store_entry(
+        &self,
+        tier: &str,
+        marker: &Marker,
+        dir: &Path,
+    ) -> Result<(), RemoteError> {
+        let record_path = Self::record_path(tier, &marker.key)?;
+        let dir_owned = dir.to_owned();
+        let packed = tokio::task::spawn_blocking(move || {
+            let spool_dir = dir_owned.parent().unwrap_or(&dir_owned);
+            let mut spool = tempfile::tempfile_in(spool_dir)
+                .or_else(|_| tempfile::tempfile())
+                .map_err(|e| io_error(spool_dir, e))?;
+            let counts = pack::pack(
+                &dir_owned,
+                tiers_core::MARKER,
+                std::io::BufWriter::new(&mut spool),
+            )?;
+            spool
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| io_error(&dir_owned, e))?;
+            Ok::<_, RemoteError>((spool, counts))
+        })
+        .await
+        .map_err(|e| io_error(dir, std::io::Error::other(e)))?;
+        let (mut spool, counts) = packed?;
+        let mut blobs = Vec::new();
+        loop {
+            let chunk = read_chunk(&mut spool, self.chunk_bytes).map_err(|e| io_error(dir, e))?;
+            if chunk.is_empty() {
+                break;
+            }
+            let digest = Key::of_bytes(&chunk);
+            blobs.push(BlobRef {
+                sha256: digest.clone(),
+                bytes: chunk.len() as u64,
+            });
+            // Always written, even when a blob of that name exists: that is how a
+            // corrupt one is replaced.
+            self.backend.put(&Self::blob_path(&digest), chunk).await?;
+        }
+        let record = Record {
+            format: RECORD_FORMAT,
+            tier: tier.to_owned(),
+            key: marker.key.clone(),
+            blobs,
+            files: counts.files,
+            bytes: counts.bytes,
+            marker: marker.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&record).expect("a record always serializes");
+        self.backend.put(&record_path, json).await
+    }
+
+    /// Delete an object (tests, and tools that prune the store).
+    pub async fn delete(&self, path: &str) -> Result<(), RemoteError> {
+        self.backend.delete(path).await
+    }
+}
+
+#[async_trait]
+impl SharedCache for Remote {
+    fn describe(&self) -> String {
+        self.backend.remote().to_owned()
+    }
+
+    fn writable(&self) -> bool {
+        self.writable
+    }
+
+    async fn fetch(
+        &self,
+        tier: &str,
+        key: &Key,
+        dest: &Path,
+    ) -> tiers_core::Result<Option<Marker>> {
+        if self.off("a fetch") {
+            return Ok(None);
+        }
+        Ok(self.fetch_into(tier, key, dest).await?)
+    }
+
+    async fn contains(&self, tier: &str, key: &Key) -> tiers_core::Result<bool> {
+        if self.off("a lookup") {
+            return Ok(false);
+        }
+        Ok(self.record(tier, key).await?.is_some())
+    }
+
+    async fn store(&self, tier: &str, marker: &Marker, dir: &Path) -> tiers_core::Result<()> {
+        if !self.writable {
+            // The engine checks `writable` first; this keeps read-only true regardless.
+            tracing::debug!(
+                "shared cache `{}` is read-only: not uploading",
+                self.describe()
+            );
+            return Ok(());
+        }
+        if self.off("an upload") {
+            return Ok(());
+        }
+        Ok(self.store_entry(tier, marker, dir).await?)
+    }
+
+    async fn candidates(
+        &self,
+        tier: &str,
+        structure_key: &Key,
+    ) -> tiers_core::Result<Vec<Candidate>> {
+        if self.off("a candidate lookup") {
+            return Ok(Vec::new());
+        }
+        let path = Self::candidates_path(tier, structure_key)?;
+        let Some(bytes) = self.backend.get(&path).await? else {
+            return Ok(Vec::new());
+        };
+        match serde_json::from_slice::<CandidateList>(&bytes) {
+            Ok(list) if list.format == RECORD_FORMAT => Ok(list.candidates),
+            Ok(_) => Ok(Vec::new()),
+            Err(e) => Err(RemoteError::Record {
+                remote: self.describe(),
+                path,
+                why: e.to_string(),
+            }
+            .into()),
+        }
+    }
+
+    async fn store_candidates(
+        &self,
+        tier: &str,
+        structure_key: &Key,
+        list: &[Candidate],
+    ) -> tiers_core::Result<()> {
+        if !self.writable || self.off("a candidate upload") {
+            return Ok(());
+        }
+        let path = Self::candidates_path(tier, structure_key)?;
+        let json = serde_json::to_vec(&CandidateList {
+            format: RECORD_FORMAT,
+            candidates: list.to_vec(),
+        })
+        .expect("candidates always serialize");
+        Ok(self.backend.put(&path, json).await?)
+    }
+}
+
+/// A tier name as one path segment of an object name.
+fn object_name(name: &str) -> Result<&str, RemoteError> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(RemoteError::Name {
+            name: name.to_owned(),
+        })
+    }
+}
+
+fn read_chunk(file: &mut File, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut chunk = Vec::new();
+    Read::by_ref(file)
+        .take(max as u64)
+        .read_to_end(&mut chunk)?;
+    Ok(chunk)
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> RemoteError {
+    RemoteError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
