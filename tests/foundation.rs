@@ -535,6 +535,28 @@ fn downstream_sees_the_upstream_entry_path() {
 }
 
 #[test]
+fn upstream_env_names_are_upper_case_with_underscores() {
+    let p = counting(
+        r#"
+[tiers."my-up.v2"]
+kind = "command"
+inputs = ["*.txt"]
+run = ["python3", "count.py"]
+
+[tiers.down]
+kind = "command"
+inputs = []
+run = ["python3", "-c", "import os, pathlib; pathlib.Path(os.environ['TIERS_OUT'], 'seen').write_text(os.environ['TIERS_PATH_MY_UP_V2'])"]
+after = ["my-up.v2"]
+"#,
+    )
+    .build();
+    let run = p.build(&[]);
+    let seen = std::fs::read_to_string(path_of(&run, "down").join("seen")).unwrap();
+    assert_eq!(seen, path_of(&run, "my-up.v2").to_string_lossy());
+}
+
+#[test]
 fn upstream_input_change_rebuilds_upstream_then_downstream() {
     let p = up_down();
     let first = p.build(&[]);
