@@ -79,6 +79,26 @@ enum Command {
     },
 }
 
+/// `println!` that ends the process quietly when stdout is closed (`tiers paths | head`).
+macro_rules! out {
+    ($($arg:tt)*) => { emit(format_args!($($arg)*)) };
+}
+
+fn emit(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_fmt(args)
+        .and_then(|()| stdout.write_all(b"\n"))
+    {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = matches!(
@@ -190,14 +210,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Paths { json } => {
             let paths = engine.paths();
             if json {
-                println!("{}", serde_json::to_string_pretty(&paths)?);
+                out!("{}", serde_json::to_string_pretty(&paths)?);
             } else {
                 for (name, p) in &paths.tiers {
                     let path = p
                         .path
                         .as_ref()
                         .map_or("-".into(), |p| p.display().to_string());
-                    println!("{name:<16} {path}");
+                    out!("{name:<16} {path}");
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -206,10 +226,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let removed = engine.gc(dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
             for r in &removed {
-                println!("{verb} {} {} ({} bytes)", r.tier, r.key.short(), r.bytes);
+                out!("{verb} {} {} ({} bytes)", r.tier, r.key.short(), r.bytes);
             }
             let total: u64 = removed.iter().map(|r| r.bytes).sum();
-            println!("{verb} {} entries, {total} bytes", removed.len());
+            out!("{verb} {} entries, {total} bytes", removed.len());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -225,7 +245,7 @@ fn exit_for(report: &Report) -> ExitCode {
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        out!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
     let width = report.tiers.iter().map(|t| t.name.len()).max().unwrap_or(0);
@@ -237,7 +257,7 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         } else {
             format!("  ({})", why.join("; "))
         };
-        println!(
+        out!(
             "{:<8} {:<width$}  {key:<12}  {:>6.2}s{why}",
             t.status.as_str(),
             t.name,
@@ -251,34 +271,34 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
 }
 
 fn print_explanation(ex: &tiers::Explanation) {
-    println!("tier {} (kind {})", ex.tier, ex.kind);
-    println!("key        {}", ex.key);
+    out!("tier {} (kind {})", ex.tier, ex.kind);
+    out!("key        {}", ex.key);
     match &ex.last_key {
-        Some(k) if *k == ex.key => println!("last entry {k} (the same key)"),
-        Some(k) => println!("last entry {k}"),
-        None => println!("last entry none: this tier was never built"),
+        Some(k) if *k == ex.key => out!("last entry {k} (the same key)"),
+        Some(k) => out!("last entry {k}"),
+        None => out!("last entry none: this tier was never built"),
     }
     if let Some(from) = &ex.restored_from {
-        println!("restored: reuses entry {from}, built for other inputs:");
+        out!("restored: reuses entry {from}, built for other inputs:");
         for r in &ex.reasons {
-            println!("  - {r}");
+            out!("  - {r}");
         }
     } else if ex.fresh {
-        println!("fresh: nothing changed");
+        out!("fresh: nothing changed");
     } else if ex.reasons.is_empty() {
-        println!("missing: no entry to compare with");
+        out!("missing: no entry to compare with");
     } else {
-        println!("stale:");
+        out!("stale:");
         for r in &ex.reasons {
-            println!("  - {r}");
+            out!("  - {r}");
         }
     }
     match &ex.used_inputs {
-        Some(used) => println!(
+        Some(used) => out!(
             "used inputs (reported by the last build): {}",
             used.join(", ")
         ),
-        None => println!("used inputs: all declared inputs (the build reported none)"),
+        None => out!("used inputs: all declared inputs (the build reported none)"),
     }
     for c in &ex.candidates {
         let verdict = if !c.present {
@@ -288,14 +308,14 @@ fn print_explanation(ex: &tiers::Explanation) {
         } else {
             format!("rejected: {} changed", c.changed.join(", "))
         };
-        println!(
+        out!(
             "candidate {} (used {}): {verdict}",
             c.entry.short(),
             c.used.join(", ")
         );
     }
     let d = &ex.doc;
-    println!(
+    out!(
         "key document: kind {} v{}, {} inputs, {} options, {} toolchain entries, {} upstream",
         d.kind,
         d.kind_version,
@@ -305,12 +325,12 @@ fn print_explanation(ex: &tiers::Explanation) {
         d.upstream.len()
     );
     for (what, id) in &d.toolchain {
-        println!("  toolchain {what} = {id}");
+        out!("  toolchain {what} = {id}");
     }
     for (name, v) in &d.options {
-        println!("  option {name} = {v}");
+        out!("  option {name} = {v}");
     }
     for (name, k) in &d.upstream {
-        println!("  upstream {name} = {}", k.short());
+        out!("  upstream {name} = {}", k.short());
     }
 }

@@ -295,15 +295,18 @@ impl Engine {
             .tiers
             .iter()
             .map(|t| {
-                let current = t.store.current();
-                let marker = current
-                    .as_ref()
-                    .and_then(|k| t.store.marker(k).ok().flatten());
+                // An entry removed behind our back is reported as none, not as a key
+                // without a path.
+                let marker = t
+                    .store
+                    .current()
+                    .and_then(|k| t.store.marker(&k).ok().flatten());
+                let key = marker.as_ref().map(|m| m.key.clone());
                 let path = marker.map(|m| t.tier.path(&entry_of(&t.store, m)));
                 let info = TierPath {
                     kind: t.kind.clone(),
                     exists: path.as_ref().is_some_and(|p| p.exists()),
-                    key: current,
+                    key,
                     path,
                 };
                 (t.name.clone(), info)

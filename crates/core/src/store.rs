@@ -362,7 +362,10 @@ pub fn init_cache_dir(dir: &Path) -> Result<()> {
     }
     let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        write_atomic(&ignore, b"*\n")?;
+        write_atomic(&ignore, b"*\n").map_err(|e| match e {
+            Error::Io { path, source } => Error::CacheDir { path, source },
+            other => other,
+        })?;
     }
     Ok(())
 }
