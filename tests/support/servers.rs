@@ -3,7 +3,7 @@
 //! Both come from the machine's package manager (`scripts/ensure-tools` installs them).
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -9,6 +9,7 @@
 //! the next run tries again.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -51,6 +52,11 @@ pub struct Backend {
     retry: Retry,
     /// The first failure of this run; once set, requests are not sent.
     failed: Mutex<Option<String>>,
+    /// Redis: `host:port` to try a plain TCP connection to first. The Redis client
+    /// keeps reconnecting on its own, so a server that is down would otherwise cost
+    /// every attempt its whole timeout instead of one refused connection.
+    probe: Option<String>,
+    reached: AtomicBool,
 }
 
 /// TLS for https, rediss and S3 through rustls with the ring provider, installed once
@@ -60,7 +66,7 @@ fn install_transport() {
     ONCE.call_once(|| {
         // Err: the embedding program installed a provider already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        opendal::install_default();
+        opendal_http_transport_reqwest::install_default();
     });
 }
 
@@ -72,6 +78,12 @@ impl Backend {
             remote: remote.clone(),
             hint: hint.to_owned(),
             source,
+        };
+        let probe = match loc {
+            Location::Redis { endpoint, .. } => {
+                endpoint.split_once("://").map(|(_, a)| a.to_owned())
+            }
+            _ => None,
         };
         let (op, mkcol) = match loc {
             Location::Fs { root } => {
@@ -143,6 +155,8 @@ impl Backend {
             timeout,
             retry,
             failed: Mutex::new(None),
+            probe,
+            reached: AtomicBool::new(false),
         })
     }
 
@@ -228,6 +242,21 @@ impl Backend {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            if let Some(addr) = &self.probe {
+                // Before the first request of the run, and again after a failure.
+                if attempt > 1 || !self.reached.load(Ordering::Relaxed) {
+                    if let Err(why) = self.reach(addr).await {
+                        return Err(RemoteError::Request {
+                            remote: self.remote.clone(),
+                            op,
+                            path: path.to_owned(),
+                            status: None,
+                            why,
+                        });
+                    }
+                    self.reached.store(true, Ordering::Relaxed);
+                }
+            }
             let outcome = tokio::time::timeout(self.timeout, f()).await;
             let retry = match &outcome {
                 Ok(Ok(_)) => false,
@@ -263,6 +292,21 @@ impl Backend {
                     attempts: attempt,
                 }),
             };
+        }
+    }
+}
+
+impl Backend {
+    /// Whether a TCP connection to `addr` can be made now.
+    async fn reach(&self, addr: &str) -> Result<(), String> {
+        let limit = self.timeout.min(Duration::from_secs(5));
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("cannot connect to {addr}: {e}")),
+            Err(_) => Err(format!(
+                "cannot connect to {addr}: no answer within {} s",
+                limit.as_secs_f64()
+            )),
         }
     }
 }

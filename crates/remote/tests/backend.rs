@@ -1,0 +1,466 @@
+//! tiers-remote against real servers on 127.0.0.1 (issue 8): nginx WebDAV, plain
+//! HTTP GET/PUT, redis-server, a directory; and against a scripted HTTP server for
+//! the failure paths (429, 5xx, timeouts, refused connections, 409 → MKCOL).
+
+#[path = "../../../tests/support/servers.rs"]
+mod servers;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use servers::{Nginx, Redis};
+use tiers_core::{Candidate, Key, KeyDoc, Marker, SharedCache};
+use tiers_remote::backend::Backend;
+use tiers_remote::{Location, Remote, Retry};
+
+fn fast_retry(attempts: u32) -> Retry {
+    Retry {
+        attempts,
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    }
+}
+
+fn remote(url: &str, writable: bool) -> Remote {
+    let loc = Location::parse(url, &|_| None).unwrap();
+    Remote::at(&loc, writable, Duration::from_secs(5), fast_retry(3)).unwrap()
+}
+
+fn marker(tier: &str, seed: &str) -> Marker {
+    let doc = KeyDoc::new("command", 1).option("seed", seed);
+    Marker {
+        format: 1,
+        tier: tier.to_owned(),
+        key: doc.key(),
+        doc,
+        created_unix: 1_700_000_000,
+        build_seconds: 1.5,
+        used_inputs: None,
+        data: serde_json::Value::Null,
+    }
+}
+
+/// An entry dir with a few files, a nested dir, a symlink and the marker (not uploaded).
+fn entry_dir(big: usize) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("out/nested")).unwrap();
+    std::fs::write(d.path().join("out/result.txt"), "result\n").unwrap();
+    // Incompressible enough to need several chunks when chunks are small.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let noise: Vec<u8> = (0..big)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(d.path().join("out/nested/data.bin"), noise).unwrap();
+    std::os::unix::fs::symlink("out/result.txt", d.path().join("latest")).unwrap();
+    std::fs::write(d.path().join("entry.json"), "{\"not\": \"uploaded\"}").unwrap();
+    d
+}
+
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for e in walk(dir) {
+        let rel = e.strip_prefix(dir).unwrap().display().to_string();
+        let meta = std::fs::symlink_metadata(&e).unwrap();
+        if meta.file_type().is_symlink() {
+            let t = std::fs::read_link(&e).unwrap();
+            out.insert(rel, format!("-> {}", t.display()).into_bytes());
+        } else if meta.is_file() {
+            out.insert(rel, std::fs::read(&e).unwrap());
+        }
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                todo.push(e.path());
+            }
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// Store an entry, fetch it into a fresh dir, compare; the marker comes back and
+/// `entry.json` is not among the files.
+async fn round_trip(r: &Remote, big: usize) -> Marker {
+    let m = marker("t", &format!("round-trip-{big}"));
+    let src = entry_dir(big);
+    assert!(!r.contains("t", &m.key).await.unwrap());
+    r.store("t", &m, src.path()).await.unwrap();
+    assert!(r.contains("t", &m.key).await.unwrap());
+    let dest = tempfile::tempdir().unwrap();
+    let got = r
+        .fetch("t", &m.key, dest.path())
+        .await
+        .unwrap()
+        .expect("a hit");
+    assert_eq!(got.key, m.key);
+    assert_eq!(got.doc, m.doc);
+    let mut expected = files(src.path());
+    expected.remove("entry.json");
+    assert_eq!(files(dest.path()), expected);
+    m
+}
+
+async fn candidates_round_trip(r: &Remote) {
+    let skey = Key::of_bytes(b"structure");
+    assert!(r.candidates("t", &skey).await.unwrap().is_empty());
+    let list = vec![Candidate {
+        entry: Key::of_bytes(b"entry"),
+        used: BTreeMap::from([("b.txt".to_owned(), "d1".to_owned())]),
+        recorded_unix: 7,
+    }];
+    r.store_candidates("t", &skey, &list).await.unwrap();
+    assert_eq!(r.candidates("t", &skey).await.unwrap(), list);
+}
+
+#[tokio::test]
+async fn directory_round_trip_in_several_blobs() {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let r = remote(&url, true).with_chunk_bytes(64 * 1024);
+    let m = round_trip(&r, 300_000).await;
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(store.path().join(format!("records/t/{}.json", m.key))).unwrap(),
+    )
+    .unwrap();
+    let blobs = record["blobs"].as_array().unwrap();
+    assert!(blobs.len() >= 4, "{record}");
+    for b in blobs {
+        let name = b["sha256"].as_str().unwrap();
+        let bytes = std::fs::read(store.path().join("blobs").join(name)).unwrap();
+        assert_eq!(Key::of_bytes(&bytes).as_str(), name);
+    }
+    candidates_round_trip(&r).await;
+}
+
+#[tokio::test]
+async fn nginx_webdav_round_trip() {
+    let nginx = Nginx::start();
+    let r = remote(&nginx.webdav_url("team/cache"), true).with_chunk_bytes(100_000);
+    let m = round_trip(&r, 250_000).await;
+    assert!(nginx
+        .root()
+        .join(format!("team/cache/records/t/{}.json", m.key))
+        .is_file());
+    candidates_round_trip(&r).await;
+    // Never PROPFIND: nginx's dav module does not have it.
+    let methods: Vec<String> = nginx.requests();
+    assert!(
+        methods.iter().all(|l| !l.starts_with("PROPFIND")),
+        "{methods:?}"
+    );
+    assert!(methods
+        .iter()
+        .any(|l| l.starts_with("PUT /team/cache/blobs/")));
+}
+
+#[tokio::test]
+async fn plain_http_get_put_round_trip() {
+    let nginx = Nginx::start();
+    let r = remote(&nginx.http_url(""), true);
+    round_trip(&r, 10_000).await;
+    let methods = nginx.requests();
+    assert!(
+        methods
+            .iter()
+            .all(|l| l.starts_with("GET ") || l.starts_with("PUT ")),
+        "{methods:?}"
+    );
+}
+
+#[tokio::test]
+async fn redis_round_trip_in_several_blobs() {
+    let redis = Redis::start();
+    let r = remote(&redis.url(), true).with_chunk_bytes(64 * 1024);
+    let m = round_trip(&r, 200_000).await;
+    let keys = redis.keys();
+    assert!(
+        keys.iter()
+            .any(|k| k.ends_with(&format!("records/t/{}.json", m.key))),
+        "{keys:?}"
+    );
+    assert!(keys.iter().filter(|k| k.contains("blobs/")).count() >= 3);
+    candidates_round_trip(&r).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_is_a_digest_error_and_the_next_upload_replaces_it() {
+    let store = tempfile::tempdir().unwrap();
+    let r = remote(&format!("file://{}", store.path().display()), true);
+    let m = marker("t", "corrupt");
+    let src = entry_dir(1000);
+    r.store("t", &m, src.path()).await.unwrap();
+    let blob = std::fs::read_dir(store.path().join("blobs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let good = std::fs::read(&blob).unwrap();
+    let mut bad = good.clone();
+    bad[good.len() / 2] ^= 0xff;
+    std::fs::write(&blob, &bad).unwrap();
+
+    let dest = tempfile::tempdir().unwrap();
+    let e = r
+        .fetch("t", &m.key, dest.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is corrupt") && e.contains("blobs/"), "{e}");
+    assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
+
+    r.store("t", &m, src.path()).await.unwrap();
+    assert_eq!(std::fs::read(&blob).unwrap(), good);
+    assert!(r.fetch("t", &m.key, dest.path()).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_missing_blob_and_a_record_for_another_key_are_errors() {
+    let store = tempfile::tempdir().unwrap();
+    let r = remote(&format!("file://{}", store.path().display()), true);
+    let m = marker("t", "missing");
+    r.store("t", &m, entry_dir(10).path()).await.unwrap();
+    std::fs::remove_dir_all(store.path().join("blobs")).unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let e = r
+        .fetch("t", &m.key, dest.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is missing"), "{e}");
+
+    // A record copied under another key's name is refused.
+    let other = marker("t", "other");
+    let recs = store.path().join("records/t");
+    std::fs::copy(
+        recs.join(format!("{}.json", m.key)),
+        recs.join(format!("{}.json", other.key)),
+    )
+    .unwrap();
+    let e = r
+        .fetch("t", &other.key, dest.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not usable") && e.contains(other.key.as_str()),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn read_only_never_writes() {
+    let nginx = Nginx::start();
+    let r = remote(&nginx.webdav_url("ro"), false);
+    assert!(!r.writable());
+    let m = marker("t", "ro");
+    r.store("t", &m, entry_dir(10).path()).await.unwrap();
+    r.store_candidates("t", &Key::of_bytes(b"s"), &[])
+        .await
+        .unwrap();
+    assert!(!nginx.root().join("ro").exists());
+    assert!(nginx.requests().iter().all(|l| l.starts_with("GET ")));
+}
+
+/// A scripted HTTP/1.1 server: `answer(method, path, n)` gives the status of the n-th
+/// request (from 1), or `None` to hold the connection without answering.
+struct Scripted {
+    port: u16,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Scripted {
+    fn start(answer: impl Fn(&str, &str, usize) -> Option<u16> + Send + 'static) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or("").to_owned();
+                let path = parts.next().unwrap_or("").to_owned();
+                let mut length = 0usize;
+                loop {
+                    let mut h = String::new();
+                    reader.read_line(&mut h).unwrap();
+                    if h.trim().is_empty() {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                let n = {
+                    let mut l = log2.lock().unwrap();
+                    l.push(format!("{method} {path}"));
+                    l.len()
+                };
+                match answer(&method, &path, n) {
+                    Some(status) => {
+                        let body = if status == 200 { "hello" } else { "" };
+                        let resp = format!(
+                            "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = stream.write_all(resp.as_bytes());
+                    }
+                    None => held.push(stream),
+                }
+            }
+        });
+        Scripted { port, log }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn backend(url: &str, timeout: Duration, attempts: u32) -> Backend {
+    let loc = Location::parse(url, &|_| None).unwrap();
+    Backend::open(&loc, timeout, fast_retry(attempts)).unwrap()
+}
+
+#[tokio::test]
+async fn rate_limits_and_server_errors_are_retried() {
+    let server = Scripted::start(|_, _, n| Some([429, 503, 200][(n - 1).min(2)]));
+    let b = backend(&server.url(), Duration::from_secs(5), 4);
+    assert_eq!(b.get("x").await.unwrap().as_deref(), Some(&b"hello"[..]));
+    assert_eq!(server.requests().len(), 3);
+    assert!(b.failed().is_none());
+}
+
+#[tokio::test]
+async fn retries_are_bounded_and_the_failure_switches_the_remote_off() {
+    let server = Scripted::start(|_, _, _| Some(502));
+    let b = backend(&server.url(), Duration::from_secs(5), 3);
+    let e = b.get("x").await.unwrap_err().to_string();
+    assert!(
+        e.contains("HTTP 502") && e.contains("after 3 attempts"),
+        "{e}"
+    );
+    assert_eq!(server.requests().len(), 3);
+    assert!(b.failed().is_some());
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let server = Scripted::start(|_, _, _| Some(403));
+    let b = backend(&server.url(), Duration::from_secs(5), 4);
+    let e = b.get("x").await.unwrap_err().to_string();
+    assert!(e.contains("HTTP 403"), "{e}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_every_attempt() {
+    let server = Scripted::start(|_, _, _| None);
+    let b = backend(&server.url(), Duration::from_millis(300), 2);
+    let started = Instant::now();
+    let e = b.get("x").await.unwrap_err().to_string();
+    assert!(e.contains("no answer within 0.3 s (tried 2 times)"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn after_a_refused_connection_the_rest_of_the_run_skips_the_remote() {
+    let port = servers::free_port();
+    let r = remote(&format!("http://127.0.0.1:{port}/"), true);
+    let m = marker("t", "refused");
+    let dest = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let e = r
+        .fetch("t", &m.key, dest.path())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("cannot read `records/t/") && e.contains("Connection refused"),
+        "{e}"
+    );
+    // Later calls of this run are quiet misses, without a request.
+    assert!(r.fetch("t", &m.key, dest.path()).await.unwrap().is_none());
+    assert!(!r.contains("t", &m.key).await.unwrap());
+    r.store("t", &m, entry_dir(10).path()).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused is not retried"
+    );
+}
+
+#[tokio::test]
+async fn webdav_makes_missing_collections_when_a_put_says_409() {
+    let made = Arc::new(Mutex::new(false));
+    let made2 = made.clone();
+    let server = Scripted::start(move |method, _, _| match method {
+        "PUT" if *made2.lock().unwrap() => Some(201),
+        "PUT" => Some(409),
+        "PROPFIND" => Some(404),
+        "MKCOL" => {
+            *made2.lock().unwrap() = true;
+            Some(201)
+        }
+        _ => Some(400),
+    });
+    let url = format!("webdav+http://127.0.0.1:{}/dav", server.port);
+    let b = backend(&url, Duration::from_secs(5), 2);
+    b.put("records/t/k.json", b"{}".to_vec()).await.unwrap();
+    let log = server.requests();
+    assert_eq!(
+        log.first().map(String::as_str),
+        Some("PUT /dav/records/t/k.json")
+    );
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("PUT /dav/records/t/k.json")
+    );
+    assert!(log.iter().any(|l| l == "MKCOL /dav/records/t/"), "{log:?}");
+}
+
+#[tokio::test]
+async fn a_redis_that_is_not_there_is_one_error_then_quiet_misses() {
+    let port = servers::free_port();
+    let r = remote(&format!("redis://127.0.0.1:{port}/0"), true);
+    let m = marker("t", "no-redis");
+    let started = Instant::now();
+    let e = r.contains("t", &m.key).await.unwrap_err().to_string();
+    assert!(e.contains("Connection refused"), "{e}");
+    assert!(!r.contains("t", &m.key).await.unwrap());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not one timeout per attempt"
+    );
+}
