@@ -44,7 +44,6 @@
 
 mod cli;
 mod database;
-mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -52,8 +51,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tiers_core::{
-    async_trait, BuildOutcome, Context, Entry, Error, Freshness, InputSpec, KeyDoc, Reason,
-    Registry, Result, Tier, TierSpec,
+    async_trait, process, BuildOutcome, Context, Entry, Error, Freshness, InputSpec, KeyDoc,
+    Reason, Registry, Result, Tier, TierSpec,
 };
 
 pub use cli::{parse_version, Cli, ENV_PATH, VERSION_CACHE};
@@ -232,10 +231,12 @@ impl CodeqlTier {
         }
         let inputs = match o.inputs.or_else(|| default_inputs(&o.language)) {
             Some(i) if !i.is_empty() => i,
-            _ => return Err(spec.error(format!(
+            _ => {
+                return Err(spec.error(format!(
                 "give `inputs`, the globs of the {} sources (e.g. `inputs = [\"src/**/*.ext\"]`)",
                 o.language
-            ))),
+            )))
+            }
         };
         Ok(CodeqlTier {
             spec: InputSpec::new(spec.name, &inputs, &o.exclude)?,
@@ -489,14 +490,14 @@ impl Tier for CodeqlTier {
         };
         let cmd = self.create_command(cli, cx, &db, config_file.as_deref());
         tracing::info!(tier = cx.tier(), version = %cli.version, "codeql database create");
-        let done = run::run(cmd, run::Echo::choose(cx.verbose()))
+        let done = process::run(cmd, process::Echo::choose(cx.verbose()), "codeql")
             .await
             .map_err(|source| CodeqlError::Spawn {
                 tier: cx.tier().to_owned(),
                 binary: cli.path.clone(),
                 source,
             })?;
-        let tail = run::show_tail(&done.tail);
+        let tail = process::show_tail(&done.tail);
         match done.status.code() {
             Some(0) => {}
             Some(EXIT_NO_SOURCE) => {

@@ -23,24 +23,18 @@
 //! other inputs change (see "Discovered inputs" in tiers-core). No file means every
 //! input was used.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 use tiers_core::{
-    async_trait, BuildOutcome, Context, Entry, Error, InputSpec, KeyDoc, Registry, Result, Tier,
-    TierSpec,
+    async_trait, process, BuildOutcome, Context, Entry, Error, InputSpec, KeyDoc, Registry, Result,
+    Tier, TierSpec,
 };
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 /// Bumped whenever the way this kind builds changes: old entries then miss.
 pub const KIND_VERSION: u32 = 1;
 pub const KIND: &str = "command";
-
-/// Lines of the command's output kept to show when it fails.
-const TAIL_LINES: usize = 30;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -127,38 +121,18 @@ impl Tier for CommandTier {
             .env("TIERS_PROJECT", cx.project())
             .env("TIERS_TIER", cx.tier())
             .env("TIERS_KEY", entry.key.as_str())
-            .env("TIERS_DEPFILE", &depfile)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .env("TIERS_DEPFILE", &depfile);
         for (name, up) in cx.upstream() {
             cmd.env(format!("TIERS_PATH_{}", env_name(name)), &up.path);
         }
-        let mut child = cmd.spawn().map_err(|source| CommandError::Spawn {
-            tier: cx.tier().to_owned(),
-            program: self.run[0].clone(),
-            source,
-        })?;
-        let out_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let err_tail = Arc::new(Mutex::new(VecDeque::new()));
-        let readers = [
-            tokio::spawn(keep_tail(
-                child.stdout.take(),
-                out_tail.clone(),
-                cx.verbose(),
-            )),
-            tokio::spawn(keep_tail(
-                child.stderr.take(),
-                err_tail.clone(),
-                cx.verbose(),
-            )),
-        ];
-        let status = child.wait().await.map_err(|e| Error::io(&self.run[0], e))?;
-        for r in readers {
-            let _ = r.await;
-        }
-        if status.success() {
+        let done = process::run(cmd, process::Echo::choose(cx.verbose()), cx.tier())
+            .await
+            .map_err(|source| CommandError::Spawn {
+                tier: cx.tier().to_owned(),
+                program: self.run[0].clone(),
+                source,
+            })?;
+        if done.status.success() {
             let used_inputs = read_depfile(&depfile, cx.project())?;
             let _ = std::fs::remove_file(&depfile);
             return Ok(BuildOutcome {
@@ -166,35 +140,18 @@ impl Tier for CommandTier {
                 ..BuildOutcome::default()
             });
         }
-        let how = match status.code() {
+        let how = match done.status.code() {
             Some(code) => format!("exited with status {code}"),
             None => {
                 use std::os::unix::process::ExitStatusExt;
-                format!("was killed by signal {}", status.signal().unwrap_or(0))
-            }
-        };
-        let tail = {
-            let err = err_tail.lock().expect("tail lock");
-            let lines = if err.is_empty() {
-                out_tail.lock().expect("tail lock").clone()
-            } else {
-                err.clone()
-            };
-            if lines.is_empty() {
-                "(the command printed nothing)".to_owned()
-            } else {
-                lines
-                    .into_iter()
-                    .map(|l| format!("  | {l}"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                format!("was killed by signal {}", done.status.signal().unwrap_or(0))
             }
         };
         Err(CommandError::Failed {
             tier: cx.tier().to_owned(),
             command: self.run.join(" "),
             how,
-            tail,
+            tail: process::show_tail(&done.tail),
         }
         .into())
     }
@@ -237,33 +194,4 @@ pub fn env_name(tier: &str) -> String {
             }
         })
         .collect()
-}
-
-async fn keep_tail(
-    stream: Option<impl AsyncRead + Unpin>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    echo: bool,
-) {
-    let Some(stream) = stream else { return };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    // Bytes, not `lines()`: output that is not UTF-8 must still be drained, or the
-    // command blocks on a full pipe.
-    while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
-        if n == 0 {
-            break;
-        }
-        let line = String::from_utf8_lossy(&buf)
-            .trim_end_matches(['\n', '\r'])
-            .to_owned();
-        buf.clear();
-        if echo {
-            eprintln!("{line}");
-        }
-        let mut t = tail.lock().expect("tail lock");
-        if t.len() == TAIL_LINES {
-            t.pop_front();
-        }
-        t.push_back(line);
-    }
 }

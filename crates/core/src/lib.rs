@@ -17,6 +17,7 @@ mod engine;
 mod error;
 mod inputs;
 mod key;
+pub mod process;
 mod registry;
 mod report;
 mod shared;

@@ -1,7 +1,9 @@
-//! Running `codeql database create`: its output streamed, a tail of it kept.
+//! Running a kind's tool: its output streamed, a tail of it kept.
 //!
-//! The CLI interleaves progress on stdout and stderr, so both feed one tail, in the
+//! Tools interleave progress on stdout and stderr, so both feed one tail, in the
 //! order the lines arrive: on failure that tail is the story of what went wrong.
+//! Every kind that runs a process (a command, an installer, the CodeQL CLI) uses
+//! this, so `-v`, the terminal progress line and quiet `--json` behave alike.
 
 use std::collections::VecDeque;
 use std::io::{IsTerminal, Write};
@@ -10,12 +12,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-/// Lines of output kept to show when the CLI fails.
+/// Lines of output kept to show when the tool fails.
 pub const TAIL_LINES: usize = 40;
 /// Width of the one-line progress display.
 const PROGRESS_WIDTH: usize = 100;
 
-/// What to do with each line of the CLI's output as it arrives.
+/// What to do with each line of the tool's output as it arrives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Echo {
     /// `-v`: every line on stderr.
@@ -45,7 +47,12 @@ pub struct Finished {
 }
 
 /// Spawn `cmd` (stdout and stderr piped), stream its output, and wait for it.
-pub async fn run(mut cmd: tokio::process::Command, echo: Echo) -> std::io::Result<Finished> {
+/// `label` prefixes the progress line (`codeql: …`).
+pub async fn run(
+    mut cmd: tokio::process::Command,
+    echo: Echo,
+    label: &str,
+) -> std::io::Result<Finished> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -53,8 +60,18 @@ pub async fn run(mut cmd: tokio::process::Command, echo: Echo) -> std::io::Resul
     let mut child = cmd.spawn()?;
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let readers = [
-        tokio::spawn(drain(child.stdout.take(), tail.clone(), echo)),
-        tokio::spawn(drain(child.stderr.take(), tail.clone(), echo)),
+        tokio::spawn(drain(
+            child.stdout.take(),
+            tail.clone(),
+            echo,
+            label.to_owned(),
+        )),
+        tokio::spawn(drain(
+            child.stderr.take(),
+            tail.clone(),
+            echo,
+            label.to_owned(),
+        )),
     ];
     let status = child.wait().await?;
     for r in readers {
@@ -72,12 +89,13 @@ async fn drain(
     stream: Option<impl AsyncRead + Unpin>,
     tail: Arc<Mutex<VecDeque<String>>>,
     echo: Echo,
+    label: String,
 ) {
     let Some(stream) = stream else { return };
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::new();
     // Bytes, not `lines()`: output that is not UTF-8 must still be drained, or the
-    // CLI blocks on a full pipe.
+    // tool blocks on a full pipe.
     while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
         if n == 0 {
             break;
@@ -90,7 +108,7 @@ async fn drain(
             Echo::Lines => eprintln!("{line}"),
             Echo::Progress => {
                 let shown: String = line.chars().take(PROGRESS_WIDTH).collect();
-                eprint!("\r\x1b[2Kcodeql: {shown}");
+                eprint!("\r\x1b[2K{label}: {shown}");
                 let _ = std::io::stderr().flush();
             }
             Echo::Quiet => {}
@@ -106,7 +124,7 @@ async fn drain(
 /// The tail as an indented block for an error message.
 pub fn show_tail(tail: &[String]) -> String {
     if tail.is_empty() {
-        return "  | (the CLI printed nothing)".to_owned();
+        return "  | (it printed nothing)".to_owned();
     }
     tail.iter()
         .map(|l| format!("  | {l}"))
@@ -124,7 +142,7 @@ mod tests {
         cmd.arg("-c").arg(
             "i=0; while [ $i -lt 50 ]; do echo out$i; i=$((i+1)); done; echo last >&2; exit 3",
         );
-        let done = run(cmd, Echo::Quiet).await.unwrap();
+        let done = run(cmd, Echo::Quiet, "sh").await.unwrap();
         assert_eq!(done.status.code(), Some(3));
         assert_eq!(done.tail.len(), TAIL_LINES);
         assert!(done.tail.contains(&"last".to_owned()));
