@@ -33,6 +33,9 @@ struct Cli {
     /// Hash every input, trusting no stat data (for filesystems whose timestamps lie).
     #[arg(long, global = true)]
     no_stat_cache: bool,
+    /// Skip the shared cache (`[remote]`) for this run: local entries and builds only.
+    #[arg(long, global = true)]
+    no_remote: bool,
     /// More logging on stderr (-v, -vv).
     #[arg(short, long, action = ArgAction::Count, global = true)]
     verbose: u8,
@@ -162,7 +165,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         verbose: cli.verbose > 0,
     };
-    let engine = Engine::open(options, &tiers::registry())?;
+    let mut engine = Engine::open(options, &tiers::registry())?;
+    if !cli.no_remote && engine.remote_config().url.is_some() {
+        let shared = tiers_remote::open(engine.remote_config()).map_err(tiers::Error::from)?;
+        engine = engine.with_shared(Some(shared));
+    }
     if engine.config_file().is_none() && engine.tier_names().next().is_none() {
         return Err(tiers::Error::config(format!(
             "no tiers are configured: `{}` has no tiers.toml\nhint: write one (see the README's tiers.toml reference) or pass --config FILE",

@@ -108,7 +108,9 @@ pub enum UnpackError {
 impl From<RemoteError> for tiers_core::Error {
     fn from(e: RemoteError) -> Self {
         match e {
-            RemoteError::Url { .. } | RemoteError::NoUrl => {
+            // A url or service set up wrong is the user's configuration (exit 2);
+            // a server that misbehaves later is only ever a warning.
+            RemoteError::Url { .. } | RemoteError::NoUrl | RemoteError::Open { .. } => {
                 tiers_core::Error::config(e.to_string())
             }
             other => tiers_core::Error::Kind(Box::new(other)),
