@@ -91,7 +91,7 @@ pub enum RemoteError {
 /// removed.
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
-    #[error("the archive holds `{path}`: {why}")]
+    #[error("the archive holds `{path}`, which {why}")]
     Unsafe { path: String, why: String },
 
     #[error("the archive cannot be read: {0}")]

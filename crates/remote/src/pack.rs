@@ -154,11 +154,11 @@ fn unpack_inner(input: impl Read, dest: &Path, reserved: &str) -> Result<Counts,
             if kind.is_dir() {
                 continue;
             }
-            return Err(unsafe_("an empty path"));
+            return Err(unsafe_("has an empty path"));
         }
         if names.len() == 1 && names[0] == reserved {
             return Err(unsafe_(
-                "the name of the entry marker, which only the engine writes",
+                "has the name of the entry marker (only the engine writes it)",
             ));
         }
         let (last, parents) = names.split_last().expect("not empty");
@@ -191,7 +191,7 @@ fn unpack_inner(input: impl Read, dest: &Path, reserved: &str) -> Result<Counts,
                 let link = member
                     .link_name()
                     .map_err(UnpackError::Archive)?
-                    .ok_or_else(|| unsafe_("a symlink without a target"))?
+                    .ok_or_else(|| unsafe_("is a symlink without a target"))?
                     .into_owned();
                 check_link(&raw_path, &link).map_err(|why| UnpackError::Unsafe {
                     path: format!("{shown} -> {}", link.display()),
@@ -202,12 +202,12 @@ fn unpack_inner(input: impl Read, dest: &Path, reserved: &str) -> Result<Counts,
                 std::os::unix::fs::symlink(&link, &path)
                     .map_err(|e| exists_or_write(e, &path, &shown))?;
             }
-            tar::EntryType::Link => return Err(unsafe_("a hard link")),
-            tar::EntryType::Char | tar::EntryType::Block => return Err(unsafe_("a device")),
-            tar::EntryType::Fifo => return Err(unsafe_("a fifo")),
+            tar::EntryType::Link => return Err(unsafe_("is a hard link")),
+            tar::EntryType::Char | tar::EntryType::Block => return Err(unsafe_("is a device")),
+            tar::EntryType::Fifo => return Err(unsafe_("is a fifo")),
             other => {
                 return Err(unsafe_(&format!(
-                    "a member of type {:?}, which an entry never holds",
+                    "is of type {:?}, which an entry never holds",
                     other
                 )))
             }
@@ -273,7 +273,7 @@ fn real_dirs(dest: &Path, names: &[&OsStr], shown: &str) -> Result<PathBuf, Unpa
                 return Err(UnpackError::Unsafe {
                     path: shown.to_owned(),
                     why: format!(
-                        "its parent `{}` is not a directory (a file or a symlink, which is never followed)",
+                        "has a parent `{}` that is not a directory (a file, or a symlink: never followed)",
                         cur.strip_prefix(dest).unwrap_or(&cur).display()
                     ),
                 })
@@ -299,7 +299,7 @@ fn exists_or_write(e: io::Error, path: &Path, shown: &str) -> UnpackError {
     if e.kind() == io::ErrorKind::AlreadyExists {
         UnpackError::Unsafe {
             path: shown.to_owned(),
-            why: "a second member with the same path".to_owned(),
+            why: "comes twice: a second member never replaces the first".to_owned(),
         }
     } else {
         UnpackError::Write {
@@ -576,7 +576,7 @@ mod tests {
                 .file("f", "overwrite through the link")
                 .zst(),
         );
-        assert!(e.contains("same path"), "{e}");
+        assert!(e.contains("comes twice"), "{e}");
     }
 
     #[test]

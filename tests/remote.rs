@@ -1,0 +1,490 @@
+//! The shared cache level (issue 8), end to end through the `tiers` binary, against
+//! real servers started on 127.0.0.1 by the test: a directory (`file://`), nginx with
+//! WebDAV, and redis-server.
+//!
+//! Two checkouts of one project at different paths, each with its own cache dir,
+//! share one remote: the first builds and uploads, the second restores without
+//! running a builder. Failures of the remote — down, stopped mid-run, a corrupt blob,
+//! a hostile archive — are one warning and a local build.
+
+#[path = "support/servers.rs"]
+mod servers;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use servers::{Nginx, Redis};
+use support::{project, runs, Project, Run, COUNTING_SCRIPT};
+
+/// The project: a command tier and a codeql tier (the stand-in CLI).
+fn checkout(remote: &str, extra: &str) -> Project {
+    let toml = format!(
+        r#"[remote]
+{remote}
+timeout = 10
+{extra}
+[tiers.cmd]
+kind = "command"
+inputs = ["src/*.txt"]
+run = ["python3", "tool.py", "src/a.txt"]
+
+[tiers.db]
+kind = "codeql"
+inputs = ["src/**/*.py"]
+"#
+    );
+    project()
+        .file("tiers.toml", toml)
+        .file("tool.py", COUNTING_SCRIPT)
+        .file("src/a.txt", "alpha\n")
+        .file("src/b.txt", "beta\n")
+        .file("src/app.py", "def main():\n    return 1\n")
+        .file("src/pkg/__init__.py", "from .util import helper\n")
+        .file("src/pkg/util.py", "def helper():\n    pass\n")
+        .build()
+}
+
+fn url_line(url: &str) -> String {
+    format!("url = \"{url}\"")
+}
+
+fn fake_codeql() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-codeql")
+}
+
+/// `tiers ARGS…` on `p`, with the stand-in CodeQL logging into the project and no
+/// remote settings inherited from the environment.
+fn tiers(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c: Command = p.cmd(args);
+    c.env("CODEQL_PATH", fake_codeql())
+        .env("FAKE_CODEQL_LOG", p.path("codeql-calls.log"))
+        .env_remove("FAKE_CODEQL_FAIL")
+        .env_remove("FAKE_CODEQL_VERSION");
+    for var in [
+        "TIERS_REMOTE_URL",
+        "TIERS_REMOTE_MODE",
+        "TIERS_REMOTE_USERNAME",
+        "TIERS_REMOTE_PASSWORD",
+        "TIERS_REMOTE_TOKEN",
+    ] {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().copied());
+    let out = c.output().expect("run tiers");
+    support::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn build(p: &Project, env: &[(&str, &str)]) -> Run {
+    tiers(p, &["build", "--json"], env).expect_code(0)
+}
+
+/// How many times the stand-in CodeQL created a database for `p`.
+fn creates(p: &Project) -> usize {
+    p.read("codeql-calls.log")
+        .lines()
+        .filter(|l| l.starts_with("[\"database\", \"create\""))
+        .count()
+}
+
+/// Lines of stderr about the shared cache.
+fn remote_warnings(run: &Run) -> Vec<String> {
+    run.stderr
+        .lines()
+        .filter(|l| l.contains("shared cache"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The first checkout builds both tiers and uploads them; the second, elsewhere with
+/// its own cache dir, restores both and runs no builder; its paths are its own.
+fn second_checkout_restores(url: &str) {
+    let first = checkout(&url_line(url), "");
+    let run = build(&first, &[]);
+    assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
+    assert_eq!(run.status("db"), "built", "{}", run.stderr);
+    assert_eq!((runs(&first, "cmd"), creates(&first)), (1, 1));
+    assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
+
+    let second = checkout(&url_line(url), "");
+    assert_ne!(first.root(), second.root());
+    let status = tiers(&second, &["status", "--json"], &[]).expect_code(0);
+    for tier in ["cmd", "db"] {
+        assert_eq!(status.status(tier), "missing");
+        assert_eq!(
+            status.tier(tier)["available_remotely"],
+            Value::Bool(true),
+            "{tier}"
+        );
+    }
+
+    let run = build(&second, &[]);
+    for tier in ["cmd", "db"] {
+        assert_eq!(run.status(tier), "restored", "{tier}: {}", run.stderr);
+        assert!(
+            run.reasons(tier)
+                .iter()
+                .any(|r| r.contains("restored from the shared cache")),
+            "{:?}",
+            run.reasons(tier)
+        );
+    }
+    assert_eq!(
+        runs(&second, "cmd"),
+        0,
+        "the command ran in the second checkout"
+    );
+    assert_eq!(creates(&second), 0, "CodeQL ran in the second checkout");
+    assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
+
+    let paths = second.paths();
+    let cache = second.cache_dir().canonicalize().unwrap();
+    for tier in ["cmd", "db"] {
+        let path = PathBuf::from(paths["tiers"][tier]["path"].as_str().unwrap());
+        assert!(path.starts_with(&cache), "{tier}: {}", path.display());
+        assert_eq!(paths["tiers"][tier]["exists"], Value::Bool(true));
+    }
+    let cmd = PathBuf::from(paths["tiers"]["cmd"]["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(cmd.join("result.txt")).unwrap(),
+        "src/a.txt\n"
+    );
+    let db = PathBuf::from(paths["tiers"]["db"]["path"].as_str().unwrap());
+    assert!(db.join("codeql-database.yml").is_file());
+    assert!(db.join("src.zip").is_file());
+
+    // Restored entries are fresh entries like any other.
+    let again = build(&second, &[]);
+    assert_eq!(
+        (again.status("cmd"), again.status("db")),
+        ("fresh".into(), "fresh".into())
+    );
+}
+
+#[test]
+fn second_checkout_restores_through_a_directory() {
+    let store = tempfile::tempdir().unwrap();
+    second_checkout_restores(&format!("file://{}", store.path().display()));
+    assert!(store.path().join("records/cmd").is_dir());
+    assert!(store.path().join("records/db").is_dir());
+}
+
+#[test]
+fn second_checkout_restores_through_webdav() {
+    let nginx = Nginx::start();
+    second_checkout_restores(&nginx.webdav_url("tiers"));
+    assert!(nginx.root().join("tiers/records/db").is_dir());
+}
+
+#[test]
+fn second_checkout_restores_through_redis() {
+    let redis = Redis::start();
+    second_checkout_restores(&redis.url());
+    assert!(redis.keys().iter().any(|k| k.contains("records/db/")));
+}
+
+#[test]
+fn second_checkout_restores_through_plain_http_put() {
+    let nginx = Nginx::start();
+    second_checkout_restores(&nginx.http_url("plain"));
+    assert!(nginx
+        .requests()
+        .iter()
+        .all(|l| l.starts_with("GET ") || l.starts_with("PUT ")));
+}
+
+#[test]
+fn no_remote_flag_skips_the_shared_cache_for_one_run() {
+    let nginx = Nginx::start();
+    let url = url_line(&nginx.webdav_url("t"));
+    build(&checkout(&url, ""), &[]);
+    let requests = nginx.requests().len();
+    let second = checkout(&url, "");
+    let run = tiers(&second, &["build", "--json", "--no-remote"], &[]).expect_code(0);
+    assert_eq!(run.status("cmd"), "built");
+    assert_eq!(runs(&second, "cmd"), 1);
+    assert_eq!(nginx.requests().len(), requests, "the remote was contacted");
+}
+
+#[test]
+fn a_server_that_is_down_is_one_warning_and_a_local_build() {
+    let mut redis = Redis::start();
+    let url = url_line(&redis.url());
+    redis.stop();
+    let p = checkout(&url, "");
+    let run = build(&p, &[]);
+    assert_eq!(
+        (run.status("cmd"), run.status("db")),
+        ("built".into(), "built".into())
+    );
+    let warnings = remote_warnings(&run);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(
+        warnings[0].contains("Connection refused"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains(&redis.url()), "{}", warnings[0]);
+}
+
+/// The command tier stops the server while it builds: its upload fails, the codeql
+/// tier after it finds the remote off for the rest of the run. One warning, both built.
+fn server_stopped_mid_run(url: &str, pid: u32) {
+    let extra = format!(
+        "\n[tiers.stop]\nkind = \"command\"\ninputs = []\nrun = [\"kill\", \"-9\", \"{pid}\"]\n"
+    );
+    let p = checkout(&url_line(url), "");
+    // `stop` runs first (alphabetical order is not build order: make it upstream).
+    let mut toml = p.read("tiers.toml");
+    toml.push_str(&extra);
+    toml = toml.replace("[tiers.cmd]\n", "[tiers.cmd]\nafter = [\"stop\"]\n");
+    toml = toml.replace("[tiers.db]\n", "[tiers.db]\nafter = [\"cmd\"]\n");
+    p.write("tiers.toml", toml);
+    let run = build(&p, &[]);
+    for tier in ["stop", "cmd", "db"] {
+        assert_eq!(run.status(tier), "built", "{tier}: {}", run.stderr);
+    }
+    assert_eq!((runs(&p, "cmd"), creates(&p)), (1, 1));
+    let warnings = remote_warnings(&run);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(
+        warnings[0].contains("cannot upload `stop`"),
+        "{}",
+        warnings[0]
+    );
+}
+
+#[test]
+fn webdav_stopped_mid_run_is_one_warning_and_local_builds() {
+    let nginx = Nginx::start();
+    server_stopped_mid_run(&nginx.webdav_url("t"), nginx.pid());
+}
+
+#[test]
+fn redis_stopped_mid_run_is_one_warning_and_local_builds() {
+    let redis = Redis::start();
+    server_stopped_mid_run(&redis.url(), redis.pid());
+}
+
+/// The record of `tier` in a directory store, and the paths of its blobs.
+fn record(store: &Path, tier: &str) -> (PathBuf, Value) {
+    let dir = store.join("records").join(tier);
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("a record")
+        .unwrap()
+        .path();
+    let json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (path, json)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn a_corrupt_blob_is_detected_rebuilt_locally_and_replaced_on_upload() {
+    let store = tempfile::tempdir().unwrap();
+    let url = url_line(&format!("file://{}", store.path().display()));
+    build(&checkout(&url, ""), &[]);
+    let (_, rec) = record(store.path(), "cmd");
+    let name = rec["blobs"][0]["sha256"].as_str().unwrap().to_owned();
+    let blob = store.path().join("blobs").join(&name);
+    let good = std::fs::read(&blob).unwrap();
+    let mut bad = good.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 0x55;
+    std::fs::write(&blob, &bad).unwrap();
+
+    let second = checkout(&url, "");
+    let run = build(&second, &[]);
+    assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
+    assert_eq!(run.status("db"), "restored", "{}", run.stderr);
+    assert_eq!(runs(&second, "cmd"), 1);
+    let warnings = remote_warnings(&run);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(
+        warnings[0].contains("is corrupt") && warnings[0].contains(&name),
+        "{}",
+        warnings[0]
+    );
+    // The local build's upload wrote the blob again (packing is deterministic).
+    assert_eq!(sha256(&std::fs::read(&blob).unwrap()), name);
+
+    let third = checkout(&url, "");
+    let run = build(&third, &[]);
+    assert_eq!(run.status("cmd"), "restored", "{}", run.stderr);
+    assert_eq!(runs(&third, "cmd"), 0);
+}
+
+/// A tar + zstd archive with members written header byte by header byte, as a
+/// hostile writer would (tar's own builder refuses these names).
+fn crafted(members: &[(tar::EntryType, &str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (kind, name, link) in members {
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+        h.set_entry_type(*kind);
+        h.set_mode(0o644);
+        let data: &[u8] = if *kind == tar::EntryType::Regular {
+            b"pwned\n"
+        } else {
+            b""
+        };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()
+}
+
+/// Replace `tier`'s entry in the directory store by `archive`, with a valid digest,
+/// so that only the unpacking checks stand between it and the restoring checkout.
+fn plant(store: &Path, tier: &str, archive: &[u8]) {
+    let name = sha256(archive);
+    std::fs::write(store.join("blobs").join(&name), archive).unwrap();
+    let (path, mut rec) = record(store, tier);
+    rec["blobs"] = serde_json::json!([{ "sha256": name, "bytes": archive.len() }]);
+    std::fs::write(path, serde_json::to_vec(&rec).unwrap()).unwrap();
+}
+
+fn hostile_entry_is_rejected(members: &[(tar::EntryType, &str, &str)], outside: &Path) {
+    let store = tempfile::tempdir().unwrap();
+    let url = url_line(&format!("file://{}", store.path().display()));
+    build(&checkout(&url, ""), &[]);
+    plant(store.path(), "cmd", &crafted(members));
+
+    let second = checkout(&url, "");
+    let before = support::snapshot(outside);
+    let run = build(&second, &[]);
+    assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
+    assert_eq!(runs(&second, "cmd"), 1);
+    let warnings = remote_warnings(&run);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("was rejected"), "{}", warnings[0]);
+    assert_eq!(
+        support::snapshot(outside),
+        before,
+        "something was written outside"
+    );
+    // Nothing left over beside the entries either.
+    let tier_root = second.cache_dir().join("cmd");
+    for name in ["escape", ".staging/escape", "pwned"] {
+        assert!(!tier_root.join(name).exists(), "{name}");
+    }
+    let published = PathBuf::from(run.tier("cmd")["path"].as_str().unwrap());
+    assert!(
+        !published.join("ok.txt").exists(),
+        "the rejected entry was published"
+    );
+}
+
+#[test]
+fn an_archive_member_with_dot_dot_is_rejected() {
+    let outside = tempfile::tempdir().unwrap();
+    hostile_entry_is_rejected(
+        &[
+            (tar::EntryType::Regular, "ok.txt", ""),
+            (tar::EntryType::Regular, "../escape", ""),
+            (tar::EntryType::Regular, "../../escape", ""),
+        ],
+        outside.path(),
+    );
+}
+
+#[test]
+fn an_archive_member_with_an_absolute_path_is_rejected() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("pwned");
+    hostile_entry_is_rejected(
+        &[
+            (tar::EntryType::Regular, "ok.txt", ""),
+            (tar::EntryType::Regular, target.to_str().unwrap(), ""),
+        ],
+        outside.path(),
+    );
+    assert!(!target.exists());
+}
+
+#[test]
+fn an_archive_with_an_escaping_symlink_is_rejected() {
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().display().to_string();
+    hostile_entry_is_rejected(
+        &[
+            (tar::EntryType::Regular, "ok.txt", ""),
+            (tar::EntryType::Symlink, "link", &target),
+            (tar::EntryType::Regular, "link/pwned", ""),
+        ],
+        outside.path(),
+    );
+    let outside = tempfile::tempdir().unwrap();
+    hostile_entry_is_rejected(
+        &[
+            (tar::EntryType::Symlink, "up", "../../../../../../.."),
+            (tar::EntryType::Regular, "up/pwned", ""),
+        ],
+        outside.path(),
+    );
+}
+
+#[test]
+fn read_only_restores_but_never_writes() {
+    let redis = Redis::start();
+    let url = url_line(&redis.url());
+    build(&checkout(&url, ""), &[]);
+    let before = redis.snapshot();
+    assert!(!before.is_empty());
+
+    // Read-only from the configuration: restores what is there…
+    let ro = checkout(&url, "mode = \"read-only\"");
+    let run = build(&ro, &[]);
+    assert_eq!(run.status("cmd"), "restored", "{}", run.stderr);
+    // …and builds what is not, uploading nothing.
+    ro.write("src/a.txt", "changed\n");
+    let run = build(&ro, &[]);
+    assert_eq!(run.status("cmd"), "rebuilt", "{}", run.stderr);
+    assert_eq!(redis.snapshot(), before);
+
+    // Read-only from the environment over a read-write configuration.
+    let env_ro = checkout(&url, "");
+    env_ro.write("src/a.txt", "changed again\n");
+    let run = build(&env_ro, &[("TIERS_REMOTE_MODE", "read-only")]);
+    assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
+    assert_eq!(redis.snapshot(), before);
+    assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
+}
+
+#[test]
+fn the_url_can_come_from_the_environment() {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let env = [("TIERS_REMOTE_URL", url.as_str())];
+    build(&checkout("", ""), &env);
+    let second = checkout("", "");
+    let run = build(&second, &env);
+    assert_eq!(run.status("cmd"), "restored", "{}", run.stderr);
+}
+
+#[test]
+fn a_bad_url_is_a_configuration_error() {
+    let p = checkout(&url_line("ftp://example.invalid/cache"), "");
+    let run = tiers(&p, &["build"], &[]).expect_code(2);
+    assert!(
+        run.stderr.contains("`ftp` is not supported")
+            && run.stderr.contains("ftp://example.invalid/cache"),
+        "{}",
+        run.stderr
+    );
+}
