@@ -679,3 +679,32 @@ fn a_missing_tool_names_the_binary_where_it_looked_and_how_to_install_it() {
     );
     assert!(!p.cache_dir().join("venv").exists(), "nothing was built");
 }
+
+#[test]
+fn a_version_manager_shim_is_followed_to_the_interpreter_it_picks() {
+    // Like pyenv's shims: a script whose interpreter comes from `.python-version`.
+    let default = default_python();
+    let other = std::fs::canonicalize(another_python()).unwrap();
+    let p = uv_project("tinya==1.0\n", "python = \"shim/python3\"\n");
+    p.write(
+        "shim/python3",
+        "#!/bin/sh\nexec \"$(cat .python-version)\" \"$@\"\n",
+    );
+    std::fs::set_permissions(
+        p.path("shim/python3"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    p.write(".python-version", format!("{}\n", default.display()));
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(status(&p).status("venv"), "fresh");
+
+    p.write(".python-version", format!("{}\n", other.display()));
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "stale");
+    let reasons = st.reasons("venv");
+    assert!(
+        reasons.len() == 1 && reasons[0].ends_with(&format!("({})", other.display())),
+        "{reasons:?}"
+    );
+}

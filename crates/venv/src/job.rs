@@ -1,13 +1,10 @@
 //! One venv build as a backend sees it: where, with what, and how to run a command
 //! so that its failure reads as the installer's own message.
 
-use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tiers_core::process::{self, Echo};
 use tokio::process::Command;
 
 use crate::error::VenvError;
@@ -15,9 +12,6 @@ use crate::health::venv_python;
 use crate::manifests::Manifests;
 use crate::probe::{Interpreter, Tool};
 use crate::Options;
-
-/// Lines of an installer's output kept to show when it fails.
-const TAIL_LINES: usize = 40;
 
 /// Environment variables that would point an installer at another environment than
 /// the one being built.
@@ -112,69 +106,51 @@ impl Job<'_> {
         args
     }
 
-    /// A command run in the project, with no stdin and without the variables that
-    /// would send an installer to another environment.
+    /// A command run in the project without the variables that would send an
+    /// installer to another environment. [`Job::run`] runs it with no stdin.
     pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = Command::new(program);
-        cmd.current_dir(self.project)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+        cmd.current_dir(self.project);
         for var in FOREIGN_ENV {
             cmd.env_remove(var);
         }
         cmd
     }
 
-    /// Run `cmd` to completion. On failure the error carries the last lines of its
-    /// output: the installer's own explanation.
-    pub async fn run(&self, mut cmd: Command) -> Result<(), VenvError> {
+    /// Run `cmd` to completion, its output streamed as the engine's other tools'
+    /// is. On failure the error carries the last lines of its output: the
+    /// installer's own explanation.
+    pub async fn run(&self, cmd: Command) -> Result<(), VenvError> {
         let shown = show(&cmd);
+        let program = cmd.as_std().get_program().to_owned();
+        let label = Path::new(&program)
+            .file_name()
+            .unwrap_or(&program)
+            .to_string_lossy()
+            .into_owned();
         tracing::info!(tier = self.tier, "running {shown}");
-        let mut child = cmd.spawn().map_err(|source| VenvError::Spawn {
-            tier: self.tier.to_owned(),
-            program: cmd.as_std().get_program().to_string_lossy().into_owned(),
-            source,
-        })?;
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let readers = [
-            tokio::spawn(keep_tail(child.stdout.take(), tail.clone(), self.verbose)),
-            tokio::spawn(keep_tail(child.stderr.take(), tail.clone(), self.verbose)),
-        ];
-        let status = child.wait().await.map_err(|source| VenvError::Spawn {
-            tier: self.tier.to_owned(),
-            program: shown.clone(),
-            source,
-        })?;
-        for r in readers {
-            let _ = r.await;
-        }
-        if status.success() {
+        let done = process::run(cmd, Echo::choose(self.verbose), &label)
+            .await
+            .map_err(|source| VenvError::Spawn {
+                tier: self.tier.to_owned(),
+                program: program.to_string_lossy().into_owned(),
+                source,
+            })?;
+        if done.status.success() {
             return Ok(());
         }
-        let how = match status.code() {
+        let how = match done.status.code() {
             Some(code) => format!("exited with status {code}"),
             None => {
                 use std::os::unix::process::ExitStatusExt;
-                format!("was killed by signal {}", status.signal().unwrap_or(0))
+                format!("was killed by signal {}", done.status.signal().unwrap_or(0))
             }
-        };
-        let lines = tail.lock().expect("tail lock").clone();
-        let tail = if lines.is_empty() {
-            "  | (it printed nothing)".to_owned()
-        } else {
-            lines
-                .into_iter()
-                .map(|l| format!("  | {l}"))
-                .collect::<Vec<_>>()
-                .join("\n")
         };
         Err(VenvError::Install {
             tier: self.tier.to_owned(),
             command: shown,
             how,
-            tail,
+            tail: process::show_tail(&done.tail),
         })
     }
 
@@ -199,36 +175,4 @@ fn show(cmd: &Command) -> String {
         .chain(std.get_args().map(|a| a.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-async fn keep_tail(
-    stream: Option<impl AsyncRead + Unpin>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    echo: bool,
-) {
-    let Some(stream) = stream else { return };
-    let mut reader = BufReader::new(stream);
-    let mut buf = Vec::new();
-    // Bytes, not `lines()`: output that is not UTF-8 must still be drained, or the
-    // installer blocks on a full pipe.
-    while let Ok(n) = reader.read_until(b'\n', &mut buf).await {
-        if n == 0 {
-            break;
-        }
-        let line = String::from_utf8_lossy(&buf)
-            .trim_end_matches(['\n', '\r'])
-            .to_owned();
-        buf.clear();
-        if echo {
-            eprintln!("{line}");
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut t = tail.lock().expect("tail lock");
-        if t.len() == TAIL_LINES {
-            t.pop_front();
-        }
-        t.push_back(line);
-    }
 }
