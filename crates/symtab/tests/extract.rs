@@ -493,9 +493,31 @@ fn files_over_the_size_limit_are_skipped_with_an_error() {
             limit: MAX_FILE_BYTES as u64,
         }]
     );
-    let mut small = Extractor::new(ExtractOptions { max_file_bytes: 10 });
+    let mut small = Extractor::new(ExtractOptions {
+        max_file_bytes: 10,
+        ..ExtractOptions::default()
+    });
     assert!(matches!(small.extract(b"x = 1\ny = 2\n").errors[..], [FileError::TooLarge { size: 12, limit: 10 }]));
     assert!(small.extract(b"x = 1\n").errors.is_empty());
+}
+
+#[test]
+fn parse_budget_stops_a_parse_deterministically() {
+    let source = "def f(x):\n    return g(x) + h(x)\n".repeat(2_000);
+    let mut tight = Extractor::new(ExtractOptions {
+        parse_budget: Some(5_000),
+        ..ExtractOptions::default()
+    });
+    let stopped = tight.extract(source.as_bytes());
+    assert_eq!(stopped.errors, vec![FileError::ParseBudget { operations: 5_000 }]);
+    assert!(stopped.functions.is_empty());
+    // Same bytes, same result; and the parser is usable again afterwards.
+    assert_eq!(tight.extract(source.as_bytes()), stopped);
+    let small = tight.extract(b"def g(): pass\n");
+    assert!(small.errors.is_empty());
+    assert_eq!(small.functions[0].name, "g");
+    // The default budget is far above what valid code needs.
+    assert_eq!(extract(source.as_bytes()).functions.len(), 2_000);
 }
 
 #[test]
