@@ -437,6 +437,19 @@ fn a_uv_lock_is_installed_frozen_and_other_manifests_are_not_read() {
         inputs,
         ["pyproject.toml", "requirements-dev.txt", "uv.lock"]
     );
+
+    // The key changes with any manifest, but the entry serves every key whose used
+    // manifests are unchanged (discovered inputs).
+    let built = venv_path(&p);
+    p.write("requirements-dev.txt", "nosuchpkg\nnorthisone\n");
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "restored", "{}", run.stdout);
+    assert_eq!(
+        run.reasons("venv"),
+        ["`requirements-dev.txt` changed but the last build did not use it"]
+    );
+    assert_eq!(venv_path(&p), built);
+    assert_eq!(py(&p, "import tinyb, tinya; print(tinya.VERSION)"), "2.0");
 }
 
 #[test]
@@ -707,4 +720,22 @@ fn a_version_manager_shim_is_followed_to_the_interpreter_it_picks() {
         reasons.len() == 1 && reasons[0].ends_with(&format!("({})", other.display())),
         "{reasons:?}"
     );
+}
+
+#[test]
+fn a_venv_directory_without_its_marker_is_debris_and_is_rebuilt() {
+    // What a build killed half way leaves: the entry directory, no `entry.json`.
+    let p = uv_project("tinya==1.0\n", "");
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "missing");
+    let planned = PathBuf::from(st.tier("venv")["path"].as_str().expect("planned path"));
+    std::fs::create_dir_all(planned.join("lib")).unwrap();
+    std::fs::write(planned.join("pyvenv.cfg"), "home = /nowhere\n").unwrap();
+    std::fs::write(planned.join("lib/half-installed.py"), "").unwrap();
+    assert_eq!(status(&p).status("venv"), "missing", "debris is no entry");
+
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(venv_path(&p), planned);
+    assert!(!planned.join("lib/half-installed.py").exists());
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "1.0");
 }
