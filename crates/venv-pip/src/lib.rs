@@ -82,3 +82,24 @@ impl Backend for Pip {
         job.run(pip).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_pip_is_the_toolchain() {
+        let python = Interpreter {
+            executable: "/usr/bin/python3.12".into(),
+            version: "3.12.1".into(),
+            implementation: "CPython".into(),
+            platform: "linux-x86_64".into(),
+            abiflags: String::new(),
+            bundled_pip: "23.2.1".into(),
+        };
+        assert_eq!(
+            Pip.toolchain(&python, None),
+            [("pip".to_owned(), "pip 23.2.1 (bundled)".to_owned())]
+        );
+    }
+}

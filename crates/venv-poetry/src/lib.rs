@@ -108,3 +108,35 @@ impl Backend for Poetry {
         job.run(install).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_poetry_only_for_a_poetry_lock() {
+        assert!(Poetry.suits(&Manifests::new(["pyproject.toml", "poetry.lock"])));
+        assert!(!Poetry.suits(&Manifests::new(["pyproject.toml", "uv.lock"])));
+    }
+
+    #[test]
+    fn index_options_point_to_poetry_sources() {
+        let o = Options {
+            find_links: vec!["wheels".into()],
+            ..Options::default()
+        };
+        let (option, hint) = Poetry.unsupported(&o).unwrap();
+        assert_eq!(option, "find_links");
+        assert!(hint.contains("[[tool.poetry.source]]"));
+        assert_eq!(Poetry.unsupported(&Options::default()), None);
+    }
+
+    #[test]
+    fn poetry_reads_its_lock_and_pyproject_only() {
+        let m = Manifests::new(["pyproject.toml", "poetry.lock", "requirements.txt"]);
+        assert_eq!(
+            Poetry.reads(&m, &Options::default()),
+            ["poetry.lock", "pyproject.toml"]
+        );
+    }
+}

@@ -114,3 +114,29 @@ impl Backend for Uv {
         job.run(install).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_is_read_instead_of_the_requirement_files() {
+        let m = Manifests::new(["uv.lock", "pyproject.toml", "setup.cfg", "requirements.txt"]);
+        let o = Options::default();
+        assert_eq!(Uv.reads(&m, &o), ["pyproject.toml", "setup.cfg", "uv.lock"]);
+        let no_project = Options {
+            install_project: false,
+            ..Options::default()
+        };
+        assert_eq!(Uv.reads(&m, &no_project), ["pyproject.toml", "uv.lock"]);
+        let m = Manifests::new(["pyproject.toml", "requirements.txt", "Pipfile"]);
+        assert_eq!(Uv.reads(&m, &o), ["pyproject.toml", "requirements.txt"]);
+    }
+
+    #[test]
+    fn only_uv_variables_are_index_settings() {
+        assert!(Uv.index_env("UV_INDEX_URL"));
+        assert!(!Uv.index_env("PIP_INDEX_URL"));
+        assert!(!Uv.index_env("UV_OFFLINE"));
+    }
+}

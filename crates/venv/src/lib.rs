@@ -117,6 +117,27 @@ pub struct Options {
     pub backend: Option<String>,
 }
 
+impl Default for Options {
+    /// What an empty tier table means.
+    fn default() -> Self {
+        Options {
+            python: default_python(),
+            manifests: None,
+            extra_manifests: Vec::new(),
+            extras: Vec::new(),
+            groups: Vec::new(),
+            index_url: None,
+            extra_index_urls: Vec::new(),
+            find_links: Vec::new(),
+            no_index: false,
+            install_project: true,
+            uv: None,
+            poetry: None,
+            backend: None,
+        }
+    }
+}
+
 impl Options {
     /// The configured path of a backend's tool (`uv = "…"`), by binary name.
     pub fn tool_path(&self, binary: &str) -> Option<&Path> {
