@@ -25,6 +25,9 @@ use crate::error::{Error, Result};
 use crate::key::hex;
 use crate::statcache::{self, Record, Stat, StatCache};
 
+/// A spec's globs as written, include and exclude apart.
+type SpecId = (Vec<String>, Vec<String>);
+
 /// Which project files a tier reads: `include` globs minus `exclude` globs.
 ///
 /// `*` does not cross `/`; `**/` matches any number of directories.
@@ -33,7 +36,7 @@ pub struct InputSpec {
     include: GlobSet,
     exclude: GlobSet,
     /// The globs as written, include and exclude apart: what identifies the spec.
-    source: (Vec<String>, Vec<String>),
+    source: SpecId,
     patterns: Vec<String>,
 }
 
@@ -129,7 +132,7 @@ pub struct Inputs {
     stat_cache: Option<PathBuf>,
     walked: OnceLock<Walked>,
     /// Indices into the walk of the files each spec matched.
-    matched: Mutex<HashMap<(Vec<String>, Vec<String>), Arc<[u32]>>>,
+    matched: Mutex<HashMap<SpecId, Arc<[u32]>>>,
     stat_hits: AtomicU64,
     racy: AtomicU64,
     hashed_files: AtomicU64,
@@ -139,6 +142,8 @@ pub struct Inputs {
 /// The walk, and what is known of each file, by index.
 struct Walked {
     files: Vec<String>,
+    /// Each file's stat data as the walk saw it.
+    stat: Vec<Option<Stat>>,
     /// The previous run's record of each file (empty without a stat cache).
     old: Vec<Option<Record>>,
     old_written_ns: i64,
@@ -196,11 +201,17 @@ impl Inputs {
 
     fn walked(&self) -> &Walked {
         self.walked.get_or_init(|| {
-            let files = walk(&self.project, &self.skip_dirs);
-            let cache = self
-                .stat_cache
-                .as_deref()
-                .and_then(|p| StatCache::load(p, &self.project));
+            // The stat cache loads while the walk runs.
+            let (found, cache) = std::thread::scope(|s| {
+                let cache = s.spawn(|| {
+                    self.stat_cache
+                        .as_deref()
+                        .and_then(|p| StatCache::load(p, &self.project))
+                });
+                let found = walk(&self.project, &self.skip_dirs);
+                (found, cache.join().expect("the stat cache loader panicked"))
+            });
+            let (files, stat): (Vec<String>, Vec<Option<Stat>>) = found.into_iter().unzip();
             let (old, old_written_ns, old_len) = match &cache {
                 Some(c) => (c.align(&files), c.written_ns, Some(c.len())),
                 None => (Vec::new(), 0, None),
@@ -208,6 +219,7 @@ impl Inputs {
             Walked {
                 known: (0..files.len()).map(|_| OnceLock::new()).collect(),
                 files,
+                stat,
                 old,
                 old_written_ns,
                 old_len,
@@ -280,15 +292,15 @@ impl Inputs {
                         digest: k.digest,
                     })
                 }
-                // Not looked at this run: last run's record stands, unless it was
-                // racy. Nothing verified it, and this write's later time must not
-                // vouch for it.
+                // Not asked for this run: last run's record stands while the file's
+                // stat data still matches it, unless it was racy. Nothing verified
+                // it, and this write's later time must not vouch for it.
                 None => w
                     .old
                     .get(i)
                     .copied()
                     .flatten()
-                    .filter(|r| !r.stat.racy(w.old_written_ns)),
+                    .filter(|r| w.stat[i] == Some(r.stat) && !r.stat.racy(w.old_written_ns)),
             };
             if let Some(r) = record {
                 records.push((rel.as_str(), r));
@@ -349,10 +361,8 @@ impl Inputs {
             .collect();
         par_each(&todo, |buf, &i| {
             let i = i as usize;
-            let path = self.project.join(&w.files[i]);
             if let Some(old) = w.old.get(i).copied().flatten() {
-                let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
-                if Stat::of(&meta) == Some(old.stat) {
+                if w.stat[i] == Some(old.stat) {
                     if !old.stat.racy(w.old_written_ns) {
                         self.stat_hits.fetch_add(1, Ordering::Relaxed);
                         let _ = w.known[i].set(Known {
@@ -365,7 +375,7 @@ impl Inputs {
                     self.racy.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let (digest, stat, n) = hash_into(&path, buf)?;
+            let (digest, stat, n) = hash_into(&self.project.join(&w.files[i]), buf)?;
             self.hashed_files.fetch_add(1, Ordering::Relaxed);
             self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
             let _ = w.known[i].set(Known {
@@ -451,39 +461,55 @@ fn hash_into(path: &Path, buf: &mut Vec<u8>) -> Result<([u8; 32], Option<Stat>, 
     Ok((hasher.finalize().into(), stat, total))
 }
 
-/// Directories still to read, and how many workers are reading one.
+/// Directories waiting for a walker, shared only when some walker is idle: each
+/// walker goes depth first through its own stack and hands the shallower half of it
+/// over when another one waits, so the lock is taken about once per hand-over.
 struct DirQueue {
     state: Mutex<(Vec<String>, usize)>,
+    idle: AtomicUsize,
     wake: Condvar,
+    workers: usize,
 }
 
 impl DirQueue {
-    /// The next directory, or `None` once every directory has been read.
-    fn pop(&self) -> Option<String> {
+    /// A shared directory, or `None` once every walker is idle and nothing is left.
+    fn take(&self) -> Option<String> {
         let mut s = self.state.lock().expect("walk queue poisoned");
+        s.1 += 1;
+        self.idle.store(s.1, Ordering::Relaxed);
         loop {
             if let Some(d) = s.0.pop() {
-                s.1 += 1;
+                s.1 -= 1;
+                self.idle.store(s.1, Ordering::Relaxed);
                 return Some(d);
             }
-            if s.1 == 0 {
+            if s.1 == self.workers {
+                self.wake.notify_all();
                 return None;
             }
             s = self.wake.wait(s).expect("walk queue poisoned");
         }
     }
 
-    fn done(&self, subdirs: Vec<String>) {
+    /// Share part of `local` when a walker waits for work.
+    fn share(&self, local: &mut Vec<String>) {
+        if local.len() < 2 || self.idle.load(Ordering::Relaxed) == 0 {
+            return;
+        }
         let mut s = self.state.lock().expect("walk queue poisoned");
-        s.0.extend(subdirs);
-        s.1 -= 1;
+        s.0.extend(local.drain(..local.len() / 2));
         self.wake.notify_all();
     }
 }
 
-/// Every file of the project not under a skipped directory, relative and sorted.
-/// Reads directories only (plus a stat per symlink), on every core.
-fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Vec<String> {
+/// What the walk found: relative paths and their stat data (`None` where the
+/// platform has none), sorted by path.
+type Found = Vec<(String, Option<Stat>)>;
+
+/// Every file of the project not under a skipped directory, relative and sorted, with
+/// its stat data. Reads each directory once and stats each file relative to its
+/// directory, on every core.
+fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Found {
     let mut skip = HashSet::new();
     for d in skip_dirs {
         for d in [Some(d.clone()), d.canonicalize().ok()]
@@ -495,40 +521,45 @@ fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Vec<String> {
             }
         }
     }
+    let workers = threads();
     let queue = DirQueue {
         state: Mutex::new((vec![String::new()], 0)),
+        idle: AtomicUsize::new(0),
         wake: Condvar::new(),
+        workers,
     };
-    let mut files: Vec<String> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads())
+    let mut found: Found = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
             .map(|_| {
                 s.spawn(|| {
-                    let mut files = Vec::new();
-                    while let Some(dir) = queue.pop() {
-                        let subdirs = read_dir(project, &dir, &skip, &mut files);
-                        queue.done(subdirs);
+                    let mut found = Vec::new();
+                    let mut local = Vec::new();
+                    while let Some(dir) = local.pop().or_else(|| queue.take()) {
+                        read_dir(project, &dir, &skip, &mut found, &mut local);
+                        queue.share(&mut local);
                     }
-                    files
+                    found
                 })
             })
             .collect();
-        workers
+        handles
             .into_iter()
-            .flat_map(|w| w.join().expect("a walking thread panicked"))
+            .flat_map(|h| h.join().expect("a walking thread panicked"))
             .collect()
     });
-    files.sort_unstable();
-    files
+    found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    found
 }
 
-/// Read one directory (`rel`, "" for the project): its files go to `files`, its
-/// subdirectories to be walked are returned.
+/// Read one directory (`rel`, "" for the project): its files go to `found`, its
+/// subdirectories to walk to `dirs`.
 fn read_dir(
     project: &Path,
     rel: &str,
     skip: &HashSet<String>,
-    files: &mut Vec<String>,
-) -> Vec<String> {
+    found: &mut Found,
+    dirs: &mut Vec<String>,
+) {
     let abs = project.join(rel);
     let entries = match std::fs::read_dir(&abs) {
         Ok(e) => e,
@@ -537,7 +568,7 @@ fn read_dir(
                 "skipping an unreadable part of the project `{}`: {err}",
                 abs.display()
             );
-            return Vec::new();
+            return;
         }
     };
     let join = |name: &str| {
@@ -547,8 +578,7 @@ fn read_dir(
             format!("{rel}/{name}")
         }
     };
-    let mut here = Vec::new();
-    let mut subdirs = Vec::new();
+    let (files_before, dirs_before) = (found.len(), dirs.len());
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
@@ -570,23 +600,35 @@ fn read_dir(
         };
         // A virtualenv (not the project itself): nothing in it is an input.
         if name == "pyvenv.cfg" && !rel.is_empty() {
-            return Vec::new();
+            found.truncate(files_before);
+            dirs.truncate(dirs_before);
+            return;
         }
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_dir() {
             let child = join(name);
             if !(name == ".git" || name == "__pycache__" || skip.contains(&child)) {
-                subdirs.push(child);
+                dirs.push(child);
             }
-        } else if ft.is_file()
-            // A link counts as the file it points to; a link to a directory is not followed.
-            || (ft.is_symlink() && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_file()))
-        {
-            here.push(join(name));
+            continue;
+        }
+        // Relative to the open directory: no path lookup per file. A link counts as
+        // the file it points to; a link to a directory is not followed.
+        let meta = if ft.is_file() {
+            entry.metadata()
+        } else if ft.is_symlink() {
+            std::fs::metadata(entry.path())
+        } else {
+            continue;
+        };
+        match meta {
+            Ok(m) if m.is_file() => found.push((join(name), Stat::of(&m))),
+            Ok(_) => {}
+            // Gone since the directory was read: not a file of this run.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(_) => found.push((join(name), None)),
         }
     }
-    files.append(&mut here);
-    subdirs
 }
 
 /// `rel` with `/` separators.
