@@ -782,6 +782,21 @@ fn adding_a_module_re_resolves_modules_that_asked_for_it() {
 }
 
 #[test]
+fn re_export_cycles_end_unresolved() {
+    let state = project(&[
+        ("a.py", "from b import x\nfrom c import *\n"),
+        ("b.py", "from a import x\n"),
+        ("c.py", "from a import *\nfrom b import *\n"),
+        ("main.py", "import a\nfrom c import x as y\na.x()\ny()\na.z()\n"),
+    ]);
+    let (graph, stats) = resolve_incremental(None, &state);
+    assert_eq!(stats.resolved, 4);
+    assert!(graph.module("main").unwrap().calls.is_empty());
+    let imports: Vec<&str> = graph.module("main").unwrap().imports.iter().map(|i| i.module.as_str()).collect();
+    assert_eq!(imports, vec!["a", "c"]);
+}
+
+#[test]
 fn resolved_graph_round_trips_through_json() {
     let state = project(APP);
     let (graph, _) = resolve_incremental(None, &state);
