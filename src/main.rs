@@ -74,6 +74,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a tier's artifact as one document (the symbol table as JSON).
+    Export {
+        tier: String,
+        /// Write to FILE instead of stdout.
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Apply retention (`keep`, `max_bytes`): remove least recently used entries.
     Gc {
         /// List what would be removed; remove nothing.
@@ -229,6 +236,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Export { tier, output } => {
+            match output {
+                Some(path) => {
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create `{}`", path.display()))?;
+                    let mut out = std::io::BufWriter::new(file);
+                    engine.export(&tier, &mut out)?;
+                    std::io::Write::flush(&mut out)
+                        .with_context(|| format!("cannot write `{}`", path.display()))?;
+                }
+                None => {
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    engine.export(&tier, &mut out)?;
+                    std::io::Write::flush(&mut out).context("cannot write to stdout")?;
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Gc { dry_run } => {
             let removed = engine.gc(dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
@@ -270,6 +295,9 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
             t.name,
             t.seconds
         );
+        if let Some(summary) = &t.summary {
+            out!("         {summary}");
+        }
         if let Some(err) = &t.error {
             eprintln!("error: tier `{}` failed: {err}", t.name);
         }

@@ -542,8 +542,17 @@ impl Tier for CodeqlTier {
         if self.cache_cli_version {
             cli::remember(cli, cx.cache_dir());
         }
+        let summary = used_inputs.as_ref().map(|u| {
+            format!(
+                "{} database of {} source files, CodeQL {}",
+                self.language,
+                u.len(),
+                cli.version
+            )
+        });
         Ok(BuildOutcome {
             used_inputs,
+            summary,
             data: json!({
                 "cli_version": cli.version,
                 "language": self.language,

@@ -332,6 +332,28 @@ impl Engine {
         Ok(removed)
     }
 
+    /// Write the artifact of `name`'s last entry as one document (`tiers export`).
+    pub fn export(&self, name: &str, out: &mut dyn std::io::Write) -> Result<()> {
+        let t = self.planned(name)?;
+        let marker = t
+            .store
+            .current()
+            .and_then(|k| t.store.marker(&k).ok().flatten())
+            .ok_or_else(|| {
+                Error::build(format!(
+                    "tier `{name}` has no entry yet\nhint: run `tiers build {name}` first"
+                ))
+            })?;
+        if t.tier.export(&entry_of(&t.store, marker), out)? {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "tier `{name}` is of kind `{}`, which has nothing to export",
+                t.kind
+            )))
+        }
+    }
+
     /// A tier's key document against its last entry's.
     pub async fn explain(&self, name: &str) -> Result<Explanation> {
         let t = self.planned(name)?;
@@ -655,7 +677,7 @@ impl Engine {
             }
         }
         match self.run_build(t, &cx, &look, &lock).await {
-            Ok(path) => {
+            Ok((path, summary)) => {
                 drop(lock);
                 self.upload(t, &look).await;
                 if let Err(e) = t.store.set_current(&look.key) {
@@ -669,7 +691,9 @@ impl Engine {
                 if let Err(e) = retain(t, false) {
                     tracing::warn!(tier = %t.name, "retention failed: {e}");
                 }
-                tier_report(t, Some(look.key), Some(path), status, reasons)
+                let mut report = tier_report(t, Some(look.key), Some(path), status, reasons);
+                report.summary = summary;
+                report
             }
             Err(e) => failed_or_skipped(t, Some(look.key), e),
         }
@@ -817,7 +841,7 @@ impl Engine {
         cx: &Context,
         look: &Lookup,
         lock: &KeyLock,
-    ) -> Result<PathBuf> {
+    ) -> Result<(PathBuf, Option<String>)> {
         let in_place = t.tier.builds_in_place();
         let build_dir = if in_place {
             t.store.prepare_in_place(&look.key, lock)?
@@ -882,7 +906,7 @@ impl Engine {
         }
         entry.build_dir = entry.dir.clone();
         entry.data = marker.data;
-        Ok(t.tier.path(&entry))
+        Ok((t.tier.path(&entry), outcome.summary))
     }
 
     /// Serve `look.key` with `marker`'s entry, built for other inputs this build does
@@ -1041,7 +1065,7 @@ fn check_used_inputs(doc: &KeyDoc, used: &Option<Vec<String>>) -> Result<()> {
     Ok(())
 }
 
-fn entry_of(store: &Store, marker: Marker) -> Entry {
+pub(crate) fn entry_of(store: &Store, marker: Marker) -> Entry {
     let dir = store.entry_dir(&marker.key);
     Entry {
         key: marker.key,
@@ -1080,6 +1104,7 @@ fn tier_report(
         reasons: reasons.into_iter().map(Into::into).collect(),
         seconds: 0.0,
         error: None,
+        summary: None,
         available_remotely: None,
     }
 }

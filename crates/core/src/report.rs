@@ -69,6 +69,9 @@ pub struct TierReport {
     pub seconds: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the build did, in the kind's words ("parsed 1 file, reused 11,599").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
     /// `tiers status` with a shared cache: whether a stale tier's entry is there.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub available_remotely: Option<bool>,

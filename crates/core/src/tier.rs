@@ -66,6 +66,13 @@ pub trait Tier: Send + Sync {
     fn shareable(&self) -> bool {
         true
     }
+
+    /// Write the artifact of `entry` as one document to `out` (`tiers export`).
+    /// Returns `false` for kinds with nothing to export.
+    fn export(&self, entry: &Entry, out: &mut dyn std::io::Write) -> Result<bool> {
+        let _ = (entry, out);
+        Ok(false)
+    }
 }
 
 /// What a build reports besides its artifact.
@@ -77,6 +84,8 @@ pub struct BuildOutcome {
     /// Kind-specific facts recorded in the entry marker (which backend ran…), given
     /// back to [`Tier::probe`] as [`Entry::data`].
     pub data: Value,
+    /// One line for the report ("parsed 1 file, reused 11,599").
+    pub summary: Option<String>,
 }
 
 /// One entry of a tier: a key and its directory.
@@ -146,6 +155,14 @@ impl Context {
     pub fn upstream(&self) -> &BTreeMap<String, Upstream> {
         &self.upstream
     }
+    /// The entry this tier's last successful build resolved to, for kinds that build
+    /// incrementally from it. It may be for other inputs; never write into it.
+    pub fn previous(&self) -> Option<Entry> {
+        let store = crate::store::Store::new(&self.tier_root);
+        let marker = store.marker(&store.current()?).ok().flatten()?;
+        Some(crate::engine::entry_of(&store, marker))
+    }
+
     /// Whether the user asked for verbose output: kinds may stream tool output.
     pub fn verbose(&self) -> bool {
         self.verbose

@@ -553,7 +553,16 @@ impl Tier for VenvTier {
             .into());
         }
         let read = r.backend.reads(&r.manifests, &self.options);
+        let summary = match read.is_empty() {
+            true => format!("installed with {}", r.backend.name()),
+            false => format!(
+                "installed with {} from {}",
+                r.backend.name(),
+                read.join(", ")
+            ),
+        };
         Ok(BuildOutcome {
+            summary: Some(summary),
             used_inputs: Some(read.clone()),
             data: json!({
                 "backend": r.backend.name(),
