@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, Subcommand};
+
+mod init;
 use tiers::{BuildRequest, ConfigSource, Engine, EngineOptions, Force, Report};
 
 #[derive(Parser)]
@@ -81,6 +83,8 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// Write a tiers.toml for this project (venv, symtab and codeql tiers as it fits).
+    Init,
     /// Apply retention (`keep`, `max_bytes`): remove least recently used entries.
     Gc {
         /// List what would be removed; remove nothing.
@@ -161,6 +165,23 @@ fn init_logging(cli: &Cli, json: bool) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Init = cli.command {
+        let file = cli
+            .config
+            .clone()
+            .unwrap_or_else(|| cli.project.join("tiers.toml"));
+        let tiers = init::init(&cli.project, &file)?;
+        out!(
+            "wrote {} with tiers: {}",
+            file.display(),
+            if tiers.is_empty() {
+                "none (see the commented example)".to_owned()
+            } else {
+                tiers.join(", ")
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let options = EngineOptions {
         config: ConfigSource {
             project: cli.project.clone(),
@@ -254,6 +275,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Init => unreachable!("handled before the engine opens"),
         Command::Gc { dry_run } => {
             let removed = engine.gc(dry_run)?;
             let verb = if dry_run { "would remove" } else { "removed" };
