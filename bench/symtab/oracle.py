@@ -23,6 +23,7 @@ import ast
 import json
 import multiprocessing
 import os
+import resource
 import subprocess
 import sys
 import sysconfig
@@ -94,9 +95,12 @@ def main():
         listing.write("\n".join(files) + "\n")
     try:
         command = [args.bin] + (["--keep"] if args.keep else []) + [listing.name]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
         run = subprocess.run(command, capture_output=True, text=True)
         wall = time.monotonic() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     finally:
         os.unlink(listing.name)
     if run.returncode != 0:
@@ -137,7 +141,7 @@ def main():
     print(
         f"symtab: {summary['files']} files, {summary['bytes'] / 1e6:.1f} MB read and extracted in "
         f"{summary['seconds']:.2f} s on {summary['threads']} threads "
-        f"(process wall {wall:.2f} s), peak RSS {rss / 1024 if rss else float('nan'):.0f} MiB"
+        f"(process wall {wall:.2f} s, CPU {cpu:.2f} s), peak RSS {rss / 1024 if rss else float('nan'):.0f} MiB"
         + (" holding every result" if args.keep else "")
     )
     print(f"ast: {ast_seconds:.2f} s on {os.cpu_count()} processes")

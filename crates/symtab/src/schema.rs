@@ -135,6 +135,8 @@ pub struct Class {
     pub attributes: Vec<Variable>,
     /// Calls made by the class body itself (not by its methods).
     pub calls: Vec<CallSite>,
+    /// From the `class` keyword (decorators excluded, as in `ast`) to the end
+    /// of the body.
     pub span: Span,
 }
 
@@ -159,6 +161,8 @@ pub struct Function {
     /// decorators, defaults and annotations run in the enclosing scope and are
     /// recorded there.
     pub calls: Vec<CallSite>,
+    /// From `def` (or `async`; decorators excluded, as in `ast`) to the end of
+    /// the body.
     pub span: Span,
 }
 

@@ -1,0 +1,203 @@
+//! The `symtab` kind: the library wired into the engine as a tier.
+//!
+//! ```toml
+//! [tiers.symbols]
+//! kind = "symtab"
+//! inputs = ["**/*.py"]     # the default
+//! exclude = ["tests/**"]
+//! ```
+//!
+//! # The one decision: per-file entries live beside the entries, entries link them
+//!
+//! The engine keys an entry on the whole project state, but the unit of work is
+//! one file's content. So the tier keeps a store of its own under its tier root,
+//! one [`FileSymbols`](crate::FileSymbols) per content digest, shared by every
+//! project state; a file is parsed only when its digest has no per-file entry
+//! yet. An entry (one project state) hard-links the per-file entries it uses,
+//! so it is self-contained — the shared cache packs it as one archive — while a
+//! one-file edit writes one new per-file entry, a new index and links.
+//!
+//! ```text
+//! <tier root>/
+//!   files-v{E}/<2 hex>/<digest>.json   FileSymbols of one content (E: EXTRACTOR_VERSION)
+//!   graph-v{E}/<2 hex>/<digest>.json   one bucket of resolved modules, by its own digest
+//!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
+//!   <key>/                             one entry, published by the engine
+//!     index.json                       path → digest, module, interface; module → path
+//!     deps.json                        modules each file's resolution consulted
+//!     files/<digest>.json              hard links into files-v{E}
+//!     graph/<digest>.json              hard links into graph-v{E}
+//! ```
+//!
+//! The resolved graph is split into 256 buckets by a hash of the path, so that
+//! a one-file edit rewrites one bucket (about 1/256 of the graph), not all of it.
+//! See `config/symtab-schema.md` for every file's schema and the export document.
+//!
+//! # Incremental resolution
+//!
+//! The build reads the previous entry ([`Context::previous`]) and redoes the
+//! cross-file pass only for files whose content or module name changed, and for
+//! files whose resolution consulted a module whose answer changed (its
+//! interface digest, or whether it exists — and, for namespace packages, the
+//! modules under it). Those files are resolved in a partial
+//! [`ProjectState`](crate::ProjectState) holding them and the modules they
+//! consult, grown until every module they ask about that exists in the project
+//! is in it. Only those files' symbols are read back, so an edit costs the
+//! edited files and their dependents, not the project.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use tiers_core::{
+    async_trait, BuildOutcome, Context, Entry, Error, Freshness, InputSpec, KeyDoc, Reason,
+    Registry, Result, Tier, TierSpec,
+};
+
+use crate::{EXTRACTOR_VERSION, SCHEMA_VERSION};
+
+mod build;
+mod store;
+mod table;
+
+pub use build::Counts;
+pub use table::{load_table, SymbolTable, TableFile, EXPORT_SCHEMA_VERSION};
+
+/// The kind's name in `tiers.toml`.
+pub const KIND: &str = "symtab";
+
+/// Bumped whenever the way this kind builds or lays out an entry changes: old
+/// entries then miss. (A new extractor is [`EXTRACTOR_VERSION`], in the key too.)
+pub const KIND_VERSION: u32 = 1;
+
+/// Errors of the `symtab` tier and of [`load_table`]; each names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` changed while the symbol table was being built\nhint: run the build again")]
+    Changed { path: String },
+    #[error("`{}` is not a usable symbol table file: {why}\nhint: `tiers build --rebuild <tier>` parses every file again", path.display())]
+    Corrupt { path: PathBuf, why: String },
+}
+
+impl From<TierError> for Error {
+    fn from(e: TierError) -> Self {
+        Error::Kind(Box::new(e))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    #[serde(default = "default_inputs")]
+    inputs: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+fn default_inputs() -> Vec<String> {
+    vec!["**/*.py".to_owned()]
+}
+
+/// A `symtab` tier.
+pub struct SymtabTier {
+    spec: InputSpec,
+    inputs: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl SymtabTier {
+    pub fn from_spec(spec: &TierSpec<'_>) -> Result<Self> {
+        let o: Options = spec.options()?;
+        if o.inputs.is_empty() {
+            return Err(spec.error(
+                "`inputs` is empty: give the Python files as globs, e.g. `inputs = [\"**/*.py\"]`",
+            ));
+        }
+        Ok(SymtabTier {
+            spec: InputSpec::new(spec.name, &o.inputs, &o.exclude)?,
+            inputs: o.inputs,
+            exclude: o.exclude,
+        })
+    }
+}
+
+/// Register the `symtab` kind.
+pub fn register(registry: &mut Registry) {
+    registry.register(KIND, |spec| Ok(Box::new(SymtabTier::from_spec(spec)?)));
+}
+
+/// The toolchain identity in the key: what the per-file entries depend on.
+fn extractor_identity() -> String {
+    format!("extractor v{EXTRACTOR_VERSION}, schema v{SCHEMA_VERSION}")
+}
+
+#[async_trait]
+impl Tier for SymtabTier {
+    async fn key(&self, cx: &Context) -> Result<KeyDoc> {
+        let inputs = cx.inputs(&self.spec)?;
+        Ok(KeyDoc::new(KIND, KIND_VERSION)
+            .option("inputs", &self.inputs)
+            .option("exclude", &self.exclude)
+            .toolchain("extractor", extractor_identity())
+            .inputs(&inputs))
+    }
+
+    async fn probe(&self, _cx: &Context, entry: &Entry) -> Result<Freshness> {
+        if entry.dir.join(table::INDEX).is_file() {
+            Ok(Freshness::Fresh)
+        } else {
+            Ok(Freshness::Stale(vec![Reason::Corrupt {
+                why: format!("`{}` is missing", table::INDEX),
+            }]))
+        }
+    }
+
+    async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome> {
+        // A previous entry of the same key means a forced rebuild (or a corrupt
+        // entry): start from scratch, parsing every file again.
+        let previous = cx
+            .previous()
+            .filter(|p| p.key != entry.key)
+            .map(|p| p.dir);
+        let job = build::Job {
+            project: cx.project().to_owned(),
+            tier_root: cx.tier_root().to_owned(),
+            build_dir: entry.build_dir.clone(),
+            inputs: entry.doc.inputs.clone(),
+            previous,
+            scratch: cx.previous().is_some_and(|p| p.key == entry.key),
+        };
+        let counts = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| Error::build(format!("the symtab build thread failed: {e}")))??;
+        Ok(BuildOutcome {
+            used_inputs: None,
+            summary: Some(counts.summary()),
+            data: serde_json::to_value(&counts).unwrap_or_default(),
+        })
+    }
+
+    fn path(&self, entry: &Entry) -> PathBuf {
+        entry.dir.clone()
+    }
+
+    fn keep_default(&self) -> Option<usize> {
+        Some(10)
+    }
+
+    fn export(&self, entry: &Entry, out: &mut dyn std::io::Write) -> Result<bool> {
+        table::export(&entry.dir, out)?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,186 @@
+//! The tier's own content-addressed store: per-file entries and graph buckets,
+//! shared by every entry through hard links, and pruned once no entry links them.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::TierError;
+use crate::EXTRACTOR_VERSION;
+
+const LOCK: &str = ".symtab.lock";
+const SEEN: &str = ".symtab-entries";
+
+/// `files-v{E}/` and `graph-v{E}/` under the tier root.
+pub(crate) struct BlobStore {
+    pub files: PathBuf,
+    pub graph: PathBuf,
+}
+
+/// Held for a whole build: shared, so that no prune runs meanwhile.
+pub(crate) struct StoreLock {
+    _file: File,
+}
+
+fn write_err(path: &Path) -> impl FnOnce(io::Error) -> TierError + '_ {
+    move |source| TierError::Write {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl BlobStore {
+    /// Open the store of `tier_root`, pruning it first when an entry went away
+    /// since the last build (and no other build of this tier is running).
+    /// Returns the store, its lock and how many unlinked files were removed.
+    pub fn open(tier_root: &Path) -> Result<(BlobStore, StoreLock, usize), TierError> {
+        let store = BlobStore {
+            files: tier_root.join(format!("files-v{EXTRACTOR_VERSION}")),
+            graph: tier_root.join(format!("graph-v{EXTRACTOR_VERSION}")),
+        };
+        for dir in [&store.files, &store.graph] {
+            // The 256 shards are made once; the last one tells they all are.
+            if !dir.join("ff").is_dir() {
+                for b in 0..=255u8 {
+                    let shard = dir.join(format!("{b:02x}"));
+                    fs::create_dir_all(&shard).map_err(write_err(&shard))?;
+                }
+            }
+        }
+        let lock_path = tier_root.join(LOCK);
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(write_err(&lock_path))?;
+        let mut pruned = 0;
+        match file.try_lock() {
+            Ok(()) => {
+                pruned = prune_if_entries_went(tier_root)?;
+                file.unlock().map_err(write_err(&lock_path))?;
+                file.lock_shared().map_err(write_err(&lock_path))?;
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                file.lock_shared().map_err(write_err(&lock_path))?
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(write_err(&lock_path)(e)),
+        }
+        Ok((store, StoreLock { _file: file }, pruned))
+    }
+
+    pub fn file_blob(&self, digest: &str) -> PathBuf {
+        shard_path(&self.files, digest)
+    }
+
+    pub fn graph_blob(&self, digest: &str) -> PathBuf {
+        shard_path(&self.graph, digest)
+    }
+}
+
+fn shard_path(dir: &Path, digest: &str) -> PathBuf {
+    dir.join(digest.get(..2).unwrap_or("00"))
+        .join(format!("{digest}.json"))
+}
+
+/// Write `bytes` at `path` atomically. Unless `overwrite`, a file already
+/// there is kept: the name is the content's digest, so it holds the same bytes.
+pub(crate) fn put(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), TierError> {
+    if !overwrite && path.exists() {
+        return Ok(());
+    }
+    tiers_core::write_atomic(path, bytes).map_err(|e| match e {
+        tiers_core::Error::Io { path, source } => TierError::Write { path, source },
+        other => TierError::Write {
+            path: path.to_owned(),
+            source: io::Error::other(other.to_string()),
+        },
+    })
+}
+
+/// Hard-link `src` at `dst`, copying where linking is not possible (another
+/// file system, too many links). `NotFound` is returned as is: the caller
+/// decides what a missing source means.
+pub(crate) fn link(src: &Path, dst: &Path) -> io::Result<()> {
+    match fs::hard_link(src, dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
+        Err(_) => fs::copy(src, dst).map(|_| ()),
+    }
+}
+
+/// Under the exclusive lock: when an entry seen by the last build is gone
+/// (retention or `tiers gc` removed it), remove every stored file no entry
+/// links any more (link count 1). Listing the entries is one directory read,
+/// so a build that finds them all still there costs nothing more.
+fn prune_if_entries_went(tier_root: &Path) -> Result<usize, TierError> {
+    let entries: BTreeSet<String> = match fs::read_dir(tier_root) {
+        Ok(read) => read
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| tiers_core::Key::parse(n).is_some())
+            .collect(),
+        Err(source) => {
+            return Err(TierError::Read {
+                path: tier_root.to_owned(),
+                source,
+            })
+        }
+    };
+    let seen_path = tier_root.join(SEEN);
+    let seen: BTreeSet<String> = fs::read_to_string(&seen_path)
+        .map(|t| t.lines().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut pruned = 0;
+    if seen.iter().any(|k| !entries.contains(k)) {
+        pruned = sweep(tier_root);
+        if pruned > 0 {
+            tracing::info!("symtab: pruned {pruned} stored files no entry uses");
+        }
+    }
+    if seen != entries {
+        let text: String = entries.iter().map(|k| format!("{k}\n")).collect();
+        // Only an optimisation: a failure means the next build looks again.
+        let _ = tiers_core::write_atomic(&seen_path, text.as_bytes());
+    }
+    Ok(pruned)
+}
+
+/// Remove stored files of every version that only the store holds.
+#[cfg(unix)]
+fn sweep(tier_root: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let mut removed = 0;
+    let Ok(read) = fs::read_dir(tier_root) else {
+        return 0;
+    };
+    for store in read.flatten() {
+        let name = store.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("files-v") || name.starts_with("graph-v")) {
+            continue;
+        }
+        let Ok(shards) = fs::read_dir(store.path()) else {
+            continue;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                if file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1)
+                    && fs::remove_file(file.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(not(unix))]
+fn sweep(_tier_root: &Path) -> usize {
+    0
+}

@@ -1,0 +1,245 @@
+//! What an entry holds, read back: the index, the graph buckets, the export.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::build::Counts;
+use super::TierError;
+use crate::{FileSymbols, ResolvedGraph, ResolvedModule, EXTRACTOR_VERSION, SCHEMA_VERSION};
+
+/// Version of the export document (and of [`SymbolTable`]); bumped when its
+/// shape changes. `FileSymbols` carries its own [`SCHEMA_VERSION`].
+pub const EXPORT_SCHEMA_VERSION: u32 = 1;
+
+/// Version of an entry's layout (`index.json`, `deps.json`, the directories).
+pub(crate) const INDEX_FORMAT: u32 = 1;
+pub(crate) const INDEX: &str = "index.json";
+pub(crate) const DEPS: &str = "deps.json";
+pub(crate) const FILES: &str = "files";
+pub(crate) const GRAPH: &str = "graph";
+
+/// `index.json`: one project state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Index {
+    pub format: u32,
+    pub extractor_version: u32,
+    pub schema_version: u32,
+    pub counts: Counts,
+    /// Project-relative path → what is known of the file there.
+    pub files: BTreeMap<String, IndexFile>,
+    /// Module name → the path that provides it (the first in path order).
+    pub modules: BTreeMap<String, String>,
+    /// Graph bucket (2 hex digits) → digest of its file under `graph/`.
+    pub graph: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IndexFile {
+    /// SHA-256 of the content: its per-file entry is `files/<digest>.json`.
+    pub digest: String,
+    /// `None` for a file without a module name (see [`crate::module_name`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    /// Digest of the module's [`Interface`](crate::Interface).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// How many [`FileError`](crate::FileError)s the per-file entry holds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub errors: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// `deps.json`: the modules each file's resolution consulted, as indices into
+/// `names` (modules that do not exist count: their appearing changes the answer).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Deps {
+    pub names: Vec<String>,
+    pub files: BTreeMap<String, Vec<u32>>,
+}
+
+/// One graph bucket: path → resolution, for the paths whose bucket it is.
+pub(crate) type Bucket = BTreeMap<String, ResolvedModule>;
+
+/// The bucket of a path: the first byte of its SHA-256, in hex.
+pub(crate) fn bucket_of(path: &str) -> String {
+    use sha2::Digest;
+    format!("{:02x}", sha2::Sha256::digest(path.as_bytes())[0])
+}
+
+pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, TierError> {
+    let bytes = std::fs::read(path).map_err(|source| TierError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| TierError::Corrupt {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })
+}
+
+impl Index {
+    pub fn load(entry_dir: &Path) -> Result<Index, TierError> {
+        let path = entry_dir.join(INDEX);
+        let index: Index = read_json(&path)?;
+        if index.format != INDEX_FORMAT {
+            return Err(TierError::Corrupt {
+                path,
+                why: format!(
+                    "its format is {}, this version of tiers reads {INDEX_FORMAT}",
+                    index.format
+                ),
+            });
+        }
+        Ok(index)
+    }
+
+    /// Whether per-file entries and resolutions of this index are those this
+    /// build would make.
+    pub fn is_current(&self) -> bool {
+        self.extractor_version == EXTRACTOR_VERSION && self.schema_version == SCHEMA_VERSION
+    }
+}
+
+/// The whole symbol table of one project state, as typed structs: what
+/// [`load_table`] returns and what `tiers export` writes (as JSON, this shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SymbolTable {
+    /// [`EXPORT_SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// [`EXTRACTOR_VERSION`] of the extractor that made the per-file entries.
+    pub extractor_version: u32,
+    /// [`SCHEMA_VERSION`] of [`FileSymbols`].
+    pub symbols_schema_version: u32,
+    /// Every input file, in path order.
+    pub files: Vec<TableFile>,
+    /// Cross-file facts: each named module's resolved imports and calls.
+    pub graph: ResolvedGraph,
+}
+
+/// One file of a [`SymbolTable`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableFile {
+    /// Project-relative, `/`-separated.
+    pub path: String,
+    /// Dotted module name; `None` when the path has none.
+    pub module: Option<String>,
+    /// SHA-256 (hex) of the content.
+    pub digest: String,
+    pub symbols: FileSymbols,
+}
+
+/// Read the symbol table of an entry (a `symtab` tier's path, as `tiers paths`
+/// reports it).
+pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
+    let index = Index::load(entry_dir)?;
+    let mut files = Vec::with_capacity(index.files.len());
+    for (path, f) in &index.files {
+        let symbols: FileSymbols = read_json(&file_path(entry_dir, &f.digest))?;
+        files.push(TableFile {
+            path: path.clone(),
+            module: f.module.clone(),
+            digest: f.digest.clone(),
+            symbols,
+        });
+    }
+    let mut graph = ResolvedGraph {
+        files: BTreeMap::new(),
+        modules: index.modules.clone(),
+    };
+    for digest in index.graph.values() {
+        let bucket: Bucket = read_json(&graph_path(entry_dir, digest))?;
+        graph.files.extend(bucket);
+    }
+    Ok(SymbolTable {
+        schema_version: EXPORT_SCHEMA_VERSION,
+        extractor_version: index.extractor_version,
+        symbols_schema_version: index.schema_version,
+        files,
+        graph,
+    })
+}
+
+pub(crate) fn file_path(entry_dir: &Path, digest: &str) -> PathBuf {
+    entry_dir.join(FILES).join(format!("{digest}.json"))
+}
+
+pub(crate) fn graph_path(entry_dir: &Path, digest: &str) -> PathBuf {
+    entry_dir.join(GRAPH).join(format!("{digest}.json"))
+}
+
+/// Write the table of `entry_dir` as one JSON document (the shape of
+/// [`SymbolTable`]), streaming: per-file entries are copied as they are stored,
+/// checked to be JSON first, so the whole table is never in memory at once.
+pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Result<()> {
+    let index = Index::load(entry_dir)?;
+    let w = |r: std::io::Result<()>| r.map_err(|e| tiers_core::Error::io("the export output", e));
+    w(write!(
+        out,
+        "{{\"schema_version\":{EXPORT_SCHEMA_VERSION},\"extractor_version\":{},\"symbols_schema_version\":{},\"files\":[",
+        index.extractor_version, index.schema_version
+    ))?;
+    for (i, (path, f)) in index.files.iter().enumerate() {
+        let blob_path = file_path(entry_dir, &f.digest);
+        let blob = std::fs::read(&blob_path).map_err(|source| TierError::Read {
+            path: blob_path.clone(),
+            source,
+        })?;
+        serde_json::from_slice::<serde::de::IgnoredAny>(&blob).map_err(|e| TierError::Corrupt {
+            path: blob_path.clone(),
+            why: e.to_string(),
+        })?;
+        w(write!(
+            out,
+            "{}{{\"path\":{},\"module\":{},\"digest\":{},\"symbols\":",
+            if i == 0 { "\n" } else { ",\n" },
+            js(path),
+            js(&f.module),
+            js(&f.digest)
+        ))?;
+        w(out.write_all(&blob))?;
+        w(out.write_all(b"}"))?;
+    }
+    w(out.write_all(b"\n],\"graph\":{\"files\":{"))?;
+    // Buckets are by hash; the document lists paths in order, so read every
+    // bucket's values as raw JSON and write them sorted.
+    let mut raw: Vec<String> = Vec::with_capacity(index.graph.len());
+    for digest in index.graph.values() {
+        let path = graph_path(entry_dir, digest);
+        raw.push(std::fs::read_to_string(&path).map_err(|source| TierError::Read {
+            path: path.clone(),
+            source,
+        })?);
+    }
+    let mut modules: BTreeMap<&str, &RawValue> = BTreeMap::new();
+    for (text, digest) in raw.iter().zip(index.graph.values()) {
+        let bucket: BTreeMap<&str, &RawValue> =
+            serde_json::from_str(text).map_err(|e| TierError::Corrupt {
+                path: graph_path(entry_dir, digest),
+                why: e.to_string(),
+            })?;
+        modules.extend(bucket);
+    }
+    for (i, (path, module)) in modules.iter().enumerate() {
+        w(write!(
+            out,
+            "{}{}:{}",
+            if i == 0 { "\n" } else { ",\n" },
+            js(path),
+            module.get()
+        ))?;
+    }
+    w(write!(out, "\n}},\"modules\":{}}}}}\n", js(&index.modules)))?;
+    Ok(())
+}
+
+fn js<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
