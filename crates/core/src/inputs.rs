@@ -281,39 +281,33 @@ impl Inputs {
         let (Some(path), Some(w)) = (&self.stat_cache, self.walked.get()) else {
             return Ok(false);
         };
-        let mut records = Vec::with_capacity(w.files.len());
-        let mut learned = false;
-        for (i, rel) in w.files.iter().enumerate() {
-            let record = match w.known[i].get() {
-                Some(k) => {
-                    learned |= k.hashed;
-                    k.stat.map(|stat| Record {
-                        stat,
-                        digest: k.digest,
-                    })
-                }
-                // Not asked for this run: last run's record stands while the file's
-                // stat data still matches it, unless it was racy. Nothing verified
-                // it, and this write's later time must not vouch for it.
-                None => w
-                    .old
-                    .get(i)
-                    .copied()
-                    .flatten()
-                    .filter(|r| w.stat[i] == Some(r.stat) && !r.stat.racy(w.old_written_ns)),
-            };
-            if let Some(r) = record {
-                records.push((rel.as_str(), r));
-            }
-        }
+        let record = |i: usize| match w.known[i].get() {
+            Some(k) => k.stat.map(|stat| Record {
+                stat,
+                digest: k.digest,
+            }),
+            // Not asked for this run: last run's record stands while the file's stat
+            // data still matches it, unless it was racy. Nothing verified it, and this
+            // write's later time must not vouch for it.
+            None => w
+                .old
+                .get(i)
+                .copied()
+                .flatten()
+                .filter(|r| w.stat[i] == Some(r.stat) && !r.stat.racy(w.old_written_ns)),
+        };
+        let learned = w.known.iter().any(|k| k.get().is_some_and(|k| k.hashed));
         // Every record kept is an old one unless something was hashed, so an equal
         // count means an unchanged cache: a warm no-op writes nothing.
-        if !learned && w.old_len == Some(records.len()) {
-            return Ok(false);
+        if !learned {
+            let kept = (0..w.files.len()).filter(|&i| record(i).is_some()).count();
+            if w.old_len.unwrap_or(0) == kept {
+                return Ok(false);
+            }
         }
-        if !learned && w.old_len.is_none() && records.is_empty() {
-            return Ok(false);
-        }
+        let records: Vec<(&str, Record)> = (0..w.files.len())
+            .filter_map(|i| Some((w.files[i].as_str(), record(i)?)))
+            .collect();
         statcache::save(path, &self.project, records.into_iter())?;
         Ok(true)
     }
@@ -352,15 +346,15 @@ impl Inputs {
     }
 
     /// Make sure the digest of each of `indices` is known: from the stat cache when it
-    /// can vouch for the file, else by hashing it, in parallel.
+    /// can vouch for the file (no system call: the walk has the stat data), else by
+    /// hashing it, in parallel.
     fn know(&self, w: &Walked, indices: &[u32]) -> Result<()> {
-        let todo: Vec<u32> = indices
-            .iter()
-            .copied()
-            .filter(|&i| w.known[i as usize].get().is_none())
-            .collect();
-        par_each(&todo, |buf, &i| {
+        let mut todo = Vec::new();
+        for &i in indices {
             let i = i as usize;
+            if w.known[i].get().is_some() {
+                continue;
+            }
             if let Some(old) = w.old.get(i).copied().flatten() {
                 if w.stat[i] == Some(old.stat) {
                     if !old.stat.racy(w.old_written_ns) {
@@ -370,11 +364,14 @@ impl Inputs {
                             digest: old.digest,
                             hashed: false,
                         });
-                        return Ok(());
+                        continue;
                     }
                     self.racy.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            todo.push(i);
+        }
+        par_each(&todo, |buf, &i| {
             let (digest, stat, n) = hash_into(&self.project.join(&w.files[i]), buf)?;
             self.hashed_files.fetch_add(1, Ordering::Relaxed);
             self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
@@ -388,8 +385,10 @@ impl Inputs {
     }
 }
 
+/// The machine's cores (asked once: std reads the cgroup quota files every time).
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static THREADS: OnceLock<usize> = OnceLock::new();
+    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Run `f` on each item on every core, each thread with its own read buffer; the
@@ -403,23 +402,25 @@ fn par_each<T: Sync>(items: &[T], f: impl Fn(&mut Vec<u8>, &T) -> Result<()> + S
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<(usize, Error)>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| {
-                let mut buf = Vec::new();
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(item) = items.get(i) else { break };
-                    if let Err(e) = f(&mut buf, item) {
-                        failed.store(true, Ordering::Relaxed);
-                        let mut first = first_error.lock().expect("error slot poisoned");
-                        if first.as_ref().is_none_or(|(j, _)| i < *j) {
-                            *first = Some((i, e));
-                        }
-                    }
+    let work = || {
+        let mut buf = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            if let Err(e) = f(&mut buf, item) {
+                failed.store(true, Ordering::Relaxed);
+                let mut first = first_error.lock().expect("error slot poisoned");
+                if first.as_ref().is_none_or(|(j, _)| i < *j) {
+                    *first = Some((i, e));
                 }
-            });
+            }
         }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
     });
     match first_error.into_inner().expect("error slot poisoned") {
         Some((_, e)) => Err(e),
@@ -528,24 +529,22 @@ fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Found {
         wake: Condvar::new(),
         workers,
     };
+    let work = || {
+        let mut found = Vec::new();
+        let mut local = Vec::new();
+        while let Some(dir) = local.pop().or_else(|| queue.take()) {
+            read_dir(project, &dir, &skip, &mut found, &mut local);
+            queue.share(&mut local);
+        }
+        found
+    };
     let mut found: Found = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut found = Vec::new();
-                    let mut local = Vec::new();
-                    while let Some(dir) = local.pop().or_else(|| queue.take()) {
-                        read_dir(project, &dir, &skip, &mut found, &mut local);
-                        queue.share(&mut local);
-                    }
-                    found
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a walking thread panicked"))
-            .collect()
+        let others: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
+        let mut found = work();
+        for h in others {
+            found.extend(h.join().expect("a walking thread panicked"));
+        }
+        found
     });
     found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     found
@@ -572,11 +571,13 @@ fn read_dir(
         }
     };
     let join = |name: &str| {
-        if rel.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{rel}/{name}")
+        let mut p = String::with_capacity(rel.len() + 1 + name.len());
+        if !rel.is_empty() {
+            p.push_str(rel);
+            p.push('/');
         }
+        p.push_str(name);
+        p
     };
     let (files_before, dirs_before) = (found.len(), dirs.len());
     for entry in entries {

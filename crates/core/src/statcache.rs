@@ -18,8 +18,8 @@
 //! Layout, little endian: magic `TIERSSC\0`, `u32` version, `u32` zero, `i64` write
 //! time (ns since the epoch), `u32` length + bytes of the project path, `u64` record
 //! count, the records sorted by path (`u32` length + path bytes, `u64` inode, `u64`
-//! size, `i64` mtime_ns, `i64` ctime_ns, 32-byte digest), and the SHA-256 of all of
-//! the above. Anything else — another version, another project, a bad checksum, a
+//! size, `i64` mtime_ns, `i64` ctime_ns, 32-byte digest), and a 64-bit checksum of
+//! all of the above. Anything else — another version, another project, a bad checksum, a
 //! truncated file — is discarded with a debug log and never trusted.
 
 use std::fs::Metadata;
@@ -131,9 +131,9 @@ impl StatCache {
             return Err("not a stat cache".into());
         }
         let (body, sum) = bytes
-            .split_at_checked(bytes.len().saturating_sub(32))
+            .split_at_checked(bytes.len().saturating_sub(8))
             .ok_or("truncated")?;
-        if body.len() < MAGIC.len() + 8 || Sha256::digest(body).as_slice() != sum {
+        if body.len() < MAGIC.len() + 8 || checksum(body).to_le_bytes() != sum {
             return Err("bad checksum (truncated or corrupt)".into());
         }
         let mut r = Reader {
@@ -240,9 +240,54 @@ pub(crate) fn save<'a>(
         out.extend_from_slice(&rec.stat.ctime_ns.to_le_bytes());
         out.extend_from_slice(&rec.digest);
     }
-    let sum = Sha256::digest(&out);
-    out.extend_from_slice(&sum);
+    let sum = checksum(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
     crate::store::write_atomic(path, &out)
+}
+
+/// A 64-bit checksum against truncation and corruption (not tampering: whoever can
+/// write the cache dir can write entries too). Four independent lanes of a
+/// multiply-rotate round, a few times faster than SHA-256 on a 10 MB cache. Each round
+/// and the final merge are bijective in the word or lane they take in, so any change
+/// confined to one 8-byte word always changes the sum.
+fn checksum(bytes: &[u8]) -> u64 {
+    const P1: u64 = 0x9E37_79B1_85EB_CA87;
+    const P2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    const P3: u64 = 0x1656_67B1_9E37_79F9;
+    let round = |acc: u64, w: u64| {
+        acc.wrapping_add(w.wrapping_mul(P2))
+            .rotate_left(31)
+            .wrapping_mul(P1)
+    };
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    let mut lanes = [P1.wrapping_add(P2), P2, 0, P1.wrapping_neg()];
+    let mut blocks = bytes.chunks_exact(32);
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(8)) {
+            *lane = round(*lane, word(w));
+        }
+    }
+    let mut h = (bytes.len() as u64).wrapping_mul(P3);
+    for lane in lanes {
+        h = (h ^ round(0, lane)).wrapping_mul(P1).wrapping_add(P3);
+    }
+    let mut tail = blocks.remainder().chunks_exact(8);
+    for w in &mut tail {
+        h = (h ^ round(0, word(w)))
+            .rotate_left(27)
+            .wrapping_mul(P1)
+            .wrapping_add(P3);
+    }
+    for &b in tail.remainder() {
+        h = (h ^ u64::from(b).wrapping_mul(P3))
+            .rotate_left(11)
+            .wrapping_mul(P1);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(P2);
+    h ^= h >> 29;
+    h = h.wrapping_mul(P3);
+    h ^ (h >> 32)
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
