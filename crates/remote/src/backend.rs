@@ -77,7 +77,7 @@ impl Backend {
         let open_err = |source: opendal::Error, hint: &str| RemoteError::Open {
             remote: remote.clone(),
             hint: hint.to_owned(),
-            source,
+            source: Box::new(source),
         };
         let probe = match loc {
             Location::Redis { endpoint, .. } => {

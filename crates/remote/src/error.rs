@@ -20,7 +20,7 @@ pub enum RemoteError {
         remote: String,
         hint: String,
         #[source]
-        source: opendal::Error,
+        source: Box<opendal::Error>,
     },
 
     /// A request failed for good. `why` is one line (the HTTP status or the deepest

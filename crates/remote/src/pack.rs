@@ -149,7 +149,7 @@ fn unpack_inner(input: impl Read, dest: &Path, reserved: &str) -> Result<Counts,
         if kind == tar::EntryType::XGlobalHeader {
             continue;
         }
-        let names = check_relative(&raw_path).map_err(|why| unsafe_(why))?;
+        let names = check_relative(&raw_path).map_err(&unsafe_)?;
         if names.is_empty() {
             if kind.is_dir() {
                 continue;
