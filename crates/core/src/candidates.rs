@@ -16,14 +16,14 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
 use crate::key::Key;
-use crate::store::{now_unix, write_atomic};
+use crate::store::{now_unix, open_lock_file, write_atomic};
 
 /// Candidates kept per structure key; the least recently used go first.
 pub const CANDIDATE_LIMIT: usize = 32;
@@ -98,12 +98,7 @@ impl Candidates {
     ) -> Result<()> {
         fs::create_dir_all(&self.dir).at(&self.dir)?;
         let lock_path = self.dir.join(format!("{skey}.lock"));
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
+        let lock = open_lock_file(&lock_path)?;
         lock.lock().at(&lock_path)?;
         let mut list = self.load(skey);
         let existing = list

@@ -231,30 +231,7 @@ impl Engine {
             }
         }
         store::init_cache_dir(&self.cache_dir)?;
-        let mut done: BTreeMap<&str, Option<Upstream>> = BTreeMap::new();
-        let mut reports = Vec::new();
-        for t in self
-            .tiers
-            .iter()
-            .filter(|t| selected.contains(t.name.as_str()))
-        {
-            let started = Instant::now();
-            let mut report = match self.upstreams(t, &done) {
-                Ok(up) => self.build_one(t, up, forced_by(t, req)).await,
-                Err(upstream) => skipped(t, format!("upstream tier `{upstream}` has no entry")),
-            };
-            report.seconds = started.elapsed().as_secs_f64();
-            let produced = match report.status {
-                Status::Failed | Status::Skipped if report.path.is_none() => None,
-                Status::Failed => None,
-                _ => report.key.clone().zip(report.path.clone()),
-            };
-            done.insert(
-                t.name.as_str(),
-                produced.map(|(key, path)| Upstream { key, path }),
-            );
-            reports.push(report);
-        }
+        let reports = self.run(&selected, Some(req)).await;
         self.inputs.finish();
         Ok(self.report(reports))
     }
@@ -263,6 +240,13 @@ impl Engine {
     /// stat cache.
     pub async fn status(&self, names: &[String]) -> Result<Report> {
         let selected = self.select(names)?;
+        let reports = self.run(&selected, None).await;
+        self.inputs.finish();
+        Ok(self.report(reports))
+    }
+
+    /// Each selected tier in `after` order: built (`req`) or only looked at (`None`).
+    async fn run(&self, selected: &BTreeSet<&str>, req: Option<&BuildRequest>) -> Vec<TierReport> {
         let mut done: BTreeMap<&str, Option<Upstream>> = BTreeMap::new();
         let mut reports = Vec::new();
         for t in self
@@ -271,22 +255,31 @@ impl Engine {
             .filter(|t| selected.contains(t.name.as_str()))
         {
             let started = Instant::now();
-            let mut report = match self.upstreams(t, &done) {
-                Ok(up) => self.status_one(t, up).await,
-                Err(upstream) => skipped(t, format!("upstream tier `{upstream}` has no entry")),
+            let mut report = match (self.upstreams(t, &done), req) {
+                (Ok(up), Some(req)) => self.build_one(t, up, forced_by(t, req)).await,
+                (Ok(up), None) => self.status_one(t, up).await,
+                (Err(upstream), _) => {
+                    skipped(t, format!("upstream tier `{upstream}` has no entry"))
+                }
             };
             report.seconds = started.elapsed().as_secs_f64();
-            // Downstream keys are computed from upstream keys, which do not depend on
-            // whether the upstream is built yet.
-            let up = report.key.clone().map(|key| Upstream {
-                path: report.path.clone().unwrap_or_default(),
-                key,
-            });
-            done.insert(t.name.as_str(), up);
+            // A downstream key is made of upstream keys, known whether or not the
+            // upstream is built yet; a build passes on only what it produced.
+            let up = match req {
+                Some(_) if report.status == Status::Failed => None,
+                Some(_) => report.key.clone().zip(report.path.clone()),
+                None => report
+                    .key
+                    .clone()
+                    .map(|k| (k, report.path.clone().unwrap_or_default())),
+            };
+            done.insert(
+                t.name.as_str(),
+                up.map(|(key, path)| Upstream { key, path }),
+            );
             reports.push(report);
         }
-        self.inputs.finish();
-        Ok(self.report(reports))
+        reports
     }
 
     /// The entry each tier's last successful build resolved to. Computes no key.

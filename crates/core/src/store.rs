@@ -133,16 +133,15 @@ impl Store {
         Ok(Some(marker))
     }
 
+    fn lock_path(&self, key: &Key) -> PathBuf {
+        self.root.join(".locks").join(format!("{key}.lock"))
+    }
+
     /// Block until this process holds `key`'s lock.
     pub fn lock(&self, key: &Key) -> Result<KeyLock> {
         self.ensure_dirs()?;
-        let path = self.root.join(".locks").join(format!("{key}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
+        let path = self.lock_path(key);
+        let file = open_lock_file(&path)?;
         file.lock().at(&path)?;
         Ok(KeyLock { _file: file })
     }
@@ -150,13 +149,8 @@ impl Store {
     /// `key`'s lock if no other process holds it now.
     pub fn try_lock(&self, key: &Key) -> Result<Option<KeyLock>> {
         self.ensure_dirs()?;
-        let path = self.root.join(".locks").join(format!("{key}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .at(&path)?;
+        let path = self.lock_path(key);
+        let file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => Ok(Some(KeyLock { _file: file })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -321,6 +315,16 @@ impl Store {
         out.sort_by(|a, b| b.last_used.cmp(&a.last_used));
         Ok(out)
     }
+}
+
+/// Open (creating) a file used only for its advisory lock.
+pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)
 }
 
 fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
