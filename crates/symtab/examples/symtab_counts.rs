@@ -30,7 +30,11 @@ fn main() {
         std::process::exit(2);
     };
     let paths: Vec<PathBuf> = match std::fs::read_to_string(&list) {
-        Ok(text) => text.lines().filter(|l| !l.is_empty()).map(PathBuf::from).collect(),
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(PathBuf::from)
+            .collect(),
         Err(e) => {
             eprintln!("cannot read `{list}`: {e}");
             std::process::exit(2);
@@ -64,7 +68,9 @@ fn main() {
                 c["path"] = path.display().to_string().into();
                 c
             }
-            Err(e) => serde_json::json!({"path": path.display().to_string(), "read_error": e.to_string()}),
+            Err(e) => {
+                serde_json::json!({"path": path.display().to_string(), "read_error": e.to_string()})
+            }
         };
         let _ = writeln!(out, "{line}");
     }
@@ -103,15 +109,25 @@ fn slowest(paths: &[PathBuf]) {
     let mut extractor = tiers_symtab::Extractor::default();
     let mut times = Vec::new();
     for path in paths {
-        let Ok(bytes) = std::fs::read(path) else { continue };
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
         let started = Instant::now();
         let symbols = extractor.extract(&bytes);
-        times.push((started.elapsed().as_secs_f64(), bytes.len(), symbols.errors.len(), path));
+        times.push((
+            started.elapsed().as_secs_f64(),
+            bytes.len(),
+            symbols.errors.len(),
+            path,
+        ));
     }
     let total: f64 = times.iter().map(|t| t.0).sum();
     times.sort_by(|a, b| b.0.total_cmp(&a.0));
     eprintln!("total {total:.2} s on one thread");
     for (seconds, bytes, errors, path) in times.iter().take(25) {
-        eprintln!("{seconds:8.3} s {bytes:9} B {errors:3} errors {}", path.display());
+        eprintln!(
+            "{seconds:8.3} s {bytes:9} B {errors:3} errors {}",
+            path.display()
+        );
     }
 }

@@ -10,7 +10,9 @@ use std::time::Instant;
 use tiers_symtab::{extract, extract_files, resolve_incremental, ExtractOptions, ProjectState};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         match entry.file_type() {
@@ -68,7 +70,9 @@ fn main() {
             *importers.entry(import.module.as_str()).or_default() += 1;
         }
     }
-    let Some((&hub, &count)) = importers.iter().max_by_key(|(m, n)| (**n, *m)) else { return };
+    let Some((&hub, &count)) = importers.iter().max_by_key(|(m, n)| (**n, *m)) else {
+        return;
+    };
     let path = graph.modules[hub].clone();
     let source = std::fs::read(root.join(&path)).unwrap_or_default();
     for (what, suffix) in [

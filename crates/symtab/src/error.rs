@@ -11,7 +11,11 @@ pub enum FileError {
     /// The parser could not make sense of the text at this position; what
     /// surrounds it was still extracted.
     #[error("syntax error at line {line}, column {column}: {message}")]
-    Syntax { line: u32, column: u32, message: String },
+    Syntax {
+        line: u32,
+        column: u32,
+        message: String,
+    },
     /// More syntax errors than [`MAX_SYNTAX_ERRORS`](crate::MAX_SYNTAX_ERRORS);
     /// the rest are counted, not listed.
     #[error("{omitted} more syntax errors not listed")]

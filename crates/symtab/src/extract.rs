@@ -11,8 +11,8 @@ use std::num::NonZeroU16 as FieldId;
 use tree_sitter::{Language, Node, ParseOptions, ParseState, Parser, Point, Tree, TreeCursor};
 
 use crate::schema::{
-    CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind,
-    Parameter, Pos, Span, Variable, MAX_TEXT_BYTES,
+    CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,
+    Pos, Span, Variable, MAX_TEXT_BYTES,
 };
 use crate::FileError;
 
@@ -286,7 +286,11 @@ impl<'s, 'i> Walker<'s, 'i> {
 
     fn child_scope(&self, frames: &[(usize, Option<usize>)], cursor: &TreeCursor<'_>) -> usize {
         match frames.last() {
-            Some((_, Some(body))) if cursor.field_id().is_some() && cursor.field_id() == self.ids.body => *body,
+            Some((_, Some(body)))
+                if cursor.field_id().is_some() && cursor.field_id() == self.ids.body =>
+            {
+                *body
+            }
             Some((scope, _)) => *scope,
             None => 0,
         }
@@ -329,7 +333,12 @@ impl<'s, 'i> Walker<'s, 'i> {
             let mut cursor = node.walk();
             for child in node.named_children(&mut cursor) {
                 if child.kind_id() == ids.decorator {
-                    decorators.push(child.named_child(0).map(|e| self.clipped(e)).unwrap_or_default());
+                    decorators.push(
+                        child
+                            .named_child(0)
+                            .map(|e| self.clipped(e))
+                            .unwrap_or_default(),
+                    );
                 }
             }
             if let Some(definition) = node.child_by_field_name("definition") {
@@ -381,7 +390,9 @@ impl<'s, 'i> Walker<'s, 'i> {
                 for argument in arguments.named_children(&mut cursor) {
                     match argument.kind() {
                         "comment" => {}
-                        "keyword_argument" | "dictionary_splat" => keywords.push(self.clipped(argument)),
+                        "keyword_argument" | "dictionary_splat" => {
+                            keywords.push(self.clipped(argument))
+                        }
                         _ => bases.push(self.clipped(argument)),
                     }
                 }
@@ -405,7 +416,9 @@ impl<'s, 'i> Walker<'s, 'i> {
             });
             ScopeKind::Class(self.out.classes.len() - 1)
         } else {
-            let is_async = node.child(0).is_some_and(|c| c.kind_id() == self.ids.async_keyword);
+            let is_async = node
+                .child(0)
+                .is_some_and(|c| c.kind_id() == self.ids.async_keyword);
             let is_method = matches!(self.scopes[scope].kind, ScopeKind::Class(_));
             if let ScopeKind::Class(owner) = self.scopes[scope].kind {
                 self.out.classes[owner].methods.push(name.clone());
@@ -420,7 +433,9 @@ impl<'s, 'i> Walker<'s, 'i> {
                     .child_by_field_name("parameters")
                     .map(|p| self.parameters(p))
                     .unwrap_or_default(),
-                returns: node.child_by_field_name("return_type").map(|r| self.clipped(r)),
+                returns: node
+                    .child_by_field_name("return_type")
+                    .map(|r| self.clipped(r)),
                 decorators,
                 docstring,
                 calls: Vec::new(),
@@ -445,7 +460,9 @@ impl<'s, 'i> Walker<'s, 'i> {
                     let annotation = child.child_by_field_name("type");
                     let target = (0..child.named_child_count())
                         .filter_map(|i| child.named_child(i))
-                        .find(|c| Some(c.id()) != annotation.map(|a| a.id()) && c.kind() != "comment");
+                        .find(|c| {
+                            Some(c.id()) != annotation.map(|a| a.id()) && c.kind() != "comment"
+                        });
                     (target, annotation, None)
                 }
                 "default_parameter" | "typed_default_parameter" => (
@@ -507,8 +524,10 @@ impl<'s, 'i> Walker<'s, 'i> {
                 for part in source.named_children(&mut cursor) {
                     match part.kind() {
                         "import_prefix" => {
-                            level = u32::try_from(self.text(part).bytes().filter(|&b| b == b'.').count())
-                                .unwrap_or(u32::MAX);
+                            level = u32::try_from(
+                                self.text(part).bytes().filter(|&b| b == b'.').count(),
+                            )
+                            .unwrap_or(u32::MAX);
                         }
                         "dotted_name" => module = Some(self.dotted_name(part)),
                         _ => {}
@@ -534,7 +553,9 @@ impl<'s, 'i> Walker<'s, 'i> {
                         .child_by_field_name("name")
                         .map(|n| self.dotted_name(n))
                         .unwrap_or_default(),
-                    asname: name.child_by_field_name("alias").map(|a| self.text(a).to_string()),
+                    asname: name
+                        .child_by_field_name("alias")
+                        .map(|a| self.text(a).to_string()),
                 }),
                 _ => names.push(ImportedName {
                     name: self.dotted_name(name),
@@ -602,8 +623,14 @@ impl<'s, 'i> Walker<'s, 'i> {
         while let Some(node) = stack.pop() {
             match node.kind() {
                 "identifier" => names.push(node),
-                "pattern_list" | "tuple_pattern" | "list_pattern" | "list_splat_pattern"
-                | "parenthesized_expression" | "expression_list" | "tuple" | "list" => {
+                "pattern_list"
+                | "tuple_pattern"
+                | "list_pattern"
+                | "list_splat_pattern"
+                | "parenthesized_expression"
+                | "expression_list"
+                | "tuple"
+                | "list" => {
                     let mut cursor = node.walk();
                     let mut kids: Vec<Node<'_>> = node.named_children(&mut cursor).collect();
                     kids.reverse();
@@ -620,7 +647,9 @@ impl<'s, 'i> Walker<'s, 'i> {
     }
 
     fn call(&mut self, node: Node<'_>, scope: usize) {
-        let Some(function) = node.child_by_field_name("function") else { return };
+        let Some(function) = node.child_by_field_name("function") else {
+            return;
+        };
         let site = CallSite {
             callee: self.clipped(function),
             dotted: self.dotted(function),
@@ -659,7 +688,9 @@ impl<'s, 'i> Walker<'s, 'i> {
     /// The docstring of a module (the root node) or of a def/class body.
     fn docstring_of_block(&self, block: Node<'_>) -> Option<String> {
         let mut cursor = block.walk();
-        let first = block.named_children(&mut cursor).find(|c| c.kind() != "comment")?;
+        let first = block
+            .named_children(&mut cursor)
+            .find(|c| c.kind() != "comment")?;
         if first.kind() != "expression_statement" || first.named_child_count() != 1 {
             return None;
         }
@@ -668,7 +699,10 @@ impl<'s, 'i> Walker<'s, 'i> {
             "string" => vec![literal],
             "concatenated_string" => {
                 let mut cursor = literal.walk();
-                literal.named_children(&mut cursor).filter(|c| c.kind() == "string").collect()
+                literal
+                    .named_children(&mut cursor)
+                    .filter(|c| c.kind() == "string")
+                    .collect()
             }
             _ => return None,
         };
@@ -683,7 +717,9 @@ impl<'s, 'i> Walker<'s, 'i> {
     fn string_value(&self, string: Node<'_>) -> Option<String> {
         let start = string.child(0).filter(|c| c.kind() == "string_start")?;
         let count = string.child_count();
-        let end = string.child(count.checked_sub(1)?).filter(|c| c.kind() == "string_end")?;
+        let end = string
+            .child(count.checked_sub(1)?)
+            .filter(|c| c.kind() == "string_end")?;
         let opener = self.text(start);
         let prefix: String = opener
             .chars()
@@ -713,7 +749,9 @@ impl<'s, 'i> Walker<'s, 'i> {
 
 fn pos(point: Point) -> Pos {
     Pos {
-        line: u32::try_from(point.row).unwrap_or(u32::MAX).saturating_add(1),
+        line: u32::try_from(point.row)
+            .unwrap_or(u32::MAX)
+            .saturating_add(1),
         column: u32::try_from(point.column).unwrap_or(u32::MAX),
     }
 }
@@ -784,7 +822,10 @@ fn unescape(body: &str) -> String {
                 };
                 let hex: String = chars.clone().take(digits).collect();
                 let complete = hex.len() == digits && hex.chars().all(|h| h.is_ascii_hexdigit());
-                match complete.then(|| u32::from_str_radix(&hex, 16).ok()).flatten() {
+                match complete
+                    .then(|| u32::from_str_radix(&hex, 16).ok())
+                    .flatten()
+                {
                     Some(value) => {
                         for _ in 0..digits {
                             chars.next();

@@ -51,12 +51,15 @@ pub use extract::{extract, ExtractOptions, Extractor, MAX_FILE_BYTES, MAX_SYNTAX
 pub use module_name::module_name;
 pub use parallel::{extract_files, extract_many};
 pub use resolve::{
-    interface_digest, resolve_incremental, symbols_digest, Binding, DefKind, Interface, ProjectState,
-    ResolveStats,
-    ResolvedCall, ResolvedGraph, ResolvedImport, ResolvedModule, Target,
+    interface_digest, resolve_incremental, symbols_digest, Binding, DefKind, Interface,
+    ProjectState, ResolveStats, ResolvedCall, ResolvedGraph, ResolvedImport, ResolvedModule,
+    Target,
 };
 pub use schema::{
-    CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind,
-    Parameter, Pos, Span, Variable, EXTRACTOR_VERSION, MAX_TEXT_BYTES, SCHEMA_VERSION,
+    CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,
+    Pos, Span, Variable, EXTRACTOR_VERSION, MAX_TEXT_BYTES, SCHEMA_VERSION,
 };
-pub use tier::{load_table, register, Counts, SymbolTable, SymtabTier, TableFile, TierError, EXPORT_SCHEMA_VERSION, KIND, KIND_VERSION};
+pub use tier::{
+    load_table, register, Counts, SymbolTable, SymtabTier, TableFile, TierError,
+    EXPORT_SCHEMA_VERSION, KIND, KIND_VERSION,
+};

@@ -24,7 +24,10 @@ pub fn module_name<S: BuildHasher>(rel_path: &str, files: &HashSet<String, S>) -
     let path = rel_path.strip_prefix("./").unwrap_or(rel_path);
     let stem_path = path.strip_suffix(".py")?;
     let mut parts: Vec<&str> = stem_path.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return None;
     }
     if parts.len() > 1 && parts[0] == "src" && !files.contains("src/__init__.py") {
@@ -48,15 +51,17 @@ pub fn module_name<S: BuildHasher>(rel_path: &str, files: &HashSet<String, S>) -
 /// name). Non-ASCII letters count, as they do in Python 3.
 pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     (first == '_' || first.is_alphabetic())
         && chars.all(|c| c == '_' || c.is_alphanumeric())
         && !KEYWORDS.contains(&name)
 }
 
 const KEYWORDS: &[&str] = &[
-    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class",
-    "continue", "def", "del", "elif", "else", "except", "finally", "for", "from", "global",
-    "if", "import", "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return",
-    "try", "while", "with", "yield",
+    "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
+    "def", "del", "elif", "else", "except", "finally", "for", "from", "global", "if", "import",
+    "in", "is", "lambda", "nonlocal", "not", "or", "pass", "raise", "return", "try", "while",
+    "with", "yield",
 ];

@@ -9,7 +9,9 @@ use crate::{Error, FileError, FileSymbols};
 /// Extracts every `(path, content)` pair, one thread per available core. The
 /// result is in input order; the path is only carried along for the caller.
 pub fn extract_many<P: Sync, B: AsRef<[u8]> + Sync>(files: &[(P, B)]) -> Vec<FileSymbols> {
-    run(files.len(), |extractor, i| extractor.extract(files[i].1.as_ref()))
+    run(files.len(), |extractor, i| {
+        extractor.extract(files[i].1.as_ref())
+    })
 }
 
 /// Reads and extracts every file, one thread per available core, handing each
@@ -22,11 +24,18 @@ where
 {
     run_with(paths.len(), options, |extractor, i| {
         let path = &paths[i];
-        map(path, read_and_extract(extractor, path, options.max_file_bytes))
+        map(
+            path,
+            read_and_extract(extractor, path, options.max_file_bytes),
+        )
     })
 }
 
-fn read_and_extract(extractor: &mut Extractor, path: &Path, limit: usize) -> Result<FileSymbols, Error> {
+fn read_and_extract(
+    extractor: &mut Extractor,
+    path: &Path,
+    limit: usize,
+) -> Result<FileSymbols, Error> {
     let read_error = |source| Error::Read {
         path: path.to_path_buf(),
         source,

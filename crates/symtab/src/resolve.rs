@@ -133,7 +133,10 @@ impl Interface {
             import_bindings(module, is_package, import, &mut bound, &mut star_imports);
         }
         bound.sort_by_key(|(at, _, _)| *at);
-        let names = bound.into_iter().map(|(_, name, binding)| (name, binding)).collect();
+        let names = bound
+            .into_iter()
+            .map(|(_, name, binding)| (name, binding))
+            .collect();
 
         // Classes whose members other modules can reach: those at top level and
         // those nested in them (not classes local to a function).
@@ -142,7 +145,10 @@ impl Interface {
         for class in &symbols.classes {
             let visible = match &class.parent {
                 None => true,
-                Some(parent) => reachable.contains(parent.as_str()) && class.qualname == format!("{parent}.{}", class.name),
+                Some(parent) => {
+                    reachable.contains(parent.as_str())
+                        && class.qualname == format!("{parent}.{}", class.name)
+                }
             };
             if !visible {
                 continue;
@@ -273,7 +279,12 @@ impl ProjectState {
     }
 
     /// Adds or replaces the file at `rel_path`.
-    pub fn insert(&mut self, rel_path: impl Into<String>, module: impl Into<String>, symbols: impl Into<Arc<FileSymbols>>) {
+    pub fn insert(
+        &mut self,
+        rel_path: impl Into<String>,
+        module: impl Into<String>,
+        symbols: impl Into<Arc<FileSymbols>>,
+    ) {
         let rel_path = rel_path.into();
         let module = module.into();
         let symbols = symbols.into();
@@ -372,7 +383,12 @@ impl ResolvedGraph {
     pub fn import_graph(&self) -> BTreeMap<&str, BTreeSet<&str>> {
         self.files
             .values()
-            .map(|m| (m.module.as_str(), m.imports.iter().map(|i| i.module.as_str()).collect()))
+            .map(|m| {
+                (
+                    m.module.as_str(),
+                    m.imports.iter().map(|i| i.module.as_str()).collect(),
+                )
+            })
             .collect()
     }
 
@@ -391,7 +407,10 @@ pub struct ResolveStats {
 
 /// Resolves every file of `state`, reusing from `prev` each module whose own
 /// symbols and every recorded dependency are unchanged.
-pub fn resolve_incremental(prev: Option<&ResolvedGraph>, state: &ProjectState) -> (ResolvedGraph, ResolveStats) {
+pub fn resolve_incremental(
+    prev: Option<&ResolvedGraph>,
+    state: &ProjectState,
+) -> (ResolvedGraph, ResolveStats) {
     let index = state.module_index();
     let world = World {
         state,
@@ -434,7 +453,9 @@ struct World<'a> {
 
 impl<'a> World<'a> {
     fn entry(&self, module: &str) -> Option<&'a Entry> {
-        self.index.get(module).and_then(|path| self.state.entries.get(*path))
+        self.index
+            .get(module)
+            .and_then(|path| self.state.entries.get(*path))
     }
 
     fn digest(&self, module: &str) -> Option<&'a str> {
@@ -464,7 +485,11 @@ impl<'a> World<'a> {
 enum Value {
     /// A project module, or a namespace package of project modules.
     Module(String),
-    Def { module: String, qualname: String, kind: DefKind },
+    Def {
+        module: String,
+        qualname: String,
+        kind: DefKind,
+    },
     Unknown,
 }
 
@@ -516,8 +541,12 @@ impl<'a> Resolver<'_, 'a> {
                     }
                 }
                 ImportKind::From => {
-                    let Some(base) = absolute(&this.module, this.is_package, import.level, import.module.as_deref())
-                    else {
+                    let Some(base) = absolute(
+                        &this.module,
+                        this.is_package,
+                        import.level,
+                        import.module.as_deref(),
+                    ) else {
                         continue;
                     };
                     if import.star {
@@ -542,13 +571,22 @@ impl<'a> Resolver<'_, 'a> {
         let mut resolve_sites = |cx: &mut Self, scope: Option<&str>, sites: &[crate::CallSite]| {
             for site in sites {
                 let Some(dotted) = &site.dotted else { continue };
-                if let Value::Def { module, qualname, kind } = cx.eval(&scopes, scope, dotted) {
+                if let Value::Def {
+                    module,
+                    qualname,
+                    kind,
+                } = cx.eval(&scopes, scope, dotted)
+                {
                     if kind != DefKind::Variable {
                         out.push(ResolvedCall {
                             scope: scope.map(str::to_string),
                             callee: dotted.clone(),
                             pos: site.pos,
-                            target: Target { module, qualname, kind },
+                            target: Target {
+                                module,
+                                qualname,
+                                kind,
+                            },
                         });
                     }
                 }
@@ -568,7 +606,9 @@ impl<'a> Resolver<'_, 'a> {
     /// Evaluates a dotted callee seen in `scope`.
     fn eval(&mut self, scopes: &Scopes, scope: Option<&str>, dotted: &str) -> Value {
         let mut parts = dotted.split('.');
-        let Some(head) = parts.next() else { return Value::Unknown };
+        let Some(head) = parts.next() else {
+            return Value::Unknown;
+        };
         let this = self.this;
         let mut value = match scopes.lookup(scope, head) {
             Some(Local::Value(v)) => v,
@@ -619,7 +659,10 @@ impl<'a> Resolver<'_, 'a> {
         let namespace = self
             .world
             .index
-            .range::<str, _>((std::ops::Bound::Excluded(module), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Excluded(module),
+                std::ops::Bound::Unbounded,
+            ))
             .next()
             .is_some_and(|(m, _)| m.starts_with(&prefix));
         if namespace {
@@ -679,7 +722,9 @@ impl<'a> Resolver<'_, 'a> {
             return Value::Unknown;
         }
         for module in modules {
-            let Some(entry) = self.consult(module) else { continue };
+            let Some(entry) = self.consult(module) else {
+                continue;
+            };
             let found = match entry.interface.names.get(name) {
                 Some(binding) => self.binding_value(module, binding, hops + 1),
                 None => self.star_lookup(&entry.interface.star_imports, name, hops + 1),
@@ -717,11 +762,20 @@ impl Scopes {
                 params.push((function.span.start, p.name.clone(), Local::Opaque));
             }
             let is_static = function.decorators.iter().any(|d| d == "staticmethod");
-            if let (true, false, Some(first), Some(class)) =
-                (function.is_method, is_static, function.parameters.first(), &function.parent)
-            {
-                if matches!(first.kind, ParamKind::PositionalOnly | ParamKind::PositionalOrKeyword) {
-                    receivers.insert(function.qualname.clone(), (first.name.clone(), class.clone()));
+            if let (true, false, Some(first), Some(class)) = (
+                function.is_method,
+                is_static,
+                function.parameters.first(),
+                &function.parent,
+            ) {
+                if matches!(
+                    first.kind,
+                    ParamKind::PositionalOnly | ParamKind::PositionalOrKeyword
+                ) {
+                    receivers.insert(
+                        function.qualname.clone(),
+                        (first.name.clone(), class.clone()),
+                    );
                 }
             }
             if let Some(parent) = &function.parent {
@@ -758,9 +812,19 @@ impl Scopes {
             let Some(scope) = &import.scope else { continue };
             let mut found = Vec::new();
             let mut stars = Vec::new();
-            import_bindings(&this.module, this.is_package, import, &mut found, &mut stars);
+            import_bindings(
+                &this.module,
+                this.is_package,
+                import,
+                &mut found,
+                &mut stars,
+            );
             let scope_bound = bound.entry(scope.clone()).or_default();
-            scope_bound.extend(found.into_iter().map(|(at, name, b)| (at, name, Local::Binding(b))));
+            scope_bound.extend(
+                found
+                    .into_iter()
+                    .map(|(at, name, b)| (at, name, Local::Binding(b))),
+            );
         }
         let locals = bound
             .into_iter()

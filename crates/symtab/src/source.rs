@@ -32,9 +32,16 @@ pub(crate) fn decode(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, str>, Fil
         return utf8(bytes, "utf-8", 0);
     }
     // CPython's normal names for Latin-1 (WHATWG would map them to windows-1252).
-    if ["latin-1", "iso-8859-1", "iso-latin-1", "latin1", "l1", "iso8859-1"]
-        .iter()
-        .any(|n| name == *n || name.starts_with(&format!("{n}-")))
+    if [
+        "latin-1",
+        "iso-8859-1",
+        "iso-latin-1",
+        "latin1",
+        "l1",
+        "iso8859-1",
+    ]
+    .iter()
+    .any(|n| name == *n || name.starts_with(&format!("{n}-")))
     {
         return Ok(Cow::Owned(bytes.iter().map(|&b| char::from(b)).collect()));
     }
@@ -48,7 +55,9 @@ pub(crate) fn decode(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, str>, Fil
         };
     }
     match encoding_rs::Encoding::for_label_no_replacement(name.as_bytes()) {
-        Some(encoding) if encoding != encoding_rs::UTF_16LE && encoding != encoding_rs::UTF_16BE => {
+        Some(encoding)
+            if encoding != encoding_rs::UTF_16LE && encoding != encoding_rs::UTF_16BE =>
+        {
             match encoding.decode_without_bom_handling_and_without_replacement(bytes) {
                 Some(text) => Ok(Cow::Owned(text.into_owned())),
                 None => Err(FileError::InvalidEncoding {
@@ -82,7 +91,9 @@ fn first_malformed(encoding: &'static encoding_rs::Encoding, bytes: &[u8]) -> u6
     let mut out = String::with_capacity(bytes.len() * 3 + 16);
     let (result, read) = decoder.decode_to_string_without_replacement(bytes, &mut out, true);
     match result {
-        encoding_rs::DecoderResult::Malformed(bad, _) => read.saturating_sub(usize::from(bad)) as u64,
+        encoding_rs::DecoderResult::Malformed(bad, _) => {
+            read.saturating_sub(usize::from(bad)) as u64
+        }
         _ => read as u64,
     }
 }
@@ -97,8 +108,7 @@ fn coding_cookie(bytes: &[u8]) -> Option<(&str, u32)> {
         return Some((label, 1));
     }
     let trimmed = trim_start(first);
-    let first_is_comment_or_blank =
-        trimmed.is_empty() || trimmed[0] == b'#' || trimmed == b"\r";
+    let first_is_comment_or_blank = trimmed.is_empty() || trimmed[0] == b'#' || trimmed == b"\r";
     if !first_is_comment_or_blank {
         return None;
     }
@@ -123,7 +133,10 @@ fn cookie_in_line(line: &[u8]) -> Option<&str> {
         let after = from + at + b"coding".len();
         if matches!(line.get(after), Some(b':' | b'=')) {
             let rest = &line[after + 1..];
-            let rest = &rest[rest.iter().position(|b| !matches!(b, b' ' | b'\t')).unwrap_or(rest.len())..];
+            let rest = &rest[rest
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t'))
+                .unwrap_or(rest.len())..];
             let len = rest
                 .iter()
                 .position(|&b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.'))

@@ -81,13 +81,22 @@ fn imports_absolute_relative_aliased_and_star() {
     assert_eq!(s.imports[1].kind, ImportKind::From);
     assert_eq!(s.imports[1].level, 2);
     assert_eq!(s.imports[1].module.as_deref(), Some("x"));
-    assert_eq!(s.imports[1].names, vec![name("y", Some("z")), name("w", None)]);
+    assert_eq!(
+        s.imports[1].names,
+        vec![name("y", Some("z")), name("w", None)]
+    );
     assert_eq!(s.imports[1].span, span(2, 0, 3, 6));
-    assert_eq!((s.imports[2].level, s.imports[2].module.as_deref()), (1, None));
+    assert_eq!(
+        (s.imports[2].level, s.imports[2].module.as_deref()),
+        (1, None)
+    );
     assert_eq!(s.imports[2].names, vec![name("m", None)]);
     assert!(s.imports[3].star);
     assert!(s.imports[3].names.is_empty());
-    assert_eq!((s.imports[3].level, s.imports[3].module.as_deref()), (1, Some("mod")));
+    assert_eq!(
+        (s.imports[3].level, s.imports[3].module.as_deref()),
+        (1, Some("mod"))
+    );
     assert_eq!(s.imports[4].module.as_deref(), Some("__future__"));
     assert_eq!(s.imports[4].names, vec![name("annotations", None)]);
     assert_eq!(s.imports[5].scope.as_deref(), Some("f"));
@@ -124,7 +133,10 @@ fn classes_with_bases_decorators_docstrings_members() {
         .iter()
         .map(|a| (a.name.as_str(), a.annotation.as_deref()))
         .collect();
-    assert_eq!(attributes, vec![("x", Some("int")), ("y", None), ("z", None)]);
+    assert_eq!(
+        attributes,
+        vec![("x", Some("int")), ("y", None), ("z", None)]
+    );
     assert_eq!(callees(&c.calls), vec![("setup", 7, 4)]);
     // The span is the class statement, from `class` (as `ast` has it).
     assert_eq!(c.span, span(3, 0, 10, 12));
@@ -162,7 +174,11 @@ fn nested_definitions_get_pep3155_qualnames() {
     let classes: Vec<&str> = s.classes.iter().map(|c| c.qualname.as_str()).collect();
     assert_eq!(
         classes,
-        vec!["Outer", "Outer.Inner", "Outer.Inner.meth.<locals>.helper.<locals>.Local"]
+        vec![
+            "Outer",
+            "Outer.Inner",
+            "Outer.Inner.meth.<locals>.helper.<locals>.Local"
+        ]
     );
     assert!(function(&s, "Outer.Inner.meth").is_method);
     assert!(!function(&s, "Outer.Inner.meth.<locals>.helper").is_method);
@@ -214,7 +230,14 @@ fn parameter_kinds_annotations_defaults() {
     let params: Vec<(&str, ParamKind, Option<&str>, Option<&str>)> = f
         .parameters
         .iter()
-        .map(|p| (p.name.as_str(), p.kind, p.annotation.as_deref(), p.default.as_deref()))
+        .map(|p| {
+            (
+                p.name.as_str(),
+                p.kind,
+                p.annotation.as_deref(),
+                p.default.as_deref(),
+            )
+        })
         .collect();
     assert_eq!(
         params,
@@ -229,7 +252,11 @@ fn parameter_kinds_annotations_defaults() {
         ]
     );
     let g = function(&s, "g");
-    let kinds: Vec<(&str, ParamKind)> = g.parameters.iter().map(|p| (p.name.as_str(), p.kind)).collect();
+    let kinds: Vec<(&str, ParamKind)> = g
+        .parameters
+        .iter()
+        .map(|p| (p.name.as_str(), p.kind))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -259,7 +286,12 @@ fn call_sites_by_scope_with_positions() {
     );
     assert_eq!(
         callees(&s.calls),
-        vec![("setup", 1, 0), ("load", 1, 6), ("default", 2, 8), ("ret", 2, 22)]
+        vec![
+            ("setup", 1, 0),
+            ("load", 1, 6),
+            ("default", 2, 8),
+            ("ret", 2, 22)
+        ]
     );
     let f = function(&s, "f");
     assert_eq!(
@@ -277,7 +309,15 @@ fn call_sites_by_scope_with_positions() {
     let dotted: Vec<Option<&str>> = f.calls.iter().map(|c| c.dotted.as_deref()).collect();
     assert_eq!(
         dotted,
-        vec![None, Some("a.b.c"), None, Some("g"), Some("h"), None, Some("k")]
+        vec![
+            None,
+            Some("a.b.c"),
+            None,
+            Some("g"),
+            Some("h"),
+            None,
+            Some("k")
+        ]
     );
     assert_eq!(callees(&class(&s, "C").calls), vec![("make", 7, 11)]);
     assert_eq!(
@@ -308,7 +348,14 @@ fn module_variables_from_assignments_only() {
     let vars: Vec<(&str, Option<&str>, u32, u32)> = s
         .variables
         .iter()
-        .map(|v| (v.name.as_str(), v.annotation.as_deref(), v.span.start.line, v.span.start.column))
+        .map(|v| {
+            (
+                v.name.as_str(),
+                v.annotation.as_deref(),
+                v.span.start.line,
+                v.span.start.column,
+            )
+        })
         .collect();
     assert_eq!(
         vars,
@@ -372,9 +419,15 @@ fn syntax_errors_have_positions_and_the_rest_is_still_read() {
 fn many_syntax_errors_are_capped() {
     let source = "def f(:\n    pass\n".repeat(500);
     let s = syms(&source);
-    let listed = s.errors.iter().filter(|e| matches!(e, FileError::Syntax { .. })).count();
+    let listed = s
+        .errors
+        .iter()
+        .filter(|e| matches!(e, FileError::Syntax { .. }))
+        .count();
     assert_eq!(listed, tiers_symtab::MAX_SYNTAX_ERRORS);
-    assert!(matches!(s.errors.last(), Some(FileError::MoreSyntaxErrors { omitted }) if *omitted > 0));
+    assert!(
+        matches!(s.errors.last(), Some(FileError::MoreSyntaxErrors { omitted }) if *omitted > 0)
+    );
 }
 
 #[test]
@@ -497,7 +550,13 @@ fn files_over_the_size_limit_are_skipped_with_an_error() {
         max_file_bytes: 10,
         ..ExtractOptions::default()
     });
-    assert!(matches!(small.extract(b"x = 1\ny = 2\n").errors[..], [FileError::TooLarge { size: 12, limit: 10 }]));
+    assert!(matches!(
+        small.extract(b"x = 1\ny = 2\n").errors[..],
+        [FileError::TooLarge {
+            size: 12,
+            limit: 10
+        }]
+    ));
     assert!(small.extract(b"x = 1\n").errors.is_empty());
 }
 
@@ -509,7 +568,10 @@ fn parse_budget_stops_a_parse_deterministically() {
         ..ExtractOptions::default()
     });
     let stopped = tight.extract(source.as_bytes());
-    assert_eq!(stopped.errors, vec![FileError::ParseBudget { operations: 5_000 }]);
+    assert_eq!(
+        stopped.errors,
+        vec![FileError::ParseBudget { operations: 5_000 }]
+    );
     assert!(stopped.functions.is_empty());
     // Same bytes, same result; and the parser is usable again afterwards.
     assert_eq!(tight.extract(source.as_bytes()), stopped);
@@ -523,7 +585,12 @@ fn parse_budget_stops_a_parse_deterministically() {
 #[test]
 fn extract_many_matches_extract_in_order() {
     let files: Vec<(String, String)> = (0..50)
-        .map(|i| (format!("m{i}.py"), format!("def f{i}(): pass\n").repeat(i + 1)))
+        .map(|i| {
+            (
+                format!("m{i}.py"),
+                format!("def f{i}(): pass\n").repeat(i + 1),
+            )
+        })
         .collect();
     let many = extract_many(&files);
     assert_eq!(many.len(), 50);
@@ -539,7 +606,10 @@ fn extract_many_matches_extract_in_order() {
 fn file_symbols_round_trip_through_json() {
     let s = syms("import a\nclass C(B):\n    def m(self, *a, k=1): return a.f()\n");
     let json = serde_json::to_value(&s).unwrap();
-    assert_eq!(json["functions"][0]["parameters"][1]["kind"], "var-positional");
+    assert_eq!(
+        json["functions"][0]["parameters"][1]["kind"],
+        "var-positional"
+    );
     assert_eq!(json["imports"][0]["kind"], "import");
     let back: FileSymbols = serde_json::from_value(json).unwrap();
     assert_eq!(back, s);
@@ -590,8 +660,14 @@ fn module_names_for_src_layout_packages_and_namespaces() {
     assert_eq!(name("../outside.py"), None);
     // `src` that is itself a package is not a source root.
     let files = file_set(&["src/__init__.py", "src/util.py"]);
-    assert_eq!(module_name("src/util.py", &files).as_deref(), Some("src.util"));
-    assert_eq!(module_name("src/__init__.py", &files).as_deref(), Some("src"));
+    assert_eq!(
+        module_name("src/util.py", &files).as_deref(),
+        Some("src.util")
+    );
+    assert_eq!(
+        module_name("src/__init__.py", &files).as_deref(),
+        Some("src")
+    );
 }
 
 // ---------------------------------------------------------------- resolution
@@ -657,7 +733,13 @@ const APP: &[(&str, &str)] = &[
 fn import_graph_resolves_relative_and_absolute_imports() {
     let state = project(APP);
     let (graph, stats) = resolve_incremental(None, &state);
-    assert_eq!(stats, ResolveStats { resolved: 7, reused: 0 });
+    assert_eq!(
+        stats,
+        ResolveStats {
+            resolved: 7,
+            reused: 0
+        }
+    );
     let imports = graph.import_graph();
     let of = |m: &str| imports[m].iter().copied().collect::<Vec<_>>();
     assert_eq!(of("app"), vec!["app.models", "app.util"]);
@@ -685,37 +767,57 @@ fn call_sites_resolve_to_project_definitions() {
             ("helper", &target("app.util", "helper", DefKind::Function)),
             // Through `from .models import *` in app/__init__.py.
             ("Model", &target("app.models", "Model", DefKind::Class)),
-            ("Model.save", &target("app.models", "Model.save", DefKind::Function)),
+            (
+                "Model.save",
+                &target("app.models", "Model.save", DefKind::Function)
+            ),
             ("u.other", &target("app.util", "other", DefKind::Function)),
             // `app.util.helper()`: `app` is not bound in this module.
             // `os.path.join`: another project. `helper_arg()`: a parameter.
             // `other()` in `shadow`: the parameter shadows the import.
-            ("render.draw", &target("app.views.render", "draw", DefKind::Function)),
-            ("local", &target("app.views.page", "show.<locals>.local", DefKind::Function)),
+            (
+                "render.draw",
+                &target("app.views.render", "draw", DefKind::Function)
+            ),
+            (
+                "local",
+                &target("app.views.page", "show.<locals>.local", DefKind::Function)
+            ),
         ]
     );
     let show_call = &graph.module("tests.test_page").unwrap().calls[0];
-    assert_eq!(show_call.target, target("app.views.page", "show", DefKind::Function));
+    assert_eq!(
+        show_call.target,
+        target("app.views.page", "show", DefKind::Function)
+    );
     assert_eq!(show_call.scope, None);
     assert_eq!(show_call.pos, pos(2, 0));
     // `self.validate()` in a method resolves to the class's own method.
     assert_eq!(
         calls_of(&graph, "app.models"),
-        vec![("self.validate", &target("app.models", "Model.validate", DefKind::Function))]
+        vec![(
+            "self.validate",
+            &target("app.models", "Model.validate", DefKind::Function)
+        )]
     );
 }
 
 #[test]
 fn interface_ignores_bodies_and_positions_but_not_definitions() {
     let base = syms("import os\nclass C:\n    def m(self): return 1\ndef f(): return 1\n");
-    let body_edit = syms("import os\n\n\nclass C:\n    def m(self): return 2\ndef f():\n    x = 1\n    return x\n");
+    let body_edit = syms(
+        "import os\n\n\nclass C:\n    def m(self): return 2\ndef f():\n    x = 1\n    return x\n",
+    );
     let new_def = syms("import os\nclass C:\n    def m(self): return 1\n    def n(self): pass\ndef f(): return 1\n");
     let digest = |s: &FileSymbols| interface_digest(&Interface::new("pkg.mod", false, s));
     assert_ne!(symbols_digest(&base), symbols_digest(&body_edit));
     assert_eq!(digest(&base), digest(&body_edit));
     assert_ne!(digest(&base), digest(&new_def));
     let interface = Interface::new("pkg.mod", false, &base);
-    assert_eq!(interface.names.keys().collect::<Vec<_>>(), vec!["C", "f", "os"]);
+    assert_eq!(
+        interface.names.keys().collect::<Vec<_>>(),
+        vec!["C", "f", "os"]
+    );
     assert_eq!(interface.classes["C"].keys().collect::<Vec<_>>(), vec!["m"]);
 }
 
@@ -730,11 +832,26 @@ fn editing_a_leaf_body_re_resolves_only_that_leaf() {
         syms("\ndef helper():\n    return compute(2)\n\ndef other(): pass\n"),
     );
     let (second, stats) = resolve_incremental(Some(&first), &state);
-    assert_eq!(stats, ResolveStats { resolved: 1, reused: 6 });
-    assert_eq!(calls_of(&second, "app.views.page"), calls_of(&first, "app.views.page"));
+    assert_eq!(
+        stats,
+        ResolveStats {
+            resolved: 1,
+            reused: 6
+        }
+    );
+    assert_eq!(
+        calls_of(&second, "app.views.page"),
+        calls_of(&first, "app.views.page")
+    );
     // Nothing changed: everything is reused.
     let (third, stats) = resolve_incremental(Some(&second), &state);
-    assert_eq!(stats, ResolveStats { resolved: 0, reused: 7 });
+    assert_eq!(
+        stats,
+        ResolveStats {
+            resolved: 0,
+            reused: 7
+        }
+    );
     assert_eq!(third, second);
 }
 
@@ -751,9 +868,18 @@ fn changing_a_definition_re_resolves_its_importers() {
         syms("def helper():\n    return 1\n\ndef renamed(): pass\n"),
     );
     let (second, stats) = resolve_incremental(Some(&first), &state);
-    assert_eq!(stats, ResolveStats { resolved: 4, reused: 3 });
+    assert_eq!(
+        stats,
+        ResolveStats {
+            resolved: 4,
+            reused: 3
+        }
+    );
     let page = calls_of(&second, "app.views.page");
-    assert!(!page.iter().any(|(callee, _)| *callee == "u.other"), "{page:?}");
+    assert!(
+        !page.iter().any(|(callee, _)| *callee == "u.other"),
+        "{page:?}"
+    );
     assert!(page.contains(&("helper", &target("app.util", "helper", DefKind::Function))));
 }
 
@@ -769,15 +895,35 @@ fn adding_a_module_re_resolves_modules_that_asked_for_it() {
     assert_eq!(first.module("main").unwrap().imports[0].module, "pkg");
     state.insert("pkg/tool.py", "pkg.tool", syms("def run(): pass\n"));
     let (second, stats) = resolve_incremental(Some(&first), &state);
-    assert_eq!(stats, ResolveStats { resolved: 2, reused: 2 });
+    assert_eq!(
+        stats,
+        ResolveStats {
+            resolved: 2,
+            reused: 2
+        }
+    );
     let main = second.module("main").unwrap();
     assert_eq!(main.imports[0].module, "pkg.tool");
-    assert_eq!(main.calls[0].target, target("pkg.tool", "run", DefKind::Function));
-    assert_eq!(main.deps.get("pkg.tool"), Some(&Some(interface_digest(state.interface("pkg/tool.py").unwrap()))));
+    assert_eq!(
+        main.calls[0].target,
+        target("pkg.tool", "run", DefKind::Function)
+    );
+    assert_eq!(
+        main.deps.get("pkg.tool"),
+        Some(&Some(interface_digest(
+            state.interface("pkg/tool.py").unwrap()
+        )))
+    );
 
     assert!(state.remove("pkg/tool.py"));
     let (third, stats) = resolve_incremental(Some(&second), &state);
-    assert_eq!(stats, ResolveStats { resolved: 1, reused: 2 });
+    assert_eq!(
+        stats,
+        ResolveStats {
+            resolved: 1,
+            reused: 2
+        }
+    );
     assert!(third.module("main").unwrap().calls.is_empty());
 }
 
@@ -787,12 +933,21 @@ fn re_export_cycles_end_unresolved() {
         ("a.py", "from b import x\nfrom c import *\n"),
         ("b.py", "from a import x\n"),
         ("c.py", "from a import *\nfrom b import *\n"),
-        ("main.py", "import a\nfrom c import x as y\na.x()\ny()\na.z()\n"),
+        (
+            "main.py",
+            "import a\nfrom c import x as y\na.x()\ny()\na.z()\n",
+        ),
     ]);
     let (graph, stats) = resolve_incremental(None, &state);
     assert_eq!(stats.resolved, 4);
     assert!(graph.module("main").unwrap().calls.is_empty());
-    let imports: Vec<&str> = graph.module("main").unwrap().imports.iter().map(|i| i.module.as_str()).collect();
+    let imports: Vec<&str> = graph
+        .module("main")
+        .unwrap()
+        .imports
+        .iter()
+        .map(|i| i.module.as_str())
+        .collect();
     assert_eq!(imports, vec!["a", "c"]);
 }
 
@@ -805,5 +960,11 @@ fn resolved_graph_round_trips_through_json() {
     assert_eq!(back, graph);
     // A graph read back is as good as the original for reuse.
     let (_, stats) = resolve_incremental(Some(&back), &state);
-    assert_eq!(stats, ResolveStats { resolved: 0, reused: 7 });
+    assert_eq!(
+        stats,
+        ResolveStats {
+            resolved: 0,
+            reused: 7
+        }
+    );
 }
