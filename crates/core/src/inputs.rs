@@ -11,7 +11,7 @@
 //! against the walk once per run, however many tiers share it, and each file is
 //! hashed at most once per run, whichever tiers ask for it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -85,26 +85,91 @@ impl InputSpec {
 }
 
 /// `(relative path, SHA-256 hex)` of each matched file, sorted by path.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// It shares the run's path table rather than copying a string per file.
+#[derive(Clone, Default)]
 pub struct InputSet {
-    files: BTreeMap<String, String>,
+    paths: Arc<Paths>,
+    /// Indices into `paths`, ascending, so sorted by path.
+    items: Vec<usize>,
+    /// 64 hex digits per item.
+    hex: String,
 }
 
 impl InputSet {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.files.iter().map(|(p, d)| (p.as_str(), d.as_str()))
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| (self.paths.get(i), &self.hex[k * 64..(k + 1) * 64]))
     }
     pub fn len(&self) -> usize {
-        self.files.len()
+        self.items.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty()
+        self.items.is_empty()
     }
     pub fn get(&self, rel: &str) -> Option<&str> {
-        self.files.get(rel).map(String::as_str)
+        let k = self
+            .items
+            .binary_search_by(|&i| self.paths.get(i).cmp(rel))
+            .ok()?;
+        Some(&self.hex[k * 64..(k + 1) * 64])
     }
     pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.files.keys().map(String::as_str)
+        self.items.iter().map(|&i| self.paths.get(i))
+    }
+}
+
+impl PartialEq for InputSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for InputSet {}
+
+impl std::fmt::Debug for InputSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+/// The walk's relative paths, sorted, in one buffer: one allocation for the whole
+/// walk rather than one per file (allocating and freeing 100,000 strings costs
+/// about as much as stat'ing the files).
+#[derive(Default)]
+struct Paths {
+    text: String,
+    /// Where each path ends in `text`; it starts where the previous one ends.
+    ends: Vec<usize>,
+}
+
+impl Paths {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+
+    fn iter(&self) -> impl ExactSizeIterator<Item = &str> {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    fn find(&self, rel: &str) -> Option<usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid).cmp(rel) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
     }
 }
 
@@ -141,7 +206,9 @@ pub struct Inputs {
 
 /// The walk, and what is known of each file, by index.
 struct Walked {
-    files: Vec<String>,
+    paths: Arc<Paths>,
+    /// `paths` as strings, for [`Inputs::files`]; made only when asked for.
+    strings: OnceLock<Vec<String>>,
     /// Each file's stat data as the walk saw it.
     stat: Vec<Option<Stat>>,
     /// The previous run's record of each file (empty without a stat cache).
@@ -196,13 +263,15 @@ impl Inputs {
 
     /// Every walkable file of the project, relative, sorted.
     pub fn files(&self) -> &[String] {
-        &self.walked().files
+        let w = self.walked();
+        w.strings
+            .get_or_init(|| w.paths.iter().map(str::to_owned).collect())
     }
 
     fn walked(&self) -> &Walked {
         self.walked.get_or_init(|| {
             // The stat cache loads while the walk runs.
-            let (found, cache) = std::thread::scope(|s| {
+            let ((paths, stat), cache) = std::thread::scope(|s| {
                 let cache = s.spawn(|| {
                     self.stat_cache
                         .as_deref()
@@ -211,14 +280,14 @@ impl Inputs {
                 let found = walk(&self.project, &self.skip_dirs);
                 (found, cache.join().expect("the stat cache loader panicked"))
             });
-            let (files, stat): (Vec<String>, Vec<Option<Stat>>) = found.into_iter().unzip();
             let (old, old_written_ns, old_len) = match &cache {
-                Some(c) => (c.align(&files), c.written_ns, Some(c.len())),
+                Some(c) => (c.align(paths.iter()), c.written_ns, Some(c.len())),
                 None => (Vec::new(), 0, None),
             };
             Walked {
-                known: (0..files.len()).map(|_| OnceLock::new()).collect(),
-                files,
+                known: (0..paths.len()).map(|_| OnceLock::new()).collect(),
+                paths: Arc::new(paths),
+                strings: OnceLock::new(),
                 stat,
                 old,
                 old_written_ns,
@@ -232,20 +301,22 @@ impl Inputs {
         let w = self.walked();
         let matched = self.matched(w, spec);
         self.know(w, &matched)?;
-        let files = matched
-            .iter()
-            .map(|&i| {
-                let known = w.known[i as usize].get().expect("known after know()");
-                (w.files[i as usize].clone(), hex(&known.digest))
-            })
-            .collect();
-        Ok(InputSet { files })
+        let mut hex = String::with_capacity(matched.len() * 64);
+        for &i in matched.iter() {
+            let known = w.known[i as usize].get().expect("known after know()");
+            hex_into(&mut hex, &known.digest);
+        }
+        Ok(InputSet {
+            paths: w.paths.clone(),
+            items: matched.iter().map(|&i| i as usize).collect(),
+            hex,
+        })
     }
 
     /// The current digest of one project file, `None` if it does not exist.
     pub fn digest_of(&self, rel: &str) -> Result<Option<String>> {
         let w = self.walked();
-        let Ok(i) = w.files.binary_search_by(|f| f.as_str().cmp(rel)) else {
+        let Some(i) = w.paths.find(rel) else {
             // Not part of the walk (created since, or in a skipped dir): no cache.
             let path = self.project.join(rel);
             if !path.is_file() {
@@ -268,7 +339,7 @@ impl Inputs {
     /// What this run did so far.
     pub fn stats(&self) -> InputStats {
         InputStats {
-            files: self.walked.get().map_or(0, |w| w.files.len() as u64),
+            files: self.walked.get().map_or(0, |w| w.paths.len() as u64),
             stat_hits: self.stat_hits.load(Ordering::Relaxed),
             racy: self.racy.load(Ordering::Relaxed),
             hashed_files: self.hashed_files.load(Ordering::Relaxed),
@@ -300,13 +371,13 @@ impl Inputs {
         // Every record kept is an old one unless something was hashed, so an equal
         // count means an unchanged cache: a warm no-op writes nothing.
         if !learned {
-            let kept = (0..w.files.len()).filter(|&i| record(i).is_some()).count();
+            let kept = (0..w.paths.len()).filter(|&i| record(i).is_some()).count();
             if w.old_len.unwrap_or(0) == kept {
                 return Ok(false);
             }
         }
-        let records: Vec<(&str, Record)> = (0..w.files.len())
-            .filter_map(|i| Some((w.files[i].as_str(), record(i)?)))
+        let records: Vec<(&str, Record)> = (0..w.paths.len())
+            .filter_map(|i| Some((w.paths.get(i), record(i)?)))
             .collect();
         statcache::save(path, &self.project, records.into_iter())?;
         Ok(true)
@@ -335,10 +406,10 @@ impl Inputs {
             return m.clone();
         }
         let m: Arc<[u32]> = w
-            .files
+            .paths
             .iter()
             .enumerate()
-            .filter(|(_, rel)| spec.matches_candidate(&Candidate::new(rel.as_str())))
+            .filter(|(_, rel)| spec.matches_candidate(&Candidate::new(rel)))
             .map(|(i, _)| i as u32)
             .collect();
         cache.insert(spec.source.clone(), m.clone());
@@ -372,7 +443,7 @@ impl Inputs {
             todo.push(i);
         }
         par_each(&todo, |buf, &i| {
-            let (digest, stat, n) = hash_into(&self.project.join(&w.files[i]), buf)?;
+            let (digest, stat, n) = hash_into(&self.project.join(w.paths.get(i)), buf)?;
             self.hashed_files.fetch_add(1, Ordering::Relaxed);
             self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
             let _ = w.known[i].set(Known {
@@ -425,6 +496,15 @@ fn par_each<T: Sync>(items: &[T], f: impl Fn(&mut Vec<u8>, &T) -> Result<()> + S
     match first_error.into_inner().expect("error slot poisoned") {
         Some((_, e)) => Err(e),
         None => Ok(()),
+    }
+}
+
+/// Append `bytes` in lowercase hex.
+fn hex_into(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
     }
 }
 
@@ -503,14 +583,18 @@ impl DirQueue {
     }
 }
 
-/// What the walk found: relative paths and their stat data (`None` where the
-/// platform has none), sorted by path.
-type Found = Vec<(String, Option<Stat>)>;
+/// What one walker found: paths appended to one string, each item `(start, end,
+/// stat data)` (`None` where the platform has none).
+#[derive(Default)]
+struct Found {
+    text: String,
+    items: Vec<(usize, usize, Option<Stat>)>,
+}
 
 /// Every file of the project not under a skipped directory, relative and sorted, with
 /// its stat data. Reads each directory once and stats each file relative to its
 /// directory, on every core.
-fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Found {
+fn walk(project: &Path, skip_dirs: &[PathBuf]) -> (Paths, Vec<Option<Stat>>) {
     let mut skip = HashSet::new();
     for d in skip_dirs {
         for d in [Some(d.clone()), d.canonicalize().ok()]
@@ -530,7 +614,7 @@ fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Found {
         workers,
     };
     let work = || {
-        let mut found = Vec::new();
+        let mut found = Found::default();
         let mut local = Vec::new();
         while let Some(dir) = local.pop().or_else(|| queue.take()) {
             read_dir(project, &dir, &skip, &mut found, &mut local);
@@ -538,16 +622,39 @@ fn walk(project: &Path, skip_dirs: &[PathBuf]) -> Found {
         }
         found
     };
-    let mut found: Found = std::thread::scope(|s| {
+    let mut parts: Vec<Found> = std::thread::scope(|s| {
         let others: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
-        let mut found = work();
-        for h in others {
-            found.extend(h.join().expect("a walking thread panicked"));
-        }
-        found
+        let mut parts = vec![work()];
+        parts.extend(
+            others
+                .into_iter()
+                .map(|h| h.join().expect("a walking thread panicked")),
+        );
+        parts
     });
-    found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    found
+    // Sort every path of every walker, then lay them out in that order.
+    let mut order: Vec<(usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .flat_map(|(p, f)| (0..f.items.len()).map(move |k| (p, k)))
+        .collect();
+    let path = |&(p, k): &(usize, usize)| {
+        let (start, end, _) = parts[p].items[k];
+        &parts[p].text[start..end]
+    };
+    order.sort_unstable_by(|a, b| path(a).cmp(path(b)));
+    let mut paths = Paths {
+        text: String::with_capacity(parts.iter().map(|f| f.text.len()).sum()),
+        ends: Vec::with_capacity(order.len()),
+    };
+    let mut stat = Vec::with_capacity(order.len());
+    for o in &order {
+        paths.text.push_str(path(o));
+        paths.ends.push(paths.text.len());
+        stat.push(parts[o.0].items[o.1].2);
+    }
+    parts.clear();
+    (paths, stat)
 }
 
 /// Read one directory (`rel`, "" for the project): its files go to `found`, its
@@ -570,16 +677,8 @@ fn read_dir(
             return;
         }
     };
-    let join = |name: &str| {
-        let mut p = String::with_capacity(rel.len() + 1 + name.len());
-        if !rel.is_empty() {
-            p.push_str(rel);
-            p.push('/');
-        }
-        p.push_str(name);
-        p
-    };
-    let (files_before, dirs_before) = (found.len(), dirs.len());
+    let (text_before, items_before, dirs_before) =
+        (found.text.len(), found.items.len(), dirs.len());
     for entry in entries {
         let entry = match entry {
             Ok(e) => e,
@@ -601,14 +700,22 @@ fn read_dir(
         };
         // A virtualenv (not the project itself): nothing in it is an input.
         if name == "pyvenv.cfg" && !rel.is_empty() {
-            found.truncate(files_before);
+            found.text.truncate(text_before);
+            found.items.truncate(items_before);
             dirs.truncate(dirs_before);
             return;
         }
         let Ok(ft) = entry.file_type() else { continue };
         if ft.is_dir() {
-            let child = join(name);
-            if !(name == ".git" || name == "__pycache__" || skip.contains(&child)) {
+            if name == ".git" || name == "__pycache__" {
+                continue;
+            }
+            let child = if rel.is_empty() {
+                name.to_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if !skip.contains(&child) {
                 dirs.push(child);
             }
             continue;
@@ -622,13 +729,20 @@ fn read_dir(
         } else {
             continue;
         };
-        match meta {
-            Ok(m) if m.is_file() => found.push((join(name), Stat::of(&m))),
-            Ok(_) => {}
+        let stat = match meta {
+            Ok(m) if m.is_file() => Stat::of(&m),
+            Ok(_) => continue,
             // Gone since the directory was read: not a file of this run.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(_) => found.push((join(name), None)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => None,
+        };
+        let start = found.text.len();
+        if !rel.is_empty() {
+            found.text.push_str(rel);
+            found.text.push('/');
         }
+        found.text.push_str(name);
+        found.items.push((start, found.text.len(), stat));
     }
 }
 

@@ -197,7 +197,7 @@ impl StatCache {
     }
 
     /// The record of each of `files` (sorted, as the walk returns them), by one merge.
-    pub fn align(&self, files: &[String]) -> Vec<Option<Record>> {
+    pub fn align<'a>(&self, files: impl ExactSizeIterator<Item = &'a str>) -> Vec<Option<Record>> {
         let mut out = Vec::with_capacity(files.len());
         let mut j = 0;
         for f in files {
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(c.len(), 2);
         let files = ["a.py", "b/b.py", "b/c.py", "z.py"].map(String::from);
         assert_eq!(
-            c.align(&files),
+            c.align(files.iter().map(String::as_str)),
             [Some(recs[0].1), None, Some(recs[1].1), None]
         );
         assert!(now_ns() - c.written_ns < 60_000_000_000);
