@@ -34,5 +34,6 @@ pub fn registry() -> Registry {
         ],
     );
     tiers_codeql::register(&mut r);
+    tiers_symtab::register(&mut r);
     r
 }

@@ -137,6 +137,55 @@ pub fn register(registry: &mut Registry) {
     registry.register(KIND, |spec| Ok(Box::new(SymtabTier::from_spec(spec)?)));
 }
 
+impl SymtabTier {
+    /// The inputs, hashed by the engine. A file that cannot be read at all (a
+    /// symbolic link to itself, no permission) is skipped with a warning
+    /// rather than failing the tier: it has no content to extract. Costs
+    /// nothing unless such a file is there.
+    fn inputs(&self, cx: &Context) -> Result<tiers_core::InputSet> {
+        let mut skipped: Vec<String> = Vec::new();
+        let mut spec = self.spec.clone();
+        loop {
+            let (path, source) = match cx.inputs(&spec) {
+                Ok(inputs) => return Ok(inputs),
+                Err(Error::Io { path, source }) => (path, source),
+                Err(e) => return Err(e),
+            };
+            let rel = path
+                .strip_prefix(cx.project())
+                .ok()
+                .and_then(|r| r.to_str())
+                .map(|r| r.replace(std::path::MAIN_SEPARATOR, "/"));
+            let Some(rel) = rel.filter(|r| self.spec.matches(r) && !skipped.contains(r)) else {
+                return Err(Error::Io { path, source });
+            };
+            if skipped.len() >= MAX_SKIPPED {
+                return Err(Error::Io { path, source });
+            }
+            tracing::warn!("symtab: skipping `{rel}`, which cannot be read: {source}");
+            skipped.push(rel);
+            let mut exclude = self.exclude.clone();
+            exclude.extend(skipped.iter().map(|r| escape_glob(r)));
+            spec = InputSpec::new(cx.tier(), &self.inputs, &exclude)?;
+        }
+    }
+}
+
+/// Unreadable inputs skipped before the tier gives up.
+const MAX_SKIPPED: usize = 1000;
+
+/// A path as a glob matching only itself.
+fn escape_glob(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// The toolchain identity in the key: what the per-file entries depend on.
 fn extractor_identity() -> String {
     format!("extractor v{EXTRACTOR_VERSION}, schema v{SCHEMA_VERSION}")
@@ -145,7 +194,7 @@ fn extractor_identity() -> String {
 #[async_trait]
 impl Tier for SymtabTier {
     async fn key(&self, cx: &Context) -> Result<KeyDoc> {
-        let inputs = cx.inputs(&self.spec)?;
+        let inputs = self.inputs(cx)?;
         Ok(KeyDoc::new(KIND, KIND_VERSION)
             .option("inputs", &self.inputs)
             .option("exclude", &self.exclude)
@@ -166,10 +215,7 @@ impl Tier for SymtabTier {
     async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome> {
         // A previous entry of the same key means a forced rebuild (or a corrupt
         // entry): start from scratch, parsing every file again.
-        let previous = cx
-            .previous()
-            .filter(|p| p.key != entry.key)
-            .map(|p| p.dir);
+        let previous = cx.previous().filter(|p| p.key != entry.key).map(|p| p.dir);
         let job = build::Job {
             project: cx.project().to_owned(),
             tier_root: cx.tier_root().to_owned(),

@@ -81,7 +81,7 @@ fn thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -145,26 +145,33 @@ fn hex_digest(bytes: &[u8]) -> String {
 
 impl Job {
     pub fn run(self) -> Result<Counts, TierError> {
+        let mut clock = Clock::new();
         let (store, _lock, pruned) = BlobStore::open(&self.tier_root)?;
+        clock.lap("store");
         let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
-            Some(dir) => match Prev::load(dir) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::warn!("symtab: the previous entry cannot be read, resolving every module: {e}");
-                    None
+            Some(dir) => {
+                match Prev::load(dir) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!("symtab: the previous entry cannot be read, resolving every module: {e}");
+                        None
+                    }
                 }
-            },
+            }
             None => None,
         };
-        let mut counts = match self.run_with(&store, prev.as_ref()) {
+        clock.lap("previous entry");
+        let mut counts = match self.run_with(&store, prev.as_ref(), clock) {
             Err(e) if prev.is_some() && !matches!(e, TierError::Changed { .. }) => {
-                tracing::warn!("symtab: the previous entry is not usable, building without it: {e}");
+                tracing::warn!(
+                    "symtab: the previous entry is not usable, building without it: {e}"
+                );
                 let _ = fs::remove_dir_all(&self.build_dir);
                 fs::create_dir_all(&self.build_dir).map_err(|source| TierError::Write {
                     path: self.build_dir.clone(),
                     source,
                 })?;
-                self.run_with(&store, None)?
+                self.run_with(&store, None, Clock::new())?
             }
             other => other?,
         };
@@ -172,7 +179,12 @@ impl Job {
         Ok(counts)
     }
 
-    fn run_with(&self, store: &BlobStore, prev: Option<&Prev>) -> Result<Counts, TierError> {
+    fn run_with(
+        &self,
+        store: &BlobStore,
+        prev: Option<&Prev>,
+        mut clock: Clock,
+    ) -> Result<Counts, TierError> {
         let names: HashSet<String> = self.inputs.keys().cloned().collect();
         let rows: Vec<Row> = self
             .inputs
@@ -194,18 +206,31 @@ impl Job {
         for r in &rows {
             first_path.entry(&r.digest).or_insert(&r.path);
         }
+        let distinct: Vec<(&str, &str)> = first_path.iter().map(|(d, p)| (*d, *p)).collect();
+        let linked = par_map(
+            &distinct,
+            || (),
+            |_, &(digest, _)| {
+                if self.scratch {
+                    return Ok(false);
+                }
+                self.link_stored(store, prev, digest)
+            },
+        );
         let mut to_parse: Vec<(&str, &str)> = Vec::new();
-        for (&digest, &path) in &first_path {
-            if self.scratch || !self.link_stored(store, prev, digest)? {
+        for (&(digest, path), linked) in distinct.iter().zip(linked) {
+            if !linked? {
                 to_parse.push((digest, path));
             }
         }
+        clock.lap("links");
         let mut symbols = Symbols {
             job: self,
             store,
             loaded: self.parse(store, &to_parse)?,
         };
         let parsed: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
+        clock.lap("per-file entries");
 
         // Error counts, from what was parsed or from the previous index.
         let prev_errors: HashMap<&str, u32> = prev
@@ -250,12 +275,17 @@ impl Job {
                 let r = &rows[i];
                 let s = symbols.loaded.get(&r.digest)?;
                 let module = r.module.as_deref()?;
-                Some(interface_digest(&Interface::new(module, is_package(&r.path), s)))
+                Some(interface_digest(&Interface::new(
+                    module,
+                    is_package(&r.path),
+                    s,
+                )))
             },
         );
         for (&i, digest) in todo.iter().zip(computed) {
             interfaces[i] = digest;
         }
+        clock.lap("interfaces");
 
         // Which module each name resolves to: the first path in order, as the
         // resolver's own index does.
@@ -268,7 +298,9 @@ impl Job {
         let answer_now = |m: &str| providers.get(m).and_then(|&i| interfaces[i].as_deref());
 
         // The files to resolve again.
-        let named: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].module.is_some()).collect();
+        let named: Vec<usize> = (0..rows.len())
+            .filter(|&i| rows[i].module.is_some())
+            .collect();
         let redo: BTreeSet<usize> = match prev {
             None => named.iter().copied().collect(),
             Some(p) => {
@@ -277,7 +309,13 @@ impl Job {
                     p.index.files.get(path)?.interface.as_deref()
                 };
                 let mut changed: HashSet<&str> = HashSet::new();
-                for m in p.index.modules.keys().map(String::as_str).chain(providers.keys().copied()) {
+                for m in p
+                    .index
+                    .modules
+                    .keys()
+                    .map(String::as_str)
+                    .chain(providers.keys().copied())
+                {
                     let (then, now) = (answer_then(m), answer_now(m));
                     if then == now {
                         continue;
@@ -307,11 +345,10 @@ impl Job {
                     .copied()
                     .filter(|&i| {
                         let r = &rows[i];
-                        let same = p
-                            .index
-                            .files
-                            .get(&r.path)
-                            .is_some_and(|old| old.digest == r.digest && old.module == r.module);
+                        let same =
+                            p.index.files.get(&r.path).is_some_and(|old| {
+                                old.digest == r.digest && old.module == r.module
+                            });
                         let consulted_changed = match p.deps.files.get(&r.path) {
                             Some(ids) => ids.iter().any(|id| changed_ids.contains(id)),
                             None => true,
@@ -324,6 +361,7 @@ impl Job {
 
         // Resolve them in a partial project state: them, and every module they
         // consult, grown until nothing they ask about is missing.
+        clock.lap("what to resolve");
         let mut members: BTreeSet<usize> = redo.clone();
         for &i in &redo {
             if let Some(&p) = rows[i].module.as_deref().and_then(|m| providers.get(m)) {
@@ -331,7 +369,12 @@ impl Job {
             }
             let Some(p) = prev else { continue };
             for &id in p.deps.files.get(&rows[i].path).into_iter().flatten() {
-                if let Some(&q) = p.deps.names.get(id as usize).and_then(|m| providers.get(m.as_str())) {
+                if let Some(&q) = p
+                    .deps
+                    .names
+                    .get(id as usize)
+                    .and_then(|m| providers.get(m.as_str()))
+                {
                     members.insert(q);
                 }
             }
@@ -347,7 +390,9 @@ impl Job {
                     state.insert(r.path.clone(), m.clone(), s);
                 }
             }
+            clock.lap("partial state");
             let (graph, _) = resolve_incremental(last.as_ref(), &state);
+            clock.lap("resolve");
             drop(state);
             let member_modules: BTreeMap<&str, ()> = members
                 .iter()
@@ -376,6 +421,13 @@ impl Job {
                 break graph;
             }
             members.extend(missing);
+            // The files being redone are resolved again, not reused: whether a
+            // name is a namespace package is not among the answers a
+            // resolution records, and that is what may have changed for them.
+            let mut graph = graph;
+            for &i in &redo {
+                graph.files.remove(&rows[i].path);
+            }
             last = Some(graph);
         };
         drop(last);
@@ -389,38 +441,45 @@ impl Job {
         }
         drop(graph_files);
         drop(symbols);
+        clock.lap("resolution");
 
-        // deps.json: the fresh files' dependencies, the others' carried over.
-        let mut deps = Deps::default();
-        let mut ids: HashMap<String, u32> = HashMap::new();
-        let mut id_of = |name: &str, deps: &mut Deps| -> u32 {
-            if let Some(&id) = ids.get(name) {
-                return id;
-            }
-            let id = deps.names.len() as u32;
-            deps.names.push(name.to_owned());
-            ids.insert(name.to_owned(), id);
-            id
+        // deps.json: the fresh files' dependencies, the others' carried over
+        // with the previous name table, so that an edit maps only its own.
+        let mut deps = Deps {
+            names: prev.map(|p| p.deps.names.clone()).unwrap_or_default(),
+            files: BTreeMap::new(),
         };
+        let mut ids: Option<HashMap<String, u32>> = None;
         for &i in &named {
             let path = &rows[i].path;
             let list: Vec<u32> = match (fresh.get(path.as_str()), prev) {
-                (Some(m), _) => m.deps.keys().map(|n| id_of(n, &mut deps)).collect(),
-                (None, Some(p)) => p
-                    .deps
-                    .files
-                    .get(path)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|&id| p.deps.names.get(id as usize))
-                    .map(|n| id_of(n, &mut deps))
-                    .collect(),
+                (Some(m), _) => {
+                    let ids = ids.get_or_insert_with(|| {
+                        deps.names
+                            .iter()
+                            .enumerate()
+                            .map(|(i, n)| (n.clone(), i as u32))
+                            .collect()
+                    });
+                    m.deps
+                        .keys()
+                        .map(|n| {
+                            *ids.entry(n.clone()).or_insert_with(|| {
+                                deps.names.push(n.clone());
+                                deps.names.len() as u32 - 1
+                            })
+                        })
+                        .collect()
+                }
+                (None, Some(p)) => p.deps.files.get(path).cloned().unwrap_or_default(),
                 (None, None) => Vec::new(),
             };
             deps.files.insert(path.clone(), list);
         }
+        deps.compact();
         self.write_json(&self.build_dir.join(DEPS), &deps)?;
         drop(deps);
+        clock.lap("deps.json");
 
         // Graph buckets: the ones holding a fresh or a departed file are
         // rewritten, the others linked from the previous entry as they are.
@@ -456,26 +515,32 @@ impl Job {
         }
         let results: Vec<Result<Option<(String, String)>, TierError>> = {
             let touched: Vec<_> = touched.into_iter().collect();
-            par_map(&touched, || (), |_, (b, fresh)| {
-                let mut bucket: Bucket = match prev.and_then(|p| Some((p, p.index.graph.get(b)?))) {
-                    Some((p, digest)) => read_json(&graph_path(&p.dir, digest))?,
-                    None => Bucket::new(),
-                };
-                bucket.retain(|path, _| named_paths.contains(path.as_str()));
-                for (path, m) in fresh {
-                    bucket.insert((*path).to_owned(), m.clone());
-                }
-                if bucket.is_empty() {
-                    return Ok(None);
-                }
-                let bytes = serde_json::to_vec(&bucket).unwrap_or_default();
-                let digest = hex_digest(&bytes);
-                let stored = store.graph_blob(&digest);
-                store::put(&stored, &bytes, false)?;
-                let ours = graph_path(&self.build_dir, &digest);
-                store::link(&stored, &ours).map_err(|source| TierError::Write { path: ours, source })?;
-                Ok(Some((b.clone(), digest)))
-            })
+            par_map(
+                &touched,
+                || (),
+                |_, (b, fresh)| {
+                    let mut bucket: Bucket =
+                        match prev.and_then(|p| Some((p, p.index.graph.get(b)?))) {
+                            Some((p, digest)) => read_json(&graph_path(&p.dir, digest))?,
+                            None => Bucket::new(),
+                        };
+                    bucket.retain(|path, _| named_paths.contains(path.as_str()));
+                    for (path, m) in fresh {
+                        bucket.insert((*path).to_owned(), m.clone());
+                    }
+                    if bucket.is_empty() {
+                        return Ok(None);
+                    }
+                    let bytes = serde_json::to_vec(&bucket).unwrap_or_default();
+                    let digest = hex_digest(&bytes);
+                    let stored = store.graph_blob(&digest);
+                    store::put(&stored, &bytes, false)?;
+                    let ours = graph_path(&self.build_dir, &digest);
+                    store::link(&stored, &ours)
+                        .map_err(|source| TierError::Write { path: ours, source })?;
+                    Ok(Some((b.clone(), digest)))
+                },
+            )
         };
         for r in results {
             if let Some((b, digest)) = r? {
@@ -483,15 +548,23 @@ impl Job {
             }
         }
 
+        clock.lap("graph buckets");
+
         // index.json
         let counts = Counts {
             files: rows.len(),
             parsed: to_parse.len(),
-            reused: rows.iter().filter(|r| !parsed.contains(r.digest.as_str())).count(),
+            reused: rows
+                .iter()
+                .filter(|r| !parsed.contains(r.digest.as_str()))
+                .count(),
             modules: named.len(),
             resolved: redo.len(),
             resolve_reused: named.len() - redo.len(),
-            files_with_errors: rows.iter().filter(|r| errors.get(&r.digest).is_some_and(|&n| n > 0)).count(),
+            files_with_errors: rows
+                .iter()
+                .filter(|r| errors.get(&r.digest).is_some_and(|&n| n > 0))
+                .count(),
             pruned: 0,
         };
         let index = Index {
@@ -521,12 +594,18 @@ impl Job {
             graph: buckets,
         };
         self.write_json(&self.build_dir.join(INDEX), &index)?;
+        clock.lap("index.json");
         Ok(counts)
     }
 
     /// Link the stored per-file entry of `digest` into the entry; adopt it from
     /// the previous entry when the store lacks it. `false`: it must be parsed.
-    fn link_stored(&self, store: &BlobStore, prev: Option<&Prev>, digest: &str) -> Result<bool, TierError> {
+    fn link_stored(
+        &self,
+        store: &BlobStore,
+        prev: Option<&Prev>,
+        digest: &str,
+    ) -> Result<bool, TierError> {
         let stored = store.file_blob(digest);
         let ours = file_path(&self.build_dir, digest);
         match store::link(&stored, &ours) {
@@ -544,7 +623,11 @@ impl Job {
 
     /// Parse `(digest, path)` on every core; each result is stored and linked
     /// into the entry on the worker, and kept for the cross-file pass.
-    fn parse(&self, store: &BlobStore, todo: &[(&str, &str)]) -> Result<HashMap<String, Arc<FileSymbols>>, TierError> {
+    fn parse(
+        &self,
+        store: &BlobStore,
+        todo: &[(&str, &str)],
+    ) -> Result<HashMap<String, Arc<FileSymbols>>, TierError> {
         let results = par_map(
             todo,
             || Extractor::new(ExtractOptions::default()),
@@ -554,7 +637,8 @@ impl Job {
                 let stored = store.file_blob(digest);
                 store::put(&stored, &bytes, self.scratch)?;
                 let ours = file_path(&self.build_dir, digest);
-                store::link(&stored, &ours).map_err(|source| TierError::Write { path: ours, source })?;
+                store::link(&stored, &ours)
+                    .map_err(|source| TierError::Write { path: ours, source })?;
                 Ok((digest.to_owned(), Arc::new(symbols)))
             },
         );
@@ -575,7 +659,10 @@ impl Job {
 fn first_under<V: Copy>(modules: &BTreeMap<&str, V>, prefix: &str) -> Option<V> {
     let dotted = format!("{prefix}.");
     modules
-        .range::<str, _>((std::ops::Bound::Excluded(prefix), std::ops::Bound::Unbounded))
+        .range::<str, _>((
+            std::ops::Bound::Excluded(prefix),
+            std::ops::Bound::Unbounded,
+        ))
         .next()
         .filter(|(m, _)| m.starts_with(&dotted))
         .map(|(_, v)| *v)
@@ -583,7 +670,12 @@ fn first_under<V: Copy>(modules: &BTreeMap<&str, V>, prefix: &str) -> Option<V> 
 
 /// Read a project file and extract it, checking that its content is the one
 /// the key was made of. A file over the size limit is not read at all.
-fn read_and_extract(extractor: &mut Extractor, project: &Path, path: &str, digest: &str) -> Result<FileSymbols, TierError> {
+fn read_and_extract(
+    extractor: &mut Extractor,
+    project: &Path,
+    path: &str,
+    digest: &str,
+) -> Result<FileSymbols, TierError> {
     let abs = project.join(path);
     let read = |source| TierError::Read {
         path: abs.clone(),
@@ -601,7 +693,9 @@ fn read_and_extract(extractor: &mut Extractor, project: &Path, path: &str, diges
     }
     let bytes = fs::read(&abs).map_err(read)?;
     if hex_digest(&bytes) != digest {
-        return Err(TierError::Changed { path: path.to_owned() });
+        return Err(TierError::Changed {
+            path: path.to_owned(),
+        });
     }
     Ok(extractor.extract(&bytes))
 }
@@ -652,10 +746,39 @@ impl Symbols<'_> {
                 let stored = self.store.file_blob(digest);
                 store::put(&stored, &bytes, true)?;
                 let _ = fs::remove_file(&ours);
-                store::link(&stored, &ours).map_err(|source| TierError::Write { path: ours, source })?;
+                store::link(&stored, &ours)
+                    .map_err(|source| TierError::Write { path: ours, source })?;
                 Ok(Arc::new(symbols))
             }
         }
+    }
+}
+
+/// Phase timings, logged at debug level.
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn new() -> Self {
+        Clock(std::time::Instant::now())
+    }
+
+    fn lap(&mut self, what: &str) {
+        // Resident memory too, where the platform says (Linux).
+        let rss = fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+                Some(format!(
+                    ", {} resident",
+                    line.trim_start_matches("VmRSS:").trim()
+                ))
+            })
+            .unwrap_or_default();
+        tracing::debug!(
+            "symtab: {what}: {:.3} s{rss}",
+            self.0.elapsed().as_secs_f64()
+        );
+        self.0 = std::time::Instant::now();
     }
 }
 
@@ -674,7 +797,8 @@ fn par_map<T: Sync, S, R: Send>(
         return items.iter().map(|it| f(&mut state, it)).collect();
     }
     let next = AtomicUsize::new(0);
-    let slots: Mutex<Vec<Option<R>>> = Mutex::new(std::iter::repeat_with(|| None).take(items.len()).collect());
+    let slots: Mutex<Vec<Option<R>>> =
+        Mutex::new(std::iter::repeat_with(|| None).take(items.len()).collect());
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {

@@ -65,6 +65,38 @@ pub(crate) struct Deps {
     pub files: BTreeMap<String, Vec<u32>>,
 }
 
+impl Deps {
+    /// Drop the names no file refers to any more, once they are most of the
+    /// table (edits leave names behind; a rebuild of the table costs a remap).
+    pub fn compact(&mut self) {
+        let mut used = vec![false; self.names.len()];
+        for &id in self.files.values().flatten() {
+            if let Some(u) = used.get_mut(id as usize) {
+                *u = true;
+            }
+        }
+        let live = used.iter().filter(|u| **u).count();
+        if live * 2 >= self.names.len() {
+            return;
+        }
+        let mut new_id = vec![u32::MAX; self.names.len()];
+        let mut names = Vec::with_capacity(live);
+        for (i, name) in std::mem::take(&mut self.names).into_iter().enumerate() {
+            if used[i] {
+                new_id[i] = names.len() as u32;
+                names.push(name);
+            }
+        }
+        for ids in self.files.values_mut() {
+            ids.retain(|id| new_id.get(*id as usize).is_some_and(|&n| n != u32::MAX));
+            for id in ids.iter_mut() {
+                *id = new_id[*id as usize];
+            }
+        }
+        self.names = names;
+    }
+}
+
 /// One graph bucket: path → resolution, for the paths whose bucket it is.
 pub(crate) type Bucket = BTreeMap<String, ResolvedModule>;
 
@@ -213,10 +245,12 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
     let mut raw: Vec<String> = Vec::with_capacity(index.graph.len());
     for digest in index.graph.values() {
         let path = graph_path(entry_dir, digest);
-        raw.push(std::fs::read_to_string(&path).map_err(|source| TierError::Read {
-            path: path.clone(),
-            source,
-        })?);
+        raw.push(
+            std::fs::read_to_string(&path).map_err(|source| TierError::Read {
+                path: path.clone(),
+                source,
+            })?,
+        );
     }
     let mut modules: BTreeMap<&str, &RawValue> = BTreeMap::new();
     for (text, digest) in raw.iter().zip(index.graph.values()) {
