@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Benchmark of the `symtab` tier (issue 5) on the machine's Python library dir
+# (`sysconfig.get_paths()["stdlib"]`, site-packages included), copied as a project
+# and committed to git. Prints medians over RUNS runs:
+#
+#   full build       `tiers build` with no cache dir (every file hashed and parsed)
+#   peak RSS         of the full build (/usr/bin/time)
+#   body edit        one module's body edited (its interface unchanged), rebuilt
+#   interface edit   a function added to a module that other modules import, rebuilt
+#   no-op check      `tiers status` on the built tree, against `git status --porcelain`
+#
+# Targets (issue 5, 2 cores): full build <= 5 s, edit <= 5% of full, no-op <= 1.5x git
+# status, peak RSS < 500 MB.
+#
+# Usage: bench/symtab/tier.sh [RUNS]      (default 3)
+#   TIERS=/path/to/tiers   skips the release build
+#   KEEP=1                 keeps the project (its path is printed)
+set -euo pipefail
+
+runs=${1:-3}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+if [[ -z "${TIERS:-}" ]]; then
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
+    cargo build --release --quiet --bin tiers --manifest-path "$root/Cargo.toml"
+    TIERS=$CARGO_TARGET_DIR/release/tiers
+fi
+src=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
+work=$(mktemp -d "${TMPDIR:-/tmp}/symtab-bench.XXXXXX")
+if [[ -n "${KEEP:-}" ]]; then
+    echo "project kept in $work/project"
+else
+    trap 'rm -rf "$work"' EXIT
+fi
+proj=$work/project
+mkdir -p "$proj"
+(cd "$src" && tar cf - --exclude=__pycache__ .) | (cd "$proj" && tar xf -)
+printf '[tiers.symtab]\nkind = "symtab"\n' >"$proj/tiers.toml"
+git -C "$proj" init -q
+git -C "$proj" add -A >/dev/null 2>&1
+git -C "$proj" -c user.name=bench -c user.email=bench@localhost commit -qm corpus
+py_files=$(cd "$proj" && find . -name '*.py' -not -path './.tiers/*' | wc -l)
+py_bytes=$(cd "$proj" && find . -name '*.py' -not -path './.tiers/*' -printf '%s\n' | awk '{s+=$1} END {print s}')
+echo "corpus: $src -> $py_files .py files, $((py_bytes / 1000000)) MB; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# Milliseconds of wall time of one command; its output is discarded.
+ms() {
+    local t0 t1
+    t0=$(date +%s%N)
+    "$@" >/dev/null 2>&1
+    t1=$(date +%s%N)
+    echo $(((t1 - t0) / 1000000))
+}
+median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : int((a[NR/2]+a[NR/2+1])/2)}'; }
+secs() { awk -v ms="$1" 'BEGIN {printf "%.2f s", ms / 1000}'; }
+tiers() { "$TIERS" -C "$proj" -q "$@"; }
+
+full=() rss=() cpu=()
+for i in $(seq "$runs"); do
+    rm -rf "$proj/.tiers"
+    sync
+    /usr/bin/time -o "$work/time" -f '%e %U %S %M' "$TIERS" -C "$proj" -q build --json >"$work/full.json"
+    read -r wall user sys kb <"$work/time"
+    full+=("$(awk -v w="$wall" 'BEGIN {printf "%d", w * 1000}')")
+    cpu+=("$(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%d", (u + s) * 1000}')")
+    rss+=("$kb")
+done
+full_ms=$(printf '%s\n' "${full[@]}" | median)
+cpu_ms=$(printf '%s\n' "${cpu[@]}" | median)
+rss_kb=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)
+summary=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tiers"][0]["summary"])' "$work/full.json")
+
+# One module's body: a module-level call appended, new content every run.
+body=() iface=()
+for i in $(seq "$runs"); do
+    printf '\nprint("bench edit %s")\n' "$i$RANDOM" >>"$proj/json/encoder.py"
+    body+=("$(ms tiers build)")
+done
+printf '\nprint("bench edit last")\n' >>"$proj/json/encoder.py"
+body_summary=$("$TIERS" -C "$proj" build --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tiers"][0]["summary"])')
+# A new top-level function in a module that others import.
+for i in $(seq "$runs"); do
+    printf '\ndef _bench_%s():\n    pass\n' "$i$RANDOM" >>"$proj/json/decoder.py"
+    iface+=("$(ms tiers build)")
+done
+printf '\ndef _bench_last():\n    pass\n' >>"$proj/json/decoder.py"
+iface_summary=$("$TIERS" -C "$proj" build --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tiers"][0]["summary"])')
+body_ms=$(printf '%s\n' "${body[@]}" | median)
+iface_ms=$(printf '%s\n' "${iface[@]}" | median)
+
+# The no-op check against git status, both warm.
+tiers status >/dev/null
+git -C "$proj" status --porcelain >/dev/null
+status=() gits=()
+for i in $(seq $((runs < 5 ? 5 : runs))); do
+    status+=("$(ms tiers status)")
+    gits+=("$(ms git -C "$proj" status --porcelain)")
+done
+status_ms=$(printf '%s\n' "${status[@]}" | median)
+git_ms=$(printf '%s\n' "${gits[@]}" | median)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.1f", (b > 0) ? 100 * a / b : 0}'; }
+echo "full build:      $(secs "$full_ms") median of ${#full[@]} (CPU $(secs "$cpu_ms"); target <= 5 s)"
+echo "                 $summary"
+echo "peak RSS:        $((rss_kb / 1024)) MB, largest of the full builds (target < 500 MB)"
+echo "body edit:       $(secs "$body_ms") = $(ratio "$body_ms" "$full_ms")% of the full build (target <= 5%)"
+echo "                 $body_summary"
+echo "interface edit:  $(secs "$iface_ms") = $(ratio "$iface_ms" "$full_ms")% of the full build"
+echo "                 $iface_summary"
+echo "no-op check:     tiers status $(secs "$status_ms"), git status $(secs "$git_ms"): $(awk -v a="$status_ms" -v b="$git_ms" 'BEGIN {printf "%.2f", (b > 0) ? a / b : 0}')x (target <= 1.5x)"
