@@ -18,7 +18,7 @@ use serde_json::Value;
 use servers::{Nginx, Redis};
 use support::{project, runs, Project, Run, COUNTING_SCRIPT};
 
-/// The project: a command tier and a codeql tier (the stand-in CLI).
+/// The project: a command tier, a codeql tier (the stand-in CLI) and a symtab tier.
 fn checkout(remote: &str, extra: &str) -> Project {
     let toml = format!(
         r#"[remote]
@@ -32,6 +32,10 @@ run = ["python3", "tool.py", "src/a.txt"]
 
 [tiers.db]
 kind = "codeql"
+inputs = ["src/**/*.py"]
+
+[tiers.symbols]
+kind = "symtab"
 inputs = ["src/**/*.py"]
 "#
     );
@@ -101,20 +105,35 @@ fn remote_warnings(run: &Run) -> Vec<String> {
         .collect()
 }
 
-/// The first checkout builds both tiers and uploads them; the second, elsewhere with
-/// its own cache dir, restores both and runs no builder; its paths are its own.
+/// Whether the symtab builder ran in `p`: it parses into its per-file store under
+/// the tier root; a restored entry brings its tables inside the entry instead.
+fn symtab_parsed(p: &Project) -> bool {
+    std::fs::read_dir(p.cache_dir().join("symbols"))
+        .map(|r| {
+            r.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("files-v"))
+        })
+        .unwrap_or(false)
+}
+
+const TIERS: [&str; 3] = ["cmd", "db", "symbols"];
+
+/// The first checkout builds the three tiers and uploads them; the second, elsewhere
+/// with its own cache dir, restores them and runs no builder; its paths are its own.
 fn second_checkout_restores(url: &str) {
     let first = checkout(&url_line(url), "");
     let run = build(&first, &[]);
-    assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
-    assert_eq!(run.status("db"), "built", "{}", run.stderr);
+    for tier in TIERS {
+        assert_eq!(run.status(tier), "built", "{tier}: {}", run.stderr);
+    }
     assert_eq!((runs(&first, "cmd"), creates(&first)), (1, 1));
+    assert!(symtab_parsed(&first));
     assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
 
     let second = checkout(&url_line(url), "");
     assert_ne!(first.root(), second.root());
     let status = tiers(&second, &["status", "--json"], &[]).expect_code(0);
-    for tier in ["cmd", "db"] {
+    for tier in TIERS {
         assert_eq!(status.status(tier), "missing");
         assert_eq!(
             status.tier(tier)["available_remotely"],
@@ -124,7 +143,7 @@ fn second_checkout_restores(url: &str) {
     }
 
     let run = build(&second, &[]);
-    for tier in ["cmd", "db"] {
+    for tier in TIERS {
         assert_eq!(run.status(tier), "restored", "{tier}: {}", run.stderr);
         assert!(
             run.reasons(tier)
@@ -140,11 +159,15 @@ fn second_checkout_restores(url: &str) {
         "the command ran in the second checkout"
     );
     assert_eq!(creates(&second), 0, "CodeQL ran in the second checkout");
+    assert!(
+        !symtab_parsed(&second),
+        "the symbol table was parsed in the second checkout"
+    );
     assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
 
     let paths = second.paths();
     let cache = second.cache_dir().canonicalize().unwrap();
-    for tier in ["cmd", "db"] {
+    for tier in TIERS {
         let path = PathBuf::from(paths["tiers"][tier]["path"].as_str().unwrap());
         assert!(path.starts_with(&cache), "{tier}: {}", path.display());
         assert_eq!(paths["tiers"][tier]["exists"], Value::Bool(true));
@@ -157,13 +180,19 @@ fn second_checkout_restores(url: &str) {
     let db = PathBuf::from(paths["tiers"]["db"]["path"].as_str().unwrap());
     assert!(db.join("codeql-database.yml").is_file());
     assert!(db.join("src.zip").is_file());
+    // The restored symbol table is readable where the first checkout's was.
+    let symbols = |p: &Project| {
+        let paths = p.paths();
+        let dir = PathBuf::from(paths["tiers"]["symbols"]["path"].as_str().unwrap());
+        std::fs::read(dir.join("index.json")).expect("index.json")
+    };
+    assert_eq!(symbols(&second), symbols(&first));
 
     // Restored entries are fresh entries like any other.
     let again = build(&second, &[]);
-    assert_eq!(
-        (again.status("cmd"), again.status("db")),
-        ("fresh".into(), "fresh".into())
-    );
+    for tier in TIERS {
+        assert_eq!(again.status(tier), "fresh", "{tier}");
+    }
 }
 
 #[test]

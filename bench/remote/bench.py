@@ -6,12 +6,10 @@ Corpus: the `.py` files of this interpreter's library directory
 (`sysconfig.get_paths()["stdlib"]`, plus `purelib` when it lies elsewhere) — the
 corpus of the input-hashing and symbol-table benchmarks — copied into a project.
 
-The tier: the symbol table of that corpus. Until the `symtab` kind is registered in
-the driver, a `command` tier stands in for it: `extract.py` parses every file with
-CPython's `ast` on every core and writes one JSON file of its classes, functions
-(with parameters and line numbers) and imports per source file — real work and an
-output of the same shape (one small file per source file). With `--kind symtab` the
-real kind is used instead.
+The tier: the symbol table of that corpus, built by the `symtab` kind (default), or
+with `--kind command` by a stand-in: `extract.py` parses every file with CPython's
+`ast` on every core and writes one JSON file of its classes, functions (with
+parameters and line numbers) and imports per source file.
 
 Remotes, each started by this script on 127.0.0.1 in a temp dir: a directory
 (`file://`), nginx with WebDAV (`webdav+http://`) and redis-server (`redis://`).
@@ -28,7 +26,9 @@ Measured (medians reported):
             yet), download, verify, unpack, publish (`--runs`, default 5, per remote)
 
 Usage (from the workspace root; builds the release binary first):
-  python3 bench/remote/bench.py [--runs 5] [--only file,webdav,redis] [--tiers PATH]
+  python3 bench/remote/bench.py [--runs 5] [--build-runs 3] [--upload-runs 1]
+                                [--only file,webdav,redis] [--kind symtab|command]
+                                [--tiers target/release/tiers]   # skip the build
 """
 
 import argparse
@@ -225,7 +225,7 @@ def main():
     ap.add_argument("--upload-runs", type=int, default=1, help="builds with upload, per remote")
     ap.add_argument("--only", default="file,webdav,redis")
     ap.add_argument("--tiers", help="the tiers binary (default: build the release binary)")
-    ap.add_argument("--kind", choices=["command", "symtab"], default="command")
+    ap.add_argument("--kind", choices=["symtab", "command"], default="symtab")
     ap.add_argument("--work", help="keep the work dir here (default: a temp dir, removed)")
     args = ap.parse_args()
 
@@ -301,8 +301,12 @@ def main():
         print(f"\nmedians ({args.build_runs} local builds, {args.upload_runs} uploads and "
               f"{args.runs} restores per remote; {args.kind} tier over {n} source files):")
         for label, t, packed in rows:
-            extra = f"  ({packed / 1e6:.1f} MB of blobs)" if packed else ""
-            print(f"  {label:<28} {t:8.2f} s   {base / t:6.1f}x faster than a local build{extra}")
+            extra = ""
+            if label.endswith("restore"):
+                extra = f"   {base / t:5.1f}x faster than the local build"
+            if packed:
+                extra += f"  ({packed / 1e6:.1f} MB of blobs)"
+            print(f"  {label:<28} {t:8.2f} s{extra}")
     finally:
         for p in servers:
             p.kill()
