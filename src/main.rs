@@ -160,6 +160,7 @@ fn init_logging(cli: &Cli, json: bool) {
         .with_max_level(level)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
         .without_time()
         .init();
 }
