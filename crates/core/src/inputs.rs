@@ -11,12 +11,12 @@
 //! against the walk once per run, however many tiers share it, and each file is
 //! hashed at most once per run, whichever tiers ask for it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
@@ -24,6 +24,8 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::key::hex;
 use crate::statcache::{self, Record, Stat, StatCache};
+
+mod walk;
 
 /// A spec's globs as written, include and exclude apart.
 type SpecId = (Vec<String>, Vec<String>);
@@ -186,6 +188,10 @@ pub struct InputStats {
     /// Files whose content was read and hashed.
     pub hashed_files: u64,
     pub hashed_bytes: u64,
+    /// Directories the walk went through.
+    pub dirs: u64,
+    /// Directories whose entries were read, rather than known from the stat cache.
+    pub dirs_read: u64,
 }
 
 /// The project's files for one run: walked once, each digest computed at most once,
@@ -214,8 +220,11 @@ struct Walked {
     /// The previous run's record of each file (empty without a stat cache).
     old: Vec<Option<Record>>,
     old_written_ns: i64,
-    /// Records in the previous stat cache; `None` when there was none to trust.
-    old_len: Option<usize>,
+    /// The previous stat cache, when there was one to trust.
+    cache: Option<StatCache>,
+    /// The directories walked, for the stat cache.
+    dirs: Vec<walk::WalkedDir>,
+    dirs_read: usize,
     /// This run's digest of each file, once a tier asked for it.
     known: Vec<OnceLock<Known>>,
 }
@@ -270,28 +279,25 @@ impl Inputs {
 
     fn walked(&self) -> &Walked {
         self.walked.get_or_init(|| {
-            // The stat cache loads while the walk runs.
-            let ((paths, stat), cache) = std::thread::scope(|s| {
-                let cache = s.spawn(|| {
-                    self.stat_cache
-                        .as_deref()
-                        .and_then(|p| StatCache::load(p, &self.project))
-                });
-                let found = walk(&self.project, &self.skip_dirs);
-                (found, cache.join().expect("the stat cache loader panicked"))
-            });
-            let (old, old_written_ns, old_len) = match &cache {
-                Some(c) => (c.align(paths.iter()), c.written_ns, Some(c.len())),
-                None => (Vec::new(), 0, None),
+            let cache = self
+                .stat_cache
+                .as_deref()
+                .and_then(|p| StatCache::load(p, &self.project));
+            let found = walk::walk(&self.project, &self.skip_dirs, cache.as_ref());
+            let (old, old_written_ns) = match &cache {
+                Some(c) => (c.align(found.paths.iter()), c.written_ns),
+                None => (Vec::new(), 0),
             };
             Walked {
-                known: (0..paths.len()).map(|_| OnceLock::new()).collect(),
-                paths: Arc::new(paths),
+                known: (0..found.paths.len()).map(|_| OnceLock::new()).collect(),
+                paths: Arc::new(found.paths),
                 strings: OnceLock::new(),
-                stat,
+                stat: found.stat,
                 old,
                 old_written_ns,
-                old_len,
+                cache,
+                dirs: found.dirs,
+                dirs_read: found.dirs_read,
             }
         })
     }
@@ -344,6 +350,8 @@ impl Inputs {
             racy: self.racy.load(Ordering::Relaxed),
             hashed_files: self.hashed_files.load(Ordering::Relaxed),
             hashed_bytes: self.hashed_bytes.load(Ordering::Relaxed),
+            dirs: self.walked.get().map_or(0, |w| w.dirs.len() as u64),
+            dirs_read: self.walked.get().map_or(0, |w| w.dirs_read as u64),
         }
     }
 
@@ -367,19 +375,28 @@ impl Inputs {
                 .flatten()
                 .filter(|r| w.stat[i] == Some(r.stat) && !r.stat.racy(w.old_written_ns)),
         };
-        let learned = w.known.iter().any(|k| k.get().is_some_and(|k| k.hashed));
-        // Every record kept is an old one unless something was hashed, so an equal
-        // count means an unchanged cache: a warm no-op writes nothing.
+        let learned = w.dirs_read > 0 || w.known.iter().any(|k| k.get().is_some_and(|k| k.hashed));
+        // Every record and listing kept is an old one unless something was hashed or
+        // read, so equal counts mean an unchanged cache: a warm no-op writes nothing.
         if !learned {
             let kept = (0..w.paths.len()).filter(|&i| record(i).is_some()).count();
-            if w.old_len.unwrap_or(0) == kept {
+            let (files, dirs) = w
+                .cache
+                .as_ref()
+                .map_or((0, 0), |c| (c.len(), c.dir_count()));
+            if files == kept && dirs == w.dirs.len() {
                 return Ok(false);
             }
         }
         let records: Vec<(&str, Record)> = (0..w.paths.len())
             .filter_map(|i| Some((w.paths.get(i), record(i)?)))
             .collect();
-        statcache::save(path, &self.project, records.into_iter())?;
+        let dirs: Vec<_> = w
+            .dirs
+            .iter()
+            .filter_map(|d| d.record(w.cache.as_ref()))
+            .collect();
+        statcache::save(path, &self.project, records.into_iter(), &dirs)?;
         Ok(true)
     }
 
@@ -387,12 +404,14 @@ impl Inputs {
     pub fn finish(&self) {
         let s = self.stats();
         tracing::debug!(
-            "inputs: {} files walked, {} digests from the stat cache, {} too recent to trust, {} files hashed ({} bytes)",
+            "inputs: {} files walked, {} digests from the stat cache, {} too recent to trust, {} files hashed ({} bytes), {} of {} directories read",
             s.files,
             s.stat_hits,
             s.racy,
             s.hashed_files,
-            s.hashed_bytes
+            s.hashed_bytes,
+            s.dirs_read,
+            s.dirs
         );
         if let Err(e) = self.save_stat_cache() {
             tracing::warn!("the stat cache was not saved, the next run hashes every input: {e}");
@@ -540,219 +559,6 @@ fn hash_into(path: &Path, buf: &mut Vec<u8>) -> Result<([u8; 32], Option<Stat>, 
         total += n as u64;
     }
     Ok((hasher.finalize().into(), stat, total))
-}
-
-/// Directories waiting for a walker, shared only when some walker is idle: each
-/// walker goes depth first through its own stack and hands the shallower half of it
-/// over when another one waits, so the lock is taken about once per hand-over.
-struct DirQueue {
-    state: Mutex<(Vec<String>, usize)>,
-    idle: AtomicUsize,
-    wake: Condvar,
-    workers: usize,
-}
-
-impl DirQueue {
-    /// A shared directory, or `None` once every walker is idle and nothing is left.
-    fn take(&self) -> Option<String> {
-        let mut s = self.state.lock().expect("walk queue poisoned");
-        s.1 += 1;
-        self.idle.store(s.1, Ordering::Relaxed);
-        loop {
-            if let Some(d) = s.0.pop() {
-                s.1 -= 1;
-                self.idle.store(s.1, Ordering::Relaxed);
-                return Some(d);
-            }
-            if s.1 == self.workers {
-                self.wake.notify_all();
-                return None;
-            }
-            s = self.wake.wait(s).expect("walk queue poisoned");
-        }
-    }
-
-    /// Share part of `local` when a walker waits for work.
-    fn share(&self, local: &mut Vec<String>) {
-        if local.len() < 2 || self.idle.load(Ordering::Relaxed) == 0 {
-            return;
-        }
-        let mut s = self.state.lock().expect("walk queue poisoned");
-        s.0.extend(local.drain(..local.len() / 2));
-        self.wake.notify_all();
-    }
-}
-
-/// What one walker found: paths appended to one string, each item `(start, end,
-/// stat data)` (`None` where the platform has none).
-#[derive(Default)]
-struct Found {
-    text: String,
-    items: Vec<(usize, usize, Option<Stat>)>,
-}
-
-/// Every file of the project not under a skipped directory, relative and sorted, with
-/// its stat data. Reads each directory once and stats each file relative to its
-/// directory, on every core.
-fn walk(project: &Path, skip_dirs: &[PathBuf]) -> (Paths, Vec<Option<Stat>>) {
-    let mut skip = HashSet::new();
-    for d in skip_dirs {
-        for d in [Some(d.clone()), d.canonicalize().ok()]
-            .into_iter()
-            .flatten()
-        {
-            if let Ok(rel) = d.strip_prefix(project) {
-                skip.insert(slash_path(rel));
-            }
-        }
-    }
-    let workers = threads();
-    let queue = DirQueue {
-        state: Mutex::new((vec![String::new()], 0)),
-        idle: AtomicUsize::new(0),
-        wake: Condvar::new(),
-        workers,
-    };
-    let work = || {
-        let mut found = Found::default();
-        let mut local = Vec::new();
-        while let Some(dir) = local.pop().or_else(|| queue.take()) {
-            read_dir(project, &dir, &skip, &mut found, &mut local);
-            queue.share(&mut local);
-        }
-        found
-    };
-    let mut parts: Vec<Found> = std::thread::scope(|s| {
-        let others: Vec<_> = (1..workers).map(|_| s.spawn(work)).collect();
-        let mut parts = vec![work()];
-        parts.extend(
-            others
-                .into_iter()
-                .map(|h| h.join().expect("a walking thread panicked")),
-        );
-        parts
-    });
-    // Sort every path of every walker, then lay them out in that order.
-    let mut order: Vec<(usize, usize)> = parts
-        .iter()
-        .enumerate()
-        .flat_map(|(p, f)| (0..f.items.len()).map(move |k| (p, k)))
-        .collect();
-    let path = |&(p, k): &(usize, usize)| {
-        let (start, end, _) = parts[p].items[k];
-        &parts[p].text[start..end]
-    };
-    order.sort_unstable_by(|a, b| path(a).cmp(path(b)));
-    let mut paths = Paths {
-        text: String::with_capacity(parts.iter().map(|f| f.text.len()).sum()),
-        ends: Vec::with_capacity(order.len()),
-    };
-    let mut stat = Vec::with_capacity(order.len());
-    for o in &order {
-        paths.text.push_str(path(o));
-        paths.ends.push(paths.text.len());
-        stat.push(parts[o.0].items[o.1].2);
-    }
-    parts.clear();
-    (paths, stat)
-}
-
-/// Read one directory (`rel`, "" for the project): its files go to `found`, its
-/// subdirectories to walk to `dirs`.
-fn read_dir(
-    project: &Path,
-    rel: &str,
-    skip: &HashSet<String>,
-    found: &mut Found,
-    dirs: &mut Vec<String>,
-) {
-    let abs = project.join(rel);
-    let entries = match std::fs::read_dir(&abs) {
-        Ok(e) => e,
-        Err(err) => {
-            tracing::warn!(
-                "skipping an unreadable part of the project `{}`: {err}",
-                abs.display()
-            );
-            return;
-        }
-    };
-    let (text_before, items_before, dirs_before) =
-        (found.text.len(), found.items.len(), dirs.len());
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(err) => {
-                tracing::warn!(
-                    "skipping an unreadable part of the project `{}`: {err}",
-                    abs.display()
-                );
-                continue;
-            }
-        };
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            tracing::warn!(
-                "skipping `{}`: its name is not UTF-8",
-                entry.path().display()
-            );
-            continue;
-        };
-        // A virtualenv (not the project itself): nothing in it is an input.
-        if name == "pyvenv.cfg" && !rel.is_empty() {
-            found.text.truncate(text_before);
-            found.items.truncate(items_before);
-            dirs.truncate(dirs_before);
-            return;
-        }
-        let Ok(ft) = entry.file_type() else { continue };
-        if ft.is_dir() {
-            if name == ".git" || name == "__pycache__" {
-                continue;
-            }
-            let child = if rel.is_empty() {
-                name.to_owned()
-            } else {
-                format!("{rel}/{name}")
-            };
-            if !skip.contains(&child) {
-                dirs.push(child);
-            }
-            continue;
-        }
-        // Relative to the open directory: no path lookup per file. A link counts as
-        // the file it points to; a link to a directory is not followed.
-        let meta = if ft.is_file() {
-            entry.metadata()
-        } else if ft.is_symlink() {
-            std::fs::metadata(entry.path())
-        } else {
-            continue;
-        };
-        let stat = match meta {
-            Ok(m) if m.is_file() => Stat::of(&m),
-            Ok(_) => continue,
-            // Gone since the directory was read: not a file of this run.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(_) => None,
-        };
-        let start = found.text.len();
-        if !rel.is_empty() {
-            found.text.push_str(rel);
-            found.text.push('/');
-        }
-        found.text.push_str(name);
-        found.items.push((start, found.text.len(), stat));
-    }
-}
-
-/// `rel` with `/` separators.
-fn slash_path(rel: &Path) -> String {
-    let parts: Vec<_> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect();
-    parts.join("/")
 }
 
 #[cfg(test)]

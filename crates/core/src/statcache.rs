@@ -15,11 +15,19 @@
 //! margin covers coarse kernel clocks and filesystems that keep whole (FAT: even)
 //! seconds.
 //!
+//! Directory listings are kept the same way: a directory whose stat data matches its
+//! listing's, and is not racy, is not read again (adding, removing or renaming an
+//! entry changes a directory's mtime). A warm check then costs one `open` and `fstat`
+//! per directory and one `fstatat` per file, where reading a directory costs several
+//! system calls and the filesystem's own bookkeeping.
+//!
 //! Layout, little endian: magic `TIERSSC\0`, `u32` version, `u32` zero, `i64` write
-//! time (ns since the epoch), `u32` length + bytes of the project path, `u64` record
-//! count, the records sorted by path (`u32` length + path bytes, `u64` inode, `u64`
-//! size, `i64` mtime_ns, `i64` ctime_ns, 32-byte digest), and a 64-bit checksum of
-//! all of the above. Anything else — another version, another project, a bad checksum, a
+//! time (ns since the epoch), `u32` length + bytes of the project path; `u64` record
+//! count and the file records sorted by path (`u32` length + path bytes, `u64` inode,
+//! `u64` size, `i64` mtime_ns, `i64` ctime_ns, 32-byte digest); `u64` directory count
+//! and the listings sorted by path (path, the same stat data, `u32` entry count, each
+//! entry a kind byte and a `u32` length + name); a 64-bit checksum of all of the
+//! above. Anything else — another version, another project, a bad checksum, a
 //! truncated file — is discarded with a debug log and never trusted.
 
 use std::fs::Metadata;
@@ -32,7 +40,7 @@ use crate::error::{Error, Result};
 use crate::key::hex;
 
 const MAGIC: &[u8; 8] = b"TIERSSC\0";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Directory of the cache dir holding tiers' own state; `.` keeps it from being a tier.
 const STATE_DIR: &str = ".state";
 
@@ -82,13 +90,53 @@ pub(crate) struct Record {
     pub digest: [u8; 32],
 }
 
-/// A loaded stat cache: the records, sorted by path, and when they were written.
+/// What a directory entry is, as a listing records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    File = 0,
+    Dir = 1,
+    Link = 2,
+}
+
+impl Kind {
+    fn from_byte(b: u8) -> Option<Kind> {
+        match b {
+            0 => Some(Kind::File),
+            1 => Some(Kind::Dir),
+            2 => Some(Kind::Link),
+            _ => None,
+        }
+    }
+}
+
+/// One directory's listing as it goes into the cache: its stat data and its
+/// entries (files, directories and links; nothing else is an input).
+pub(crate) struct DirRecord<'a> {
+    pub rel: &'a str,
+    pub stat: Stat,
+    pub entries: Vec<(Kind, &'a str)>,
+}
+
+/// A directory listing in a loaded cache: its path, stat data, and its range in
+/// `StatCache::entries`.
+struct DirAt {
+    path: (u32, u32),
+    stat: Stat,
+    first: u32,
+    count: u32,
+}
+
+/// A loaded stat cache: file records and directory listings, each sorted by path,
+/// and when they were written.
 pub(crate) struct StatCache {
     pub written_ns: i64,
-    /// The file as read; `paths` index into it, so loading allocates once.
+    /// The file as read; everything below indexes into it, so loading allocates a
+    /// few vectors, not a string per path.
     bytes: Vec<u8>,
     paths: Vec<(u32, u32)>,
     records: Vec<Record>,
+    dirs: Vec<DirAt>,
+    entries: Vec<(Kind, u32, u32)>,
 }
 
 /// Where the stat cache of `project` lives in `cache_dir`. The name carries a digest
@@ -166,15 +214,43 @@ impl StatCache {
                 return Err("records out of order".into());
             }
             prev = Some(path);
-            let stat = Stat {
-                ino: r.u64()?,
-                size: r.u64()?,
-                mtime_ns: r.i64()?,
-                ctime_ns: r.i64()?,
-            };
+            let stat = r.stat()?;
             let digest = r.take(32)?.try_into().expect("32 bytes");
             paths.push((at as u32, len as u32));
             records.push(Record { stat, digest });
+        }
+        let count = usize::try_from(r.u64()?).map_err(|_| "bad count")?;
+        if count > body.len() / 40 {
+            return Err("bad directory count".into());
+        }
+        let mut dirs = Vec::with_capacity(count);
+        let mut entries = Vec::new();
+        let mut prev: Option<&[u8]> = None;
+        for _ in 0..count {
+            let (at, len) = r.bytes()?;
+            let path = &body[at..at + len];
+            if prev.is_some_and(|p| p >= path) {
+                return Err("directories out of order".into());
+            }
+            prev = Some(path);
+            let stat = r.stat()?;
+            let n = r.u32()?;
+            let first = entries.len() as u32;
+            for _ in 0..n {
+                let kind = Kind::from_byte(r.take(1)?[0]).ok_or("bad entry kind")?;
+                let (at, len) = r.bytes()?;
+                let name = std::str::from_utf8(&body[at..at + len]).map_err(|_| "bad name")?;
+                if name.is_empty() || name.contains('/') {
+                    return Err("bad name".into());
+                }
+                entries.push((kind, at as u32, len as u32));
+            }
+            dirs.push(DirAt {
+                path: (at as u32, len as u32),
+                stat,
+                first,
+                count: n,
+            });
         }
         if r.at != body.len() {
             return Err("trailing bytes".into());
@@ -184,6 +260,8 @@ impl StatCache {
             bytes,
             paths,
             records,
+            dirs,
+            entries,
         })
     }
 
@@ -192,8 +270,39 @@ impl StatCache {
     }
 
     fn path(&self, i: usize) -> &[u8] {
-        let (at, len) = self.paths[i];
+        self.span(self.paths[i])
+    }
+
+    fn span(&self, (at, len): (u32, u32)) -> &[u8] {
         &self.bytes[at as usize..(at + len) as usize]
+    }
+
+    /// Index of the listing of directory `rel`, if the cache has one.
+    pub fn dir(&self, rel: &str) -> Option<usize> {
+        self.dirs
+            .binary_search_by(|d| self.span(d.path).cmp(rel.as_bytes()))
+            .ok()
+    }
+
+    /// The stat data directory listing `i` was taken with.
+    pub fn dir_stat(&self, i: usize) -> Stat {
+        self.dirs[i].stat
+    }
+
+    /// The entries of directory listing `i`.
+    pub fn dir_entries(&self, i: usize) -> impl Iterator<Item = (Kind, &str)> {
+        let d = &self.dirs[i];
+        self.entries[d.first as usize..(d.first + d.count) as usize]
+            .iter()
+            .filter_map(|&(kind, at, len)| {
+                // Checked when loading.
+                let name = std::str::from_utf8(self.span((at, len))).ok()?;
+                Some((kind, name))
+            })
+    }
+
+    pub fn dir_count(&self) -> usize {
+        self.dirs.len()
     }
 
     /// The record of each of `files` (sorted, as the walk returns them), by one merge.
@@ -218,6 +327,7 @@ pub(crate) fn save<'a>(
     path: &Path,
     project: &Path,
     records: impl ExactSizeIterator<Item = (&'a str, Record)>,
+    dirs: &[DirRecord<'_>],
 ) -> Result<()> {
     let state = path.parent().expect("stat cache path has a parent");
     if !state.parent().is_some_and(Path::is_dir) {
@@ -234,11 +344,18 @@ pub(crate) fn save<'a>(
     out.extend_from_slice(&(records.len() as u64).to_le_bytes());
     for (rel, rec) in records {
         put_bytes(&mut out, rel.as_bytes());
-        out.extend_from_slice(&rec.stat.ino.to_le_bytes());
-        out.extend_from_slice(&rec.stat.size.to_le_bytes());
-        out.extend_from_slice(&rec.stat.mtime_ns.to_le_bytes());
-        out.extend_from_slice(&rec.stat.ctime_ns.to_le_bytes());
+        put_stat(&mut out, &rec.stat);
         out.extend_from_slice(&rec.digest);
+    }
+    out.extend_from_slice(&(dirs.len() as u64).to_le_bytes());
+    for d in dirs {
+        put_bytes(&mut out, d.rel.as_bytes());
+        put_stat(&mut out, &d.stat);
+        out.extend_from_slice(&(d.entries.len() as u32).to_le_bytes());
+        for (kind, name) in &d.entries {
+            out.push(*kind as u8);
+            put_bytes(&mut out, name.as_bytes());
+        }
     }
     let sum = checksum(&out);
     out.extend_from_slice(&sum.to_le_bytes());
@@ -290,6 +407,13 @@ fn checksum(bytes: &[u8]) -> u64 {
     h ^ (h >> 32)
 }
 
+fn put_stat(out: &mut Vec<u8>, s: &Stat) {
+    out.extend_from_slice(&s.ino.to_le_bytes());
+    out.extend_from_slice(&s.size.to_le_bytes());
+    out.extend_from_slice(&s.mtime_ns.to_le_bytes());
+    out.extend_from_slice(&s.ctime_ns.to_le_bytes());
+}
+
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
     out.extend_from_slice(b);
@@ -316,6 +440,14 @@ impl Reader<'_> {
     }
     fn i64(&mut self) -> std::result::Result<i64, String> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+    fn stat(&mut self) -> std::result::Result<Stat, String> {
+        Ok(Stat {
+            ino: self.u64()?,
+            size: self.u64()?,
+            mtime_ns: self.i64()?,
+            ctime_ns: self.i64()?,
+        })
     }
     /// A length-prefixed byte string, as (offset, length).
     fn bytes(&mut self) -> std::result::Result<(usize, usize), String> {
@@ -348,7 +480,12 @@ mod tests {
         let project = Path::new("/some/project");
         let path = path_for(dir.path(), project);
         let recs = [("a.py", rec(1, 5, 1)), ("b/c.py", rec(2, 6, 2))];
-        save(&path, project, recs.iter().map(|(p, r)| (*p, *r))).unwrap();
+        let dirs = [DirRecord {
+            rel: "b",
+            stat: rec(3, 7, 0).stat,
+            entries: vec![(Kind::File, "c.py"), (Kind::Dir, "d")],
+        }];
+        save(&path, project, recs.iter().map(|(p, r)| (*p, *r)), &dirs).unwrap();
         let c = StatCache::load(&path, project).unwrap();
         assert_eq!(c.len(), 2);
         let files = ["a.py", "b/b.py", "b/c.py", "z.py"].map(String::from);
@@ -357,6 +494,10 @@ mod tests {
             [Some(recs[0].1), None, Some(recs[1].1), None]
         );
         assert!(now_ns() - c.written_ns < 60_000_000_000);
+        let d = c.dir("b").unwrap();
+        assert_eq!(c.dir_stat(d), dirs[0].stat);
+        assert_eq!(c.dir_entries(d).collect::<Vec<_>>(), dirs[0].entries);
+        assert!(c.dir("").is_none() && c.dir("a").is_none());
         // Another project's cache is not this one's.
         assert!(StatCache::load(&path, Path::new("/other")).is_none());
     }
@@ -366,7 +507,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let project = Path::new("/p");
         let path = path_for(dir.path(), project);
-        save(&path, project, [("a.py", rec(1, 5, 1))].into_iter()).unwrap();
+        let dirs = [DirRecord {
+            rel: "",
+            stat: rec(2, 5, 0).stat,
+            entries: vec![(Kind::File, "a.py")],
+        }];
+        save(&path, project, [("a.py", rec(1, 5, 1))].into_iter(), &dirs).unwrap();
         let good = std::fs::read(&path).unwrap();
         for i in 0..good.len() {
             let mut bad = good.clone();
@@ -405,7 +551,7 @@ mod tests {
     fn save_writes_nothing_without_a_cache_dir() {
         let dir = tempfile::tempdir().unwrap();
         let path = path_for(&dir.path().join("never-built"), Path::new("/p"));
-        save(&path, Path::new("/p"), std::iter::empty()).unwrap();
+        save(&path, Path::new("/p"), std::iter::empty(), &[]).unwrap();
         assert!(!dir.path().join("never-built").exists());
     }
 }

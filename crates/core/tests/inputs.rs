@@ -116,13 +116,15 @@ fn digest<'a>(set: &'a [(String, String)], rel: &str) -> &'a str {
 #[test]
 fn unchanged_tree_is_checked_without_reading_content() {
     let f = Fixture::many(300);
-    // Cold: every file read.
+    // Cold: every file and directory read (the project, 7 packages, 21 subpackages).
     let (cold, s) = f.run();
     assert_eq!((s.files, s.hashed_files, s.stat_hits), (300, 300, 0));
-    // Right after being written, no file is old enough to be vouched for: the racy
-    // guard has every one re-read.
+    assert_eq!((s.dirs, s.dirs_read), (29, 29));
+    // Right after being written, no file or directory is old enough to be vouched
+    // for: the racy guard has every one read again.
     let (again, s) = f.run();
     assert_eq!((s.racy, s.hashed_files, s.stat_hits), (300, 300, 0));
+    assert_eq!(s.dirs_read, 29);
     assert_eq!(again, cold);
     settle();
     let (_, s) = f.run();
@@ -131,6 +133,7 @@ fn unchanged_tree_is_checked_without_reading_content() {
     let before = fs::read(f.stat_cache_file()).unwrap();
     let (warm, s) = f.run();
     assert_eq!((s.hashed_files, s.hashed_bytes, s.stat_hits), (0, 0, 300));
+    assert_eq!((s.dirs, s.dirs_read), (29, 0), "no directory read either");
     assert_eq!(warm, cold);
     assert_eq!(fs::read(f.stat_cache_file()).unwrap(), before);
     for (rel, d) in &warm {
@@ -242,6 +245,74 @@ fn corrupt_or_foreign_stat_cache_is_ignored() {
         // Replaced by a good one, which the next run trusts.
         let (_, s) = f.run();
         assert_eq!(s.stat_hits, 2, "{what}");
+    }
+}
+
+#[test]
+fn directory_changes_are_seen_through_cached_listings() {
+    let f = Fixture::new(&[
+        ("a.py", "a"),
+        ("pkg/b.py", "b"),
+        ("pkg/sub/c.py", "c"),
+        ("other/d.py", "d"),
+        ("env/lib/e.py", "e"),
+    ]);
+    let uncached = || f.run_with(false).0;
+    settle();
+    f.run();
+    let (_, s) = f.run();
+    assert_eq!(s.dirs_read, 0);
+    let paths =
+        |set: &[(String, String)]| -> Vec<String> { set.iter().map(|(p, _)| p.clone()).collect() };
+    // Each change below is seen, with only the directory it touched read again.
+    type Step<'a> = (&'a str, Box<dyn Fn() + 'a>, u64);
+    let steps: Vec<Step<'_>> = vec![
+        ("new file", Box::new(|| f.write("pkg/sub/new.py", "n")), 1),
+        (
+            "removed file",
+            Box::new(|| fs::remove_file(f.path("pkg/b.py")).unwrap()),
+            1,
+        ),
+        (
+            "renamed file",
+            Box::new(|| fs::rename(f.path("other/d.py"), f.path("other/d2.py")).unwrap()),
+            1,
+        ),
+        // The new directory and its parent.
+        (
+            "new directory",
+            Box::new(|| f.write("pkg/new/x.py", "x")),
+            2,
+        ),
+        (
+            "becomes a venv",
+            Box::new(|| f.write("env/pyvenv.cfg", "home = /usr\n")),
+            1,
+        ),
+        (
+            "no longer a venv",
+            Box::new(|| fs::remove_file(f.path("env/pyvenv.cfg")).unwrap()),
+            2,
+        ),
+        (
+            "removed directory",
+            Box::new(|| fs::remove_dir_all(f.path("pkg/sub")).unwrap()),
+            1,
+        ),
+    ];
+    for (what, change, read) in steps {
+        change();
+        // Right after a change its directory is racy: read on every run until it
+        // settles, and what is seen is the same as without any cache.
+        let (got, s) = f.run();
+        assert_eq!(paths(&got), paths(&uncached()), "{what}");
+        assert_eq!(got, uncached(), "{what}");
+        assert_eq!(s.dirs_read, read, "{what}");
+        settle();
+        f.run();
+        let (again, s) = f.run();
+        assert_eq!(again, got, "{what}");
+        assert_eq!(s.dirs_read, 0, "{what}");
     }
 }
 
