@@ -5,11 +5,13 @@
 //! produce the same input sets. The cache dir, `.git`, `__pycache__`, any directory
 //! holding a `pyvenv.cfg` and the configured ignored dirs are never walked.
 //!
-//! The cost model: one parallel walk per run reads directories only; a file is
-//! stat'ed only once some tier's globs match it, and its content is read only when
-//! the stat cache (see `statcache.rs`) cannot vouch for it. Each spec is matched
-//! against the walk once per run, however many tiers share it, and each file is
-//! hashed at most once per run, whichever tiers ask for it.
+//! The cost model: one parallel walk per run stats every file (relative to its
+//! directory) and reads only the directories whose listing changed (`walk.rs`); a
+//! file's content is read only when the stat cache (`statcache.rs`) cannot vouch for
+//! it, and then on every core. Each spec is matched against the walk once per run,
+//! however many tiers share it, and each file is hashed at most once per run,
+//! whichever tiers ask for it. A warm check of an unchanged tree reads no file and
+//! no directory.
 
 use std::collections::HashMap;
 use std::fs::File;
