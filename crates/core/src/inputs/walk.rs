@@ -215,25 +215,24 @@ fn run<J: Send>(first: J, visit: impl Fn(J, &mut Found, &mut Vec<J>) + Sync) -> 
 
 /// Sort every walker's paths and directories into one [`Walk`].
 fn merge(mut parts: Vec<Found>) -> Walk {
-    let mut order: Vec<(usize, usize)> = parts
+    let mut order: Vec<(&str, Option<Stat>)> = parts
         .iter()
-        .enumerate()
-        .flat_map(|(p, f)| (0..f.items.len()).map(move |k| (p, k)))
+        .flat_map(|f| {
+            f.items
+                .iter()
+                .map(|&(start, end, stat)| (&f.text[start..end], stat))
+        })
         .collect();
-    let path = |&(p, k): &(usize, usize)| {
-        let (start, end, _) = parts[p].items[k];
-        &parts[p].text[start..end]
-    };
-    order.sort_unstable_by(|a, b| path(a).cmp(path(b)));
+    order.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut paths = Paths {
         text: String::with_capacity(parts.iter().map(|f| f.text.len()).sum()),
         ends: Vec::with_capacity(order.len()),
     };
     let mut stat = Vec::with_capacity(order.len());
-    for o in &order {
-        paths.text.push_str(path(o));
+    for (path, st) in order {
+        paths.text.push_str(path);
         paths.ends.push(paths.text.len());
-        stat.push(parts[o.0].items[o.1].2);
+        stat.push(st);
     }
     let dirs_read = parts.iter().map(|f| f.dirs_read).sum();
     let mut dirs: Vec<WalkedDir> = parts.iter_mut().flat_map(|f| f.dirs.drain(..)).collect();
