@@ -1,7 +1,7 @@
 //! One build of a `symtab` entry: per-file entries first, then the cross-file
-//! pass over what changed.
+//! pass over what changed (`cross.rs`), then the entry's files.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -9,19 +9,24 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
+use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore};
 use super::table::{
-    bucket_of, file_path, graph_path, read_json, Bucket, Deps, Index, IndexFile, DEPS, FILES,
-    GRAPH, INDEX, INDEX_FORMAT,
+    bucket_of, file_path, graph_path, read_json, Deps, Index, IndexFile, DEPS, FILES, GRAPH, INDEX,
+    INDEX_FORMAT,
 };
 use super::TierError;
 use crate::{
-    interface_digest, module_name, resolve_incremental, ExtractOptions, Extractor, FileError,
-    FileSymbols, Interface, ProjectState, ResolvedGraph, ResolvedModule, EXTRACTOR_VERSION,
-    MAX_FILE_BYTES, SCHEMA_VERSION,
+    interface_digest, module_name, symbols_digest, ExtractOptions, Extractor, FileError,
+    FileSymbols, Interface, EXTRACTOR_VERSION, MAX_FILE_BYTES, SCHEMA_VERSION,
 };
+
+/// A build that parses at most this many files keeps their symbols in memory
+/// for the cross-file pass; a larger one reads them back a batch at a time.
+const KEEP_PARSED: usize = 2000;
 
 /// What a build did: recorded in the entry marker's `data` and in `index.json`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,13 +105,15 @@ pub(crate) struct Job {
     pub previous: Option<PathBuf>,
     /// Parse every file again, whatever the store holds (a forced rebuild).
     pub scratch: bool,
+    /// Per-file entries resolved at once, in bytes (see `cross.rs`).
+    pub batch_bytes: u64,
 }
 
 /// The previous entry, when its layout and extractor are this build's.
-struct Prev {
-    dir: PathBuf,
-    index: Index,
-    deps: Deps,
+pub(super) struct Prev {
+    pub dir: PathBuf,
+    pub index: Index,
+    pub deps: Deps,
 }
 
 impl Prev {
@@ -125,13 +132,13 @@ impl Prev {
 }
 
 /// One input file.
-struct Row {
-    path: String,
-    digest: String,
-    module: Option<String>,
+pub(super) struct Row {
+    pub path: String,
+    pub digest: String,
+    pub module: Option<String>,
 }
 
-fn is_package(path: &str) -> bool {
+pub(super) fn is_package(path: &str) -> bool {
     path == "__init__.py" || path.ends_with("/__init__.py")
 }
 
@@ -143,21 +150,33 @@ fn hex_digest(bytes: &[u8]) -> String {
     s
 }
 
+/// What parsing one content gave, besides the stored per-file entry.
+struct Parsed {
+    digest: String,
+    errors: u32,
+    /// Blob size, for batching.
+    size: u64,
+    /// Interface digest of each row holding this content.
+    interfaces: Vec<(usize, Option<String>)>,
+    /// Kept only when the build parses few files.
+    symbols: Option<Arc<FileSymbols>>,
+}
+
 impl Job {
     pub fn run(self) -> Result<Counts, TierError> {
         let mut clock = Clock::new();
         let (store, _lock, pruned) = BlobStore::open(&self.tier_root)?;
         clock.lap("store");
         let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
-            Some(dir) => {
-                match Prev::load(dir) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!("symtab: the previous entry cannot be read, resolving every module: {e}");
-                        None
-                    }
+            Some(dir) => match Prev::load(dir) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(
+                        "symtab: the previous entry cannot be read, resolving every module: {e}"
+                    );
+                    None
                 }
-            }
+            },
             None => None,
         };
         clock.lap("previous entry");
@@ -202,11 +221,14 @@ impl Job {
         }
 
         // Per-file entries: link what the store has, parse the rest.
-        let mut first_path: BTreeMap<&str, &str> = BTreeMap::new();
-        for r in &rows {
-            first_path.entry(&r.digest).or_insert(&r.path);
+        let mut by_digest: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            by_digest.entry(&r.digest).or_default().push(i);
         }
-        let distinct: Vec<(&str, &str)> = first_path.iter().map(|(d, p)| (*d, *p)).collect();
+        let distinct: Vec<(&str, &[usize])> = by_digest
+            .iter()
+            .map(|(d, rs)| (*d, rs.as_slice()))
+            .collect();
         let linked = par_map(
             &distinct,
             || (),
@@ -217,350 +239,108 @@ impl Job {
                 self.link_stored(store, prev, digest)
             },
         );
-        let mut to_parse: Vec<(&str, &str)> = Vec::new();
-        for (&(digest, path), linked) in distinct.iter().zip(linked) {
+        let mut to_parse: Vec<(&str, &[usize])> = Vec::new();
+        for (&item, linked) in distinct.iter().zip(linked) {
             if !linked? {
-                to_parse.push((digest, path));
+                to_parse.push(item);
             }
         }
         clock.lap("links");
-        let mut symbols = Symbols {
-            job: self,
-            store,
-            loaded: self.parse(store, &to_parse)?,
-        };
-        let parsed: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
-        clock.lap("per-file entries");
-
-        // Error counts, from what was parsed or from the previous index.
-        let prev_errors: HashMap<&str, u32> = prev
-            .map(|p| {
-                p.index
-                    .files
-                    .values()
-                    .map(|f| (f.digest.as_str(), f.errors))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let keep = to_parse.len() <= KEEP_PARSED;
+        let parsed = self.parse(store, &rows, &to_parse, keep)?;
+        let mut symbols = Symbols::new(self, store);
         let mut errors: HashMap<String, u32> = HashMap::new();
-        for (&digest, &path) in &first_path {
-            let n = match (symbols.loaded.get(digest), prev_errors.get(digest)) {
-                (Some(s), _) => s.errors.len() as u32,
-                (None, Some(&n)) => n,
-                (None, None) => symbols.get(digest, path)?.errors.len() as u32,
-            };
-            errors.insert(digest.to_owned(), n);
-        }
-
-        // Interface digests: carried over for unchanged files, computed for the rest.
-        let unchanged = |r: &Row| -> Option<&IndexFile> {
-            let old = prev?.index.files.get(&r.path)?;
-            (old.digest == r.digest && old.module == r.module && old.interface.is_some())
-                .then_some(old)
-        };
         let mut interfaces: Vec<Option<String>> = vec![None; rows.len()];
-        let mut todo = Vec::new();
-        for (i, r) in rows.iter().enumerate() {
-            match (&r.module, unchanged(r)) {
-                (None, _) => {}
-                (Some(_), Some(old)) => interfaces[i] = old.interface.clone(),
-                (Some(_), None) => todo.push(i),
+        let mut known: Vec<bool> = vec![false; rows.len()];
+        for p in parsed {
+            for (i, interface) in p.interfaces {
+                interfaces[i] = interface;
+                known[i] = true;
+            }
+            errors.insert(p.digest.clone(), p.errors);
+            symbols.sizes.insert(p.digest.clone(), p.size);
+            if let Some(s) = p.symbols {
+                symbols.loaded.insert(p.digest, s);
             }
         }
-        symbols.preload(todo.iter().map(|&i| &rows[i]))?;
-        let computed = par_map(
-            &todo,
-            || (),
-            |_, &i| {
+        let parsed_digests: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
+        clock.lap("per-file entries");
+
+        // Error counts and interface digests of the other contents: carried
+        // over from the previous index, or read from their per-file entries.
+        if let Some(p) = prev {
+            for (i, r) in rows.iter().enumerate() {
+                let Some(old) = p.index.files.get(&r.path) else {
+                    continue;
+                };
+                if old.digest != r.digest {
+                    continue;
+                }
+                errors.entry(r.digest.clone()).or_insert(old.errors);
+                if !known[i] && old.module == r.module && old.interface.is_some() {
+                    interfaces[i] = old.interface.clone();
+                    known[i] = true;
+                }
+            }
+        }
+        let todo: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                (rows[i].module.is_some() && !known[i]) || !errors.contains_key(&rows[i].digest)
+            })
+            .collect();
+        // A few hundred at a time, so that a build with a full store and no
+        // previous entry does not hold every file's symbols at once.
+        for part in todo.chunks(512) {
+            symbols.preload(part.iter().map(|&i| &rows[i]))?;
+            for &i in part {
                 let r = &rows[i];
-                let s = symbols.loaded.get(&r.digest)?;
-                let module = r.module.as_deref()?;
-                Some(interface_digest(&Interface::new(
-                    module,
-                    is_package(&r.path),
-                    s,
-                )))
-            },
-        );
-        for (&i, digest) in todo.iter().zip(computed) {
-            interfaces[i] = digest;
+                let s = symbols.get(&r.digest, &r.path)?;
+                errors
+                    .entry(r.digest.clone())
+                    .or_insert(s.errors.len() as u32);
+                if let (Some(module), false) = (&r.module, known[i]) {
+                    interfaces[i] = Some(interface_digest(&Interface::new(
+                        module,
+                        is_package(&r.path),
+                        &s,
+                    )));
+                }
+            }
+            if !keep {
+                symbols.retain(std::iter::empty());
+            }
         }
         clock.lap("interfaces");
 
-        // Which module each name resolves to: the first path in order, as the
-        // resolver's own index does.
-        let mut providers: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, r) in rows.iter().enumerate() {
-            if let Some(m) = &r.module {
-                providers.entry(m).or_insert(i);
-            }
+        // The cross-file pass.
+        let fresh = Pass {
+            rows: &rows,
+            interfaces: &interfaces,
+            prev,
+            batch_bytes: self.batch_bytes,
         }
-        let answer_now = |m: &str| providers.get(m).and_then(|&i| interfaces[i].as_deref());
-
-        // The files to resolve again.
+        .run(&mut symbols, &mut clock)?;
+        drop(symbols);
         let named: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].module.is_some())
             .collect();
-        let redo: BTreeSet<usize> = match prev {
-            None => named.iter().copied().collect(),
-            Some(p) => {
-                let answer_then = |m: &str| {
-                    let path = p.index.modules.get(m)?;
-                    p.index.files.get(path)?.interface.as_deref()
-                };
-                let mut changed: HashSet<&str> = HashSet::new();
-                for m in p
-                    .index
-                    .modules
-                    .keys()
-                    .map(String::as_str)
-                    .chain(providers.keys().copied())
-                {
-                    let (then, now) = (answer_then(m), answer_now(m));
-                    if then == now {
-                        continue;
-                    }
-                    changed.insert(m);
-                    // A module that appears or goes may turn its parent into a
-                    // namespace package or back: files that asked about the
-                    // parent recorded it as a dependency.
-                    if then.is_none() || now.is_none() {
-                        let mut prefix = m;
-                        while let Some((parent, _)) = prefix.rsplit_once('.') {
-                            changed.insert(parent);
-                            prefix = parent;
-                        }
-                    }
-                }
-                let changed_ids: HashSet<u32> = p
-                    .deps
-                    .names
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, n)| changed.contains(n.as_str()))
-                    .map(|(i, _)| i as u32)
-                    .collect();
-                named
-                    .iter()
-                    .copied()
-                    .filter(|&i| {
-                        let r = &rows[i];
-                        let same =
-                            p.index.files.get(&r.path).is_some_and(|old| {
-                                old.digest == r.digest && old.module == r.module
-                            });
-                        let consulted_changed = match p.deps.files.get(&r.path) {
-                            Some(ids) => ids.iter().any(|id| changed_ids.contains(id)),
-                            None => true,
-                        };
-                        !same || consulted_changed
-                    })
-                    .collect()
-            }
-        };
+        let resolved = fresh.resolved;
 
-        // Resolve them in a partial project state: them, and every module they
-        // consult, grown until nothing they ask about is missing.
-        clock.lap("what to resolve");
-        let mut members: BTreeSet<usize> = redo.clone();
-        for &i in &redo {
-            if let Some(&p) = rows[i].module.as_deref().and_then(|m| providers.get(m)) {
-                members.insert(p);
-            }
-            let Some(p) = prev else { continue };
-            for &id in p.deps.files.get(&rows[i].path).into_iter().flatten() {
-                if let Some(&q) = p
-                    .deps
-                    .names
-                    .get(id as usize)
-                    .and_then(|m| providers.get(m.as_str()))
-                {
-                    members.insert(q);
-                }
-            }
-        }
-        let mut last: Option<ResolvedGraph> = None;
-        let graph = loop {
-            symbols.preload(members.iter().map(|&i| &rows[i]))?;
-            let mut state = ProjectState::new();
-            for &i in &members {
-                let r = &rows[i];
-                let s = symbols.get(&r.digest, &r.path)?;
-                if let Some(m) = &r.module {
-                    state.insert(r.path.clone(), m.clone(), s);
-                }
-            }
-            clock.lap("partial state");
-            let (graph, _) = resolve_incremental(last.as_ref(), &state);
-            clock.lap("resolve");
-            drop(state);
-            let member_modules: BTreeMap<&str, ()> = members
-                .iter()
-                .filter_map(|&i| Some((rows[i].module.as_deref()?, ())))
-                .collect();
-            let mut missing = BTreeSet::new();
-            for &i in &redo {
-                let Some(resolved) = graph.files.get(&rows[i].path) else {
-                    continue;
-                };
-                for (m, answer) in &resolved.deps {
-                    if answer.is_some() {
-                        continue;
-                    }
-                    if let Some(&p) = providers.get(m.as_str()) {
-                        missing.insert(p);
-                    } else if let Some(p) = first_under(&providers, m) {
-                        if first_under(&member_modules, m).is_none() {
-                            missing.insert(p);
-                        }
-                    }
-                }
-            }
-            missing.retain(|p| !members.contains(p));
-            if missing.is_empty() {
-                break graph;
-            }
-            members.extend(missing);
-            // The files being redone are resolved again, not reused: whether a
-            // name is a namespace package is not among the answers a
-            // resolution records, and that is what may have changed for them.
-            let mut graph = graph;
-            for &i in &redo {
-                graph.files.remove(&rows[i].path);
-            }
-            last = Some(graph);
-        };
-        drop(last);
-        let mut graph_files = graph.files;
-        let mut fresh: BTreeMap<&str, ResolvedModule> = BTreeMap::new();
-        for &i in &redo {
-            let path = rows[i].path.as_str();
-            if let Some(m) = graph_files.remove(path) {
-                fresh.insert(path, m);
-            }
-        }
-        drop(graph_files);
-        drop(symbols);
-        clock.lap("resolution");
-
-        // deps.json: the fresh files' dependencies, the others' carried over
-        // with the previous name table, so that an edit maps only its own.
-        let mut deps = Deps {
-            names: prev.map(|p| p.deps.names.clone()).unwrap_or_default(),
-            files: BTreeMap::new(),
-        };
-        let mut ids: Option<HashMap<String, u32>> = None;
-        for &i in &named {
-            let path = &rows[i].path;
-            let list: Vec<u32> = match (fresh.get(path.as_str()), prev) {
-                (Some(m), _) => {
-                    let ids = ids.get_or_insert_with(|| {
-                        deps.names
-                            .iter()
-                            .enumerate()
-                            .map(|(i, n)| (n.clone(), i as u32))
-                            .collect()
-                    });
-                    m.deps
-                        .keys()
-                        .map(|n| {
-                            *ids.entry(n.clone()).or_insert_with(|| {
-                                deps.names.push(n.clone());
-                                deps.names.len() as u32 - 1
-                            })
-                        })
-                        .collect()
-                }
-                (None, Some(p)) => p.deps.files.get(path).cloned().unwrap_or_default(),
-                (None, None) => Vec::new(),
-            };
-            deps.files.insert(path.clone(), list);
-        }
-        deps.compact();
-        self.write_json(&self.build_dir.join(DEPS), &deps)?;
-        drop(deps);
+        self.write_deps(&rows, &named, prev, &fresh)?;
         clock.lap("deps.json");
-
-        // Graph buckets: the ones holding a fresh or a departed file are
-        // rewritten, the others linked from the previous entry as they are.
-        let named_paths: HashSet<&str> = named.iter().map(|&i| rows[i].path.as_str()).collect();
-        let mut touched: BTreeMap<String, Vec<(&str, ResolvedModule)>> = BTreeMap::new();
-        for (path, m) in fresh {
-            touched.entry(bucket_of(path)).or_default().push((path, m));
-        }
-        if let Some(p) = prev {
-            for (path, f) in &p.index.files {
-                if f.module.is_some() && !named_paths.contains(path.as_str()) {
-                    touched.entry(bucket_of(path)).or_default();
-                }
-            }
-        }
-        let mut buckets: BTreeMap<String, String> = BTreeMap::new();
-        if let Some(p) = prev {
-            for (b, digest) in &p.index.graph {
-                if touched.contains_key(b) {
-                    continue;
-                }
-                let theirs = graph_path(&p.dir, digest);
-                let ours = graph_path(&self.build_dir, digest);
-                store::link(&theirs, &ours).map_err(|source| TierError::Read {
-                    path: theirs.clone(),
-                    source,
-                })?;
-                // Keep the store whole (the previous entry may come from a
-                // shared cache): a later build links from it.
-                let _ = store::link(&theirs, &store.graph_blob(digest));
-                buckets.insert(b.clone(), digest.clone());
-            }
-        }
-        let results: Vec<Result<Option<(String, String)>, TierError>> = {
-            let touched: Vec<_> = touched.into_iter().collect();
-            par_map(
-                &touched,
-                || (),
-                |_, (b, fresh)| {
-                    let mut bucket: Bucket =
-                        match prev.and_then(|p| Some((p, p.index.graph.get(b)?))) {
-                            Some((p, digest)) => read_json(&graph_path(&p.dir, digest))?,
-                            None => Bucket::new(),
-                        };
-                    bucket.retain(|path, _| named_paths.contains(path.as_str()));
-                    for (path, m) in fresh {
-                        bucket.insert((*path).to_owned(), m.clone());
-                    }
-                    if bucket.is_empty() {
-                        return Ok(None);
-                    }
-                    let bytes = serde_json::to_vec(&bucket).unwrap_or_default();
-                    let digest = hex_digest(&bytes);
-                    let stored = store.graph_blob(&digest);
-                    store::put(&stored, &bytes, false)?;
-                    let ours = graph_path(&self.build_dir, &digest);
-                    store::link(&stored, &ours)
-                        .map_err(|source| TierError::Write { path: ours, source })?;
-                    Ok(Some((b.clone(), digest)))
-                },
-            )
-        };
-        for r in results {
-            if let Some((b, digest)) = r? {
-                buckets.insert(b, digest);
-            }
-        }
-
+        let buckets = self.write_graph(store, &rows, &named, prev, fresh)?;
         clock.lap("graph buckets");
 
-        // index.json
         let counts = Counts {
             files: rows.len(),
             parsed: to_parse.len(),
             reused: rows
                 .iter()
-                .filter(|r| !parsed.contains(r.digest.as_str()))
+                .filter(|r| !parsed_digests.contains(r.digest.as_str()))
                 .count(),
             modules: named.len(),
-            resolved: redo.len(),
-            resolve_reused: named.len() - redo.len(),
+            resolved,
+            resolve_reused: named.len() - resolved,
             files_with_errors: rows
                 .iter()
                 .filter(|r| errors.get(&r.digest).is_some_and(|&n| n > 0))
@@ -587,15 +367,141 @@ impl Job {
                     )
                 })
                 .collect(),
-            modules: providers
-                .iter()
-                .map(|(m, &i)| ((*m).to_owned(), rows[i].path.clone()))
-                .collect(),
+            modules: {
+                let mut modules = BTreeMap::new();
+                for r in &rows {
+                    if let Some(m) = &r.module {
+                        modules.entry(m.clone()).or_insert_with(|| r.path.clone());
+                    }
+                }
+                modules
+            },
             graph: buckets,
         };
         self.write_json(&self.build_dir.join(INDEX), &index)?;
         clock.lap("index.json");
         Ok(counts)
+    }
+
+    /// `deps.json`: the fresh files' dependencies, the others' carried over with
+    /// the previous name table, so that an edit maps only its own.
+    fn write_deps(
+        &self,
+        rows: &[Row],
+        named: &[usize],
+        prev: Option<&Prev>,
+        fresh: &Fresh,
+    ) -> Result<(), TierError> {
+        let mut deps = Deps {
+            names: prev.map(|p| p.deps.names.clone()).unwrap_or_default(),
+            files: BTreeMap::new(),
+        };
+        let mut ids: Option<HashMap<String, u32>> = None;
+        for &i in named {
+            let path = &rows[i].path;
+            let list: Vec<u32> = match (fresh.deps.get(path), prev) {
+                (Some(names), _) => {
+                    let ids = ids.get_or_insert_with(|| {
+                        deps.names
+                            .iter()
+                            .enumerate()
+                            .map(|(i, n)| (n.clone(), i as u32))
+                            .collect()
+                    });
+                    names
+                        .iter()
+                        .map(|n| {
+                            *ids.entry(n.clone()).or_insert_with(|| {
+                                deps.names.push(n.clone());
+                                deps.names.len() as u32 - 1
+                            })
+                        })
+                        .collect()
+                }
+                (None, Some(p)) => p.deps.files.get(path).cloned().unwrap_or_default(),
+                (None, None) => Vec::new(),
+            };
+            deps.files.insert(path.clone(), list);
+        }
+        deps.compact();
+        self.write_json(&self.build_dir.join(DEPS), &deps)
+    }
+
+    /// Graph buckets: the ones holding a fresh or a departed file are rewritten,
+    /// the others linked from the previous entry as they are. Returns bucket →
+    /// digest.
+    fn write_graph(
+        &self,
+        store: &BlobStore,
+        rows: &[Row],
+        named: &[usize],
+        prev: Option<&Prev>,
+        fresh: Fresh,
+    ) -> Result<BTreeMap<String, String>, TierError> {
+        let named_paths: HashSet<&str> = named.iter().map(|&i| rows[i].path.as_str()).collect();
+        let mut touched = fresh.fragments;
+        if let Some(p) = prev {
+            for (path, f) in &p.index.files {
+                if f.module.is_some() && !named_paths.contains(path.as_str()) {
+                    touched.entry(bucket_of(path)).or_default();
+                }
+            }
+        }
+        let mut buckets: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(p) = prev {
+            for (b, digest) in &p.index.graph {
+                if touched.contains_key(b) {
+                    continue;
+                }
+                let theirs = graph_path(&p.dir, digest);
+                let ours = graph_path(&self.build_dir, digest);
+                store::link(&theirs, &ours).map_err(|source| TierError::Read {
+                    path: theirs.clone(),
+                    source,
+                })?;
+                // Keep the store whole (the previous entry may come from a
+                // shared cache): a later build links from it.
+                let _ = store::link(&theirs, &store.graph_blob(digest));
+                buckets.insert(b.clone(), digest.clone());
+            }
+        }
+        let touched: Vec<Mutex<Option<(String, Fragments)>>> =
+            touched.into_iter().map(|t| Mutex::new(Some(t))).collect();
+        let written = par_map(
+            &touched,
+            || (),
+            |_, item| {
+                let Some((b, fresh)) = item.lock().ok().and_then(|mut t| t.take()) else {
+                    return Ok(None);
+                };
+                let mut bucket: BTreeMap<String, Box<RawValue>> =
+                    match prev.and_then(|p| Some((p, p.index.graph.get(&b)?))) {
+                        Some((p, digest)) => read_json(&graph_path(&p.dir, digest))?,
+                        None => BTreeMap::new(),
+                    };
+                bucket.retain(|path, _| named_paths.contains(path.as_str()));
+                bucket.extend(fresh);
+                if bucket.is_empty() {
+                    return Ok(None);
+                }
+                // The raw values are compact JSON, so these are the bytes of the
+                // typed bucket too: one bucket content, one digest.
+                let bytes = serde_json::to_vec(&bucket).unwrap_or_default();
+                let digest = hex_digest(&bytes);
+                let stored = store.graph_blob(&digest);
+                store::put(&stored, &bytes, false)?;
+                let ours = graph_path(&self.build_dir, &digest);
+                store::link(&stored, &ours)
+                    .map_err(|source| TierError::Write { path: ours, source })?;
+                Ok::<_, TierError>(Some((b, digest)))
+            },
+        );
+        for w in written {
+            if let Some((b, digest)) = w? {
+                buckets.insert(b, digest);
+            }
+        }
+        Ok(buckets)
     }
 
     /// Link the stored per-file entry of `digest` into the entry; adopt it from
@@ -621,17 +527,20 @@ impl Job {
         Ok(false)
     }
 
-    /// Parse `(digest, path)` on every core; each result is stored and linked
-    /// into the entry on the worker, and kept for the cross-file pass.
+    /// Parse each content on every core; each result is stored and linked into
+    /// the entry on the worker, with the interfaces of the rows holding it.
     fn parse(
         &self,
         store: &BlobStore,
-        todo: &[(&str, &str)],
-    ) -> Result<HashMap<String, Arc<FileSymbols>>, TierError> {
+        rows: &[Row],
+        todo: &[(&str, &[usize])],
+        keep: bool,
+    ) -> Result<Vec<Parsed>, TierError> {
         let results = par_map(
             todo,
             || Extractor::new(ExtractOptions::default()),
-            |extractor, &(digest, path)| -> Result<(String, Arc<FileSymbols>), TierError> {
+            |extractor, &(digest, holders)| -> Result<Parsed, TierError> {
+                let path = &rows[holders[0]].path;
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
                 let bytes = serde_json::to_vec(&symbols).unwrap_or_default();
                 let stored = store.file_blob(digest);
@@ -639,7 +548,23 @@ impl Job {
                 let ours = file_path(&self.build_dir, digest);
                 store::link(&stored, &ours)
                     .map_err(|source| TierError::Write { path: ours, source })?;
-                Ok((digest.to_owned(), Arc::new(symbols)))
+                let interfaces = holders
+                    .iter()
+                    .map(|&i| {
+                        let r = &rows[i];
+                        let interface = r.module.as_deref().map(|m| {
+                            interface_digest(&Interface::new(m, is_package(&r.path), &symbols))
+                        });
+                        (i, interface)
+                    })
+                    .collect();
+                Ok(Parsed {
+                    digest: digest.to_owned(),
+                    errors: symbols.errors.len() as u32,
+                    size: bytes.len() as u64,
+                    interfaces,
+                    symbols: keep.then(|| Arc::new(symbols)),
+                })
             },
         );
         results.into_iter().collect()
@@ -652,20 +577,6 @@ impl Job {
             source,
         })
     }
-}
-
-/// The path of the first module under `prefix.` in `modules`, if any: what
-/// makes `prefix` a namespace package.
-fn first_under<V: Copy>(modules: &BTreeMap<&str, V>, prefix: &str) -> Option<V> {
-    let dotted = format!("{prefix}.");
-    modules
-        .range::<str, _>((
-            std::ops::Bound::Excluded(prefix),
-            std::ops::Bound::Unbounded,
-        ))
-        .next()
-        .filter(|(m, _)| m.starts_with(&dotted))
-        .map(|(_, v)| *v)
 }
 
 /// Read a project file and extract it, checking that its content is the one
@@ -700,15 +611,29 @@ fn read_and_extract(
     Ok(extractor.extract(&bytes))
 }
 
-/// Per-file symbols of this build: parsed ones, and stored ones read on demand.
-struct Symbols<'a> {
+/// Per-file symbols of this build: parsed ones kept, stored ones read on demand.
+pub(super) struct Symbols<'a> {
     job: &'a Job,
     store: &'a BlobStore,
     loaded: HashMap<String, Arc<FileSymbols>>,
+    /// Stored size of each per-file entry, as known.
+    sizes: HashMap<String, u64>,
+    /// `symbols_digest` of each content, once computed.
+    digests: HashMap<String, String>,
 }
 
-impl Symbols<'_> {
-    fn get(&mut self, digest: &str, path: &str) -> Result<Arc<FileSymbols>, TierError> {
+impl<'a> Symbols<'a> {
+    fn new(job: &'a Job, store: &'a BlobStore) -> Self {
+        Symbols {
+            job,
+            store,
+            loaded: HashMap::new(),
+            sizes: HashMap::new(),
+            digests: HashMap::new(),
+        }
+    }
+
+    pub fn get(&mut self, digest: &str, path: &str) -> Result<Arc<FileSymbols>, TierError> {
         if let Some(s) = self.loaded.get(digest) {
             return Ok(s.clone());
         }
@@ -718,7 +643,7 @@ impl Symbols<'_> {
     }
 
     /// Read the per-file entries of `rows` not read yet, on every core.
-    fn preload<'r>(&mut self, rows: impl Iterator<Item = &'r Row>) -> Result<(), TierError> {
+    pub fn preload<'r>(&mut self, rows: impl Iterator<Item = &'r Row>) -> Result<(), TierError> {
         let mut seen = HashSet::new();
         let todo: Vec<(&str, &str)> = rows
             .filter(|r| !self.loaded.contains_key(&r.digest) && seen.insert(r.digest.as_str()))
@@ -730,6 +655,41 @@ impl Symbols<'_> {
             self.loaded.insert(digest.to_owned(), s?);
         }
         Ok(())
+    }
+
+    /// Another loader sharing what this one holds, for another thread.
+    pub fn fork(&self) -> Symbols<'a> {
+        Symbols {
+            job: self.job,
+            store: self.store,
+            loaded: self.loaded.clone(),
+            sizes: HashMap::new(),
+            digests: HashMap::new(),
+        }
+    }
+
+    /// Forget every loaded content but those of `keep`.
+    pub fn retain<'k>(&mut self, keep: impl Iterator<Item = &'k str>) {
+        let keep: HashSet<&str> = keep.collect();
+        self.loaded.retain(|d, _| keep.contains(d.as_str()));
+    }
+
+    /// The stored size of a per-file entry (0 if it cannot be told).
+    pub fn size(&mut self, digest: &str) -> u64 {
+        if let Some(&n) = self.sizes.get(digest) {
+            return n;
+        }
+        let n = fs::metadata(file_path(&self.job.build_dir, digest)).map_or(0, |m| m.len());
+        self.sizes.insert(digest.to_owned(), n);
+        n
+    }
+
+    /// [`symbols_digest`] of a content, computed once per build.
+    pub fn symbols_digest(&mut self, digest: &str, symbols: &FileSymbols) -> String {
+        self.digests
+            .entry(digest.to_owned())
+            .or_insert_with(|| symbols_digest(symbols))
+            .clone()
     }
 
     /// A stored per-file entry; one that cannot be read back is parsed again
@@ -754,16 +714,18 @@ impl Symbols<'_> {
     }
 }
 
-/// Phase timings, logged at debug level.
-struct Clock(std::time::Instant);
+/// Phase timings and resident memory, logged at debug level (`tiers -v`).
+pub(super) struct Clock(std::time::Instant);
 
 impl Clock {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Clock(std::time::Instant::now())
     }
 
-    fn lap(&mut self, what: &str) {
-        // Resident memory too, where the platform says (Linux).
+    pub fn lap(&mut self, what: &str) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
         let rss = fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|s| {
@@ -784,14 +746,23 @@ impl Clock {
 
 /// `f` over `items` on every core, each thread with its own state from
 /// `init`; results in item order.
-fn par_map<T: Sync, S, R: Send>(
+pub(super) fn par_map<T: Sync, S, R: Send>(
     items: &[T],
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> R + Sync,
 ) -> Vec<R> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    par_map_n(cores, items, init, f)
+}
+
+/// [`par_map`] on at most `threads` threads.
+pub(super) fn par_map_n<T: Sync, S, R: Send>(
+    threads: usize,
+    items: &[T],
+    init: impl Fn() -> S + Sync,
+    f: impl Fn(&mut S, &T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.min(items.len());
     if threads <= 1 {
         let mut state = init();
         return items.iter().map(|it| f(&mut state, it)).collect();
