@@ -16,8 +16,12 @@ const TIER: &str = "[tiers.sym]\nkind = \"symtab\"\n";
 /// A small project: a package with relative imports, a `src/` layout, a file with a
 /// syntax error, unicode names, nested and async definitions.
 fn sample() -> Project {
+    sample_with(TIER)
+}
+
+fn sample_with(config: &str) -> Project {
     project()
-        .file("tiers.toml", TIER)
+        .file("tiers.toml", config)
         .file("pkg/__init__.py", "from .core import Engine\n")
         .file(
             "pkg/core.py",
@@ -727,4 +731,38 @@ fn options_choose_the_inputs() {
     let run = bad.tiers(&["build"]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(run.stderr.contains("inputz"), "{}", run.stderr);
+}
+
+#[test]
+fn an_entry_from_the_shared_cache_seeds_the_next_incremental_build() {
+    let shared = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[remote]\nurl = \"file://{}\"\n\n{TIER}",
+        shared.path().display()
+    );
+    let first = sample_with(&config);
+    assert_eq!(first.build(&[]).status("sym"), "built");
+    let second = sample_with(&config);
+    let run = second.build(&[]);
+    assert_eq!(run.status("sym"), "restored", "{}", run.stderr);
+    assert_eq!(
+        stored_files(&second),
+        0,
+        "nothing parsed, nothing stored yet"
+    );
+
+    // The restored entry holds plain files, not links into this cache's store:
+    // the next build adopts them instead of parsing.
+    second.write("pkg/util.py", "def helper(x):\n    return 2 * x\n");
+    let run = second.build(&[]);
+    assert_eq!(run.status("sym"), "rebuilt");
+    let d = data(&run, "sym");
+    assert_eq!((count(&d, "parsed"), count(&d, "reused")), (1, 7), "{d}");
+    assert_eq!(count(&d, "resolved"), 1, "{d}");
+    assert_eq!(stored_files(&second), 8);
+    assert_same_table(
+        &export(&second),
+        &from_scratch(&second),
+        "after the restore",
+    );
 }
