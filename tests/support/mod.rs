@@ -23,12 +23,16 @@ pub struct ProjectBuilder {
 
 impl ProjectBuilder {
     pub fn file(mut self, path: &str, contents: impl AsRef<[u8]>) -> Self {
-        self.files.push((path.to_owned(), contents.as_ref().to_vec()));
+        self.files
+            .push((path.to_owned(), contents.as_ref().to_vec()));
         self
     }
 
     pub fn build(self) -> Project {
-        let dir = tempfile::Builder::new().prefix("tiers-test-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("tiers-test-")
+            .tempdir()
+            .expect("temp dir");
         let p = Project { dir };
         for (path, contents) in self.files {
             p.write(&path, contents);
@@ -56,7 +60,10 @@ impl Run {
     /// stdout as JSON; panics with both streams when it is not.
     pub fn json(&self) -> Value {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 
@@ -81,14 +88,21 @@ impl Run {
 
     /// `status` of `tier` in the report.
     pub fn status(&self, tier: &str) -> String {
-        self.tier(tier)["status"].as_str().unwrap_or_default().to_owned()
+        self.tier(tier)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     /// The reason sentences of `tier` in the report.
     pub fn reasons(&self, tier: &str) -> Vec<String> {
         self.tier(tier)["reasons"]
             .as_array()
-            .map(|rs| rs.iter().map(|r| r["message"].as_str().unwrap_or_default().to_owned()).collect())
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| r["message"].as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -159,17 +173,28 @@ impl Project {
 }
 
 /// Every file under `dir` (relative path, length), sorted; empty when `dir` is absent.
+/// `.state/` (the stat cache: what the project's files looked like, not an entry) is
+/// left out, so "nothing changed" means no entry, lock, pointer or candidate did.
 pub fn snapshot(dir: &Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_owned()];
     while let Some(d) = todo.pop() {
-        let Ok(read) = std::fs::read_dir(&d) else { continue };
+        let Ok(read) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in read.flatten() {
             let ft = e.file_type().expect("file type");
             if ft.is_dir() {
-                todo.push(e.path());
+                if e.path() != dir.join(".state") {
+                    todo.push(e.path());
+                }
             } else {
-                let rel = e.path().strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
+                let rel = e
+                    .path()
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .to_string_lossy()
+                    .into_owned();
                 out.push((rel, e.metadata().map(|m| m.len()).unwrap_or(0)));
             }
         }
