@@ -75,8 +75,9 @@ struct Lookup {
     doc: Arc<KeyDoc>,
     key: Key,
     freshness: Freshness,
-    /// Marker of the entry serving `key`, when one is there and readable.
-    marker: Option<Marker>,
+    /// The entry serving `key` (its own or, through an alias, another's), when one
+    /// is there and readable.
+    serving: Option<Entry>,
     /// An entry built for other inputs that this key can reuse (discovered inputs).
     restored: Option<(Marker, Vec<Reason>)>,
     /// The tier's last used entry, when it differs from `key`'s.
@@ -373,8 +374,8 @@ impl Engine {
         let last = last_key
             .as_ref()
             .and_then(|k| t.store.marker(k).ok().flatten());
-        let used_inputs = look
-            .marker
+        let serving = t.store.resolve(&look.key).ok().flatten();
+        let used_inputs = serving
             .as_ref()
             .or(last.as_ref())
             .and_then(|m| m.used_inputs.clone());
@@ -492,11 +493,8 @@ impl Engine {
         let doc = Arc::new(doc);
         let current = t.store.current().filter(|c| *c != key);
         let mut restored = None;
-        let (freshness, marker) = match t.store.resolve(&key) {
-            Ok(Some(marker)) => {
-                let entry = entry_of(&t.store, marker.clone());
-                (t.tier.probe(cx, &entry).await?, Some(marker))
-            }
+        let (freshness, serving) = match serving_entry(&t.store, &key, &doc) {
+            Ok(Some(entry)) => (t.tier.probe(cx, &entry).await?, Some(entry)),
             Ok(None) if !doc.inputs.is_empty() => {
                 restored = self.candidate(t, cx, &doc).await?;
                 let last = current
@@ -525,7 +523,7 @@ impl Engine {
             doc,
             key,
             freshness,
-            marker,
+            serving,
             restored,
             current,
         })
@@ -570,10 +568,7 @@ impl Engine {
             Ok(l) => l,
             Err(e) => return failed_or_skipped(t, None, e),
         };
-        let path = look
-            .marker
-            .clone()
-            .map(|m| t.tier.path(&entry_of(&t.store, m)));
+        let path = look.serving.as_ref().map(|e| t.tier.path(e));
         if let (Some((marker, reasons)), Freshness::Missing | Freshness::Stale(_)) =
             (&look.restored, &look.freshness)
         {
@@ -634,7 +629,10 @@ impl Engine {
         let reasons = match (&look.freshness, &forced) {
             (_, Some(by)) => vec![Reason::Forced { by: by.clone() }],
             (Freshness::Fresh, None) => {
-                return self.reuse(t, &look, Status::Fresh, vec![]);
+                if let Some(entry) = &look.serving {
+                    return self.reuse(t, &look, entry, Status::Fresh, vec![]);
+                }
+                vec![]
             }
             (Freshness::Missing, None) => vec![],
             (Freshness::Stale(r), None) => r.clone(),
@@ -646,7 +644,7 @@ impl Engine {
             return self.never(t, &look, reasons);
         }
         // A corrupt entry is stale without a marker or another current key: it existed.
-        let existed = look.marker.is_some()
+        let existed = look.serving.is_some()
             || look.current.is_some()
             || matches!(look.freshness, Freshness::Stale(_));
         tracing::info!(tier = %t.name, key = look.key.short(), "building");
@@ -660,7 +658,7 @@ impl Engine {
                 let entry = entry_of(&t.store, marker);
                 if let Ok(Freshness::Fresh) = t.tier.probe(&cx, &entry).await {
                     drop(lock);
-                    return self.reuse(t, &look, Status::Fresh, vec![]);
+                    return self.reuse(t, &look, &entry, Status::Fresh, vec![]);
                 }
             }
         }
@@ -911,7 +909,13 @@ impl Engine {
         if let Err(e) = recorded {
             return failed_or_skipped(t, Some(look.key.clone()), e);
         }
-        self.reuse(t, look, Status::Restored, why)
+        self.reuse(
+            t,
+            look,
+            &entry_of(&t.store, marker.clone()),
+            Status::Restored,
+            why,
+        )
     }
 
     /// Use the entry serving `look.key` as it is.
@@ -919,25 +923,15 @@ impl Engine {
         &self,
         t: &Planned,
         look: &Lookup,
+        entry: &Entry,
         status: Status,
         reasons: Vec<Reason>,
     ) -> TierReport {
-        let marker = match t.store.resolve(&look.key) {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                return failed_or_skipped(
-                    t,
-                    Some(look.key.clone()),
-                    Error::build("the entry disappeared while it was being used"),
-                )
-            }
-            Err(e) => return failed_or_skipped(t, Some(look.key.clone()), e),
-        };
-        t.store.touch(&marker.key);
-        if let Err(e) = t.store.set_current(&marker.key) {
+        t.store.touch(&entry.key);
+        if let Err(e) = t.store.set_current(&entry.key) {
             return failed_or_skipped(t, Some(look.key.clone()), e);
         }
-        let path = t.tier.path(&entry_of(&t.store, marker));
+        let path = t.tier.path(entry);
         tier_report(t, Some(look.key.clone()), Some(path), status, reasons)
     }
 
@@ -1056,6 +1050,22 @@ fn check_used_inputs(doc: &KeyDoc, used: &Option<Vec<String>>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The entry serving `key`: its own (read without its key document, which is `doc`
+/// since the key names it), else the one it was restored to through an alias.
+fn serving_entry(store: &Store, key: &Key, doc: &Arc<KeyDoc>) -> Result<Option<Entry>> {
+    if let Some(head) = store.head(key)? {
+        let dir = store.entry_dir(key);
+        return Ok(Some(Entry {
+            key: head.key,
+            build_dir: dir.clone(),
+            dir,
+            doc: doc.clone(),
+            data: head.data,
+        }));
+    }
+    Ok(store.resolve(key)?.map(|m| entry_of(store, m)))
 }
 
 pub(crate) fn entry_of(store: &Store, marker: Marker) -> Entry {

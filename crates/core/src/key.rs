@@ -117,8 +117,13 @@ impl KeyDoc {
 
     /// Record a set of hashed inputs.
     pub fn inputs(mut self, inputs: &InputSet) -> Self {
-        self.inputs
-            .extend(inputs.iter().map(|(p, d)| (p.to_owned(), d.to_owned())));
+        let set = inputs.iter().map(|(p, d)| (p.to_owned(), d.to_owned()));
+        if self.inputs.is_empty() {
+            // Collected from sorted pairs, the map is built in bulk.
+            self.inputs = set.collect();
+        } else {
+            self.inputs.extend(set);
+        }
         self
     }
 

@@ -39,7 +39,7 @@ pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};
 pub use registry::{Factory, Registry};
 pub use report::{PathsReport, ReasonReport, Report, Status, TierPath, TierReport};
 pub use shared::SharedCache;
-pub use store::{write_atomic, Marker, Store, MARKER};
+pub use store::{write_atomic, Marker, MarkerHead, Store, MARKER};
 pub use tier::{BuildOutcome, Context, Entry, Tier, Upstream};
 
 pub use async_trait::async_trait;

@@ -46,6 +46,17 @@ pub struct Marker {
     pub data: Value,
 }
 
+/// The fields of `entry.json` but the key document (serde skips it unparsed).
+#[derive(Clone, Debug, Deserialize)]
+pub struct MarkerHead {
+    pub format: u32,
+    pub key: Key,
+    #[serde(default)]
+    pub used_inputs: Option<Vec<String>>,
+    #[serde(default)]
+    pub data: Value,
+}
+
 /// A published entry as listed for retention.
 #[derive(Clone, Debug)]
 pub struct StoredEntry {
@@ -111,22 +122,36 @@ impl Store {
     /// The marker of `key`'s entry; `Ok(None)` when there is no entry,
     /// `Err(Error::Marker)` when one is there but unreadable.
     pub fn marker(&self, key: &Key) -> Result<Option<Marker>> {
+        self.read_marker(key, |m: &Marker| (m.format, &m.key))
+    }
+
+    /// [`Store::marker`] without the key document, which a lookup by exact key does
+    /// not need (the key names it) and which is most of the marker's size.
+    pub fn head(&self, key: &Key) -> Result<Option<MarkerHead>> {
+        self.read_marker(key, |m: &MarkerHead| (m.format, &m.key))
+    }
+
+    fn read_marker<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &Key,
+        id: impl Fn(&T) -> (u32, &Key),
+    ) -> Result<Option<T>> {
         let path = self.entry_dir(key).join(MARKER);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let marker: Marker = serde_json::from_slice(&bytes).map_err(|e| Error::Marker {
+        let marker: T = serde_json::from_slice(&bytes).map_err(|e| Error::Marker {
             path: path.clone(),
             why: e.to_string(),
         })?;
-        if marker.format != MARKER_FORMAT || &marker.key != key {
+        let (format, marker_key) = id(&marker);
+        if format != MARKER_FORMAT || marker_key != key {
             return Err(Error::Marker {
                 path,
                 why: format!(
-                    "it is for key {} in format {}, not key {key} in format {MARKER_FORMAT}",
-                    marker.key, marker.format
+                    "it is for key {marker_key} in format {format}, not key {key} in format {MARKER_FORMAT}"
                 ),
             });
         }
@@ -279,6 +304,10 @@ impl Store {
     }
 
     pub fn set_current(&self, key: &Key) -> Result<()> {
+        // A warm run writes nothing.
+        if self.current().as_ref() == Some(key) {
+            return Ok(());
+        }
         fs::create_dir_all(&self.root).at(&self.root)?;
         write_atomic(&self.root.join(CURRENT), key.as_str().as_bytes())
     }
