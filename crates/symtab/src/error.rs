@@ -32,12 +32,17 @@ pub enum FileError {
     /// Not parsed: over the size limit.
     #[error("file is {size} bytes, over the limit of {limit} bytes; not parsed")]
     TooLarge { size: u64, limit: u64 },
-    /// The parser was stopped after spending its operation budget (error
-    /// recovery on some inputs is super-linear). Nothing was extracted.
-    #[error("parse abandoned after its budget of {operations} parser operations")]
-    ParseBudget { operations: u64 },
-    /// The parser returned no tree (it should not happen; kept so that it is a
-    /// result and not a panic).
+    /// Not parsed: nested too deep for the parser to read in bounded memory
+    /// and time. `what` is `code` (brackets, blocks and operator chains, as
+    /// estimated from the tokens) or `f-strings`.
+    #[error("{what} nested {depth} levels deep, over the limit of {limit}; not parsed")]
+    TooDeep {
+        what: String,
+        depth: u64,
+        limit: u64,
+    },
+    /// The parser failed without a tree (it should not happen: the parser is
+    /// meant never to panic; kept so that it is a result and not a panic).
     #[error("the parser returned no tree")]
     NoTree,
 }

@@ -1,14 +1,23 @@
-//! The per-file extractor: tree-sitter-python, walked with an explicit stack.
+//! The per-file extractor: Ruff's parser, and a walk that takes the tree apart.
 //!
-//! The walk never recurses: a file of 100,000 nested parentheses costs heap, not
-//! stack. Every node is visited once, in source order, carrying the scope (module,
-//! class or def) its code runs in.
+//! Ruff's parser recurses, but grows its stack on the heap as it goes (through
+//! `stacker`), so deep nesting costs memory, not a stack overflow. Its tree,
+//! however, would be dropped recursively, and a 200,000-term `a+a+…` is a tree
+//! 200,000 levels deep. So the walk owns the tree: it pops one node at a time
+//! from an explicit stack, records what the node says, moves the node's children
+//! onto the stack, and drops the emptied node. No step recurses, and every node
+//! is freed on its own. Children are visited in source order, each carrying the
+//! scope (module, class or def) its code runs in.
 
 use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use std::num::NonZeroU16 as FieldId;
-
-use tree_sitter::{Language, Node, ParseOptions, ParseState, Parser, Point, Tree, TreeCursor};
+use ruff_python_ast::{
+    self as ast, Expr, FStringPart, InterpolatedStringElement, InterpolatedStringElements, Mod,
+    Pattern, Stmt, TypeParam,
+};
+use ruff_python_parser::{parse_unchecked, Mode, ParseOptions};
+use ruff_text_size::{Ranged, TextRange, TextSize};
 
 use crate::schema::{
     CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,
@@ -18,26 +27,40 @@ use crate::FileError;
 
 /// Files larger than this are not parsed; they get [`FileError::TooLarge`].
 /// The largest file of the reference corpus (CPython's stdlib plus ~100
-/// packages) is 4 MB. Measured on a 31 MB file of ordinary code: about 5 s of
-/// CPU and 850 MB of memory (the syntax tree is some 25 bytes per input byte),
-/// so 16 MiB keeps one file under about 2.5 s and 450 MB per thread.
+/// packages) is 4 MB. Measured on 16.5 MB of ordinary code (`_pydecimal.py`
+/// 72 times): about 0.6 s of CPU and 200 MB of peak memory for the whole
+/// extraction, so 16 MiB keeps one file well under a second and 250 MB.
 pub const MAX_FILE_BYTES: usize = 16 << 20;
 
 /// Syntax errors listed per file; the rest are counted in
 /// [`FileError::MoreSyntaxErrors`].
 pub const MAX_SYNTAX_ERRORS: usize = 100;
 
-/// The parser's operation budget, per byte of input, with a floor and a cap:
-/// past it the parse is abandoned with [`FileError::ParseBudget`]. Counting
-/// operations (not time) keeps the result a pure function of the bytes. On
-/// the reference corpus valid code takes 0.6 operations per byte on average
-/// and 2.9 at most (about 250 ns each), so only pathological error recovery
-/// comes near the budget; the cap bounds one file's parse to about a minute.
-const PARSE_OPS_PER_BYTE: u64 = 20;
-const PARSE_OPS_MIN: u64 = 2_000_000;
-const PARSE_OPS_MAX: u64 = 200_000_000;
-/// tree-sitter calls the progress callback once per this many operations.
-const OPS_PER_PROGRESS_CALL: u64 = 100;
+/// Longest syntax-error message kept, in bytes.
+const MAX_MESSAGE_BYTES: usize = 200;
+
+/// Ruff's parser has no nesting limit: it recurses once or more per level
+/// and grows its stack on the heap, about 2 KB per level of brackets (a
+/// megabyte of `(` would take 2 GB). Files nested deeper than this are not
+/// parsed; they get [`FileError::TooDeep`]. The depth is estimated from the
+/// tokens before parsing (see [`nesting`]): brackets, open blocks, and
+/// chains of prefix and right-associative operators, at most about 4 KB of
+/// stack per level counted (so 40 MB at the limit). CPython itself refuses
+/// 200 levels of brackets; the deepest file of the reference corpus is
+/// estimated at 28, and with an unclosed bracket inserted (which the
+/// estimate cannot see the parser recover from) at 878.
+pub(crate) const MAX_NESTING: u32 = 10_000;
+
+/// f-strings nested deeper than this are not parsed ([`FileError::TooDeep`]):
+/// Ruff's lexer copies its stack of open f-strings at every lookahead, so
+/// parsing time grows with depth × size (100,000 levels take a minute).
+/// CPython 3.12 allows 150 levels; the reference corpus nests 2 at most.
+pub(crate) const MAX_FSTRING_NESTING: u32 = 32;
+
+/// Files up to this size are parsed without estimating their nesting first:
+/// even crafted ones cannot cost more than about 70 MB of stack (some 2 KB
+/// per byte) or half a second, less than a large ordinary file.
+const SCAN_NESTING_FROM_BYTES: usize = 32 << 10;
 
 /// Options that change what is extracted. They are part of the cache key of
 /// anything built from the output.
@@ -45,103 +68,89 @@ const OPS_PER_PROGRESS_CALL: u64 = 100;
 pub struct ExtractOptions {
     /// See [`MAX_FILE_BYTES`].
     pub max_file_bytes: usize,
-    /// Parser operations allowed for one file; `None` for the default, which
-    /// grows with the file's size (see the crate's `PARSE_OPS_*` constants).
-    pub parse_budget: Option<u64>,
 }
 
 impl Default for ExtractOptions {
     fn default() -> Self {
         Self {
             max_file_bytes: MAX_FILE_BYTES,
-            parse_budget: None,
         }
     }
 }
 
-/// A reusable extractor: one tree-sitter parser, for one thread at a time.
+/// A reusable extractor, for one thread at a time: it keeps its buffers (the
+/// walk's stack, the line index) from one file to the next.
+#[derive(Default)]
 pub struct Extractor {
-    parser: Option<Parser>,
-    ids: Ids,
     options: ExtractOptions,
-}
-
-impl Default for Extractor {
-    fn default() -> Self {
-        Self::new(ExtractOptions::default())
-    }
+    stack: Vec<(Node, u32)>,
+    kids: Vec<(Node, u32)>,
+    lines: Vec<u32>,
 }
 
 impl Extractor {
     pub fn new(options: ExtractOptions) -> Self {
-        let language: Language = tree_sitter_python::LANGUAGE.into();
-        let mut parser = Parser::new();
-        // Fails only if the grammar's ABI does not match the runtime, which the
-        // pinned versions rule out; kept as a result rather than a panic.
-        let parser = parser.set_language(&language).ok().map(|()| parser);
         Self {
-            parser,
-            ids: Ids::new(&language),
             options,
+            stack: Vec::new(),
+            kids: Vec::new(),
+            lines: Vec::new(),
         }
     }
 
     /// Extracts the symbols of one file's content. Never panics; whatever could
     /// not be read is in [`FileSymbols::errors`].
     pub fn extract(&mut self, source: &[u8]) -> FileSymbols {
+        let failed = |error| FileSymbols {
+            errors: vec![error],
+            ..FileSymbols::default()
+        };
         let text = match crate::source::decode(source, self.options.max_file_bytes) {
-            Ok(text) => text,
-            Err(error) => {
-                return FileSymbols {
-                    errors: vec![error],
-                    ..FileSymbols::default()
-                }
-            }
+            Ok(text) => crate::source::universal_newlines(text),
+            Err(error) => return failed(error),
         };
-        let Some(parser) = self.parser.as_mut() else {
-            return FileSymbols {
-                errors: vec![FileError::NoTree],
-                ..FileSymbols::default()
-            };
-        };
-        match parse(parser, text.as_bytes(), self.options.parse_budget) {
-            Ok(tree) => Walker::new(&text, &self.ids).run(&tree),
-            Err(error) => FileSymbols {
-                errors: vec![error],
-                ..FileSymbols::default()
-            },
+        // Ruff's offsets are 32-bit.
+        if u32::try_from(text.len()).is_err() {
+            return failed(FileError::TooLarge {
+                size: text.len() as u64,
+                limit: u64::from(u32::MAX),
+            });
         }
-    }
-}
-
-fn parse(parser: &mut Parser, text: &[u8], budget: Option<u64>) -> Result<Tree, FileError> {
-    let budget = budget.unwrap_or_else(|| {
-        (text.len() as u64)
-            .saturating_mul(PARSE_OPS_PER_BYTE)
-            .clamp(PARSE_OPS_MIN, PARSE_OPS_MAX)
-    });
-    let mut calls: u64 = 0;
-    let mut progress = |_: &ParseState| {
-        calls += 1;
-        calls.saturating_mul(OPS_PER_PROGRESS_CALL) > budget
-    };
-    let mut read = |offset: usize, _: Point| text.get(offset..).unwrap_or_default();
-    let tree = parser.parse_with_options(
-        &mut read,
-        None,
-        Some(ParseOptions::new().progress_callback(&mut progress)),
-    );
-    match tree {
-        Some(tree) => Ok(tree),
-        None => {
-            // A cancelled parse would otherwise be resumed by the next call.
-            parser.reset();
-            if calls.saturating_mul(OPS_PER_PROGRESS_CALL) > budget {
-                Err(FileError::ParseBudget { operations: budget })
-            } else {
-                Err(FileError::NoTree)
+        // The parser is fuzzed and meant never to panic; should it, the file
+        // gets an error rather than the caller a panic.
+        let parsed = catch_unwind(AssertUnwindSafe(|| {
+            if text.len() >= SCAN_NESTING_FROM_BYTES {
+                nesting(&text)?;
             }
+            Ok(parse_unchecked(&text, ParseOptions::from(Mode::Module)))
+        }));
+        let parsed = match parsed {
+            Ok(Ok(parsed)) => parsed,
+            Ok(Err(error)) => return failed(error),
+            Err(_) => return failed(FileError::NoTree),
+        };
+        line_starts(&text, &mut self.lines);
+        let mut walker = Walker {
+            src: &text,
+            lines: &self.lines,
+            out: FileSymbols::default(),
+            scopes: vec![Scope {
+                kind: ScopeKind::Module,
+                qualname: None,
+            }],
+            kids: std::mem::take(&mut self.kids),
+        };
+        walker.syntax_errors(parsed.errors());
+        match parsed.into_syntax() {
+            Mod::Module(module) => {
+                walker.out.docstring = docstring(&module.body);
+                walker.body(module.body, 0);
+            }
+            Mod::Expression(expression) => walker.kid_expr(*expression.body, 0),
         }
+        let out = walker.run(&mut self.stack);
+        self.kids = out.1;
+        out.0
     }
 }
 
@@ -152,12 +161,33 @@ thread_local! {
 /// Extracts the symbols of one file's content with the default options.
 ///
 /// Pure: the result depends on the bytes only (not on the file's path or
-/// module name). Uses one parser per thread.
+/// module name). Reuses one extractor's buffers per thread.
 pub fn extract(source: &[u8]) -> FileSymbols {
     EXTRACTOR.with(|cell| match cell.try_borrow_mut() {
         Ok(mut extractor) => extractor.extract(source),
         Err(_) => Extractor::default().extract(source),
     })
+}
+
+/// The offset of the start of each line (the text's newlines are `\n` only).
+fn line_starts(text: &str, lines: &mut Vec<u32>) {
+    lines.clear();
+    lines.push(0);
+    lines.extend(
+        text.bytes()
+            .enumerate()
+            .filter(|&(_, b)| b == b'\n')
+            .map(|(i, _)| u32::try_from(i + 1).unwrap_or(u32::MAX)),
+    );
+}
+
+/// A node of the tree waiting on the walk's stack, owned.
+enum Node {
+    Stmt(Stmt),
+    Expr(Expr),
+    Pattern(Pattern),
+    /// The parts of an f-string or t-string, or of a format spec.
+    Elements(InterpolatedStringElements),
 }
 
 #[derive(Clone, Copy)]
@@ -172,594 +202,866 @@ struct Scope {
     qualname: Option<String>,
 }
 
-/// Node kind and field ids of the grammar, looked up once: comparing ids is
-/// much cheaper than comparing `Node::kind()` strings on every node.
-#[derive(Clone)]
-struct Ids {
-    function_definition: u16,
-    class_definition: u16,
-    decorated_definition: u16,
-    decorator: u16,
-    import_statement: u16,
-    import_from_statement: u16,
-    future_import_statement: u16,
-    expression_statement: u16,
-    call: u16,
-    identifier: u16,
-    attribute: u16,
-    async_keyword: u16,
-    body: Option<FieldId>,
-}
-
-impl Ids {
-    fn new(language: &Language) -> Self {
-        let named = |kind: &str| language.id_for_node_kind(kind, true);
-        Self {
-            function_definition: named("function_definition"),
-            class_definition: named("class_definition"),
-            decorated_definition: named("decorated_definition"),
-            decorator: named("decorator"),
-            import_statement: named("import_statement"),
-            import_from_statement: named("import_from_statement"),
-            future_import_statement: named("future_import_statement"),
-            expression_statement: named("expression_statement"),
-            call: named("call"),
-            identifier: named("identifier"),
-            attribute: named("attribute"),
-            async_keyword: language.id_for_node_kind("async", false),
-            body: language.field_id_for_name("body"),
-        }
-    }
-}
-
-/// What to do after looking at a node.
-enum Next {
-    /// Its subtree holds nothing more of interest.
-    Skip,
-    /// Visit its children; those in its `body` field (if it is a def or class)
-    /// run in the given scope, the others in the node's own scope.
-    Descend { body: Option<usize> },
-}
-
-struct Walker<'s, 'i> {
+struct Walker<'s> {
     src: &'s str,
-    ids: &'i Ids,
+    lines: &'s [u32],
     out: FileSymbols,
+    /// Every scope met so far, never popped: nodes refer to theirs by index.
     scopes: Vec<Scope>,
-    /// Decorators read at a `decorated_definition`, for its definition (by node id).
-    pending_decorators: Option<(usize, Vec<String>)>,
-    syntax_errors: usize,
+    /// The children of the node being visited, in source order.
+    kids: Vec<(Node, u32)>,
 }
 
-impl<'s, 'i> Walker<'s, 'i> {
-    fn new(src: &'s str, ids: &'i Ids) -> Self {
-        Self {
-            src,
-            ids,
-            out: FileSymbols::default(),
-            scopes: vec![Scope {
-                kind: ScopeKind::Module,
-                qualname: None,
-            }],
-            pending_decorators: None,
-            syntax_errors: 0,
+impl Walker<'_> {
+    /// One pre-order pass in source order. The stack holds the nodes still to
+    /// visit, last first; each visit pushes the node's children.
+    fn run(mut self, stack: &mut Vec<(Node, u32)>) -> (FileSymbols, Vec<(Node, u32)>) {
+        stack.clear();
+        stack.extend(self.kids.drain(..).rev());
+        while let Some((node, scope)) = stack.pop() {
+            match node {
+                Node::Stmt(stmt) => self.stmt(stmt, scope),
+                Node::Expr(expr) => self.expr(expr, scope),
+                Node::Pattern(pattern) => self.pattern(pattern, scope),
+                Node::Elements(elements) => self.elements(elements, scope),
+            }
+            stack.extend(self.kids.drain(..).rev());
         }
+        (self.out, self.kids)
     }
 
-    /// One pre-order pass with a single tree cursor. The cursor keeps its path
-    /// on the heap, and so does `frames` (the scope of each ancestor), so depth
-    /// costs no stack.
-    fn run(mut self, tree: &Tree) -> FileSymbols {
-        let root = tree.root_node();
-        self.out.docstring = self.docstring_of_block(root);
-        let mut cursor = root.walk();
-        // For each ancestor of the current node: its scope and its body scope.
-        let mut frames: Vec<(usize, Option<usize>)> = Vec::new();
-        let mut scope = 0;
-        'walk: loop {
-            let node = cursor.node();
-            if let Next::Descend { body } = self.visit(node, scope) {
-                if cursor.goto_first_child() {
-                    frames.push((scope, body));
-                    scope = self.child_scope(&frames, &cursor);
-                    continue;
-                }
-            }
-            loop {
-                if cursor.goto_next_sibling() {
-                    scope = self.child_scope(&frames, &cursor);
-                    continue 'walk;
-                }
-                if !cursor.goto_parent() {
-                    break 'walk;
-                }
-                frames.pop();
-            }
-        }
-        if self.syntax_errors > MAX_SYNTAX_ERRORS {
-            self.out.errors.push(FileError::MoreSyntaxErrors {
-                omitted: u32::try_from(self.syntax_errors - MAX_SYNTAX_ERRORS).unwrap_or(u32::MAX),
-            });
-        }
-        self.out
-    }
-
-    fn child_scope(&self, frames: &[(usize, Option<usize>)], cursor: &TreeCursor<'_>) -> usize {
-        match frames.last() {
-            Some((_, Some(body)))
-                if cursor.field_id().is_some() && cursor.field_id() == self.ids.body =>
-            {
-                *body
-            }
-            Some((scope, _)) => *scope,
-            None => 0,
-        }
-    }
-
-    fn visit(&mut self, node: Node<'_>, scope: usize) -> Next {
-        let kind = node.kind_id();
-        let ids = self.ids;
-        if node.is_error() {
-            let text = self.text(node);
-            let first_line = text.lines().next().unwrap_or("").trim();
-            let message = if first_line.is_empty() {
-                "unexpected input".to_string()
-            } else {
-                format!("unexpected `{}`", clip(first_line, 40))
-            };
-            self.syntax_error(node.start_position(), message);
-            return Next::Descend { body: None };
-        }
-        if node.is_missing() {
-            self.syntax_error(node.start_position(), format!("missing `{}`", node.kind()));
-            return Next::Skip;
-        }
-        if kind == ids.call {
-            self.call(node, scope);
-        } else if kind == ids.expression_statement {
-            if !matches!(self.scopes[scope].kind, ScopeKind::Function(_)) {
-                self.assignment_targets(node, scope);
-            }
-        } else if kind == ids.function_definition || kind == ids.class_definition {
-            let decorators = match self.pending_decorators.take() {
-                Some((id, decorators)) if id == node.id() => decorators,
-                _ => Vec::new(),
-            };
-            return Next::Descend {
-                body: Some(self.def(node, scope, decorators)),
-            };
-        } else if kind == ids.decorated_definition {
-            let mut decorators = Vec::new();
-            let mut cursor = node.walk();
-            for child in node.named_children(&mut cursor) {
-                if child.kind_id() == ids.decorator {
-                    decorators.push(
-                        child
-                            .named_child(0)
-                            .map(|e| self.clipped(e))
-                            .unwrap_or_default(),
-                    );
-                }
-            }
-            if let Some(definition) = node.child_by_field_name("definition") {
-                self.pending_decorators = Some((definition.id(), decorators));
-            }
-        } else if kind == ids.import_statement
-            || kind == ids.import_from_statement
-            || kind == ids.future_import_statement
-        {
-            self.import(node, scope);
-            return Next::Skip;
-        }
-        Next::Descend { body: None }
-    }
-
-    fn syntax_error(&mut self, at: Point, message: String) {
-        self.syntax_errors += 1;
-        if self.syntax_errors <= MAX_SYNTAX_ERRORS {
-            let at = pos(at);
+    fn syntax_errors(&mut self, errors: &[ruff_python_parser::ParseError]) {
+        let mut found: Vec<(TextSize, &ruff_python_parser::ParseError)> =
+            errors.iter().map(|e| (e.location.start(), e)).collect();
+        found.sort_by_key(|(at, _)| *at);
+        for (at, error) in found.iter().take(MAX_SYNTAX_ERRORS) {
+            let at = self.pos(*at);
             self.out.errors.push(FileError::Syntax {
                 line: at.line,
                 column: at.column,
-                message,
+                message: clip(&error.error.to_string(), MAX_MESSAGE_BYTES),
+            });
+        }
+        if found.len() > MAX_SYNTAX_ERRORS {
+            self.out.errors.push(FileError::MoreSyntaxErrors {
+                omitted: u32::try_from(found.len() - MAX_SYNTAX_ERRORS).unwrap_or(u32::MAX),
             });
         }
     }
 
-    /// Records a class or def and returns the scope of its body. Its other
-    /// parts (decorators, bases, defaults, annotations) run in `scope`.
-    fn def(&mut self, node: Node<'_>, scope: usize, decorators: Vec<String>) -> usize {
-        let name = node
-            .child_by_field_name("name")
-            .map(|n| self.text(n).to_string())
-            .unwrap_or_default();
-        let parent = self.scopes[scope].qualname.clone();
-        let qualname = match (&self.scopes[scope].kind, &parent) {
-            (ScopeKind::Module, _) | (_, None) => name.clone(),
+    fn kid(&mut self, node: Node, scope: u32) {
+        self.kids.push((node, scope));
+    }
+
+    fn kid_expr(&mut self, expr: Expr, scope: u32) {
+        self.kids.push((Node::Expr(expr), scope));
+    }
+
+    fn kid_opt(&mut self, expr: Option<Box<Expr>>, scope: u32) {
+        if let Some(expr) = expr {
+            self.kids.push((Node::Expr(*expr), scope));
+        }
+    }
+
+    fn kid_exprs(&mut self, exprs: impl IntoIterator<Item = Expr>, scope: u32) {
+        self.kids
+            .extend(exprs.into_iter().map(|e| (Node::Expr(e), scope)));
+    }
+
+    fn body(&mut self, body: impl IntoIterator<Item = Stmt>, scope: u32) {
+        self.kids
+            .extend(body.into_iter().map(|s| (Node::Stmt(s), scope)));
+    }
+
+    fn kind(&self, scope: u32) -> ScopeKind {
+        self.scopes
+            .get(scope as usize)
+            .map_or(ScopeKind::Module, |s| s.kind)
+    }
+
+    fn qualname(&self, scope: u32) -> Option<String> {
+        self.scopes
+            .get(scope as usize)
+            .and_then(|s| s.qualname.clone())
+    }
+
+    fn stmt(&mut self, stmt: Stmt, scope: u32) {
+        match stmt {
+            Stmt::FunctionDef(def) => self.function(def, scope),
+            Stmt::ClassDef(def) => self.class(def, scope),
+            Stmt::Import(import) => self.import(import, scope),
+            Stmt::ImportFrom(import) => self.import_from(import, scope),
+            Stmt::Assign(ast::StmtAssign { targets, value, .. }) => {
+                if !matches!(self.kind(scope), ScopeKind::Function(_)) {
+                    let mut found = Vec::new();
+                    for target in &targets {
+                        self.bound_names(target, &mut found);
+                    }
+                    self.bind(scope, found);
+                }
+                self.kid_exprs(targets, scope);
+                self.kid_expr(*value, scope);
+            }
+            Stmt::AnnAssign(ast::StmtAnnAssign {
+                target,
+                annotation,
+                value,
+                range,
+                ..
+            }) => {
+                if !matches!(self.kind(scope), ScopeKind::Function(_)) {
+                    let mut found = Vec::new();
+                    if let Expr::Name(name) = &*target {
+                        let hi = value.as_ref().map_or(range.end(), |v| v.start());
+                        found.push(Variable {
+                            name: name.id.to_string(),
+                            annotation: Some(self.text_within(
+                                annotation.range(),
+                                target.end(),
+                                hi,
+                            )),
+                            span: self.span(name.range),
+                        });
+                    } else {
+                        self.bound_names(&target, &mut found);
+                    }
+                    self.bind(scope, found);
+                }
+                self.kid_expr(*target, scope);
+                self.kid_expr(*annotation, scope);
+                self.kid_opt(value, scope);
+            }
+            Stmt::AugAssign(ast::StmtAugAssign { target, value, .. }) => {
+                self.kid_expr(*target, scope);
+                self.kid_expr(*value, scope);
+            }
+            Stmt::Return(ast::StmtReturn { value, .. }) => self.kid_opt(value, scope),
+            Stmt::Delete(ast::StmtDelete { targets, .. }) => self.kid_exprs(targets, scope),
+            Stmt::TypeAlias(ast::StmtTypeAlias {
+                name,
+                type_params,
+                value,
+                ..
+            }) => {
+                self.kid_expr(*name, scope);
+                self.type_params(type_params, scope);
+                self.kid_expr(*value, scope);
+            }
+            Stmt::For(ast::StmtFor {
+                target,
+                iter,
+                body,
+                orelse,
+                ..
+            }) => {
+                self.kid_expr(*target, scope);
+                self.kid_expr(*iter, scope);
+                self.body(body, scope);
+                self.body(orelse, scope);
+            }
+            Stmt::While(ast::StmtWhile {
+                test, body, orelse, ..
+            }) => {
+                self.kid_expr(*test, scope);
+                self.body(body, scope);
+                self.body(orelse, scope);
+            }
+            Stmt::If(ast::StmtIf {
+                test,
+                body,
+                elif_else_clauses,
+                ..
+            }) => {
+                self.kid_expr(*test, scope);
+                self.body(body, scope);
+                for clause in elif_else_clauses {
+                    if let Some(test) = clause.test {
+                        self.kid_expr(test, scope);
+                    }
+                    self.body(clause.body, scope);
+                }
+            }
+            Stmt::With(ast::StmtWith { items, body, .. }) => {
+                for item in items {
+                    self.kid_expr(item.context_expr, scope);
+                    self.kid_opt(item.optional_vars, scope);
+                }
+                self.body(body, scope);
+            }
+            Stmt::Match(ast::StmtMatch { subject, cases, .. }) => {
+                self.kid_expr(*subject, scope);
+                for case in cases {
+                    self.kid(Node::Pattern(case.pattern), scope);
+                    self.kid_opt(case.guard, scope);
+                    self.body(case.body, scope);
+                }
+            }
+            Stmt::Raise(ast::StmtRaise { exc, cause, .. }) => {
+                self.kid_opt(exc, scope);
+                self.kid_opt(cause, scope);
+            }
+            Stmt::Try(ast::StmtTry {
+                body,
+                handlers,
+                orelse,
+                finalbody,
+                ..
+            }) => {
+                self.body(body, scope);
+                for handler in handlers {
+                    let ast::ExceptHandler::ExceptHandler(handler) = handler;
+                    self.kid_opt(handler.type_, scope);
+                    self.body(handler.body, scope);
+                }
+                self.body(orelse, scope);
+                self.body(finalbody, scope);
+            }
+            Stmt::Assert(ast::StmtAssert { test, msg, .. }) => {
+                self.kid_expr(*test, scope);
+                self.kid_opt(msg, scope);
+            }
+            Stmt::Expr(ast::StmtExpr { value, .. }) => self.kid_expr(*value, scope),
+            Stmt::Global(_)
+            | Stmt::Nonlocal(_)
+            | Stmt::Pass(_)
+            | Stmt::Break(_)
+            | Stmt::Continue(_)
+            | Stmt::IpyEscapeCommand(_) => {}
+        }
+    }
+
+    fn expr(&mut self, expr: Expr, scope: u32) {
+        match expr {
+            Expr::Call(call) => {
+                let start = call.range().start();
+                let ast::ExprCall {
+                    func, arguments, ..
+                } = call;
+                self.call(start, &func, arguments.range.start(), scope);
+                self.kid_expr(*func, scope);
+                self.arguments(arguments, scope);
+            }
+            Expr::BoolOp(ast::ExprBoolOp { values, .. }) => self.kid_exprs(values, scope),
+            Expr::Named(ast::ExprNamed { target, value, .. }) => {
+                self.kid_expr(*target, scope);
+                self.kid_expr(*value, scope);
+            }
+            Expr::BinOp(ast::ExprBinOp { left, right, .. }) => {
+                self.kid_expr(*left, scope);
+                self.kid_expr(*right, scope);
+            }
+            Expr::UnaryOp(ast::ExprUnaryOp { operand, .. }) => self.kid_expr(*operand, scope),
+            Expr::Lambda(ast::ExprLambda {
+                parameters, body, ..
+            }) => {
+                if let Some(parameters) = parameters {
+                    self.parameter_parts(*parameters, scope);
+                }
+                self.kid_expr(*body, scope);
+            }
+            // `body if test else orelse`
+            Expr::If(ast::ExprIf {
+                test, body, orelse, ..
+            }) => {
+                self.kid_expr(*body, scope);
+                self.kid_expr(*test, scope);
+                self.kid_expr(*orelse, scope);
+            }
+            Expr::Dict(ast::ExprDict { items, .. }) => {
+                for item in items {
+                    if let Some(key) = item.key {
+                        self.kid_expr(key, scope);
+                    }
+                    self.kid_expr(item.value, scope);
+                }
+            }
+            Expr::Set(ast::ExprSet { elts, .. })
+            | Expr::List(ast::ExprList { elts, .. })
+            | Expr::Tuple(ast::ExprTuple { elts, .. }) => self.kid_exprs(elts, scope),
+            Expr::ListComp(ast::ExprListComp {
+                elt, generators, ..
+            })
+            | Expr::SetComp(ast::ExprSetComp {
+                elt, generators, ..
+            })
+            | Expr::Generator(ast::ExprGenerator {
+                elt, generators, ..
+            }) => {
+                self.kid_expr(*elt, scope);
+                self.comprehensions(generators, scope);
+            }
+            Expr::DictComp(ast::ExprDictComp {
+                key,
+                value,
+                generators,
+                ..
+            }) => {
+                self.kid_opt(key, scope);
+                self.kid_expr(*value, scope);
+                self.comprehensions(generators, scope);
+            }
+            Expr::Await(ast::ExprAwait { value, .. })
+            | Expr::YieldFrom(ast::ExprYieldFrom { value, .. })
+            | Expr::Attribute(ast::ExprAttribute { value, .. })
+            | Expr::Starred(ast::ExprStarred { value, .. }) => self.kid_expr(*value, scope),
+            Expr::Yield(ast::ExprYield { value, .. }) => self.kid_opt(value, scope),
+            Expr::Compare(ast::ExprCompare {
+                left, comparators, ..
+            }) => {
+                self.kid_expr(*left, scope);
+                self.kid_exprs(comparators.into_vec(), scope);
+            }
+            Expr::FString(ast::ExprFString { mut value, .. }) => {
+                for part in value.iter_mut() {
+                    if let FStringPart::FString(fstring) = part {
+                        let elements = std::mem::take(&mut fstring.elements);
+                        self.kid(Node::Elements(elements), scope);
+                    }
+                }
+            }
+            Expr::TString(ast::ExprTString { mut value, .. }) => {
+                for tstring in value.iter_mut() {
+                    let elements = std::mem::take(&mut tstring.elements);
+                    self.kid(Node::Elements(elements), scope);
+                }
+            }
+            Expr::Subscript(ast::ExprSubscript { value, slice, .. }) => {
+                self.kid_expr(*value, scope);
+                self.kid_expr(*slice, scope);
+            }
+            Expr::Slice(ast::ExprSlice {
+                lower, upper, step, ..
+            }) => {
+                self.kid_opt(lower, scope);
+                self.kid_opt(upper, scope);
+                self.kid_opt(step, scope);
+            }
+            Expr::StringLiteral(_)
+            | Expr::BytesLiteral(_)
+            | Expr::NumberLiteral(_)
+            | Expr::BooleanLiteral(_)
+            | Expr::NoneLiteral(_)
+            | Expr::EllipsisLiteral(_)
+            | Expr::Name(_)
+            | Expr::IpyEscapeCommand(_) => {}
+        }
+    }
+
+    /// The expressions inside `{…}` of an f-string (and of their format specs).
+    /// The elements are only borrowed mutably, so each expression is swapped
+    /// for a leaf.
+    fn elements(&mut self, mut elements: InterpolatedStringElements, scope: u32) {
+        for element in elements.iter_mut() {
+            if let InterpolatedStringElement::Interpolation(interpolation) = element {
+                let leaf = Expr::NoneLiteral(ast::ExprNoneLiteral::default());
+                let expression = std::mem::replace(&mut *interpolation.expression, leaf);
+                self.kid_expr(expression, scope);
+                if let Some(spec) = interpolation.format_spec.take() {
+                    self.kid(Node::Elements(spec.elements), scope);
+                }
+            }
+        }
+    }
+
+    fn pattern(&mut self, pattern: Pattern, scope: u32) {
+        let kid_pattern = |walker: &mut Self, p: Pattern| walker.kid(Node::Pattern(p), scope);
+        match pattern {
+            Pattern::MatchValue(ast::PatternMatchValue { value, .. }) => {
+                self.kid_expr(*value, scope)
+            }
+            Pattern::MatchSequence(ast::PatternMatchSequence { patterns, .. })
+            | Pattern::MatchOr(ast::PatternMatchOr { patterns, .. }) => {
+                for p in patterns {
+                    kid_pattern(self, p);
+                }
+            }
+            Pattern::MatchMapping(ast::PatternMatchMapping { keys, patterns, .. }) => {
+                let mut patterns = patterns.into_iter();
+                for key in keys {
+                    self.kid_expr(key, scope);
+                    if let Some(p) = patterns.next() {
+                        kid_pattern(self, p);
+                    }
+                }
+                for p in patterns {
+                    kid_pattern(self, p);
+                }
+            }
+            Pattern::MatchClass(ast::PatternMatchClass { cls, arguments, .. }) => {
+                self.kid_expr(*cls, scope);
+                for p in arguments.patterns {
+                    kid_pattern(self, p);
+                }
+                for keyword in arguments.keywords {
+                    kid_pattern(self, keyword.pattern);
+                }
+            }
+            Pattern::MatchAs(ast::PatternMatchAs { pattern, .. }) => {
+                if let Some(p) = pattern {
+                    kid_pattern(self, *p);
+                }
+            }
+            Pattern::MatchSingleton(_) | Pattern::MatchStar(_) => {}
+        }
+    }
+
+    fn comprehensions(&mut self, generators: Vec<ast::Comprehension>, scope: u32) {
+        for generator in generators {
+            self.kid_expr(generator.target, scope);
+            self.kid_expr(generator.iter, scope);
+            self.kid_exprs(generator.ifs, scope);
+        }
+    }
+
+    /// Positional and keyword arguments, interleaved in source order.
+    fn arguments(&mut self, arguments: ast::Arguments, scope: u32) {
+        let mut args = arguments.args.into_vec().into_iter().peekable();
+        let mut keywords = arguments.keywords.into_iter().peekable();
+        loop {
+            let arg_first = match (args.peek(), keywords.peek()) {
+                (Some(a), Some(k)) => a.start() <= k.start(),
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            if arg_first {
+                if let Some(a) = args.next() {
+                    self.kid_expr(a, scope);
+                }
+            } else if let Some(k) = keywords.next() {
+                self.kid_expr(k.value, scope);
+            }
+        }
+    }
+
+    fn type_params(&mut self, type_params: Option<Box<ast::TypeParams>>, scope: u32) {
+        let Some(type_params) = type_params else {
+            return;
+        };
+        for param in type_params.type_params {
+            match param {
+                TypeParam::TypeVar(ast::TypeParamTypeVar { bound, default, .. }) => {
+                    self.kid_opt(bound, scope);
+                    self.kid_opt(default, scope);
+                }
+                TypeParam::TypeVarTuple(ast::TypeParamTypeVarTuple { default, .. })
+                | TypeParam::ParamSpec(ast::TypeParamParamSpec { default, .. }) => {
+                    self.kid_opt(default, scope);
+                }
+            }
+        }
+    }
+
+    /// The annotations and defaults of a parameter list, in source order.
+    fn parameter_parts(&mut self, parameters: ast::Parameters, scope: u32) {
+        let ast::Parameters {
+            posonlyargs,
+            args,
+            vararg,
+            kwonlyargs,
+            kwarg,
+            ..
+        } = parameters;
+        for p in posonlyargs.into_iter().chain(args) {
+            self.kid_opt(p.parameter.annotation, scope);
+            self.kid_opt(p.default, scope);
+        }
+        if let Some(p) = vararg {
+            self.kid_opt(p.annotation, scope);
+        }
+        for p in kwonlyargs {
+            self.kid_opt(p.parameter.annotation, scope);
+            self.kid_opt(p.default, scope);
+        }
+        if let Some(p) = kwarg {
+            self.kid_opt(p.annotation, scope);
+        }
+    }
+
+    /// The qualified name of a definition named `name` in `scope`, and its parent's.
+    fn names(&self, scope: u32, name: &str) -> (Option<String>, String) {
+        let parent = self.qualname(scope);
+        let qualname = match (self.kind(scope), &parent) {
+            (ScopeKind::Module, _) | (_, None) => name.to_string(),
             (ScopeKind::Class(_), Some(p)) => format!("{p}.{name}"),
             (ScopeKind::Function(_), Some(p)) => format!("{p}.<locals>.{name}"),
         };
-        let docstring = node
-            .child_by_field_name("body")
-            .and_then(|b| self.docstring_of_block(b));
-        let span = span(node);
-        let inner_kind = if node.kind_id() == self.ids.class_definition {
-            let (mut bases, mut keywords) = (Vec::new(), Vec::new());
-            if let Some(arguments) = node.child_by_field_name("superclasses") {
-                let mut cursor = arguments.walk();
-                for argument in arguments.named_children(&mut cursor) {
-                    match argument.kind() {
-                        "comment" => {}
-                        "keyword_argument" | "dictionary_splat" => {
-                            keywords.push(self.clipped(argument))
-                        }
-                        _ => bases.push(self.clipped(argument)),
-                    }
-                }
-            }
-            if let ScopeKind::Class(owner) = self.scopes[scope].kind {
-                self.out.classes[owner].classes.push(name.clone());
-            }
-            self.out.classes.push(Class {
-                name,
-                qualname: qualname.clone(),
-                parent,
-                bases,
-                keywords,
-                decorators,
-                docstring,
-                methods: Vec::new(),
-                classes: Vec::new(),
-                attributes: Vec::new(),
-                calls: Vec::new(),
-                span,
-            });
-            ScopeKind::Class(self.out.classes.len() - 1)
-        } else {
-            let is_async = node
-                .child(0)
-                .is_some_and(|c| c.kind_id() == self.ids.async_keyword);
-            let is_method = matches!(self.scopes[scope].kind, ScopeKind::Class(_));
-            if let ScopeKind::Class(owner) = self.scopes[scope].kind {
-                self.out.classes[owner].methods.push(name.clone());
-            }
-            self.out.functions.push(Function {
-                name,
-                qualname: qualname.clone(),
-                parent,
-                is_method,
-                is_async,
-                parameters: node
-                    .child_by_field_name("parameters")
-                    .map(|p| self.parameters(p))
-                    .unwrap_or_default(),
-                returns: node
-                    .child_by_field_name("return_type")
-                    .map(|r| self.clipped(r)),
-                decorators,
-                docstring,
-                calls: Vec::new(),
-                span,
-            });
-            ScopeKind::Function(self.out.functions.len() - 1)
-        };
-        self.scopes.push(Scope {
-            kind: inner_kind,
-            qualname: Some(qualname),
-        });
-        self.scopes.len() - 1
+        (parent, qualname)
     }
 
-    fn parameters(&self, node: Node<'_>) -> Vec<Parameter> {
-        let mut out: Vec<Parameter> = Vec::new();
-        let mut keyword_only = false;
-        let mut cursor = node.walk();
-        for child in node.named_children(&mut cursor) {
-            let (target, annotation, default) = match child.kind() {
-                "typed_parameter" => {
-                    let annotation = child.child_by_field_name("type");
-                    let target = (0..child.named_child_count())
-                        .filter_map(|i| child.named_child(i))
-                        .find(|c| {
-                            Some(c.id()) != annotation.map(|a| a.id()) && c.kind() != "comment"
-                        });
-                    (target, annotation, None)
-                }
-                "default_parameter" | "typed_default_parameter" => (
-                    child.child_by_field_name("name"),
-                    child.child_by_field_name("type"),
-                    child.child_by_field_name("value"),
-                ),
-                "keyword_separator" => {
-                    keyword_only = true;
-                    continue;
-                }
-                "positional_separator" => {
-                    for p in &mut out {
-                        if p.kind == ParamKind::PositionalOrKeyword {
-                            p.kind = ParamKind::PositionalOnly;
-                        }
-                    }
-                    continue;
-                }
-                "comment" => continue,
-                _ => (Some(child), None, None),
-            };
-            let Some(target) = target else { continue };
-            let (name, kind) = match target.kind() {
-                "list_splat_pattern" => {
-                    keyword_only = true;
-                    (self.splat_name(target), ParamKind::VarPositional)
-                }
-                "dictionary_splat_pattern" => (self.splat_name(target), ParamKind::VarKeyword),
-                _ if keyword_only => (self.clipped(target), ParamKind::KeywordOnly),
-                _ => (self.clipped(target), ParamKind::PositionalOrKeyword),
-            };
-            out.push(Parameter {
-                name,
-                kind,
-                annotation: annotation.map(|a| self.clipped(a)),
-                default: default.map(|d| self.clipped(d)),
-            });
+    fn new_scope(&mut self, kind: ScopeKind, qualname: String) -> u32 {
+        self.scopes.push(Scope {
+            kind,
+            qualname: Some(qualname),
+        });
+        u32::try_from(self.scopes.len() - 1).unwrap_or(u32::MAX)
+    }
+
+    fn decorators(&self, decorators: &[ast::Decorator]) -> Vec<String> {
+        decorators
+            .iter()
+            .map(|d| {
+                let lo = d.range.start() + TextSize::new(1);
+                self.text_within(d.expression.range(), lo, d.range.end())
+            })
+            .collect()
+    }
+
+    /// Records a def. Its decorators, defaults, annotations and type
+    /// parameters run in `scope`, its body in its own.
+    fn function(&mut self, def: ast::StmtFunctionDef, scope: u32) {
+        let ast::StmtFunctionDef {
+            range,
+            is_async,
+            decorator_list,
+            name,
+            type_params,
+            parameters,
+            returns,
+            body,
+            ..
+        } = def;
+        let (parent, qualname) = self.names(scope, &name.id);
+        let returns_text = returns.as_ref().map(|r| {
+            let hi = body.first().map_or(range.end(), Ranged::start);
+            self.text_within(r.range(), parameters.range.end(), hi)
+        });
+        let is_method = matches!(self.kind(scope), ScopeKind::Class(_));
+        if let ScopeKind::Class(owner) = self.kind(scope) {
+            self.out.classes[owner].methods.push(name.id.to_string());
+        }
+        self.out.functions.push(Function {
+            name: name.id.to_string(),
+            qualname: qualname.clone(),
+            parent,
+            is_method,
+            is_async,
+            parameters: self.parameters(&parameters),
+            returns: returns_text,
+            decorators: self.decorators(&decorator_list),
+            docstring: docstring(&body),
+            calls: Vec::new(),
+            span: Span {
+                start: self.pos(self.keyword_start(range, &decorator_list)),
+                end: self.pos(range.end()),
+            },
+        });
+        let inner = self.new_scope(ScopeKind::Function(self.out.functions.len() - 1), qualname);
+        for decorator in decorator_list {
+            self.kid_expr(decorator.expression, scope);
+        }
+        self.type_params(type_params, scope);
+        self.parameter_parts(*parameters, scope);
+        self.kid_opt(returns, scope);
+        self.body(body, inner);
+    }
+
+    fn class(&mut self, def: ast::StmtClassDef, scope: u32) {
+        let ast::StmtClassDef {
+            range,
+            decorator_list,
+            name,
+            type_params,
+            arguments,
+            body,
+            ..
+        } = def;
+        let (parent, qualname) = self.names(scope, &name.id);
+        let (mut bases, mut keywords) = (Vec::new(), Vec::new());
+        if let Some(arguments) = &arguments {
+            // Inside the parentheses of the class statement.
+            let lo = arguments.range.start() + TextSize::new(1);
+            let hi = arguments.range.end().max(lo + TextSize::new(1)) - TextSize::new(1);
+            bases = arguments
+                .args
+                .iter()
+                .map(|a| self.text_within(a.range(), lo, hi))
+                .collect();
+            keywords = arguments
+                .keywords
+                .iter()
+                .map(|k| self.text(k.range))
+                .collect();
+        }
+        if let ScopeKind::Class(owner) = self.kind(scope) {
+            self.out.classes[owner].classes.push(name.id.to_string());
+        }
+        self.out.classes.push(Class {
+            name: name.id.to_string(),
+            qualname: qualname.clone(),
+            parent,
+            bases,
+            keywords,
+            decorators: self.decorators(&decorator_list),
+            docstring: docstring(&body),
+            methods: Vec::new(),
+            classes: Vec::new(),
+            attributes: Vec::new(),
+            calls: Vec::new(),
+            span: Span {
+                start: self.pos(self.keyword_start(range, &decorator_list)),
+                end: self.pos(range.end()),
+            },
+        });
+        let inner = self.new_scope(ScopeKind::Class(self.out.classes.len() - 1), qualname);
+        for decorator in decorator_list {
+            self.kid_expr(decorator.expression, scope);
+        }
+        self.type_params(type_params, scope);
+        if let Some(arguments) = arguments {
+            self.arguments(*arguments, scope);
+        }
+        self.body(body, inner);
+    }
+
+    fn parameters(&self, parameters: &ast::Parameters) -> Vec<Parameter> {
+        let mut out = Vec::new();
+        let with_defaults = [
+            (&parameters.posonlyargs, ParamKind::PositionalOnly),
+            (&parameters.args, ParamKind::PositionalOrKeyword),
+        ];
+        for (list, kind) in with_defaults {
+            for p in list.iter() {
+                out.push(self.parameter(&p.parameter, p.default.as_deref(), p.range, kind));
+            }
+        }
+        if let Some(p) = &parameters.vararg {
+            out.push(self.parameter(p, None, p.range, ParamKind::VarPositional));
+        }
+        for p in &parameters.kwonlyargs {
+            out.push(self.parameter(
+                &p.parameter,
+                p.default.as_deref(),
+                p.range,
+                ParamKind::KeywordOnly,
+            ));
+        }
+        if let Some(p) = &parameters.kwarg {
+            out.push(self.parameter(p, None, p.range, ParamKind::VarKeyword));
         }
         out
     }
 
-    fn splat_name(&self, node: Node<'_>) -> String {
-        match node.named_child(0) {
-            Some(inner) => self.clipped(inner),
-            None => self.clipped(node).trim_start_matches('*').to_string(),
+    fn parameter(
+        &self,
+        parameter: &ast::Parameter,
+        default: Option<&Expr>,
+        within: TextRange,
+        kind: ParamKind,
+    ) -> Parameter {
+        let text = |e: &Expr| self.text_within(e.range(), within.start(), within.end());
+        Parameter {
+            name: parameter.name.id.to_string(),
+            kind,
+            annotation: parameter.annotation.as_deref().map(text),
+            default: default.map(text),
         }
     }
 
-    fn import(&mut self, node: Node<'_>, scope: usize) {
-        let (kind, mut level, mut module) = match node.kind() {
-            "import_statement" => (ImportKind::Import, 0, None),
-            "future_import_statement" => (ImportKind::From, 0, Some("__future__".to_string())),
-            _ => (ImportKind::From, 0, None),
-        };
-        if let Some(source) = node.child_by_field_name("module_name") {
-            if source.kind() == "relative_import" {
-                let mut cursor = source.walk();
-                for part in source.named_children(&mut cursor) {
-                    match part.kind() {
-                        "import_prefix" => {
-                            level = u32::try_from(
-                                self.text(part).bytes().filter(|&b| b == b'.').count(),
-                            )
-                            .unwrap_or(u32::MAX);
-                        }
-                        "dotted_name" => module = Some(self.dotted_name(part)),
-                        _ => {}
-                    }
-                }
-            } else {
-                module = Some(self.dotted_name(source));
-            }
-        }
-        let mut names = Vec::new();
-        let mut star = false;
-        let mut cursor = node.walk();
-        for child in node.named_children(&mut cursor) {
-            if child.kind() == "wildcard_import" {
-                star = true;
-            }
-        }
-        let mut cursor = node.walk();
-        for name in node.children_by_field_name("name", &mut cursor) {
-            match name.kind() {
-                "aliased_import" => names.push(ImportedName {
-                    name: name
-                        .child_by_field_name("name")
-                        .map(|n| self.dotted_name(n))
-                        .unwrap_or_default(),
-                    asname: name
-                        .child_by_field_name("alias")
-                        .map(|a| self.text(a).to_string()),
-                }),
-                _ => names.push(ImportedName {
-                    name: self.dotted_name(name),
-                    asname: None,
-                }),
-            }
-        }
+    fn import(&mut self, import: ast::StmtImport, scope: u32) {
         self.out.imports.push(Import {
-            kind,
-            level,
-            module,
-            names,
-            star,
-            scope: self.scopes[scope].qualname.clone(),
-            span: span(node),
+            kind: ImportKind::Import,
+            level: 0,
+            module: None,
+            names: import
+                .names
+                .iter()
+                .filter(|a| !a.name.id.is_empty())
+                .map(imported_name)
+                .collect(),
+            star: false,
+            scope: self.qualname(scope),
+            span: self.span(import.range),
         });
     }
 
-    /// `a . b` as `a.b`.
-    fn dotted_name(&self, node: Node<'_>) -> String {
-        if node.kind() != "dotted_name" {
-            return self.clipped(node);
-        }
-        let mut cursor = node.walk();
-        let parts: Vec<&str> = node
-            .named_children(&mut cursor)
-            .filter(|c| c.kind() == "identifier")
-            .map(|c| self.text(c))
-            .collect();
-        parts.join(".")
+    fn import_from(&mut self, import: ast::StmtImportFrom, scope: u32) {
+        let star = import.names.iter().any(|a| a.name.id == "*");
+        self.out.imports.push(Import {
+            kind: ImportKind::From,
+            level: import.level,
+            module: import
+                .module
+                .as_ref()
+                .filter(|m| !m.id.is_empty())
+                .map(|m| m.id.to_string()),
+            names: import
+                .names
+                .iter()
+                .filter(|a| !a.name.id.is_empty() && a.name.id != "*")
+                .map(imported_name)
+                .collect(),
+            star,
+            scope: self.qualname(scope),
+            span: self.span(import.range),
+        });
     }
 
-    /// Names bound by `a = b = …`, `a: T = …`, `a, *b = …` in a module or class body.
-    fn assignment_targets(&mut self, statement: Node<'_>, scope: usize) {
-        let mut found = Vec::new();
-        let mut cursor = statement.walk();
-        for child in statement.named_children(&mut cursor) {
-            let mut assignment = Some(child);
-            while let Some(node) = assignment.filter(|n| n.kind() == "assignment") {
-                let annotation = node.child_by_field_name("type").map(|t| self.clipped(t));
-                if let Some(left) = node.child_by_field_name("left") {
-                    self.pattern_names(left, annotation, &mut found);
-                }
-                assignment = node.child_by_field_name("right");
+    /// Names bound by an assignment target: a name, or names inside
+    /// tuples, lists and starred targets (not attributes or subscripts).
+    fn bound_names(&self, target: &Expr, found: &mut Vec<Variable>) {
+        let mut stack = vec![target];
+        while let Some(expr) = stack.pop() {
+            match expr {
+                Expr::Name(name) => found.push(Variable {
+                    name: name.id.to_string(),
+                    annotation: None,
+                    span: self.span(name.range),
+                }),
+                Expr::Tuple(ast::ExprTuple { elts, .. })
+                | Expr::List(ast::ExprList { elts, .. }) => stack.extend(elts.iter().rev()),
+                Expr::Starred(starred) => stack.push(&starred.value),
+                _ => {}
             }
         }
-        match self.scopes[scope].kind {
+    }
+
+    fn bind(&mut self, scope: u32, found: Vec<Variable>) {
+        match self.kind(scope) {
             ScopeKind::Module => self.out.variables.extend(found),
             ScopeKind::Class(owner) => self.out.classes[owner].attributes.extend(found),
             ScopeKind::Function(_) => {}
         }
     }
 
-    fn pattern_names(&self, left: Node<'_>, annotation: Option<String>, found: &mut Vec<Variable>) {
-        if left.kind() == "identifier" {
-            found.push(Variable {
-                name: self.text(left).to_string(),
-                annotation,
-                span: span(left),
-            });
-            return;
-        }
-        let mut stack = vec![left];
-        let mut names = Vec::new();
-        while let Some(node) = stack.pop() {
-            match node.kind() {
-                "identifier" => names.push(node),
-                "pattern_list"
-                | "tuple_pattern"
-                | "list_pattern"
-                | "list_splat_pattern"
-                | "parenthesized_expression"
-                | "expression_list"
-                | "tuple"
-                | "list" => {
-                    let mut cursor = node.walk();
-                    let mut kids: Vec<Node<'_>> = node.named_children(&mut cursor).collect();
-                    kids.reverse();
-                    stack.extend(kids);
-                }
-                _ => {}
-            }
-        }
-        found.extend(names.into_iter().map(|n| Variable {
-            name: self.text(n).to_string(),
-            annotation: None,
-            span: span(n),
-        }));
-    }
-
-    fn call(&mut self, node: Node<'_>, scope: usize) {
-        let Some(function) = node.child_by_field_name("function") else {
-            return;
+    /// A call starting at `start` whose arguments start at `arguments`.
+    fn call(&mut self, start: TextSize, func: &Expr, arguments: TextSize, scope: u32) {
+        // The callee as written, with its parentheses (`(lambda: k())`).
+        let callee = match self.src.get(start.to_usize()..arguments.to_usize()) {
+            Some(text) => clip(text.trim_end(), MAX_TEXT_BYTES),
+            None => self.text(func.range()),
         };
         let site = CallSite {
-            callee: self.clipped(function),
-            dotted: self.dotted(function),
-            pos: pos(node.start_position()),
+            callee,
+            dotted: dotted(func),
+            pos: self.pos(start),
         };
-        match self.scopes[scope].kind {
+        match self.kind(scope) {
             ScopeKind::Module => self.out.calls.push(site),
             ScopeKind::Class(i) => self.out.classes[i].calls.push(site),
             ScopeKind::Function(i) => self.out.functions[i].calls.push(site),
         }
     }
 
-    /// `a.b.c` for a name or a chain of attributes on a name.
-    fn dotted(&self, mut node: Node<'_>) -> Option<String> {
-        const MAX_PARTS: usize = 64;
-        let mut parts = Vec::new();
-        loop {
-            let kind = node.kind_id();
-            if kind == self.ids.identifier {
-                parts.push(self.text(node));
-                break;
-            } else if kind == self.ids.attribute {
-                parts.push(self.text(node.child_by_field_name("attribute")?));
-                node = node.child_by_field_name("object")?;
-            } else {
-                return None;
-            }
-            if parts.len() > MAX_PARTS {
-                return None;
+    /// Where the `def` (or `async`) or `class` keyword is: the parser's range
+    /// starts at the first decorator.
+    fn keyword_start(&self, range: TextRange, decorators: &[ast::Decorator]) -> TextSize {
+        let Some(last) = decorators.last() else {
+            return range.start();
+        };
+        let bytes = self.src.as_bytes();
+        let end = range.end().to_usize().min(bytes.len());
+        let mut i = last.range.end().to_usize();
+        while i < end {
+            match bytes[i] {
+                b' ' | b'\t' | b'\x0c' | b'\n' | b'\\' => i += 1,
+                b'#' => {
+                    while i < end && bytes[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+                _ => return TextSize::try_from(i).unwrap_or(range.start()),
             }
         }
-        parts.reverse();
-        Some(parts.join("."))
+        range.start()
     }
 
-    /// The docstring of a module (the root node) or of a def/class body.
-    fn docstring_of_block(&self, block: Node<'_>) -> Option<String> {
-        let mut cursor = block.walk();
-        let first = block
-            .named_children(&mut cursor)
-            .find(|c| c.kind() != "comment")?;
-        if first.kind() != "expression_statement" || first.named_child_count() != 1 {
-            return None;
+    fn pos(&self, offset: TextSize) -> Pos {
+        let offset = u32::from(offset);
+        let line = self.lines.partition_point(|&start| start <= offset).max(1);
+        Pos {
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            column: offset - self.lines.get(line - 1).copied().unwrap_or(0).min(offset),
         }
-        let literal = first.named_child(0)?;
-        let parts: Vec<Node<'_>> = match literal.kind() {
-            "string" => vec![literal],
-            "concatenated_string" => {
-                let mut cursor = literal.walk();
-                literal
-                    .named_children(&mut cursor)
-                    .filter(|c| c.kind() == "string")
-                    .collect()
+    }
+
+    fn span(&self, range: TextRange) -> Span {
+        Span {
+            start: self.pos(range.start()),
+            end: self.pos(range.end()),
+        }
+    }
+
+    fn text(&self, range: TextRange) -> String {
+        clip(
+            self.src
+                .get(range.start().to_usize()..range.end().to_usize())
+                .unwrap_or_default(),
+            MAX_TEXT_BYTES,
+        )
+    }
+
+    /// The text of an expression with the parentheses around it that lie
+    /// within `lo..hi` (the parser's ranges leave them out).
+    fn text_within(&self, range: TextRange, lo: TextSize, hi: TextSize) -> String {
+        let bytes = self.src.as_bytes();
+        let (lo, hi) = (lo.to_usize(), hi.to_usize().min(bytes.len()));
+        let (mut start, mut end) = (range.start().to_usize(), range.end().to_usize());
+        let blank = |b: u8| matches!(b, b' ' | b'\t' | b'\x0c' | b'\n' | b'\\');
+        loop {
+            let mut left = start;
+            while left > lo && blank(bytes[left - 1]) {
+                left -= 1;
+            }
+            let mut right = end;
+            while right < hi && blank(bytes[right]) {
+                right += 1;
+            }
+            if left > lo && right < hi && bytes[left - 1] == b'(' && bytes[right] == b')' {
+                start = left - 1;
+                end = right + 1;
+            } else {
+                break;
+            }
+        }
+        self.text(TextRange::new(
+            TextSize::try_from(start).unwrap_or_default(),
+            TextSize::try_from(end).unwrap_or_default(),
+        ))
+    }
+}
+
+fn imported_name(alias: &ast::Alias) -> ImportedName {
+    ImportedName {
+        name: alias.name.id.to_string(),
+        asname: alias.asname.as_ref().map(|a| a.id.to_string()),
+    }
+}
+
+/// `a.b.c` for a name or a chain of attributes on a name.
+fn dotted(mut expr: &Expr) -> Option<String> {
+    const MAX_PARTS: usize = 64;
+    let mut parts = Vec::new();
+    loop {
+        match expr {
+            Expr::Name(name) => {
+                parts.push(name.id.as_str());
+                break;
+            }
+            Expr::Attribute(attribute) => {
+                parts.push(attribute.attr.id.as_str());
+                expr = &attribute.value;
             }
             _ => return None,
-        };
-        let mut value = String::new();
-        for part in parts {
-            value.push_str(&self.string_value(part)?);
         }
-        Some(value)
-    }
-
-    /// The value of a plain (not bytes, not f-) string literal.
-    fn string_value(&self, string: Node<'_>) -> Option<String> {
-        let start = string.child(0).filter(|c| c.kind() == "string_start")?;
-        let count = string.child_count();
-        let end = string
-            .child(count.checked_sub(1)?)
-            .filter(|c| c.kind() == "string_end")?;
-        let opener = self.text(start);
-        let prefix: String = opener
-            .chars()
-            .take_while(|c| c.is_ascii_alphabetic())
-            .map(|c| c.to_ascii_lowercase())
-            .collect();
-        if prefix.contains('b') || prefix.contains('f') {
+        if parts.len() > MAX_PARTS {
             return None;
         }
-        let body = self.src.get(start.end_byte()..end.start_byte())?;
-        let body = body.replace("\r\n", "\n");
-        if prefix.contains('r') {
-            Some(body)
-        } else {
-            Some(unescape(&body))
-        }
     }
-
-    fn text(&self, node: Node<'_>) -> &'s str {
-        self.src.get(node.byte_range()).unwrap_or_default()
-    }
-
-    fn clipped(&self, node: Node<'_>) -> String {
-        clip(self.text(node), MAX_TEXT_BYTES)
-    }
+    parts.reverse();
+    Some(parts.join("."))
 }
 
-fn pos(point: Point) -> Pos {
-    Pos {
-        line: u32::try_from(point.row)
-            .unwrap_or(u32::MAX)
-            .saturating_add(1),
-        column: u32::try_from(point.column).unwrap_or(u32::MAX),
-    }
-}
-
-fn span(node: Node<'_>) -> Span {
-    Span {
-        start: pos(node.start_position()),
-        end: pos(node.end_position()),
+/// The docstring of a module or of a def/class body: a first statement that
+/// is a plain string literal (implicit concatenation included; not bytes,
+/// not an f-string), with its escapes processed.
+fn docstring(body: &[Stmt]) -> Option<String> {
+    match body.first()? {
+        Stmt::Expr(statement) => match &*statement.value {
+            Expr::StringLiteral(literal) => Some(literal.value.to_str().to_string()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -775,74 +1077,167 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Python's escape sequences in a non-raw string literal. `\N{…}` is kept as
-/// written (this crate carries no Unicode name table).
-fn unescape(body: &str) -> String {
-    let mut out = String::with_capacity(body.len());
-    let mut chars = body.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        let Some(e) = chars.next() else {
-            out.push('\\');
-            break;
-        };
-        match e {
-            '\n' => {}
-            '\\' => out.push('\\'),
-            '\'' => out.push('\''),
-            '"' => out.push('"'),
-            'a' => out.push('\x07'),
-            'b' => out.push('\x08'),
-            'f' => out.push('\x0c'),
-            'n' => out.push('\n'),
-            'r' => out.push('\r'),
-            't' => out.push('\t'),
-            'v' => out.push('\x0b'),
-            '0'..='7' => {
-                let mut value = e.to_digit(8).unwrap_or(0);
-                for _ in 0..2 {
-                    match chars.peek().and_then(|d| d.to_digit(8)) {
-                        Some(d) => {
-                            value = value * 8 + d;
-                            chars.next();
-                        }
-                        None => break,
-                    }
-                }
-                out.push(char::from_u32(value).unwrap_or('\u{FFFD}'));
-            }
-            'x' | 'u' | 'U' => {
-                let digits = match e {
-                    'x' => 2,
-                    'u' => 4,
-                    _ => 8,
-                };
-                let hex: String = chars.clone().take(digits).collect();
-                let complete = hex.len() == digits && hex.chars().all(|h| h.is_ascii_hexdigit());
-                match complete
-                    .then(|| u32::from_str_radix(&hex, 16).ok())
-                    .flatten()
-                {
-                    Some(value) => {
-                        for _ in 0..digits {
-                            chars.next();
-                        }
-                        out.push(char::from_u32(value).unwrap_or('\u{FFFD}'));
-                    }
-                    None => {
-                        out.push('\\');
-                        out.push(e);
-                    }
-                }
-            }
-            other => {
-                out.push('\\');
-                out.push(other);
-            }
-        }
+/// Refuses text nested deeper than [`MAX_NESTING`] or [`MAX_FSTRING_NESTING`].
+///
+/// The parser's depth is estimated from the lexer's tokens, generously: one
+/// level per open bracket, f-string and block, plus, within each bracket,
+/// the chains that the parser reads by recursion. Prefix `-` `+` `~`, `**`
+/// and `await` stay open until a binary operator of lower precedence;
+/// `not`, `lambda`, `if`/`else`, `:=`, `yield` and starred `*` until a comma
+/// (not one between a `lambda` and its `:`, nor any after a `yield`), the
+/// bracket's end or the statement's end. Every level the parser recurses
+/// into is counted (a level may take a dozen calls, hence the margin of
+/// [`MAX_NESTING`]); ordinary code is counted as the nesting of its brackets
+/// and blocks plus a few.
+fn nesting(text: &str) -> Result<(), FileError> {
+    let (deepest, deepest_fstrings) = nesting_depths(text);
+    let too_deep = |what: &str, depth: u32, limit: u32| FileError::TooDeep {
+        what: what.to_string(),
+        depth: u64::from(depth),
+        limit: u64::from(limit),
+    };
+    if deepest > MAX_NESTING {
+        return Err(too_deep("code", deepest, MAX_NESTING));
     }
-    out
+    if deepest_fstrings > MAX_FSTRING_NESTING {
+        return Err(too_deep("f-strings", deepest_fstrings, MAX_FSTRING_NESTING));
+    }
+    Ok(())
+}
+
+/// The estimated depth of the parser's recursion, and the depth of f-strings.
+fn nesting_depths(text: &str) -> (u32, u32) {
+    use ruff_python_ast::token::TokenKind as T;
+    #[derive(Default)]
+    struct Bracket {
+        /// Prefix operators, `**` and `await`, open.
+        tight: u32,
+        /// `not`, `lambda`, ternaries, `:=`, `yield`, starred `*`, open.
+        loose: u32,
+        /// `lambda`s whose `:` is still to come.
+        lambdas: u32,
+        /// A `yield` (its value spans commas).
+        yields: bool,
+    }
+    let mut lexer = ruff_python_parser::lexer::lex(text, Mode::Module);
+    let mut brackets = vec![Bracket::default()];
+    let (mut chains, mut blocks, mut fstrings) = (0u32, 0u32, 0u32);
+    let (mut deepest, mut deepest_fstrings) = (0u32, 0u32);
+    let mut prev = T::Newline;
+    loop {
+        let kind = lexer.next_token();
+        let after_operand = matches!(
+            prev,
+            T::Name
+                | T::Int
+                | T::Float
+                | T::Complex
+                | T::String
+                | T::FStringEnd
+                | T::TStringEnd
+                | T::Rpar
+                | T::Rsqb
+                | T::Rbrace
+                | T::True
+                | T::False
+                | T::None
+                | T::Ellipsis
+                | T::Case
+                | T::Match
+                | T::Type
+                | T::Lazy
+        );
+        let top = brackets.len() - 1;
+        match kind {
+            T::EndOfFile => break,
+            T::Comment | T::NonLogicalNewline => continue,
+            T::Lpar | T::Lsqb | T::Lbrace | T::FStringStart | T::TStringStart => {
+                brackets.push(Bracket::default());
+                if matches!(kind, T::FStringStart | T::TStringStart) {
+                    fstrings += 1;
+                    deepest_fstrings = deepest_fstrings.max(fstrings);
+                }
+            }
+            T::Rpar | T::Rsqb | T::Rbrace | T::FStringEnd | T::TStringEnd => {
+                if matches!(kind, T::FStringEnd | T::TStringEnd) {
+                    fstrings = fstrings.saturating_sub(1);
+                }
+                if top > 0 {
+                    if let Some(closed) = brackets.pop() {
+                        chains -= closed.tight + closed.loose;
+                    }
+                }
+            }
+            T::Indent => blocks += 1,
+            T::Dedent => blocks = blocks.saturating_sub(1),
+            T::Newline | T::Semi if top == 0 => {
+                chains -= brackets[0].tight + brackets[0].loose;
+                brackets[0] = Bracket::default();
+            }
+            T::Comma => {
+                let b = &mut brackets[top];
+                if b.lambdas == 0 && !b.yields {
+                    chains -= b.tight + b.loose;
+                    b.tight = 0;
+                    b.loose = 0;
+                }
+            }
+            T::Colon => brackets[top].lambdas = brackets[top].lambdas.saturating_sub(1),
+            _ => {
+                let b = &mut brackets[top];
+                let binary = after_operand
+                    && matches!(
+                        kind,
+                        T::Star
+                            | T::Slash
+                            | T::DoubleSlash
+                            | T::Percent
+                            | T::At
+                            | T::Plus
+                            | T::Minus
+                            | T::LeftShift
+                            | T::RightShift
+                            | T::Amper
+                            | T::CircumFlex
+                            | T::Vbar
+                            | T::Less
+                            | T::Greater
+                            | T::EqEqual
+                            | T::NotEqual
+                            | T::LessEqual
+                            | T::GreaterEqual
+                            | T::In
+                            | T::Is
+                            | T::Not
+                            | T::And
+                            | T::Or
+                            | T::If
+                            | T::Else
+                    );
+                if binary {
+                    chains -= b.tight;
+                    b.tight = 0;
+                }
+                let tight = match kind {
+                    T::Minus | T::Plus | T::Tilde | T::Await => !after_operand,
+                    T::DoubleStar => true,
+                    _ => false,
+                };
+                let loose = match kind {
+                    T::Star => !after_operand,
+                    T::Not | T::If | T::Else | T::ColonEqual | T::Lambda | T::Yield => true,
+                    _ => false,
+                };
+                b.tight += u32::from(tight);
+                b.loose += u32::from(loose);
+                b.lambdas += u32::from(kind == T::Lambda);
+                b.yields |= kind == T::Yield;
+                chains += u32::from(tight) + u32::from(loose);
+            }
+        }
+        prev = kind;
+        let open = u32::try_from(brackets.len() - 1).unwrap_or(u32::MAX);
+        deepest = deepest.max(open.saturating_add(chains).saturating_add(blocks));
+    }
+    (deepest, deepest_fstrings)
 }

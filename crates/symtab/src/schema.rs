@@ -28,7 +28,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Bumped whenever the extractor can produce different output for the same
 /// bytes (a bug fix, a new fact, a new grammar). Part of every cache key.
-pub const EXTRACTOR_VERSION: u32 = 1;
+pub const EXTRACTOR_VERSION: u32 = 2;
 
 /// Longest expression text kept in a text field, in bytes.
 pub const MAX_TEXT_BYTES: usize = 1024;

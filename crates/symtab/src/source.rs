@@ -154,3 +154,12 @@ fn cookie_in_line(line: &[u8]) -> Option<&str> {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+/// `\r\n` and `\r` as `\n`, as CPython's tokenizer reads source (string
+/// literals included). Lines and columns do not move: only line ends change.
+pub(crate) fn universal_newlines(text: Cow<'_, str>) -> Cow<'_, str> {
+    if !text.contains('\r') {
+        return text;
+    }
+    Cow::Owned(text.replace("\r\n", "\n").replace('\r', "\n"))
+}
