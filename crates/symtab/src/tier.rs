@@ -112,8 +112,10 @@ struct Options {
     batch_mb: u64,
 }
 
+/// Measured on the Python library (210 MB of per-file entries): 32 peaks at
+/// about 370 MB resident, 48 at 450 MB, in about the same time.
 fn default_batch_mb() -> u64 {
-    48
+    32
 }
 
 fn default_inputs() -> Vec<String> {

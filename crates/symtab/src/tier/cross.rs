@@ -255,7 +255,14 @@ impl Pass<'_> {
                 inserted.insert(i);
             }
             clock.lap("partial state");
-            let (graph, _) = resolve_incremental(Some(&last), &state);
+            let (graph, stats) = resolve_incremental(Some(&last), &state);
+            tracing::debug!(
+                "symtab: batch of {}: {} members, {} resolved, {} reused",
+                batch.len(),
+                members.len(),
+                stats.resolved,
+                stats.reused
+            );
             clock.lap("resolve");
 
             // Modules a batch file asked about that exist in the project but not
