@@ -609,3 +609,56 @@ fn bad_options_are_configuration_errors() {
     }
     assert!(cq.calls().is_empty());
 }
+
+/// Issue 7: a declared input the extractor did not put in the database (a config file
+/// beside the sources) changes: the database is reused, warm and on a cold cache.
+#[test]
+fn an_input_the_database_does_not_contain_reuses_it() {
+    let cli = Codeql::install();
+    let p = project()
+        .file(
+            "tiers.toml",
+            "[tiers.db]\nkind = \"codeql\"\ninputs = [\"**/*.py\", \"setup.cfg\"]\n",
+        )
+        .file("pkg/a.py", "x = 1\n")
+        .file("setup.cfg", "[metadata]\nname = a\n")
+        .build();
+    let first = cli.build(&p, &[]);
+    assert_eq!(first.status("db"), "built");
+    assert_eq!(cli.creates().len(), 1);
+
+    p.write("setup.cfg", "[metadata]\nname = b\n");
+    let warm = cli.build(&p, &[]);
+    assert_eq!(warm.status("db"), "restored", "{}", warm.stdout);
+    assert_eq!(
+        warm.reasons("db"),
+        ["`setup.cfg` changed but the last build did not use it"]
+    );
+    assert_eq!(cli.creates().len(), 1, "database create ran again");
+
+    // Cold: only the entries and the candidate lists are left.
+    for item in std::fs::read_dir(p.cache_dir().join("db"))
+        .unwrap()
+        .flatten()
+    {
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.len() != 64 && name != ".candidates" {
+            let path = item.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+    p.write("setup.cfg", "[metadata]\nname = c\n");
+    let cold = cli.build(&p, &[]);
+    assert_eq!(cold.status("db"), "restored", "{}", cold.stdout);
+    assert_eq!(cli.creates().len(), 1, "database create ran again");
+    assert_eq!(cold.tier("db")["path"], first.tier("db")["path"]);
+
+    // A source the database does contain rebuilds it.
+    p.write("pkg/a.py", "x = 2\n");
+    assert_eq!(cli.build(&p, &[]).status("db"), "rebuilt");
+    assert_eq!(cli.creates().len(), 2);
+}
