@@ -1,13 +1,15 @@
 //! The per-file extractor: Ruff's parser, and a walk that takes the tree apart.
 //!
 //! Ruff's parser recurses, but grows its stack on the heap as it goes (through
-//! `stacker`), so deep nesting costs memory, not a stack overflow. Its tree,
-//! however, would be dropped recursively, and a 200,000-term `a+a+…` is a tree
-//! 200,000 levels deep. So the walk owns the tree: it pops one node at a time
-//! from an explicit stack, records what the node says, moves the node's children
-//! onto the stack, and drops the emptied node. No step recurses, and every node
-//! is freed on its own. Children are visited in source order, each carrying the
-//! scope (module, class or def) its code runs in.
+//! `stacker`), so deep nesting costs memory, not a stack overflow; files whose
+//! nesting would cost too much are refused before parsing (see [`nesting`]).
+//! Its tree, however, would be dropped recursively, and a 200,000-term `a+a+…`
+//! is a tree 200,000 levels deep. So the walk owns the tree: it pops one node
+//! at a time from an explicit stack, records what the node says, moves the
+//! node's children onto the stack, and drops the emptied node. No step
+//! recurses, and every node is freed on its own. Children are visited in
+//! source order, each carrying the scope (module, class or def) its code runs
+//! in.
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -51,16 +53,14 @@ const MAX_MESSAGE_BYTES: usize = 200;
 /// estimate cannot see the parser recover from) at 878.
 pub(crate) const MAX_NESTING: u32 = 10_000;
 
-/// f-strings nested deeper than this are not parsed ([`FileError::TooDeep`]):
-/// Ruff's lexer copies its stack of open f-strings at every lookahead, so
-/// parsing time grows with depth × size (100,000 levels take a minute).
-/// CPython 3.12 allows 150 levels; the reference corpus nests 2 at most.
-pub(crate) const MAX_FSTRING_NESTING: u32 = 32;
-
-/// Files up to this size are parsed without estimating their nesting first:
-/// even crafted ones cannot cost more than about 70 MB of stack (some 2 KB
-/// per byte) or half a second, less than a large ordinary file.
-const SCAN_NESTING_FROM_BYTES: usize = 32 << 10;
+/// f-strings nested so deep that their depth times the file's size exceeds
+/// this are not parsed ([`FileError::TooDeep`]): Ruff's lexer copies its
+/// stack of open f-strings at every lookahead, so parsing time grows with
+/// depth × size (100,000 levels in 500 KB take a minute; at this limit a
+/// crafted file takes about a second). That allows 16 levels in a 16 MiB
+/// file, 256 in a 1 MiB one; CPython 3.12 allows 150, and the reference
+/// corpus nests 2 at most.
+pub(crate) const FSTRING_DEPTH_TIMES_SIZE: u64 = 1 << 28;
 
 /// Options that change what is extracted. They are part of the cache key of
 /// anything built from the output.
@@ -119,9 +119,7 @@ impl Extractor {
         // The parser is fuzzed and meant never to panic; should it, the file
         // gets an error rather than the caller a panic.
         let parsed = catch_unwind(AssertUnwindSafe(|| {
-            if text.len() >= SCAN_NESTING_FROM_BYTES {
-                nesting(&text)?;
-            }
+            nesting(&text)?;
             Ok(parse_unchecked(&text, ParseOptions::from(Mode::Module)))
         }));
         let parsed = match parsed {
@@ -1077,32 +1075,69 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
     format!("{}…", &text[..end])
 }
 
-/// Refuses text nested deeper than [`MAX_NESTING`] or [`MAX_FSTRING_NESTING`].
+/// Refuses text nested deeper than [`MAX_NESTING`], or with f-strings
+/// nested deeper than [`FSTRING_DEPTH_TIMES_SIZE`] allows.
 ///
-/// The parser's depth is estimated from the lexer's tokens, generously: one
-/// level per open bracket, f-string and block, plus, within each bracket,
-/// the chains that the parser reads by recursion. Prefix `-` `+` `~`, `**`
-/// and `await` stay open until a binary operator of lower precedence;
-/// `not`, `lambda`, `if`/`else`, `:=`, `yield` and starred `*` until a comma
-/// (not one between a `lambda` and its `:`, nor any after a `yield`), the
-/// bracket's end or the statement's end. Every level the parser recurses
-/// into is counted (a level may take a dozen calls, hence the margin of
-/// [`MAX_NESTING`]); ordinary code is counted as the nesting of its brackets
-/// and blocks plus a few.
+/// A count of bytes rules out deep nesting for most files; the others get
+/// the estimate of [`nesting_depths`], which lexes them.
 fn nesting(text: &str) -> Result<(), FileError> {
-    let (deepest, deepest_fstrings) = nesting_depths(text);
-    let too_deep = |what: &str, depth: u32, limit: u32| FileError::TooDeep {
-        what: what.to_string(),
-        depth: u64::from(depth),
-        limit: u64::from(limit),
-    };
-    if deepest > MAX_NESTING {
-        return Err(too_deep("code", deepest, MAX_NESTING));
+    let size = text.len() as u64;
+    let (bound, fstrings) = nesting_bound(text.as_bytes());
+    if bound <= MAX_NESTING as usize
+        && (fstrings as u64).saturating_mul(size) <= FSTRING_DEPTH_TIMES_SIZE
+    {
+        return Ok(());
     }
-    if deepest_fstrings > MAX_FSTRING_NESTING {
-        return Err(too_deep("f-strings", deepest_fstrings, MAX_FSTRING_NESTING));
+    let (deepest, deepest_fstrings) = nesting_depths(text);
+    if deepest > MAX_NESTING {
+        return Err(FileError::TooDeep {
+            what: "code".into(),
+            depth: u64::from(deepest),
+            limit: u64::from(MAX_NESTING),
+        });
+    }
+    if u64::from(deepest_fstrings).saturating_mul(size) > FSTRING_DEPTH_TIMES_SIZE {
+        return Err(FileError::TooDeep {
+            what: "f-strings".into(),
+            depth: u64::from(deepest_fstrings),
+            limit: FSTRING_DEPTH_TIMES_SIZE / size.max(1),
+        });
     }
     Ok(())
+}
+
+/// Upper bounds of what [`nesting_depths`] can find, from bytes alone: the
+/// number of bytes that can start a token it counts (a newline for a block;
+/// `( [ { - + ~ * :`; `a n e l i y` at the start of a word, for `await`,
+/// `not`, `else`, `lambda`, `if`, `yield`; the first quote of an f-string or
+/// t-string), and the number of f-string and t-string starts. Strings and
+/// comments are counted as if they were code: the bounds only grow.
+fn nesting_bound(bytes: &[u8]) -> (usize, usize) {
+    let (mut bound, mut fstrings) = (1, 0);
+    let (mut prev, mut prev2) = (b'\n', b'\n');
+    for &b in bytes {
+        match b {
+            b'\n' | b'(' | b'[' | b'{' | b'-' | b'+' | b'~' | b'*' | b':' => bound += 1,
+            // A word starts after anything but an ASCII letter or `_` (a
+            // digit too: `1if x else y` is `1 if x else y`).
+            b'a' | b'n' | b'e' | b'l' | b'i' | b'y'
+                if !(prev.is_ascii_alphabetic() || prev == b'_') =>
+            {
+                bound += 1
+            }
+            b'\'' | b'"'
+                if matches!(prev, b'f' | b'F' | b't' | b'T')
+                    || (matches!(prev, b'r' | b'R')
+                        && matches!(prev2, b'f' | b'F' | b't' | b'T')) =>
+            {
+                fstrings += 1
+            }
+            _ => {}
+        }
+        prev2 = prev;
+        prev = b;
+    }
+    (bound + fstrings, fstrings)
 }
 
 /// The estimated depth of the parser's recursion, and the depth of f-strings.

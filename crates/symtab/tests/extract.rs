@@ -512,10 +512,9 @@ fn pep263_declared_encodings_and_bom() {
 
 #[test]
 fn deep_nesting_does_not_overflow_the_stack() {
-    // Each runs on a test thread (2 MiB stack by default).
-    // Up to 32 KiB a file is parsed whatever its nesting: Ruff's parser grows
-    // its stack on the heap (10,000 parentheses: some 20 MB).
-    let depth = 10_000;
+    // Each runs on a test thread (2 MiB stack by default). Ruff's parser
+    // grows its stack on the heap (5,000 parentheses: some 10 MB).
+    let depth = 5_000;
     let source = format!("x = {}f(1){}\n", "(".repeat(depth), ")".repeat(depth));
     let s = syms(&source);
     assert!(s.errors.is_empty(), "{:?}", s.errors);
@@ -544,9 +543,9 @@ fn deep_nesting_does_not_overflow_the_stack() {
         assert_eq!(callees(&s.calls).last(), Some(&("g", 1, g)));
     }
 
-    // Larger files nested deeper than the limit (a level of brackets costs
-    // the parser 2 KB of memory) are refused before parsing: each shape
-    // goes through another path of the parser.
+    // Files nested deeper than the limit (a level of brackets costs the
+    // parser 2 KB of memory) are refused before parsing: each shape goes
+    // through another path of the parser.
     let n = 100_000;
     let deep = [
         format!("x = {}g(){}\n", "(".repeat(n), ")".repeat(n)),
@@ -583,28 +582,31 @@ fn deep_nesting_does_not_overflow_the_stack() {
         assert!(s.calls.is_empty() && s.variables.is_empty());
     }
 
-    // Within the limits, a large file is parsed as usual; nested f-strings
-    // have a limit of their own (Ruff's lexer is quadratic in their depth).
-    let padding = format!("'''{}'''\n", "padding ".repeat(5_000));
-    let nested_fstrings = |levels: usize| {
-        let (open, close) = ("f'{".repeat(levels), "}'".repeat(levels));
-        format!("{padding}x = {open}g(){close}\n")
-    };
-    let s = syms(&nested_fstrings(32));
-    assert!(s.errors.is_empty(), "{:?}", s.errors);
-    assert_eq!(callees(&s.calls), vec![("g", 2, 4 + 3 * 32)]);
-    assert_eq!(
-        syms(&nested_fstrings(33)).errors,
-        vec![FileError::TooDeep {
-            what: "f-strings".into(),
-            depth: 33,
-            limit: 32
-        }]
-    );
+    // Within the limit, nesting is read as usual, however large the file.
+    let padding = format!("'''{}'''\n", "padding, ".repeat(100_000));
     let (open, close) = ("(".repeat(2_000), ")".repeat(2_000));
     let s = syms(&format!("{padding}x = {open}g(){close}\n"));
     assert!(s.errors.is_empty(), "{:?}", s.errors);
     assert_eq!(callees(&s.calls), vec![("g", 2, 2_004)]);
+    // Nested f-strings have a limit of their own, on depth × size (Ruff's
+    // lexer is quadratic in their depth): 2^28 allows 297 levels in a
+    // 906 KB file.
+    let nested_fstrings = |levels: usize| {
+        let (open, close) = ("f'{".repeat(levels), "}'".repeat(levels));
+        format!("{padding}x = {open}g(){close}\n")
+    };
+    let s = syms(&nested_fstrings(250));
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    assert_eq!(callees(&s.calls), vec![("g", 2, 4 + 3 * 250)]);
+    let source = nested_fstrings(300);
+    assert_eq!(
+        syms(&source).errors,
+        vec![FileError::TooDeep {
+            what: "f-strings".into(),
+            depth: 300,
+            limit: 297,
+        }]
+    );
 
     // Deeply nested defs: past CPython's limit of 100 indentation levels, and
     // past serde_json's recursion limit of 128 had the schema been nested.
