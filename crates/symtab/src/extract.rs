@@ -169,14 +169,36 @@ pub fn extract(source: &[u8]) -> FileSymbols {
 
 /// The offset of the start of each line (the text's newlines are `\n` only).
 fn line_starts(text: &str, lines: &mut Vec<u32>) {
+    // Eight bytes at a time: a newline is a zero byte of `word ^ 0x0a…0a`,
+    // found exactly (no carry crosses a byte) by setting the high bit of
+    // every non-zero byte.
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = 0x0a0a_0a0a_0a0a_0a0a;
     lines.clear();
     lines.push(0);
-    lines.extend(
-        text.bytes()
-            .enumerate()
-            .filter(|&(_, b)| b == b'\n')
-            .map(|(i, _)| u32::try_from(i + 1).unwrap_or(u32::MAX)),
-    );
+    let bytes = text.as_bytes();
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0usize;
+    let push = |lines: &mut Vec<u32>, at: usize| {
+        lines.push(u32::try_from(at + 1).unwrap_or(u32::MAX));
+    };
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ NEWLINES;
+        let mut zeros = !(((x & LOW7).wrapping_add(LOW7)) | x) & HIGH;
+        while zeros != 0 {
+            push(lines, base + zeros.trailing_zeros() as usize / 8);
+            zeros &= zeros - 1;
+        }
+        base += 8;
+    }
+    for (i, &b) in chunks.remainder().iter().enumerate() {
+        if b == b'\n' {
+            push(lines, base + i);
+        }
+    }
 }
 
 /// A node of the tree waiting on the walk's stack, owned.
@@ -1113,29 +1135,51 @@ fn nesting(text: &str) -> Result<(), FileError> {
 /// t-string), and the number of f-string and t-string starts. Strings and
 /// comments are counted as if they were code: the bounds only grow.
 fn nesting_bound(bytes: &[u8]) -> (usize, usize) {
-    let (mut bound, mut fstrings) = (1, 0);
-    let (mut prev, mut prev2) = (b'\n', b'\n');
-    for &b in bytes {
-        match b {
-            b'\n' | b'(' | b'[' | b'{' | b'-' | b'+' | b'~' | b'*' | b':' => bound += 1,
-            // A word starts after anything but an ASCII letter or `_` (a
-            // digit too: `1if x else y` is `1 if x else y`).
-            b'a' | b'n' | b'e' | b'l' | b'i' | b'y'
-                if !(prev.is_ascii_alphabetic() || prev == b'_') =>
-            {
-                bound += 1
+    // Comparisons only, over three aligned slices (each byte and the two
+    // before it) counted in chunks of 255: the compiler vectorizes it, under
+    // a nanosecond a byte where a table lookup per byte takes four.
+    #[inline(always)]
+    fn counts(b: u8, p1: u8, p2: u8) -> (u8, u8) {
+        let nest = (b == b'\n')
+            | (b == b'(')
+            | (b == b'[')
+            | (b == b'{')
+            | (b == b'-')
+            | (b == b'+')
+            | (b == b'~')
+            | (b == b'*')
+            | (b == b':');
+        let keyword =
+            (b == b'a') | (b == b'n') | (b == b'e') | (b == b'l') | (b == b'i') | (b == b'y');
+        // A word starts after anything but an ASCII letter or `_` (a digit
+        // too: `1if x else y` is `1 if x else y`).
+        let after_word = ((p1 | 0x20).wrapping_sub(b'a') < 26) | (p1 == b'_');
+        let f_or_t = |c: u8| (c | 0x20 == b'f') | (c | 0x20 == b't');
+        let fstring =
+            ((b == b'\'') | (b == b'"')) & (f_or_t(p1) | ((p1 | 0x20 == b'r') & f_or_t(p2)));
+        (u8::from(nest | (keyword & !after_word)), u8::from(fstring))
+    }
+    let (mut bound, mut fstrings) = (1usize, 0usize);
+    let n = bytes.len();
+    // The first two bytes come after a newline.
+    for i in 0..n.min(2) {
+        let p1 = if i == 1 { bytes[0] } else { b'\n' };
+        let (b, f) = counts(bytes[i], p1, b'\n');
+        bound += usize::from(b);
+        fstrings += usize::from(f);
+    }
+    if n > 2 {
+        let (at, p1, p2) = (&bytes[2..], &bytes[1..n - 1], &bytes[..n - 2]);
+        for ((at, p1), p2) in at.chunks(255).zip(p1.chunks(255)).zip(p2.chunks(255)) {
+            let (mut chunk_bound, mut chunk_fstrings) = (0u8, 0u8);
+            for ((&b, &p1), &p2) in at.iter().zip(p1).zip(p2) {
+                let (b, f) = counts(b, p1, p2);
+                chunk_bound += b;
+                chunk_fstrings += f;
             }
-            b'\'' | b'"'
-                if matches!(prev, b'f' | b'F' | b't' | b'T')
-                    || (matches!(prev, b'r' | b'R')
-                        && matches!(prev2, b'f' | b'F' | b't' | b'T')) =>
-            {
-                fstrings += 1
-            }
-            _ => {}
+            bound += usize::from(chunk_bound);
+            fstrings += usize::from(chunk_fstrings);
         }
-        prev2 = prev;
-        prev = b;
     }
     (bound + fstrings, fstrings)
 }
@@ -1275,4 +1319,108 @@ fn nesting_depths(text: &str) -> (u32, u32) {
         deepest = deepest.max(open.saturating_add(chains).saturating_add(blocks));
     }
     (deepest, deepest_fstrings)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Python-ish text from a deterministic generator: fragments that open,
+    /// close and chain, strings of every kind, comments, newlines.
+    fn soup(seed: u32, len: usize) -> String {
+        const PARTS: &[&str] = &[
+            "(",
+            ")",
+            "[",
+            "]",
+            "{",
+            "}",
+            "-",
+            "+",
+            "~",
+            "*",
+            "**",
+            ":",
+            ":=",
+            ",",
+            ";",
+            "\n",
+            "\n    ",
+            "not ",
+            "if ",
+            "else ",
+            "lambda ",
+            "lambda: ",
+            "await ",
+            "yield ",
+            "a",
+            "b1",
+            "1if",
+            "×if",
+            " in ",
+            " is ",
+            ".x",
+            "'s'",
+            "\"s\"",
+            "f'",
+            "f'{",
+            "}'",
+            "rf\"{",
+            "Rt'{",
+            "fr'''{",
+            "'''",
+            "# c(\n",
+            "\\\n",
+            "1e-5",
+            "x if y else z",
+            "a**b",
+            "=",
+            "_if",
+        ];
+        let mut seed = seed;
+        let mut out = String::new();
+        for _ in 0..len {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            out.push_str(PARTS[(seed >> 16) as usize % PARTS.len()]);
+        }
+        out
+    }
+
+    #[test]
+    fn the_byte_count_bounds_the_estimate() {
+        let mut samples: Vec<String> = (0..3_000).map(|i| soup(i, 1 + i as usize % 400)).collect();
+        samples.push("1if x else-y\nif a:\n    b = not c\n".into());
+        samples.push(format!("x = {}\n", "f'{".repeat(50)));
+        let mut deepest_seen = 0;
+        for text in &samples {
+            let (bound, fstrings) = nesting_bound(text.as_bytes());
+            let (deepest, deepest_fstrings) = nesting_depths(text);
+            deepest_seen = deepest_seen.max(deepest);
+            assert!(bound >= deepest as usize, "{text:?}: {bound} < {deepest}");
+            assert!(fstrings >= deepest_fstrings as usize, "{text:?}");
+        }
+        // The samples do nest.
+        assert!(deepest_seen > 50, "{deepest_seen}");
+    }
+
+    #[test]
+    fn line_starts_finds_every_newline() {
+        let mut lines = Vec::new();
+        for text in [
+            "",
+            "\n",
+            "a",
+            "\n\n\n",
+            "0123456\n89\n",
+            "é\n\n01234567\n0123456789abcdef\n",
+        ] {
+            line_starts(text, &mut lines);
+            let mut expected = vec![0];
+            expected.extend(text.match_indices('\n').map(|(i, _)| i as u32 + 1));
+            assert_eq!(lines, expected, "{text:?}");
+        }
+        let long = soup(7, 5_000);
+        line_starts(&long, &mut lines);
+        assert_eq!(lines.len(), long.matches('\n').count() + 1);
+    }
 }

@@ -14,7 +14,12 @@ pub(crate) fn decode(bytes: &[u8], max_bytes: usize) -> Result<Cow<'_, str>, Fil
             limit: max_bytes as u64,
         });
     }
-    if let Some(offset) = bytes.iter().position(|&b| b == 0) {
+    // `contains` searches word by word; `position` only finds the offset.
+    if let Some(offset) = bytes
+        .contains(&0)
+        .then(|| bytes.iter().position(|&b| b == 0))
+        .flatten()
+    {
         return Err(FileError::Binary {
             offset: offset as u64,
         });
