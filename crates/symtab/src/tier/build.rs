@@ -489,10 +489,8 @@ impl Job {
                 let bytes = serde_json::to_vec(&bucket).unwrap_or_default();
                 let digest = hex_digest(&bytes);
                 let stored = store.graph_blob(&digest);
-                store::put(&stored, &bytes, false)?;
                 let ours = graph_path(&self.build_dir, &digest);
-                store::link(&stored, &ours)
-                    .map_err(|source| TierError::Write { path: ours, source })?;
+                store::put(&ours, &stored, &bytes, false)?;
                 Ok::<_, TierError>(Some((b, digest)))
             },
         );
@@ -544,10 +542,8 @@ impl Job {
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
                 let bytes = serde_json::to_vec(&symbols).unwrap_or_default();
                 let stored = store.file_blob(digest);
-                store::put(&stored, &bytes, self.scratch)?;
                 let ours = file_path(&self.build_dir, digest);
-                store::link(&stored, &ours)
-                    .map_err(|source| TierError::Write { path: ours, source })?;
+                store::put(&ours, &stored, &bytes, self.scratch)?;
                 let interfaces = holders
                     .iter()
                     .map(|&i| {
@@ -704,10 +700,7 @@ impl<'a> Symbols<'a> {
                 let symbols = read_and_extract(&mut extractor, &self.job.project, path, digest)?;
                 let bytes = serde_json::to_vec(&symbols).unwrap_or_default();
                 let stored = self.store.file_blob(digest);
-                store::put(&stored, &bytes, true)?;
-                let _ = fs::remove_file(&ours);
-                store::link(&stored, &ours)
-                    .map_err(|source| TierError::Write { path: ours, source })?;
+                store::put(&ours, &stored, &bytes, true)?;
                 Ok(Arc::new(symbols))
             }
         }

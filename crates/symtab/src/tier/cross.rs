@@ -233,6 +233,7 @@ impl Pass<'_> {
                 .filter(|i| !inserted.contains(i))
                 .collect();
             symbols.preload(new.iter().map(|&i| &rows[i]))?;
+            clock.lap("load");
             for &i in &new {
                 let r = &rows[i];
                 let Some(module) = &r.module else { continue };

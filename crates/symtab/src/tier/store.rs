@@ -84,19 +84,46 @@ fn shard_path(dir: &Path, digest: &str) -> PathBuf {
         .join(format!("{digest}.json"))
 }
 
-/// Write `bytes` at `path` atomically. Unless `overwrite`, a file already
-/// there is kept: the name is the content's digest, so it holds the same bytes.
-pub(crate) fn put(path: &Path, bytes: &[u8], overwrite: bool) -> Result<(), TierError> {
-    if !overwrite && path.exists() {
+/// Make `ours` (a file of the entry being built) hold `bytes`, shared with
+/// the store as `stored`. Unless `replace`, a stored file already there is
+/// linked as it is — its name is the content's digest, so it holds the same
+/// bytes. Otherwise `bytes` are written at `ours` (in a staging dir no one
+/// else reads, so without a temp file) and linked into the store, where a
+/// link appears complete or not at all; with `replace` the stored file is
+/// swapped for the new one by a rename.
+pub(crate) fn put(
+    ours: &Path,
+    stored: &Path,
+    bytes: &[u8],
+    replace: bool,
+) -> Result<(), TierError> {
+    let _ = fs::remove_file(ours);
+    if !replace && link(stored, ours).is_ok() {
         return Ok(());
     }
-    tiers_core::write_atomic(path, bytes).map_err(|e| match e {
-        tiers_core::Error::Io { path, source } => TierError::Write { path, source },
-        other => TierError::Write {
-            path: path.to_owned(),
-            source: io::Error::other(other.to_string()),
-        },
-    })
+    fs::write(ours, bytes).map_err(write_err(ours))?;
+    if replace {
+        let tmp = stored.with_extension(format!("{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        link(ours, &tmp).map_err(write_err(&tmp))?;
+        return fs::rename(&tmp, stored).map_err(write_err(stored));
+    }
+    match fs::hard_link(ours, stored) {
+        Ok(()) => Ok(()),
+        // Stored meanwhile by another build: share its file.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let _ = fs::remove_file(ours);
+            link(stored, ours).map_err(write_err(ours))
+        }
+        // No links here: a copy, written aside and renamed into place.
+        Err(_) => tiers_core::write_atomic(stored, bytes).map_err(|e| match e {
+            tiers_core::Error::Io { path, source } => TierError::Write { path, source },
+            other => TierError::Write {
+                path: stored.to_owned(),
+                source: io::Error::other(other.to_string()),
+            },
+        }),
+    }
 }
 
 /// Hard-link `src` at `dst`, copying where linking is not possible (another
