@@ -146,9 +146,14 @@ impl Extractor {
             }
             Mod::Expression(expression) => walker.kid_expr(*expression.body, 0),
         }
-        let out = walker.run(&mut self.stack);
-        self.kids = out.1;
-        out.0
+        let (symbols, mut kids) = walker.run(&mut self.stack);
+        // Keep the buffers for the next file, but not what a huge one grew.
+        const KEEP: usize = 1 << 12;
+        kids.shrink_to(KEEP);
+        self.stack.shrink_to(KEEP);
+        self.lines.shrink_to(KEEP * 16);
+        self.kids = kids;
+        symbols
     }
 }
 
