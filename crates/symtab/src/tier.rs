@@ -104,18 +104,20 @@ struct Options {
     inputs: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
-    /// Megabytes of stored per-file entries the cross-file pass reads at once
-    /// (in memory they take about five times as much with what they consult):
-    /// lower bounds memory, higher saves time; from 64 on, batches run on two
-    /// cores. Not part of the key: the output is the same.
+    /// Megabytes of stored per-file entries the cross-file pass resolves at
+    /// once (in memory they take several times as much, with what they
+    /// consult and the next batch being read): lower bounds memory, higher
+    /// saves a little time; from 64 on, two batches resolve side by side. Not
+    /// part of the key: the output is the same.
     #[serde(default = "default_batch_mb")]
     batch_mb: u64,
 }
 
-/// Measured on the Python library (210 MB of per-file entries): 32 peaks at
-/// about 370 MB resident, 48 at 450 MB, in about the same time.
+/// Measured on the Python library (210 MB of per-file entries, one batch
+/// resolving while the next is read): 16 peaks at 345-380 MB resident, 24 at
+/// 440-455 MB, 32 at 510 MB, in about the same time.
 fn default_batch_mb() -> u64 {
-    32
+    20
 }
 
 fn default_inputs() -> Vec<String> {

@@ -664,6 +664,19 @@ impl<'a> Symbols<'a> {
         }
     }
 
+    /// What reads per-file entries for this loader from another thread.
+    pub fn reader(&self) -> Reader<'a> {
+        Reader {
+            job: self.job,
+            store: self.store,
+        }
+    }
+
+    /// Take what a [`Reader`] read.
+    pub fn absorb(&mut self, loaded: HashMap<String, Arc<FileSymbols>>) {
+        self.loaded.extend(loaded);
+    }
+
     /// Forget every loaded content but those of `keep`.
     pub fn retain<'k>(&mut self, keep: impl Iterator<Item = &'k str>) {
         let keep: HashSet<&str> = keep.collect();
@@ -686,6 +699,32 @@ impl<'a> Symbols<'a> {
             .entry(digest.to_owned())
             .or_insert_with(|| symbols_digest(symbols))
             .clone()
+    }
+
+    fn load(&self, digest: &str, path: &str) -> Result<Arc<FileSymbols>, TierError> {
+        self.reader().load(digest, path)
+    }
+}
+
+/// Reads per-file entries on one thread, for a [`Symbols`] on another.
+pub(super) struct Reader<'a> {
+    job: &'a Job,
+    store: &'a BlobStore,
+}
+
+impl Reader<'_> {
+    /// The per-file entries of `rows`, one after the other.
+    pub fn read_all<'r>(
+        &self,
+        rows: impl Iterator<Item = &'r Row>,
+    ) -> Result<HashMap<String, Arc<FileSymbols>>, TierError> {
+        let mut out = HashMap::new();
+        for r in rows {
+            if !out.contains_key(&r.digest) {
+                out.insert(r.digest.clone(), self.load(&r.digest, &r.path)?);
+            }
+        }
+        Ok(out)
     }
 
     /// A stored per-file entry; one that cannot be read back is parsed again

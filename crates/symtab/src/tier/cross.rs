@@ -94,9 +94,28 @@ impl Pass<'_> {
             ..Fresh::default()
         };
         if threads == 1 || batches.len() == 1 {
-            for batch in &batches {
-                self.batch(batch, &providers, symbols, &mut fresh)?;
-            }
+            // One batch resolves (one core) while the next one's files are read
+            // (the other core).
+            std::thread::scope(|scope| {
+                let mut next: Option<std::thread::ScopedJoinHandle<'_, _>> = None;
+                for (k, batch) in batches.iter().enumerate() {
+                    if let Some(loading) = next.take() {
+                        match loading.join() {
+                            Ok(loaded) => symbols.absorb(loaded?),
+                            Err(_) => tracing::warn!("symtab: a reading thread failed"),
+                        }
+                    }
+                    if let Some(following) = batches.get(k + 1) {
+                        let reader = symbols.reader();
+                        next =
+                            Some(scope.spawn(move || {
+                                reader.read_all(following.iter().map(|&i| &rows[i]))
+                            }));
+                    }
+                    self.batch(batch, &providers, symbols, &mut fresh)?;
+                }
+                Ok::<_, TierError>(())
+            })?;
             return Ok(fresh);
         }
         let base = &*symbols;
