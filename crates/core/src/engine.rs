@@ -975,7 +975,11 @@ fn retain(t: &Planned, dry_run: bool) -> Result<Vec<Removed>> {
     let mut bytes = 0u64;
     let mut removed = Vec::new();
     for e in entries {
-        let size = store::dir_bytes(&e.dir);
+        // Sizes cost a walk of the entry: only a byte budget needs them.
+        let size = match t.common.max_bytes {
+            Some(_) => store::dir_bytes(&e.dir),
+            None => 0,
+        };
         let is_current = Some(&e.key) == current.as_ref();
         let over_count = t.keep.is_some_and(|k| kept >= k);
         let over_bytes = t.common.max_bytes.is_some_and(|m| bytes + size > m);
@@ -984,6 +988,10 @@ fn retain(t: &Planned, dry_run: bool) -> Result<Vec<Removed>> {
             bytes += size;
             continue;
         }
+        let size = match t.common.max_bytes {
+            Some(_) => size,
+            None => store::dir_bytes(&e.dir),
+        };
         if !dry_run {
             t.store.remove(&e.key)?;
             tracing::info!(tier = %t.name, key = e.key.short(), "retention removed an entry");
