@@ -12,7 +12,11 @@ fn init_configures_venv_symtab_and_codeql_for_a_python_project() {
         .file("pkg/a.py", "x = 1\n")
         .build();
     let run = p.tiers(&["init"]).expect_code(0);
-    assert!(run.stdout.contains("with tiers: venv, symtab, codeql"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("with tiers: venv, symtab, codeql"),
+        "{}",
+        run.stdout
+    );
     let toml = p.read("tiers.toml");
     for table in ["[tiers.venv]", "[tiers.symtab]", "[tiers.codeql]"] {
         assert!(toml.contains(table), "{table} missing from:\n{toml}");
@@ -40,7 +44,10 @@ fn init_without_manifests_configures_no_venv() {
 
 #[test]
 fn init_never_overwrites_a_configuration() {
-    let p = project().file("tiers.toml", "# mine\n").file("a.py", "").build();
+    let p = project()
+        .file("tiers.toml", "# mine\n")
+        .file("a.py", "")
+        .build();
     let run = p.tiers(&["init"]).expect_code(2);
     assert!(run.stderr.contains("already exists"), "{}", run.stderr);
     assert_eq!(p.read("tiers.toml"), "# mine\n");
