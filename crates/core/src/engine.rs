@@ -549,14 +549,7 @@ impl Engine {
             if t.tier.probe(cx, &entry).await? != Freshness::Fresh {
                 continue;
             }
-            let reasons = doc
-                .diff(&marker.doc)
-                .into_iter()
-                .map(|r| match r {
-                    Reason::InputChanged { path } => Reason::UnusedInputChanged { path },
-                    other => other,
-                })
-                .collect();
+            let reasons = reuse_reasons(doc, &marker.doc);
             return Ok(Some((marker, reasons)));
         }
         Ok(None)
@@ -726,15 +719,7 @@ impl Engine {
                 }
                 t.store.set_alias(&look.key, &marker.key)?;
                 Candidates::new(t.store.root()).touch(&skey, &marker.key, Some(c.used.clone()))?;
-                let why = look
-                    .doc
-                    .diff(&marker.doc)
-                    .into_iter()
-                    .map(|r| match r {
-                        Reason::InputChanged { path } => Reason::UnusedInputChanged { path },
-                        other => other,
-                    })
-                    .collect();
+                let why = reuse_reasons(&look.doc, &marker.doc);
                 return Ok(Some((marker, why)));
             }
             Ok::<_, Error>(None)
@@ -1024,6 +1009,18 @@ fn resolve(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// Why an entry built from `built` serves `doc` through discovered inputs: every
+/// changed input is one its build did not use.
+fn reuse_reasons(doc: &KeyDoc, built: &KeyDoc) -> Vec<Reason> {
+    doc.diff(built)
+        .into_iter()
+        .map(|r| match r {
+            Reason::InputChanged { path } => Reason::UnusedInputChanged { path },
+            other => other,
+        })
+        .collect()
 }
 
 /// Why `req` forces `t`, if it does.
