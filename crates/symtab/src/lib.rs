@@ -26,7 +26,7 @@
 //!   one of those interfaces did. Editing a function body re-resolves that one
 //!   module; renaming a function re-resolves its importers too.
 //!
-//! Parse errors are results, not failures: the parser (tree-sitter-python) is
+//! Parse errors are results, not failures: the parser (Ruff's, pinned exactly) is
 //! error tolerant, so a file with a syntax error yields what could be read plus
 //! the errors with their positions. Content that is not text (invalid in its
 //! encoding, NUL bytes) or is too large yields a [`FileError`], never a panic.
