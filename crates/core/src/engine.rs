@@ -495,17 +495,10 @@ impl Engine {
         let mut restored = None;
         let (freshness, serving) = match serving_entry(&t.store, &key, &doc) {
             Ok(Some(entry)) => (t.tier.probe(cx, &entry).await?, Some(entry)),
-            Ok(None) if !doc.inputs.is_empty() => {
-                restored = self.candidate(t, cx, &doc).await?;
-                let last = current
-                    .as_ref()
-                    .and_then(|c| t.store.marker(c).ok().flatten());
-                match last {
-                    Some(last) => (Freshness::Stale(doc.diff(&last.doc)), None),
-                    None => (Freshness::Missing, None),
-                }
-            }
             Ok(None) => {
+                if !doc.inputs.is_empty() {
+                    restored = self.candidate(t, cx, &doc).await?;
+                }
                 let last = current
                     .as_ref()
                     .and_then(|c| t.store.marker(c).ok().flatten());
