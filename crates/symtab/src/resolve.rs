@@ -220,7 +220,12 @@ fn import_bindings(
 }
 
 /// The absolute module of `from <dots><module> import …` in `module`.
-fn absolute(module: &str, is_package: bool, level: u32, target: Option<&str>) -> Option<String> {
+pub(crate) fn absolute(
+    module: &str,
+    is_package: bool,
+    level: u32,
+    target: Option<&str>,
+) -> Option<String> {
     if level == 0 {
         return target.map(str::to_string);
     }

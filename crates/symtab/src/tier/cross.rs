@@ -19,6 +19,7 @@
 //! `batch_bytes` of per-file entries (plus what it consults): memory is bounded by
 //! the batch, not the project.
 
+use crate::resolve::absolute;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde_json::value::RawValue;
@@ -403,29 +404,6 @@ fn prefixes(dotted: &str, out: &mut Vec<String>) {
         end = i + c.len_utf8();
     }
     out.push(dotted[..end].to_owned());
-}
-
-/// The absolute module of `from <level dots><target> import …` in `module`.
-fn absolute(module: &str, is_package: bool, level: u32, target: Option<&str>) -> Option<String> {
-    if level == 0 {
-        return target.map(str::to_owned);
-    }
-    let mut package: Vec<&str> = module.split('.').collect();
-    if !is_package {
-        package.pop();
-    }
-    for _ in 1..level {
-        package.pop()?;
-    }
-    if package.is_empty() {
-        return None;
-    }
-    let mut name = package.join(".");
-    if let Some(target) = target.filter(|t| !t.is_empty()) {
-        name.push('.');
-        name.push_str(target);
-    }
-    Some(name)
 }
 
 #[cfg(test)]
