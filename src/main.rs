@@ -10,6 +10,12 @@ use clap::{ArgAction, Parser, Subcommand};
 mod init;
 use tiers::{BuildRequest, ConfigSource, Engine, EngineOptions, Force, Report};
 
+/// The symtab build allocates and frees from every core at once: a full build
+/// of the Python library took 4.7 s of user CPU with mimalloc against 5.9 s
+/// with glibc's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tiers",

@@ -216,7 +216,7 @@ fn assert_same_table(incremental: &Value, scratch: &Value, when: &str) {
 fn stored_files(p: &Project) -> usize {
     support::snapshot(&p.cache_dir().join("sym"))
         .iter()
-        .filter(|(path, _)| path.starts_with("files-v") && path.ends_with(".json"))
+        .filter(|(path, _)| path.starts_with("files-v") && path.ends_with(".sym"))
         .count()
 }
 
@@ -608,10 +608,8 @@ fn bad_input_gives_per_file_errors_and_the_build_succeeds() {
 
 #[test]
 fn the_incremental_graph_equals_a_full_build_through_renames_and_moves() {
-    // One file per batch of the cross-file pass: every other module a file
-    // consults comes from outside its batch.
     let p = project()
-        .file("tiers.toml", format!("{TIER}batch_mb = 0\n"))
+        .file("tiers.toml", TIER)
         .file("lib/__init__.py", "from .impl import run as go\n")
         .file("lib/impl.py", "def run():\n    pass\n\nclass Job:\n    def start(self):\n        pass\n")
         .file(
@@ -698,11 +696,16 @@ fn stored_files_no_entry_uses_are_pruned_after_retention() {
     assert_eq!(stored_files(&p), 3);
     p.write("b.py", "B = 2\n");
     let run = p.build(&[]);
-    // This build pruned `A = 1`; retention then removed the second entry.
-    assert_eq!(count(&data(&run, "sym"), "pruned"), 1);
+    // This build pruned `A = 1` and the graph bucket of `a.py` then;
+    // retention then removed the second entry.
+    assert_eq!(count(&data(&run, "sym"), "pruned"), 2);
     p.write("b.py", "B = 3\n");
     let run = p.build(&[]);
-    assert_eq!(count(&data(&run, "sym"), "pruned"), 1, "`B = 1` went");
+    assert_eq!(
+        count(&data(&run, "sym"), "pruned"),
+        2,
+        "`B = 1` went, with the graph bucket of `b.py` then"
+    );
     assert_eq!(stored_files(&p), 3, "the current entry's two, and `B = 2`");
     let table = export(&p);
     assert_eq!(file(&table, "a.py")["symbols"]["variables"][0]["name"], "A");

@@ -37,6 +37,7 @@
 //! in CPython's `ast`. See [`schema`] for the conventions of every field, and
 //! [`SCHEMA_VERSION`] / [`EXTRACTOR_VERSION`], which belong in any cache key.
 
+mod codec;
 mod error;
 mod extract;
 mod module_name;
@@ -51,9 +52,9 @@ pub use extract::{extract, ExtractOptions, Extractor, MAX_FILE_BYTES, MAX_SYNTAX
 pub use module_name::module_name;
 pub use parallel::{extract_files, extract_many};
 pub use resolve::{
-    interface_digest, resolve_incremental, symbols_digest, Binding, DefKind, Interface,
-    ProjectState, ResolveStats, ResolvedCall, ResolvedGraph, ResolvedImport, ResolvedModule,
-    Target,
+    interface_digest, resolve_file, resolve_incremental, symbols_digest, Binding, DefKind,
+    FileToResolve, Interface, ModuleInfo, Modules, ProjectState, ResolveStats, ResolvedCall,
+    ResolvedGraph, ResolvedImport, ResolvedModule, Target,
 };
 pub use schema::{
     CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,

@@ -247,6 +247,79 @@ pub(crate) fn absolute(
     Some(name)
 }
 
+/// A module as the others see it: its interface and the interface's digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModuleInfo {
+    pub interface: Interface,
+    pub digest: String,
+}
+
+impl ModuleInfo {
+    pub fn new(interface: Interface) -> Self {
+        let digest = interface_digest(&interface);
+        ModuleInfo { interface, digest }
+    }
+}
+
+/// What a resolution may ask about the project's modules. A resolution reads
+/// nothing else of other files, so an implementation can hold interfaces
+/// only, and load them as they are asked for.
+pub trait Modules: Sync {
+    /// The module of that name, if the project has one.
+    fn get(&self, module: &str) -> Option<&ModuleInfo>;
+    /// Whether a project module is named `module.<something>`: what makes
+    /// `module` a namespace package when it has no file of its own.
+    fn has_submodules(&self, module: &str) -> bool;
+}
+
+/// One file to resolve: its module name and symbols.
+#[derive(Debug, Clone, Copy)]
+pub struct FileToResolve<'a> {
+    pub module: &'a str,
+    pub is_package: bool,
+    pub symbols: &'a FileSymbols,
+    /// Recorded as [`ResolvedModule::symbols_digest`]: [`symbols_digest`], or
+    /// any digest that identifies the symbols as well (a content digest, with
+    /// the extractor version in the cache key).
+    pub symbols_digest: &'a str,
+}
+
+/// Resolves one file's imports and calls against `modules`. The result
+/// records every question asked of `modules` with its answer, so it stays
+/// valid as long as those answers do.
+pub fn resolve_file(modules: &dyn Modules, file: FileToResolve<'_>) -> ResolvedModule {
+    let interface = Interface::new(file.module, file.is_package, file.symbols);
+    let mut cx = Resolver {
+        world: modules,
+        file,
+        interface: &interface,
+        deps: BTreeMap::new(),
+    };
+    let imports = cx.imports();
+    let calls = cx.calls();
+    ResolvedModule {
+        module: file.module.to_string(),
+        symbols_digest: file.symbols_digest.to_string(),
+        deps: cx.deps,
+        imports,
+        calls,
+    }
+}
+
+/// Whether some key of `modules` is `prefix.<something>`.
+pub(crate) fn first_under<'m, V>(modules: &'m BTreeMap<&str, V>, prefix: &str) -> Option<&'m V> {
+    modules
+        .range::<str, _>((
+            std::ops::Bound::Excluded(prefix),
+            std::ops::Bound::Unbounded,
+        ))
+        .next()
+        .filter(|(m, _)| {
+            m.len() > prefix.len() && m.starts_with(prefix) && m.as_bytes()[prefix.len()] == b'.'
+        })
+        .map(|(_, v)| v)
+}
+
 /// The project's files as the resolver sees them: path → module name and
 /// symbols, with digests computed once on insert.
 #[derive(Debug, Clone, Default)]
@@ -260,8 +333,7 @@ struct Entry {
     is_package: bool,
     symbols: Arc<FileSymbols>,
     symbols_digest: String,
-    interface: Interface,
-    interface_digest: String,
+    info: ModuleInfo,
 }
 
 impl ProjectState {
@@ -297,8 +369,7 @@ impl ProjectState {
         let interface = Interface::new(&module, is_package, &symbols);
         let entry = Entry {
             symbols_digest: symbols_digest(&symbols),
-            interface_digest: interface_digest(&interface),
-            interface,
+            info: ModuleInfo::new(interface),
             module,
             is_package,
             symbols,
@@ -320,7 +391,7 @@ impl ProjectState {
 
     /// The interface of the file at `rel_path`.
     pub fn interface(&self, rel_path: &str) -> Option<&Interface> {
-        self.entries.get(rel_path).map(|e| &e.interface)
+        self.entries.get(rel_path).map(|e| &e.info.interface)
     }
 
     /// Module name → path; when two paths claim one module, the first path in
@@ -331,6 +402,23 @@ impl ProjectState {
             index.entry(entry.module.as_str()).or_insert(path.as_str());
         }
         index
+    }
+}
+
+/// A [`ProjectState`] as [`Modules`].
+struct StateModules<'a> {
+    state: &'a ProjectState,
+    index: BTreeMap<&'a str, &'a str>,
+}
+
+impl Modules for StateModules<'_> {
+    fn get(&self, module: &str) -> Option<&ModuleInfo> {
+        let path = self.index.get(module)?;
+        self.state.entries.get(*path).map(|e| &e.info)
+    }
+
+    fn has_submodules(&self, module: &str) -> bool {
+        first_under(&self.index, module).is_some()
     }
 }
 
@@ -416,10 +504,9 @@ pub fn resolve_incremental(
     prev: Option<&ResolvedGraph>,
     state: &ProjectState,
 ) -> (ResolvedGraph, ResolveStats) {
-    let index = state.module_index();
-    let world = World {
+    let world = StateModules {
         state,
-        index: &index,
+        index: state.module_index(),
     };
     let mut stats = ResolveStats::default();
     let mut files = BTreeMap::new();
@@ -427,10 +514,9 @@ pub fn resolve_incremental(
         let reusable = prev.and_then(|g| g.files.get(path)).filter(|old| {
             old.module == entry.module
                 && old.symbols_digest == entry.symbols_digest
-                && old
-                    .deps
-                    .iter()
-                    .all(|(module, digest)| world.digest(module) == digest.as_deref())
+                && old.deps.iter().all(|(module, digest)| {
+                    world.get(module).map(|m| m.digest.as_str()) == digest.as_deref()
+                })
         });
         let resolved = match reusable {
             Some(old) => {
@@ -439,50 +525,25 @@ pub fn resolve_incremental(
             }
             None => {
                 stats.resolved += 1;
-                world.resolve(entry)
+                resolve_file(
+                    &world,
+                    FileToResolve {
+                        module: &entry.module,
+                        is_package: entry.is_package,
+                        symbols: &entry.symbols,
+                        symbols_digest: &entry.symbols_digest,
+                    },
+                )
             }
         };
         files.insert(path.clone(), resolved);
     }
-    let modules = index
+    let modules = world
+        .index
         .iter()
         .map(|(module, path)| (module.to_string(), path.to_string()))
         .collect();
     (ResolvedGraph { files, modules }, stats)
-}
-
-struct World<'a> {
-    state: &'a ProjectState,
-    index: &'a BTreeMap<&'a str, &'a str>,
-}
-
-impl<'a> World<'a> {
-    fn entry(&self, module: &str) -> Option<&'a Entry> {
-        self.index
-            .get(module)
-            .and_then(|path| self.state.entries.get(*path))
-    }
-
-    fn digest(&self, module: &str) -> Option<&'a str> {
-        self.entry(module).map(|e| e.interface_digest.as_str())
-    }
-
-    fn resolve(&self, entry: &Entry) -> ResolvedModule {
-        let mut cx = Resolver {
-            world: self,
-            this: entry,
-            deps: BTreeMap::new(),
-        };
-        let imports = cx.imports();
-        let calls = cx.calls();
-        ResolvedModule {
-            module: entry.module.clone(),
-            symbols_digest: entry.symbols_digest.clone(),
-            deps: cx.deps,
-            imports,
-            calls,
-        }
-    }
 }
 
 /// What a name or attribute chain evaluates to, statically.
@@ -507,22 +568,23 @@ enum Local {
     Opaque,
 }
 
-struct Resolver<'w, 'a> {
-    world: &'w World<'a>,
-    this: &'a Entry,
+struct Resolver<'a> {
+    world: &'a dyn Modules,
+    file: FileToResolve<'a>,
+    /// The file's own interface.
+    interface: &'a Interface,
     deps: BTreeMap<String, Option<String>>,
 }
 
-impl<'a> Resolver<'_, 'a> {
-    /// The entry of `module`, recording the question and its answer.
-    fn consult(&mut self, module: &str) -> Option<&'a Entry> {
-        let entry = self.world.entry(module);
-        if module != self.this.module {
+impl<'a> Resolver<'a> {
+    /// The module `module`, recording the question and its answer.
+    fn consult(&mut self, module: &str) -> Option<&'a ModuleInfo> {
+        let info = self.world.get(module);
+        if module != self.file.module && !self.deps.contains_key(module) {
             self.deps
-                .entry(module.to_string())
-                .or_insert_with(|| entry.map(|e| e.interface_digest.clone()));
+                .insert(module.to_string(), info.map(|i| i.digest.clone()));
         }
-        entry
+        info
     }
 
     fn is_module(&mut self, module: &str) -> bool {
@@ -530,7 +592,7 @@ impl<'a> Resolver<'_, 'a> {
     }
 
     fn imports(&mut self) -> Vec<ResolvedImport> {
-        let this = self.this;
+        let this = self.file;
         let mut out = Vec::new();
         for import in &this.symbols.imports {
             let pos = import.span.start;
@@ -547,7 +609,7 @@ impl<'a> Resolver<'_, 'a> {
                 }
                 ImportKind::From => {
                     let Some(base) = absolute(
-                        &this.module,
+                        this.module,
                         this.is_package,
                         import.level,
                         import.module.as_deref(),
@@ -569,8 +631,8 @@ impl<'a> Resolver<'_, 'a> {
     }
 
     fn calls(&mut self) -> Vec<ResolvedCall> {
-        let this = self.this;
-        let symbols = &this.symbols;
+        let this = self.file;
+        let symbols = this.symbols;
         let scopes = Scopes::new(this);
         let mut out = Vec::new();
         let mut resolve_sites = |cx: &mut Self, scope: Option<&str>, sites: &[crate::CallSite]| {
@@ -614,14 +676,14 @@ impl<'a> Resolver<'_, 'a> {
         let Some(head) = parts.next() else {
             return Value::Unknown;
         };
-        let this = self.this;
+        let (module, interface) = (self.file.module, self.interface);
         let mut value = match scopes.lookup(scope, head) {
             Some(Local::Value(v)) => v,
-            Some(Local::Binding(b)) => self.binding_value(&this.module, &b, 0),
+            Some(Local::Binding(b)) => self.binding_value(module, &b, 0),
             Some(Local::Opaque) => Value::Unknown,
-            None => match this.interface.names.get(head) {
-                Some(b) => self.binding_value(&this.module, b, 0),
-                None => self.star_lookup(&this.interface.star_imports, head, 0),
+            None => match interface.names.get(head) {
+                Some(b) => self.binding_value(module, b, 0),
+                None => self.star_lookup(&interface.star_imports, head, 0),
             },
         };
         for part in parts {
@@ -660,16 +722,7 @@ impl<'a> Resolver<'_, 'a> {
         if self.is_module(module) {
             return Value::Module(module.to_string());
         }
-        let prefix = format!("{module}.");
-        let namespace = self
-            .world
-            .index
-            .range::<str, _>((
-                std::ops::Bound::Excluded(module),
-                std::ops::Bound::Unbounded,
-            ))
-            .next()
-            .is_some_and(|(m, _)| m.starts_with(&prefix));
+        let namespace = self.world.has_submodules(module);
         if namespace {
             Value::Module(module.to_string())
         } else {
@@ -702,12 +755,12 @@ impl<'a> Resolver<'_, 'a> {
                 qualname,
                 kind: DefKind::Class,
             } => {
-                let members = if module == self.this.module {
-                    Some(self.this)
+                let interface = if module == self.file.module {
+                    Some(self.interface)
                 } else {
-                    self.consult(&module)
-                }
-                .and_then(|e| e.interface.classes.get(&qualname));
+                    self.consult(&module).map(|e| &e.interface)
+                };
+                let members = interface.and_then(|i| i.classes.get(&qualname));
                 match members.and_then(|m| m.get(name)) {
                     Some(kind) => Value::Def {
                         qualname: format!("{qualname}.{name}"),
@@ -754,9 +807,9 @@ struct Scopes {
 }
 
 impl Scopes {
-    fn new(this: &Entry) -> Self {
-        let symbols = &this.symbols;
-        let module = this.module.clone();
+    fn new(this: FileToResolve<'_>) -> Self {
+        let symbols = this.symbols;
+        let module = this.module.to_string();
         let mut bound: HashMap<String, Vec<(Pos, String, Local)>> = HashMap::new();
         let mut tree = HashMap::new();
         let mut receivers = HashMap::new();
@@ -817,13 +870,7 @@ impl Scopes {
             let Some(scope) = &import.scope else { continue };
             let mut found = Vec::new();
             let mut stars = Vec::new();
-            import_bindings(
-                &this.module,
-                this.is_package,
-                import,
-                &mut found,
-                &mut stars,
-            );
+            import_bindings(this.module, this.is_package, import, &mut found, &mut stars);
             let scope_bound = bound.entry(scope.clone()).or_default();
             scope_bound.extend(
                 found
@@ -886,4 +933,51 @@ fn prefixes(module: &str) -> Vec<String> {
         rest = head;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_imports_are_made_absolute() {
+        assert_eq!(
+            absolute("a.b.c", false, 1, Some("d")).as_deref(),
+            Some("a.b.d")
+        );
+        assert_eq!(absolute("a.b", true, 1, None).as_deref(), Some("a.b"));
+        assert_eq!(
+            absolute("a.b.c", false, 2, Some("x.y")).as_deref(),
+            Some("a.x.y")
+        );
+        assert_eq!(absolute("top", false, 1, Some("x")), None);
+        assert_eq!(
+            absolute("m", false, 0, Some("os.path")).as_deref(),
+            Some("os.path")
+        );
+    }
+
+    #[test]
+    fn a_name_with_modules_under_it_is_a_namespace() {
+        let modules: BTreeMap<&str, usize> = [
+            ("a", 0),
+            ("a.b", 1),
+            ("ab", 2),
+            ("c0", 3),
+            ("c_d", 4),
+            ("d.e.f", 5),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(first_under(&modules, "a"), Some(&1));
+        assert_eq!(
+            first_under(&modules, "c"),
+            None,
+            "`c0` and `c_d` are not under `c`"
+        );
+        assert_eq!(first_under(&modules, "d"), Some(&5));
+        assert_eq!(first_under(&modules, "d.e"), Some(&5));
+        assert_eq!(first_under(&modules, "a.b"), None);
+        assert_eq!(first_under(&modules, "e"), None);
+    }
 }

@@ -19,14 +19,14 @@
 //!
 //! ```text
 //! <tier root>/
-//!   files-v{E}/<2 hex>/<digest>.json   FileSymbols of one content (E: EXTRACTOR_VERSION)
-//!   graph-v{E}/<2 hex>/<digest>.json   one bucket of resolved modules, by its own digest
+//!   files-v{E}/<2 hex>/<digest>.sym    FileSymbols of one content (E: EXTRACTOR_VERSION)
+//!   graph-v{E}/<2 hex>/<digest>.bin    one bucket of resolved modules, by its own digest
 //!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
 //!   <key>/                             one entry, published by the engine
 //!     index.json                       path → digest, module, interface; module → path
 //!     deps.json                        modules each file's resolution consulted
-//!     files/<digest>.json              hard links into files-v{E}
-//!     graph/<digest>.json              hard links into graph-v{E}
+//!     files/<digest>.sym               hard links into files-v{E}
+//!     graph/<digest>.bin               hard links into graph-v{E}
 //! ```
 //!
 //! The resolved graph is split into 256 buckets by a hash of the path, so that
@@ -39,11 +39,12 @@
 //! cross-file pass only for files whose content or module name changed, and for
 //! files whose resolution consulted a module whose answer changed (its
 //! interface digest, or whether it exists — and, for namespace packages, the
-//! modules under it). Those files are resolved in a partial
-//! [`ProjectState`](crate::ProjectState) holding them and the modules they
-//! consult, grown until every module they ask about that exists in the project
-//! is in it. Only those files' symbols are read back, so an edit costs the
-//! edited files and their dependents, not the project.
+//! modules under it). Those files are resolved on every core against the
+//! whole project state, through [`Modules`](crate::Modules): every module
+//! name is known from the paths, and a module's interface is computed from its
+//! per-file entry the first time a resolution asks for it. Only those files and
+//! the modules they consult are read back, so an edit costs the edited files
+//! and their dependents, not the project.
 
 use std::path::PathBuf;
 
@@ -68,7 +69,7 @@ pub const KIND: &str = "symtab";
 
 /// Bumped whenever the way this kind builds or lays out an entry changes: old
 /// entries then miss. (A new extractor is [`EXTRACTOR_VERSION`], in the key too.)
-pub const KIND_VERSION: u32 = 1;
+pub const KIND_VERSION: u32 = 2;
 
 /// Errors of the `symtab` tier and of [`load_table`]; each names the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -104,20 +105,6 @@ struct Options {
     inputs: Vec<String>,
     #[serde(default)]
     exclude: Vec<String>,
-    /// Megabytes of stored per-file entries the cross-file pass resolves at
-    /// once (in memory they take several times as much, with what they
-    /// consult and the next batch being read): lower bounds memory, higher
-    /// saves a little time; from 64 on, two batches resolve side by side. Not
-    /// part of the key: the output is the same.
-    #[serde(default = "default_batch_mb")]
-    batch_mb: u64,
-}
-
-/// Measured on the Python library (210 MB of per-file entries, one batch
-/// resolving while the next is read): 16 peaks at 345-380 MB resident, 24 at
-/// 440-455 MB, 32 at 510 MB, in about the same time.
-fn default_batch_mb() -> u64 {
-    20
 }
 
 fn default_inputs() -> Vec<String> {
@@ -129,7 +116,6 @@ pub struct SymtabTier {
     spec: InputSpec,
     inputs: Vec<String>,
     exclude: Vec<String>,
-    batch_bytes: u64,
 }
 
 impl SymtabTier {
@@ -144,8 +130,6 @@ impl SymtabTier {
             spec: InputSpec::new(spec.name, &o.inputs, &o.exclude)?,
             inputs: o.inputs,
             exclude: o.exclude,
-            // At least one byte: a batch always takes one file.
-            batch_bytes: o.batch_mb.saturating_mul(1 << 20).max(1),
         })
     }
 }
@@ -241,7 +225,6 @@ impl Tier for SymtabTier {
             inputs: entry.doc.inputs.clone(),
             previous,
             scratch: cx.previous().is_some_and(|p| p.key == entry.key),
-            batch_bytes: self.batch_bytes,
         };
         let counts = tokio::task::spawn_blocking(move || job.run())
             .await

@@ -6,26 +6,26 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore};
 use super::table::{
-    bucket_of, file_path, graph_path, read_json, Deps, Index, IndexFile, DEPS, FILES, GRAPH, INDEX,
-    INDEX_FORMAT,
+    bucket_of, file_path, graph_path, read_json, read_symbols, Deps, Index, IndexFile, DEPS, FILES,
+    GRAPH, INDEX, INDEX_FORMAT,
 };
 use super::TierError;
+use crate::resolve::ModuleInfo;
 use crate::{
-    interface_digest, module_name, symbols_digest, ExtractOptions, Extractor, FileError,
-    FileSymbols, Interface, EXTRACTOR_VERSION, MAX_FILE_BYTES, SCHEMA_VERSION,
+    codec, module_name, ExtractOptions, Extractor, FileError, FileSymbols, Interface,
+    EXTRACTOR_VERSION, MAX_FILE_BYTES, SCHEMA_VERSION,
 };
 
 /// A build that parses at most this many files keeps their symbols in memory
-/// for the cross-file pass; a larger one reads them back a batch at a time.
+/// for the cross-file pass; a larger one reads them back from the store.
 const KEEP_PARSED: usize = 2000;
 
 /// What a build did: recorded in the entry marker's `data` and in `index.json`.
@@ -105,8 +105,6 @@ pub(crate) struct Job {
     pub previous: Option<PathBuf>,
     /// Parse every file again, whatever the store holds (a forced rebuild).
     pub scratch: bool,
-    /// Per-file entries resolved at once, in bytes (see `cross.rs`).
-    pub batch_bytes: u64,
 }
 
 /// The previous entry, when its layout and extractor are this build's.
@@ -154,10 +152,8 @@ fn hex_digest(bytes: &[u8]) -> String {
 struct Parsed {
     digest: String,
     errors: u32,
-    /// Blob size, for batching.
-    size: u64,
-    /// Interface digest of each row holding this content.
-    interfaces: Vec<(usize, Option<String>)>,
+    /// The module each row holding this content provides, as others see it.
+    infos: Vec<(usize, Option<ModuleInfo>)>,
     /// Kept only when the build parses few files.
     symbols: Option<Arc<FileSymbols>>,
 }
@@ -229,16 +225,12 @@ impl Job {
             .iter()
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
-        let linked = par_map(
-            &distinct,
-            || (),
-            |_, &(digest, _)| {
-                if self.scratch {
-                    return Ok(false);
-                }
-                self.link_stored(store, prev, digest)
-            },
-        );
+        let linked = par_map(&distinct, |&(digest, _)| {
+            if self.scratch {
+                return Ok(false);
+            }
+            self.link_stored(store, prev, digest)
+        });
         let mut to_parse: Vec<(&str, &[usize])> = Vec::new();
         for (&item, linked) in distinct.iter().zip(linked) {
             if !linked? {
@@ -248,19 +240,26 @@ impl Job {
         clock.lap("links");
         let keep = to_parse.len() <= KEEP_PARSED;
         let parsed = self.parse(store, &rows, &to_parse, keep)?;
-        let mut symbols = Symbols::new(self, store);
+        let mut loader = Loader {
+            job: self,
+            store,
+            kept: HashMap::new(),
+        };
+        let infos: Vec<OnceLock<Option<ModuleInfo>>> = std::iter::repeat_with(OnceLock::new)
+            .take(rows.len())
+            .collect();
         let mut errors: HashMap<String, u32> = HashMap::new();
         let mut interfaces: Vec<Option<String>> = vec![None; rows.len()];
-        let mut known: Vec<bool> = vec![false; rows.len()];
         for p in parsed {
-            for (i, interface) in p.interfaces {
-                interfaces[i] = interface;
-                known[i] = true;
+            for (i, info) in p.infos {
+                interfaces[i] = info.as_ref().map(|m| m.digest.clone());
+                if let Some(info) = info {
+                    let _ = infos[i].set(Some(info));
+                }
             }
             errors.insert(p.digest.clone(), p.errors);
-            symbols.sizes.insert(p.digest.clone(), p.size);
             if let Some(s) = p.symbols {
-                symbols.loaded.insert(p.digest, s);
+                loader.kept.insert(p.digest, s);
             }
         }
         let parsed_digests: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
@@ -268,6 +267,9 @@ impl Job {
 
         // Error counts and interface digests of the other contents: carried
         // over from the previous index, or read from their per-file entries.
+        let mut known: Vec<bool> = (0..rows.len())
+            .map(|i| parsed_digests.contains(rows[i].digest.as_str()))
+            .collect();
         if let Some(p) = prev {
             for (i, r) in rows.iter().enumerate() {
                 let Some(old) = p.index.files.get(&r.path) else {
@@ -288,26 +290,21 @@ impl Job {
                 (rows[i].module.is_some() && !known[i]) || !errors.contains_key(&rows[i].digest)
             })
             .collect();
-        // A few hundred at a time, so that a build with a full store and no
-        // previous entry does not hold every file's symbols at once.
-        for part in todo.chunks(512) {
-            symbols.preload(part.iter().map(|&i| &rows[i]))?;
-            for &i in part {
-                let r = &rows[i];
-                let s = symbols.get(&r.digest, &r.path)?;
-                errors
-                    .entry(r.digest.clone())
-                    .or_insert(s.errors.len() as u32);
-                if let (Some(module), false) = (&r.module, known[i]) {
-                    interfaces[i] = Some(interface_digest(&Interface::new(
-                        module,
-                        is_package(&r.path),
-                        &s,
-                    )));
-                }
-            }
-            if !keep {
-                symbols.retain(std::iter::empty());
+        let loaded = par_map(&todo, |&i| {
+            let r = &rows[i];
+            let s = loader.load(r)?;
+            let info = r
+                .module
+                .as_deref()
+                .map(|m| ModuleInfo::new(Interface::new(m, is_package(&r.path), &s)));
+            Ok::<_, TierError>((s.errors.len() as u32, info))
+        });
+        for (&i, result) in todo.iter().zip(loaded) {
+            let (n, info) = result?;
+            errors.entry(rows[i].digest.clone()).or_insert(n);
+            if let (Some(info), false) = (info, known[i]) {
+                interfaces[i] = Some(info.digest.clone());
+                let _ = infos[i].set(Some(info));
             }
         }
         clock.lap("interfaces");
@@ -317,10 +314,11 @@ impl Job {
             rows: &rows,
             interfaces: &interfaces,
             prev,
-            batch_bytes: self.batch_bytes,
         }
-        .run(&mut symbols, &mut clock)?;
-        drop(symbols);
+        .run(&loader, &infos)?;
+        drop(infos);
+        drop(loader);
+        clock.lap("cross-file pass");
         let named: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].module.is_some())
             .collect();
@@ -465,35 +463,44 @@ impl Job {
                 buckets.insert(b.clone(), digest.clone());
             }
         }
-        let touched: Vec<Mutex<Option<(String, Fragments)>>> =
-            touched.into_iter().map(|t| Mutex::new(Some(t))).collect();
-        let written = par_map(
-            &touched,
-            || (),
-            |_, item| {
-                let Some((b, fresh)) = item.lock().ok().and_then(|mut t| t.take()) else {
-                    return Ok(None);
-                };
-                let mut bucket: BTreeMap<String, Box<RawValue>> =
-                    match prev.and_then(|p| Some((p, p.index.graph.get(&b)?))) {
-                        Some((p, digest)) => read_json(&graph_path(&p.dir, digest))?,
-                        None => BTreeMap::new(),
-                    };
-                bucket.retain(|path, _| named_paths.contains(path.as_str()));
-                bucket.extend(fresh);
-                if bucket.is_empty() {
-                    return Ok(None);
+        let touched: Vec<(String, Fragments)> = touched.into_iter().collect();
+        let written = par_map(&touched, |(b, fresh)| {
+            let old = match prev.and_then(|p| Some((p, p.index.graph.get(b)?))) {
+                Some((p, digest)) => {
+                    let path = graph_path(&p.dir, digest);
+                    let bytes = fs::read(&path).map_err(|source| TierError::Read {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    Some((path, bytes))
                 }
-                // The raw values are compact JSON, so these are the bytes of the
-                // typed bucket too: one bucket content, one digest.
-                let bytes = serde_json::to_vec(&bucket).unwrap_or_default();
-                let digest = hex_digest(&bytes);
-                let stored = store.graph_blob(&digest);
-                let ours = graph_path(&self.build_dir, &digest);
-                store::put(&ours, &stored, &bytes, false)?;
-                Ok::<_, TierError>(Some((b, digest)))
-            },
-        );
+                None => None,
+            };
+            let mut bucket: BTreeMap<&str, &[u8]> = BTreeMap::new();
+            if let Some((path, bytes)) = &old {
+                let records = codec::decode_bucket(bytes).map_err(|e| TierError::Corrupt {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
+                for (path, body) in records {
+                    if let Some(&path) = named_paths.get(path.as_str()) {
+                        bucket.insert(path, body);
+                    }
+                }
+            }
+            for (path, body) in fresh {
+                bucket.insert(path, body);
+            }
+            if bucket.is_empty() {
+                return Ok(None);
+            }
+            let bytes = codec::encode_bucket(bucket);
+            let digest = hex_digest(&bytes);
+            let stored = store.graph_blob(&digest);
+            let ours = graph_path(&self.build_dir, &digest);
+            store::put(&ours, &stored, &bytes, false)?;
+            Ok::<_, TierError>(Some((b.clone(), digest)))
+        });
         for w in written {
             if let Some((b, digest)) = w? {
                 buckets.insert(b, digest);
@@ -534,36 +541,46 @@ impl Job {
         todo: &[(&str, &[usize])],
         keep: bool,
     ) -> Result<Vec<Parsed>, TierError> {
-        let results = par_map(
+        let results = par_map_with(
             todo,
             || Extractor::new(ExtractOptions::default()),
             |extractor, &(digest, holders)| -> Result<Parsed, TierError> {
                 let path = &rows[holders[0]].path;
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
-                let bytes = serde_json::to_vec(&symbols).unwrap_or_default();
-                let stored = store.file_blob(digest);
-                let ours = file_path(&self.build_dir, digest);
-                store::put(&ours, &stored, &bytes, self.scratch)?;
-                let interfaces = holders
+                self.store_symbols(store, digest, &symbols, self.scratch)?;
+                let infos = holders
                     .iter()
                     .map(|&i| {
                         let r = &rows[i];
-                        let interface = r.module.as_deref().map(|m| {
-                            interface_digest(&Interface::new(m, is_package(&r.path), &symbols))
+                        let info = r.module.as_deref().map(|m| {
+                            ModuleInfo::new(Interface::new(m, is_package(&r.path), &symbols))
                         });
-                        (i, interface)
+                        (i, info)
                     })
                     .collect();
                 Ok(Parsed {
                     digest: digest.to_owned(),
                     errors: symbols.errors.len() as u32,
-                    size: bytes.len() as u64,
-                    interfaces,
+                    infos,
                     symbols: keep.then(|| Arc::new(symbols)),
                 })
             },
         );
         results.into_iter().collect()
+    }
+
+    /// Write a per-file entry into the entry being built, shared with the store.
+    fn store_symbols(
+        &self,
+        store: &BlobStore,
+        digest: &str,
+        symbols: &FileSymbols,
+        replace: bool,
+    ) -> Result<(), TierError> {
+        let bytes = codec::encode_symbols(symbols);
+        let stored = store.file_blob(digest);
+        let ours = file_path(&self.build_dir, digest);
+        store::put(&ours, &stored, &bytes, replace)
     }
 
     fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), TierError> {
@@ -607,139 +624,33 @@ fn read_and_extract(
     Ok(extractor.extract(&bytes))
 }
 
-/// Per-file symbols of this build: parsed ones kept, stored ones read on demand.
-pub(super) struct Symbols<'a> {
+/// The per-file symbols of this build's rows: those parsed by a small build
+/// kept in memory, the others read from the entry being built. Used from
+/// every thread of the cross-file pass.
+pub(super) struct Loader<'a> {
     job: &'a Job,
     store: &'a BlobStore,
-    loaded: HashMap<String, Arc<FileSymbols>>,
-    /// Stored size of each per-file entry, as known.
-    sizes: HashMap<String, u64>,
-    /// `symbols_digest` of each content, once computed.
-    digests: HashMap<String, String>,
+    kept: HashMap<String, Arc<FileSymbols>>,
 }
 
-impl<'a> Symbols<'a> {
-    fn new(job: &'a Job, store: &'a BlobStore) -> Self {
-        Symbols {
-            job,
-            store,
-            loaded: HashMap::new(),
-            sizes: HashMap::new(),
-            digests: HashMap::new(),
-        }
-    }
-
-    pub fn get(&mut self, digest: &str, path: &str) -> Result<Arc<FileSymbols>, TierError> {
-        if let Some(s) = self.loaded.get(digest) {
+impl Loader<'_> {
+    /// The symbols of `row`'s content. A stored per-file entry that cannot be
+    /// read back is parsed again from the file (when it still has this
+    /// content) and replaced.
+    pub fn load(&self, row: &Row) -> Result<Arc<FileSymbols>, TierError> {
+        if let Some(s) = self.kept.get(&row.digest) {
             return Ok(s.clone());
         }
-        let s = self.load(digest, path)?;
-        self.loaded.insert(digest.to_owned(), s.clone());
-        Ok(s)
-    }
-
-    /// Read the per-file entries of `rows` not read yet, on every core.
-    pub fn preload<'r>(&mut self, rows: impl Iterator<Item = &'r Row>) -> Result<(), TierError> {
-        let mut seen = HashSet::new();
-        let todo: Vec<(&str, &str)> = rows
-            .filter(|r| !self.loaded.contains_key(&r.digest) && seen.insert(r.digest.as_str()))
-            .map(|r| (r.digest.as_str(), r.path.as_str()))
-            .collect();
-        let this = &*self;
-        let results = par_map(&todo, || (), |_, &(digest, path)| this.load(digest, path));
-        for (&(digest, _), s) in todo.iter().zip(results) {
-            self.loaded.insert(digest.to_owned(), s?);
-        }
-        Ok(())
-    }
-
-    /// Another loader sharing what this one holds, for another thread.
-    pub fn fork(&self) -> Symbols<'a> {
-        Symbols {
-            job: self.job,
-            store: self.store,
-            loaded: self.loaded.clone(),
-            sizes: HashMap::new(),
-            digests: HashMap::new(),
-        }
-    }
-
-    /// What reads per-file entries for this loader from another thread.
-    pub fn reader(&self) -> Reader<'a> {
-        Reader {
-            job: self.job,
-            store: self.store,
-        }
-    }
-
-    /// Take what a [`Reader`] read.
-    pub fn absorb(&mut self, loaded: HashMap<String, Arc<FileSymbols>>) {
-        self.loaded.extend(loaded);
-    }
-
-    /// Forget every loaded content but those of `keep`.
-    pub fn retain<'k>(&mut self, keep: impl Iterator<Item = &'k str>) {
-        let keep: HashSet<&str> = keep.collect();
-        self.loaded.retain(|d, _| keep.contains(d.as_str()));
-    }
-
-    /// The stored size of a per-file entry (0 if it cannot be told).
-    pub fn size(&mut self, digest: &str) -> u64 {
-        if let Some(&n) = self.sizes.get(digest) {
-            return n;
-        }
-        let n = fs::metadata(file_path(&self.job.build_dir, digest)).map_or(0, |m| m.len());
-        self.sizes.insert(digest.to_owned(), n);
-        n
-    }
-
-    /// [`symbols_digest`] of a content, computed once per build.
-    pub fn symbols_digest(&mut self, digest: &str, symbols: &FileSymbols) -> String {
-        self.digests
-            .entry(digest.to_owned())
-            .or_insert_with(|| symbols_digest(symbols))
-            .clone()
-    }
-
-    fn load(&self, digest: &str, path: &str) -> Result<Arc<FileSymbols>, TierError> {
-        self.reader().load(digest, path)
-    }
-}
-
-/// Reads per-file entries on one thread, for a [`Symbols`] on another.
-pub(super) struct Reader<'a> {
-    job: &'a Job,
-    store: &'a BlobStore,
-}
-
-impl Reader<'_> {
-    /// The per-file entries of `rows`, one after the other.
-    pub fn read_all<'r>(
-        &self,
-        rows: impl Iterator<Item = &'r Row>,
-    ) -> Result<HashMap<String, Arc<FileSymbols>>, TierError> {
-        let mut out = HashMap::new();
-        for r in rows {
-            if !out.contains_key(&r.digest) {
-                out.insert(r.digest.clone(), self.load(&r.digest, &r.path)?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// A stored per-file entry; one that cannot be read back is parsed again
-    /// from the file (when it still has this content) and replaced.
-    fn load(&self, digest: &str, path: &str) -> Result<Arc<FileSymbols>, TierError> {
-        let ours = file_path(&self.job.build_dir, digest);
-        match read_json::<FileSymbols>(&ours) {
+        let ours = file_path(&self.job.build_dir, &row.digest);
+        match read_symbols(&ours) {
             Ok(s) => Ok(Arc::new(s)),
             Err(e) => {
-                tracing::warn!("symtab: {e}; parsing `{path}` again");
+                tracing::warn!("symtab: {e}; parsing `{}` again", row.path);
                 let mut extractor = Extractor::new(ExtractOptions::default());
-                let symbols = read_and_extract(&mut extractor, &self.job.project, path, digest)?;
-                let bytes = serde_json::to_vec(&symbols).unwrap_or_default();
-                let stored = self.store.file_blob(digest);
-                store::put(&ours, &stored, &bytes, true)?;
+                let symbols =
+                    read_and_extract(&mut extractor, &self.job.project, &row.path, &row.digest)?;
+                self.job
+                    .store_symbols(self.store, &row.digest, &symbols, true)?;
                 Ok(Arc::new(symbols))
             }
         }
@@ -776,25 +687,19 @@ impl Clock {
     }
 }
 
-/// `f` over `items` on every core, each thread with its own state from
-/// `init`; results in item order.
-pub(super) fn par_map<T: Sync, S, R: Send>(
+/// `f` over `items` on every core; results in item order.
+pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    par_map_with(items, || (), |_, item| f(item))
+}
+
+/// [`par_map`], each thread with its own state from `init`.
+pub(super) fn par_map_with<T: Sync, S, R: Send>(
     items: &[T],
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> R + Sync,
 ) -> Vec<R> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    par_map_n(cores, items, init, f)
-}
-
-/// [`par_map`] on at most `threads` threads.
-pub(super) fn par_map_n<T: Sync, S, R: Send>(
-    threads: usize,
-    items: &[T],
-    init: impl Fn() -> S + Sync,
-    f: impl Fn(&mut S, &T) -> R + Sync,
-) -> Vec<R> {
-    let threads = threads.min(items.len());
+    let threads = cores.min(items.len());
     if threads <= 1 {
         let mut state = init();
         return items.iter().map(|it| f(&mut state, it)).collect();

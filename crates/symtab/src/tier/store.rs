@@ -6,6 +6,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::table::{GRAPH_EXT, SYMBOLS_EXT};
 use super::TierError;
 use crate::EXTRACTOR_VERSION;
 
@@ -71,17 +72,17 @@ impl BlobStore {
     }
 
     pub fn file_blob(&self, digest: &str) -> PathBuf {
-        shard_path(&self.files, digest)
+        shard_path(&self.files, digest, SYMBOLS_EXT)
     }
 
     pub fn graph_blob(&self, digest: &str) -> PathBuf {
-        shard_path(&self.graph, digest)
+        shard_path(&self.graph, digest, GRAPH_EXT)
     }
 }
 
-fn shard_path(dir: &Path, digest: &str) -> PathBuf {
+fn shard_path(dir: &Path, digest: &str, ext: &str) -> PathBuf {
     dir.join(digest.get(..2).unwrap_or("00"))
-        .join(format!("{digest}.json"))
+        .join(format!("{digest}.{ext}"))
 }
 
 /// Make `ours` (a file of the entry being built) hold `bytes`, shared with

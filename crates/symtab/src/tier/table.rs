@@ -6,18 +6,17 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 
 use super::build::Counts;
 use super::TierError;
-use crate::{FileSymbols, ResolvedGraph, ResolvedModule, EXTRACTOR_VERSION, SCHEMA_VERSION};
+use crate::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
 
 /// Version of the export document (and of [`SymbolTable`]); bumped when its
 /// shape changes. `FileSymbols` carries its own [`SCHEMA_VERSION`].
 pub const EXPORT_SCHEMA_VERSION: u32 = 1;
 
 /// Version of an entry's layout (`index.json`, `deps.json`, the directories).
-pub(crate) const INDEX_FORMAT: u32 = 1;
+pub(crate) const INDEX_FORMAT: u32 = 2;
 pub(crate) const INDEX: &str = "index.json";
 pub(crate) const DEPS: &str = "deps.json";
 pub(crate) const FILES: &str = "files";
@@ -97,9 +96,6 @@ impl Deps {
     }
 }
 
-/// One graph bucket: path → resolution, for the paths whose bucket it is.
-pub(crate) type Bucket = BTreeMap<String, ResolvedModule>;
-
 /// The bucket of a path: the first byte of its SHA-256, in hex.
 pub(crate) fn bucket_of(path: &str) -> String {
     use sha2::Digest;
@@ -174,12 +170,11 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
     let index = Index::load(entry_dir)?;
     let mut files = Vec::with_capacity(index.files.len());
     for (path, f) in &index.files {
-        let symbols: FileSymbols = read_json(&file_path(entry_dir, &f.digest))?;
         files.push(TableFile {
             path: path.clone(),
             module: f.module.clone(),
             digest: f.digest.clone(),
-            symbols,
+            symbols: read_symbols(&file_path(entry_dir, &f.digest))?,
         });
     }
     let mut graph = ResolvedGraph {
@@ -187,8 +182,12 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
         modules: index.modules.clone(),
     };
     for digest in index.graph.values() {
-        let bucket: Bucket = read_json(&graph_path(entry_dir, digest))?;
-        graph.files.extend(bucket);
+        let path = graph_path(entry_dir, digest);
+        let bytes = read(&path)?;
+        for (file, body) in codec::decode_bucket(&bytes).map_err(corrupt(&path))? {
+            let resolved = codec::decode_resolved(body).map_err(corrupt(&path))?;
+            graph.files.insert(file, resolved);
+        }
     }
     Ok(SymbolTable {
         schema_version: EXPORT_SCHEMA_VERSION,
@@ -199,35 +198,56 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
     })
 }
 
+/// `files/<digest>.sym`: one content's [`FileSymbols`], in the binary
+/// encoding of `codec.rs`.
 pub(crate) fn file_path(entry_dir: &Path, digest: &str) -> PathBuf {
-    entry_dir.join(FILES).join(format!("{digest}.json"))
+    entry_dir
+        .join(FILES)
+        .join(format!("{digest}.{SYMBOLS_EXT}"))
 }
 
+/// `graph/<digest>.bin`: one graph bucket.
 pub(crate) fn graph_path(entry_dir: &Path, digest: &str) -> PathBuf {
-    entry_dir.join(GRAPH).join(format!("{digest}.json"))
+    entry_dir.join(GRAPH).join(format!("{digest}.{GRAPH_EXT}"))
+}
+
+pub(crate) const SYMBOLS_EXT: &str = "sym";
+pub(crate) const GRAPH_EXT: &str = "bin";
+
+fn read(path: &Path) -> Result<Vec<u8>, TierError> {
+    std::fs::read(path).map_err(|source| TierError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn corrupt(path: &Path) -> impl Fn(codec::CodecError) -> TierError + '_ {
+    move |e| TierError::Corrupt {
+        path: path.to_owned(),
+        why: e.to_string(),
+    }
+}
+
+/// A stored per-file entry, decoded.
+pub(crate) fn read_symbols(path: &Path) -> Result<FileSymbols, TierError> {
+    codec::decode_symbols(&read(path)?).map_err(corrupt(path))
 }
 
 /// Write the table of `entry_dir` as one JSON document (the shape of
-/// [`SymbolTable`]), streaming: per-file entries are copied as they are stored,
-/// checked to be JSON first, so the whole table is never in memory at once.
+/// [`SymbolTable`]), streaming: one file's symbols in memory at a time.
 pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Result<()> {
     let index = Index::load(entry_dir)?;
     let w = |r: std::io::Result<()>| r.map_err(|e| tiers_core::Error::io("the export output", e));
+    let json = |r: serde_json::Result<()>| {
+        r.map_err(|e| tiers_core::Error::io("the export output", std::io::Error::other(e)))
+    };
     w(write!(
         out,
         "{{\"schema_version\":{EXPORT_SCHEMA_VERSION},\"extractor_version\":{},\"symbols_schema_version\":{},\"files\":[",
         index.extractor_version, index.schema_version
     ))?;
     for (i, (path, f)) in index.files.iter().enumerate() {
-        let blob_path = file_path(entry_dir, &f.digest);
-        let blob = std::fs::read(&blob_path).map_err(|source| TierError::Read {
-            path: blob_path.clone(),
-            source,
-        })?;
-        serde_json::from_slice::<serde::de::IgnoredAny>(&blob).map_err(|e| TierError::Corrupt {
-            path: blob_path.clone(),
-            why: e.to_string(),
-        })?;
+        let symbols = read_symbols(&file_path(entry_dir, &f.digest))?;
         w(write!(
             out,
             "{}{{\"path\":{},\"module\":{},\"digest\":{},\"symbols\":",
@@ -236,39 +256,32 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
             js(&f.module),
             js(&f.digest)
         ))?;
-        w(out.write_all(&blob))?;
+        json(serde_json::to_writer(&mut *out, &symbols))?;
         w(out.write_all(b"}"))?;
     }
     w(out.write_all(b"\n],\"graph\":{\"files\":{"))?;
-    // Buckets are by hash; the document lists paths in order, so read every
-    // bucket's values as raw JSON and write them sorted.
-    let mut raw: Vec<String> = Vec::with_capacity(index.graph.len());
+    // Buckets are by hash; the document lists paths in order.
+    let mut buckets: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(index.graph.len());
     for digest in index.graph.values() {
         let path = graph_path(entry_dir, digest);
-        raw.push(
-            std::fs::read_to_string(&path).map_err(|source| TierError::Read {
-                path: path.clone(),
-                source,
-            })?,
-        );
+        let bytes = read(&path)?;
+        buckets.push((path, bytes));
     }
-    let mut modules: BTreeMap<&str, &RawValue> = BTreeMap::new();
-    for (text, digest) in raw.iter().zip(index.graph.values()) {
-        let bucket: BTreeMap<&str, &RawValue> =
-            serde_json::from_str(text).map_err(|e| TierError::Corrupt {
-                path: graph_path(entry_dir, digest),
-                why: e.to_string(),
-            })?;
-        modules.extend(bucket);
+    let mut modules: BTreeMap<String, (&Path, &[u8])> = BTreeMap::new();
+    for (path, bytes) in &buckets {
+        for (file, body) in codec::decode_bucket(bytes).map_err(corrupt(path))? {
+            modules.insert(file, (path.as_path(), body));
+        }
     }
-    for (i, (path, module)) in modules.iter().enumerate() {
+    for (i, (file, (bucket, body))) in modules.iter().enumerate() {
+        let resolved = codec::decode_resolved(body).map_err(corrupt(bucket))?;
         w(write!(
             out,
-            "{}{}:{}",
+            "{}{}:",
             if i == 0 { "\n" } else { ",\n" },
-            js(path),
-            module.get()
+            js(file)
         ))?;
+        json(serde_json::to_writer(&mut *out, &resolved))?;
     }
     w(write!(out, "\n}},\"modules\":{}}}}}\n", js(&index.modules)))?;
     Ok(())

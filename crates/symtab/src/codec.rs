@@ -1,0 +1,1315 @@
+//! A compact binary codec for [`FileSymbols`] and for graph buckets of
+//! [`ResolvedModule`]s, in place of JSON on the tier's hot path.
+//!
+//! Layout, for every type: unsigned integers are LEB128 varints, a bool is one
+//! byte (0/1), an `Option` a 0/1 byte then the value, a string its byte length
+//! then its UTF-8 bytes, a `Vec` its count then its items, an enum a one-byte
+//! tag then its fields in declaration order. A [`FileSymbols`] document and a
+//! bucket start with a 4-byte magic and [`CODEC_VERSION`] as a u32 LE; a
+//! [`ResolvedModule`] body has no header of its own (it lives in a bucket).
+//!
+//! The input of a decoder is untrusted (a cache file can be truncated or
+//! corrupt): every length is checked against the bytes left before anything is
+//! allocated, and every failure is a [`CodecError`] naming the byte offset,
+//! never a panic. Since every item of every list takes at least one byte, a
+//! count larger than the bytes left is rejected outright, and what is reserved
+//! up front is capped besides, so a hostile count cannot reserve more than
+//! [`MAX_PREALLOC_BYTES`] per list.
+
+use std::collections::BTreeMap;
+
+use crate::error::FileError;
+use crate::resolve::{DefKind, ResolvedCall, ResolvedImport, ResolvedModule, Target};
+use crate::schema::{
+    CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,
+    Pos, Span, Variable,
+};
+
+/// Bumped when the byte layout changes.
+pub const CODEC_VERSION: u32 = 1;
+
+const SYMBOLS_MAGIC: [u8; 4] = *b"TSYM";
+const BUCKET_MAGIC: [u8; 4] = *b"TGRB";
+
+/// A u64 takes at most 10 LEB128 bytes (9 × 7 bits, then 1 bit).
+const MAX_VARINT_BYTES: usize = 10;
+
+/// The most a list reserves before its items are read; beyond it the list
+/// grows as items actually decode.
+const MAX_PREALLOC_BYTES: usize = 1 << 20;
+
+/// Why bytes could not be decoded, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} at byte {offset}")]
+pub struct CodecError {
+    pub what: String,
+    pub offset: usize,
+}
+
+type Result<T> = std::result::Result<T, CodecError>;
+
+// ------------------------------------------------------------------ public API
+
+/// Encodes one file's symbols as a self-describing document (magic, version).
+pub fn encode_symbols(s: &FileSymbols) -> Vec<u8> {
+    let mut w = Writer::with_capacity(symbols_size_hint(s));
+    w.header(SYMBOLS_MAGIC);
+    encode_file_symbols(&mut w, s);
+    w.buf
+}
+
+/// Decodes a document of [`encode_symbols`]; trailing bytes are an error.
+pub fn decode_symbols(bytes: &[u8]) -> Result<FileSymbols> {
+    let mut r = Reader::new(bytes);
+    r.header(SYMBOLS_MAGIC)?;
+    let s = decode_file_symbols(&mut r)?;
+    r.finish()?;
+    Ok(s)
+}
+
+/// Encodes one module's resolution: a record body of a bucket, no header.
+pub fn encode_resolved(m: &ResolvedModule) -> Vec<u8> {
+    let hint = 64
+        + m.module.len()
+        + m.symbols_digest.len()
+        + m.deps.keys().map(|k| k.len() + 68).sum::<usize>()
+        + m.imports.len() * 32
+        + m.calls.len() * 96;
+    let mut w = Writer::with_capacity(hint);
+    encode_resolved_module(&mut w, m);
+    w.buf
+}
+
+/// Decodes a body of [`encode_resolved`]; trailing bytes are an error.
+pub fn decode_resolved(bytes: &[u8]) -> Result<ResolvedModule> {
+    let mut r = Reader::new(bytes);
+    let m = decode_resolved_module(&mut r)?;
+    r.finish()?;
+    Ok(m)
+}
+
+/// Encodes a graph bucket: header, count, then each record's path and its
+/// length-prefixed body (as made by [`encode_resolved`]). The records must come
+/// in strictly increasing path order, as a `BTreeMap` iterates: the decoder
+/// checks it.
+pub fn encode_bucket<'a>(records: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Vec<u8> {
+    let records: Vec<(&str, &[u8])> = records.into_iter().collect();
+    debug_assert!(
+        records.windows(2).all(|p| p[0].0 < p[1].0),
+        "bucket records must be in strictly increasing path order"
+    );
+    let size = 8
+        + MAX_VARINT_BYTES
+        + records
+            .iter()
+            .map(|(path, body)| path.len() + body.len() + 2 * MAX_VARINT_BYTES)
+            .sum::<usize>();
+    let mut w = Writer::with_capacity(size);
+    w.header(BUCKET_MAGIC);
+    w.len(records.len());
+    for (path, body) in records {
+        w.str(path);
+        w.len(body.len());
+        w.buf.extend_from_slice(body);
+    }
+    w.buf
+}
+
+/// Splits a bucket into `(path, body)` records; bodies are borrowed and not
+/// decoded (see [`decode_resolved`]).
+pub fn decode_bucket(bytes: &[u8]) -> Result<Vec<(String, &[u8])>> {
+    let mut r = Reader::new(bytes);
+    r.header(BUCKET_MAGIC)?;
+    let records = r.vec(|r| {
+        let at = r.at;
+        let path = r.str()?;
+        let n = r.len("record length")?;
+        Ok((at, path, r.take(n)?))
+    })?;
+    r.finish()?;
+    for pair in records.windows(2) {
+        if pair[0].1 >= pair[1].1 {
+            return Err(r.error(pair[1].0, "bucket paths not in strictly increasing order"));
+        }
+    }
+    Ok(records
+        .into_iter()
+        .map(|(_, path, body)| (path, body))
+        .collect())
+}
+
+// --------------------------------------------------------------------- writer
+
+struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn with_capacity(n: usize) -> Self {
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
+    }
+
+    fn header(&mut self, magic: [u8; 4]) {
+        self.buf.extend_from_slice(&magic);
+        self.buf.extend_from_slice(&CODEC_VERSION.to_le_bytes());
+    }
+
+    #[inline]
+    fn u64(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.buf.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        self.buf.push(v as u8);
+    }
+
+    #[inline]
+    fn u32(&mut self, v: u32) {
+        self.u64(u64::from(v));
+    }
+
+    #[inline]
+    fn len(&mut self, n: usize) {
+        self.u64(n as u64);
+    }
+
+    #[inline]
+    fn tag(&mut self, t: u8) {
+        self.buf.push(t);
+    }
+
+    #[inline]
+    fn bool(&mut self, b: bool) {
+        self.buf.push(u8::from(b));
+    }
+
+    #[inline]
+    fn str(&mut self, s: &str) {
+        self.len(s.len());
+        self.buf.extend_from_slice(s.as_bytes());
+    }
+
+    #[inline]
+    fn opt<T: ?Sized>(&mut self, v: Option<&T>, f: impl FnOnce(&mut Self, &T)) {
+        match v {
+            None => self.buf.push(0),
+            Some(v) => {
+                self.buf.push(1);
+                f(self, v);
+            }
+        }
+    }
+
+    #[inline]
+    fn opt_str(&mut self, v: &Option<String>) {
+        self.opt(v.as_deref(), Self::str);
+    }
+
+    #[inline]
+    fn vec<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
+        self.len(items.len());
+        for item in items {
+            f(self, item);
+        }
+    }
+
+    #[inline]
+    fn strs(&mut self, items: &[String]) {
+        self.vec(items, |w, s| w.str(s));
+    }
+
+    #[inline]
+    fn pos(&mut self, p: Pos) {
+        self.u32(p.line);
+        self.u32(p.column);
+    }
+
+    #[inline]
+    fn span(&mut self, s: Span) {
+        self.pos(s.start);
+        self.pos(s.end);
+    }
+}
+
+// --------------------------------------------------------------------- reader
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn error(&self, offset: usize, what: impl Into<String>) -> CodecError {
+        CodecError {
+            what: what.into(),
+            offset,
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unknown_tag(&self, offset: usize, tag: u8, ty: &str) -> CodecError {
+        self.error(offset, format!("unknown tag {tag} for {ty}"))
+    }
+
+    #[inline]
+    fn remaining(&self) -> usize {
+        self.bytes.len() - self.at
+    }
+
+    #[inline]
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.remaining() {
+            return Err(self.error(self.at, "truncated"));
+        }
+        let slice = &self.bytes[self.at..self.at + n];
+        self.at += n;
+        Ok(slice)
+    }
+
+    #[inline]
+    fn byte(&mut self) -> Result<u8> {
+        match self.bytes.get(self.at) {
+            Some(&b) => {
+                self.at += 1;
+                Ok(b)
+            }
+            None => Err(self.error(self.at, "truncated")),
+        }
+    }
+
+    fn header(&mut self, magic: [u8; 4]) -> Result<()> {
+        if self.take(4)? != magic {
+            return Err(self.error(0, "bad magic"));
+        }
+        let mut version = [0; 4];
+        version.copy_from_slice(self.take(4)?);
+        let version = u32::from_le_bytes(version);
+        if version != CODEC_VERSION {
+            return Err(self.error(
+                4,
+                format!("codec version {version}, expected {CODEC_VERSION}"),
+            ));
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<()> {
+        if self.remaining() > 0 {
+            return Err(self.error(self.at, "trailing bytes"));
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Result<u64> {
+        let b = self.byte()?;
+        if b < 0x80 {
+            return Ok(u64::from(b));
+        }
+        self.u64_slow(b)
+    }
+
+    fn u64_slow(&mut self, first: u8) -> Result<u64> {
+        let start = self.at - 1;
+        let mut value = u64::from(first & 0x7f);
+        for i in 1..MAX_VARINT_BYTES {
+            let b = self.byte()?;
+            if i == MAX_VARINT_BYTES - 1 {
+                if b & 0x80 != 0 {
+                    return Err(self.error(start, "varint longer than 10 bytes"));
+                }
+                if b > 1 {
+                    return Err(self.error(start, "varint overflows 64 bits"));
+                }
+            }
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(value);
+            }
+        }
+        // The last byte either ended the varint or was rejected above.
+        Err(self.error(start, "varint longer than 10 bytes"))
+    }
+
+    #[inline]
+    fn u32(&mut self) -> Result<u32> {
+        let start = self.at;
+        let v = self.u64()?;
+        u32::try_from(v).map_err(|_| self.error(start, format!("varint {v} overflows u32")))
+    }
+
+    /// A length or count, which can't exceed the bytes left (every item of a
+    /// list takes at least one byte).
+    #[inline]
+    fn len(&mut self, what: &str) -> Result<usize> {
+        let start = self.at;
+        let v = self.u64()?;
+        let left = self.remaining();
+        if v > left as u64 {
+            return Err(self.error(start, format!("{what} {v} exceeds the {left} bytes left")));
+        }
+        Ok(v as usize)
+    }
+
+    #[inline]
+    fn bool(&mut self) -> Result<bool> {
+        let start = self.at;
+        match self.byte()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(self.error(start, format!("invalid bool {b}"))),
+        }
+    }
+
+    #[inline]
+    fn str(&mut self) -> Result<String> {
+        let n = self.len("string length")?;
+        let start = self.at;
+        let bytes = self.take(n)?;
+        match std::str::from_utf8(bytes) {
+            Ok(s) => Ok(s.to_owned()),
+            Err(e) => Err(self.error(start + e.valid_up_to(), "invalid UTF-8")),
+        }
+    }
+
+    #[inline]
+    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+        let start = self.at;
+        match self.byte()? {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            t => Err(self.unknown_tag(start, t, "Option")),
+        }
+    }
+
+    #[inline]
+    fn opt_str(&mut self) -> Result<Option<String>> {
+        self.opt(Self::str)
+    }
+
+    #[inline]
+    fn vec<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+        let n = self.len("count")?;
+        let mut items = Vec::with_capacity(n.min(MAX_PREALLOC_BYTES / size_of::<T>().max(1)));
+        for _ in 0..n {
+            items.push(f(self)?);
+        }
+        Ok(items)
+    }
+
+    #[inline]
+    fn strs(&mut self) -> Result<Vec<String>> {
+        self.vec(Self::str)
+    }
+
+    #[inline]
+    fn pos(&mut self) -> Result<Pos> {
+        Ok(Pos {
+            line: self.u32()?,
+            column: self.u32()?,
+        })
+    }
+
+    #[inline]
+    fn span(&mut self) -> Result<Span> {
+        Ok(Span {
+            start: self.pos()?,
+            end: self.pos()?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- FileSymbols
+
+/// A guess at the encoded size, so that encoding rarely reallocates.
+fn symbols_size_hint(s: &FileSymbols) -> usize {
+    64 + s.docstring.as_ref().map_or(0, String::len)
+        + s.imports.len() * 40
+        + s.classes.len() * 160
+        + s.functions.len() * 192
+        + s.variables.len() * 24
+        + s.calls.len() * 24
+        + s.errors.len() * 64
+}
+
+fn encode_file_symbols(w: &mut Writer, s: &FileSymbols) {
+    w.opt_str(&s.docstring);
+    w.vec(&s.imports, encode_import);
+    w.vec(&s.classes, encode_class);
+    w.vec(&s.functions, encode_function);
+    w.vec(&s.variables, encode_variable);
+    w.vec(&s.calls, encode_call_site);
+    w.vec(&s.errors, encode_file_error);
+}
+
+fn decode_file_symbols(r: &mut Reader<'_>) -> Result<FileSymbols> {
+    Ok(FileSymbols {
+        docstring: r.opt_str()?,
+        imports: r.vec(decode_import)?,
+        classes: r.vec(decode_class)?,
+        functions: r.vec(decode_function)?,
+        variables: r.vec(decode_variable)?,
+        calls: r.vec(decode_call_site)?,
+        errors: r.vec(decode_file_error)?,
+    })
+}
+
+fn encode_import(w: &mut Writer, i: &Import) {
+    encode_import_kind(w, i.kind);
+    w.u32(i.level);
+    w.opt_str(&i.module);
+    w.vec(&i.names, encode_imported_name);
+    w.bool(i.star);
+    w.opt_str(&i.scope);
+    w.span(i.span);
+}
+
+fn decode_import(r: &mut Reader<'_>) -> Result<Import> {
+    Ok(Import {
+        kind: decode_import_kind(r)?,
+        level: r.u32()?,
+        module: r.opt_str()?,
+        names: r.vec(decode_imported_name)?,
+        star: r.bool()?,
+        scope: r.opt_str()?,
+        span: r.span()?,
+    })
+}
+
+fn encode_import_kind(w: &mut Writer, k: ImportKind) {
+    w.tag(match k {
+        ImportKind::Import => 0,
+        ImportKind::From => 1,
+    });
+}
+
+fn decode_import_kind(r: &mut Reader<'_>) -> Result<ImportKind> {
+    let at = r.at;
+    match r.byte()? {
+        0 => Ok(ImportKind::Import),
+        1 => Ok(ImportKind::From),
+        t => Err(r.unknown_tag(at, t, "ImportKind")),
+    }
+}
+
+fn encode_imported_name(w: &mut Writer, n: &ImportedName) {
+    w.str(&n.name);
+    w.opt_str(&n.asname);
+}
+
+fn decode_imported_name(r: &mut Reader<'_>) -> Result<ImportedName> {
+    Ok(ImportedName {
+        name: r.str()?,
+        asname: r.opt_str()?,
+    })
+}
+
+fn encode_class(w: &mut Writer, c: &Class) {
+    w.str(&c.name);
+    w.str(&c.qualname);
+    w.opt_str(&c.parent);
+    w.strs(&c.bases);
+    w.strs(&c.keywords);
+    w.strs(&c.decorators);
+    w.opt_str(&c.docstring);
+    w.strs(&c.methods);
+    w.strs(&c.classes);
+    w.vec(&c.attributes, encode_variable);
+    w.vec(&c.calls, encode_call_site);
+    w.span(c.span);
+}
+
+fn decode_class(r: &mut Reader<'_>) -> Result<Class> {
+    Ok(Class {
+        name: r.str()?,
+        qualname: r.str()?,
+        parent: r.opt_str()?,
+        bases: r.strs()?,
+        keywords: r.strs()?,
+        decorators: r.strs()?,
+        docstring: r.opt_str()?,
+        methods: r.strs()?,
+        classes: r.strs()?,
+        attributes: r.vec(decode_variable)?,
+        calls: r.vec(decode_call_site)?,
+        span: r.span()?,
+    })
+}
+
+fn encode_function(w: &mut Writer, f: &Function) {
+    w.str(&f.name);
+    w.str(&f.qualname);
+    w.opt_str(&f.parent);
+    w.bool(f.is_method);
+    w.bool(f.is_async);
+    w.vec(&f.parameters, encode_parameter);
+    w.opt_str(&f.returns);
+    w.strs(&f.decorators);
+    w.opt_str(&f.docstring);
+    w.vec(&f.calls, encode_call_site);
+    w.span(f.span);
+}
+
+fn decode_function(r: &mut Reader<'_>) -> Result<Function> {
+    Ok(Function {
+        name: r.str()?,
+        qualname: r.str()?,
+        parent: r.opt_str()?,
+        is_method: r.bool()?,
+        is_async: r.bool()?,
+        parameters: r.vec(decode_parameter)?,
+        returns: r.opt_str()?,
+        decorators: r.strs()?,
+        docstring: r.opt_str()?,
+        calls: r.vec(decode_call_site)?,
+        span: r.span()?,
+    })
+}
+
+fn encode_parameter(w: &mut Writer, p: &Parameter) {
+    w.str(&p.name);
+    encode_param_kind(w, p.kind);
+    w.opt_str(&p.annotation);
+    w.opt_str(&p.default);
+}
+
+fn decode_parameter(r: &mut Reader<'_>) -> Result<Parameter> {
+    Ok(Parameter {
+        name: r.str()?,
+        kind: decode_param_kind(r)?,
+        annotation: r.opt_str()?,
+        default: r.opt_str()?,
+    })
+}
+
+fn encode_param_kind(w: &mut Writer, k: ParamKind) {
+    w.tag(match k {
+        ParamKind::PositionalOnly => 0,
+        ParamKind::PositionalOrKeyword => 1,
+        ParamKind::VarPositional => 2,
+        ParamKind::KeywordOnly => 3,
+        ParamKind::VarKeyword => 4,
+    });
+}
+
+fn decode_param_kind(r: &mut Reader<'_>) -> Result<ParamKind> {
+    let at = r.at;
+    match r.byte()? {
+        0 => Ok(ParamKind::PositionalOnly),
+        1 => Ok(ParamKind::PositionalOrKeyword),
+        2 => Ok(ParamKind::VarPositional),
+        3 => Ok(ParamKind::KeywordOnly),
+        4 => Ok(ParamKind::VarKeyword),
+        t => Err(r.unknown_tag(at, t, "ParamKind")),
+    }
+}
+
+fn encode_variable(w: &mut Writer, v: &Variable) {
+    w.str(&v.name);
+    w.opt_str(&v.annotation);
+    w.span(v.span);
+}
+
+fn decode_variable(r: &mut Reader<'_>) -> Result<Variable> {
+    Ok(Variable {
+        name: r.str()?,
+        annotation: r.opt_str()?,
+        span: r.span()?,
+    })
+}
+
+fn encode_call_site(w: &mut Writer, c: &CallSite) {
+    w.str(&c.callee);
+    w.opt_str(&c.dotted);
+    w.pos(c.pos);
+}
+
+fn decode_call_site(r: &mut Reader<'_>) -> Result<CallSite> {
+    Ok(CallSite {
+        callee: r.str()?,
+        dotted: r.opt_str()?,
+        pos: r.pos()?,
+    })
+}
+
+fn encode_file_error(w: &mut Writer, e: &FileError) {
+    match e {
+        FileError::Syntax {
+            line,
+            column,
+            message,
+        } => {
+            w.tag(0);
+            w.u32(*line);
+            w.u32(*column);
+            w.str(message);
+        }
+        FileError::MoreSyntaxErrors { omitted } => {
+            w.tag(1);
+            w.u32(*omitted);
+        }
+        FileError::InvalidEncoding { encoding, offset } => {
+            w.tag(2);
+            w.str(encoding);
+            w.u64(*offset);
+        }
+        FileError::UnknownEncoding { encoding, line } => {
+            w.tag(3);
+            w.str(encoding);
+            w.u32(*line);
+        }
+        FileError::Binary { offset } => {
+            w.tag(4);
+            w.u64(*offset);
+        }
+        FileError::TooLarge { size, limit } => {
+            w.tag(5);
+            w.u64(*size);
+            w.u64(*limit);
+        }
+        FileError::TooDeep { what, depth, limit } => {
+            w.tag(6);
+            w.str(what);
+            w.u64(*depth);
+            w.u64(*limit);
+        }
+        FileError::NoTree => w.tag(7),
+    }
+}
+
+fn decode_file_error(r: &mut Reader<'_>) -> Result<FileError> {
+    let at = r.at;
+    Ok(match r.byte()? {
+        0 => FileError::Syntax {
+            line: r.u32()?,
+            column: r.u32()?,
+            message: r.str()?,
+        },
+        1 => FileError::MoreSyntaxErrors { omitted: r.u32()? },
+        2 => FileError::InvalidEncoding {
+            encoding: r.str()?,
+            offset: r.u64()?,
+        },
+        3 => FileError::UnknownEncoding {
+            encoding: r.str()?,
+            line: r.u32()?,
+        },
+        4 => FileError::Binary { offset: r.u64()? },
+        5 => FileError::TooLarge {
+            size: r.u64()?,
+            limit: r.u64()?,
+        },
+        6 => FileError::TooDeep {
+            what: r.str()?,
+            depth: r.u64()?,
+            limit: r.u64()?,
+        },
+        7 => FileError::NoTree,
+        t => return Err(r.unknown_tag(at, t, "FileError")),
+    })
+}
+
+// ------------------------------------------------------------- ResolvedModule
+
+fn encode_resolved_module(w: &mut Writer, m: &ResolvedModule) {
+    w.str(&m.module);
+    w.str(&m.symbols_digest);
+    w.len(m.deps.len());
+    for (module, digest) in &m.deps {
+        w.str(module);
+        w.opt_str(digest);
+    }
+    w.vec(&m.imports, encode_resolved_import);
+    w.vec(&m.calls, encode_resolved_call);
+}
+
+fn decode_resolved_module(r: &mut Reader<'_>) -> Result<ResolvedModule> {
+    let module = r.str()?;
+    let symbols_digest = r.str()?;
+    let deps = r.vec(|r| Ok((r.at, r.str()?, r.opt_str()?)))?;
+    // Strictly increasing keys: the map is exactly the one encoded, and
+    // collecting a sorted list builds the tree in bulk.
+    for pair in deps.windows(2) {
+        if pair[0].1 >= pair[1].1 {
+            return Err(r.error(pair[1].0, "deps keys not in strictly increasing order"));
+        }
+    }
+    let deps: BTreeMap<String, Option<String>> = deps.into_iter().map(|(_, k, v)| (k, v)).collect();
+    Ok(ResolvedModule {
+        module,
+        symbols_digest,
+        deps,
+        imports: r.vec(decode_resolved_import)?,
+        calls: r.vec(decode_resolved_call)?,
+    })
+}
+
+fn encode_resolved_import(w: &mut Writer, i: &ResolvedImport) {
+    w.str(&i.module);
+    w.pos(i.pos);
+}
+
+fn decode_resolved_import(r: &mut Reader<'_>) -> Result<ResolvedImport> {
+    Ok(ResolvedImport {
+        module: r.str()?,
+        pos: r.pos()?,
+    })
+}
+
+fn encode_resolved_call(w: &mut Writer, c: &ResolvedCall) {
+    w.opt_str(&c.scope);
+    w.str(&c.callee);
+    w.pos(c.pos);
+    encode_target(w, &c.target);
+}
+
+fn decode_resolved_call(r: &mut Reader<'_>) -> Result<ResolvedCall> {
+    Ok(ResolvedCall {
+        scope: r.opt_str()?,
+        callee: r.str()?,
+        pos: r.pos()?,
+        target: decode_target(r)?,
+    })
+}
+
+fn encode_target(w: &mut Writer, t: &Target) {
+    w.str(&t.module);
+    w.str(&t.qualname);
+    encode_def_kind(w, t.kind);
+}
+
+fn decode_target(r: &mut Reader<'_>) -> Result<Target> {
+    Ok(Target {
+        module: r.str()?,
+        qualname: r.str()?,
+        kind: decode_def_kind(r)?,
+    })
+}
+
+fn encode_def_kind(w: &mut Writer, k: DefKind) {
+    w.tag(match k {
+        DefKind::Function => 0,
+        DefKind::Class => 1,
+        DefKind::Variable => 2,
+    });
+}
+
+fn decode_def_kind(r: &mut Reader<'_>) -> Result<DefKind> {
+    let at = r.at;
+    match r.byte()? {
+        0 => Ok(DefKind::Function),
+        1 => Ok(DefKind::Class),
+        2 => Ok(DefKind::Variable),
+        t => Err(r.unknown_tag(at, t, "DefKind")),
+    }
+}
+
+// ---------------------------------------------------------------------- tests
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract;
+
+    const RICH: &str = r#""""Module docstring: é and ☃."""
+import os
+import os.path as osp, sys
+from . import sibling
+from ..pkg.mod import a as b, c
+from collections import *
+
+X: int = 1
+Y, *Z = 1, 2, 3
+print("module call", os.getcwd())
+
+@decorator(arg=1)
+class Outer(Base, metaclass=Meta):
+    """Class docstring."""
+    attr: str = "x"
+    counter = 0
+    register(attr)
+
+    class Inner:
+        def method(self):
+            return Outer.Inner()
+
+    def method(self, a, /, b: int = 2, *args: str, c, d=4, **kwargs) -> "Outer":
+        """Method docstring."""
+        import json
+        self.helper(json.dumps(a))
+
+    @staticmethod
+    async def run(*, key=None):
+        await go(key)
+
+def outer(x):
+    def inner(y=x + 1):
+        return y
+    return inner
+
+async def main() -> None:
+    pass
+"#;
+
+    fn sources() -> Vec<&'static [u8]> {
+        vec![
+            RICH.as_bytes(),
+            b"",
+            b"def broken(:\n    pass\nclass C(\n",
+            b"\x00",
+            b"x = '\xff'\n",
+            b"# coding: klingon\nx = '\xff'\n",
+            b"# -*- coding: latin-1 -*-\ns = '\xe9'\n",
+        ]
+    }
+
+    fn round_trip(s: &FileSymbols) {
+        let bytes = encode_symbols(s);
+        assert_eq!(decode_symbols(&bytes).as_ref(), Ok(s));
+    }
+
+    fn pos(line: u32, column: u32) -> Pos {
+        Pos { line, column }
+    }
+
+    fn resolved() -> ResolvedModule {
+        let target = |module: &str, qualname: &str, kind| Target {
+            module: module.into(),
+            qualname: qualname.into(),
+            kind,
+        };
+        ResolvedModule {
+            module: "pkg.mod".into(),
+            symbols_digest: "ab".repeat(32),
+            deps: BTreeMap::from([
+                ("pkg".into(), Some("cd".repeat(32))),
+                ("pkg.missing".into(), None),
+                ("pkg.util".into(), Some("ef".repeat(32))),
+            ]),
+            imports: vec![
+                ResolvedImport {
+                    module: "pkg".into(),
+                    pos: pos(1, 0),
+                },
+                ResolvedImport {
+                    module: "pkg.util".into(),
+                    pos: pos(2, 4),
+                },
+            ],
+            calls: vec![
+                ResolvedCall {
+                    scope: None,
+                    callee: "util.f".into(),
+                    pos: pos(3, 0),
+                    target: target("pkg.util", "f", DefKind::Function),
+                },
+                ResolvedCall {
+                    scope: Some("C.m".into()),
+                    callee: "self.g".into(),
+                    pos: pos(300, 8),
+                    target: target("pkg.mod", "C.g", DefKind::Class),
+                },
+                ResolvedCall {
+                    scope: Some("h".into()),
+                    callee: "v".into(),
+                    pos: pos(u32::MAX, u32::MAX),
+                    target: target("pkg.mod", "v", DefKind::Variable),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn codec_round_trips_extracted_symbols() {
+        let rich = extract(RICH.as_bytes());
+        // The sample exercises what it claims to.
+        assert!(rich.docstring.is_some());
+        assert!(rich.imports.iter().any(|i| i.star));
+        assert!(rich.imports.iter().any(|i| i.level == 2));
+        assert!(rich.imports.iter().any(|i| i.scope.is_some()));
+        assert!(rich.classes.iter().any(|c| c.parent.is_some()));
+        assert!(rich.classes.iter().any(|c| !c.attributes.is_empty()));
+        assert!(rich.functions.iter().any(|f| f.is_async && f.is_method));
+        let kinds: Vec<ParamKind> = rich
+            .functions
+            .iter()
+            .flat_map(|f| f.parameters.iter().map(|p| p.kind))
+            .collect();
+        for kind in [
+            ParamKind::PositionalOnly,
+            ParamKind::PositionalOrKeyword,
+            ParamKind::VarPositional,
+            ParamKind::KeywordOnly,
+            ParamKind::VarKeyword,
+        ] {
+            assert!(kinds.contains(&kind), "{kind:?} missing");
+        }
+        assert!(!rich.variables.is_empty() && !rich.calls.is_empty());
+
+        let mut error_kinds = Vec::new();
+        for source in sources() {
+            let s = extract(source);
+            error_kinds.extend(s.errors.iter().map(std::mem::discriminant));
+            round_trip(&s);
+        }
+        // Syntax, InvalidEncoding, UnknownEncoding, Binary.
+        error_kinds.sort_by_key(|d| format!("{d:?}"));
+        error_kinds.dedup();
+        assert_eq!(error_kinds.len(), 4, "{error_kinds:?}");
+    }
+
+    #[test]
+    fn codec_round_trips_every_file_error_and_extremes() {
+        let s = FileSymbols {
+            docstring: Some(String::new()),
+            errors: vec![
+                FileError::Syntax {
+                    line: u32::MAX,
+                    column: 0,
+                    message: "bad ✗".into(),
+                },
+                FileError::MoreSyntaxErrors { omitted: 127 },
+                FileError::InvalidEncoding {
+                    encoding: "utf-8".into(),
+                    offset: u64::MAX,
+                },
+                FileError::UnknownEncoding {
+                    encoding: "x".into(),
+                    line: 128,
+                },
+                FileError::Binary { offset: 1 << 35 },
+                FileError::TooLarge {
+                    size: u64::MAX - 1,
+                    limit: 16384,
+                },
+                FileError::TooDeep {
+                    what: "f-strings".into(),
+                    depth: 300,
+                    limit: 200,
+                },
+                FileError::NoTree,
+            ],
+            ..FileSymbols::default()
+        };
+        round_trip(&s);
+        round_trip(&FileSymbols::default());
+    }
+
+    #[test]
+    fn codec_round_trips_resolved_modules() {
+        let m = resolved();
+        assert_eq!(decode_resolved(&encode_resolved(&m)), Ok(m));
+        let empty = ResolvedModule {
+            module: String::new(),
+            symbols_digest: String::new(),
+            deps: BTreeMap::new(),
+            imports: vec![],
+            calls: vec![],
+        };
+        assert_eq!(decode_resolved(&encode_resolved(&empty)), Ok(empty));
+    }
+
+    #[test]
+    fn codec_rejects_unsorted_or_duplicate_deps() {
+        // Two deps, "b" then "a": hand-written, since a map can't hold them.
+        let mut w = Writer::with_capacity(32);
+        w.str("m");
+        w.str("d");
+        w.len(2);
+        for key in ["b", "a"] {
+            w.str(key);
+            w.opt_str(&None);
+        }
+        w.len(0);
+        w.len(0);
+        let err = decode_resolved(&w.buf).unwrap_err();
+        assert!(err.what.contains("increasing"), "{err}");
+        assert_eq!(err.offset, 8);
+    }
+
+    #[test]
+    fn codec_bucket_round_trips() {
+        let bodies: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                let mut m = resolved();
+                m.module = format!("pkg.m{i}");
+                encode_resolved(&m)
+            })
+            .collect();
+        let paths = ["a/x.py", "b.py", "b/é.py"];
+        let bucket = encode_bucket(paths.iter().copied().zip(bodies.iter().map(Vec::as_slice)));
+        let records = decode_bucket(&bucket).unwrap();
+        assert_eq!(records.len(), 3);
+        for (i, (path, body)) in records.iter().enumerate() {
+            assert_eq!(path, paths[i]);
+            assert_eq!(*body, bodies[i].as_slice());
+            assert_eq!(decode_resolved(body).unwrap().module, format!("pkg.m{i}"));
+        }
+
+        let empty = encode_bucket(std::iter::empty());
+        assert_eq!(decode_bucket(&empty), Ok(vec![]));
+        assert!(decode_bucket(&encode_symbols(&FileSymbols::default()))
+            .unwrap_err()
+            .what
+            .contains("magic"));
+        for n in 0..bucket.len() {
+            assert!(decode_bucket(&bucket[..n]).is_err(), "prefix {n}");
+        }
+
+        let mut unsorted = Writer::with_capacity(32);
+        unsorted.header(BUCKET_MAGIC);
+        unsorted.len(2);
+        for path in ["b", "a"] {
+            unsorted.str(path);
+            unsorted.len(0);
+        }
+        let err = decode_bucket(&unsorted.buf).unwrap_err();
+        assert!(err.what.contains("increasing"), "{err}");
+    }
+
+    #[test]
+    fn codec_truncation_is_an_error() {
+        let bytes = encode_symbols(&extract(RICH.as_bytes()));
+        for n in 0..bytes.len() {
+            assert!(decode_symbols(&bytes[..n]).is_err(), "prefix of {n} bytes");
+        }
+        let body = encode_resolved(&resolved());
+        for n in 0..body.len() {
+            assert!(decode_resolved(&body[..n]).is_err(), "prefix of {n} bytes");
+        }
+    }
+
+    #[test]
+    fn codec_trailing_bytes_are_an_error() {
+        let mut bytes = encode_symbols(&extract(b"x = 1\n"));
+        let len = bytes.len();
+        bytes.push(0);
+        assert_eq!(
+            decode_symbols(&bytes),
+            Err(CodecError {
+                what: "trailing bytes".into(),
+                offset: len,
+            })
+        );
+        let mut body = encode_resolved(&resolved());
+        body.push(0);
+        assert!(decode_resolved(&body).is_err());
+    }
+
+    #[test]
+    fn codec_flipped_bytes_never_panic() {
+        let s = extract(b"import a as b\ndef f(x: int = 1, *a, k, **kw) -> T:\n    g(x)\n");
+        let bytes = encode_symbols(&s);
+        let mut errors = 0;
+        for i in 0..bytes.len() {
+            let mut corrupt = bytes.clone();
+            corrupt[i] ^= 0xFF;
+            match decode_symbols(&corrupt) {
+                Ok(decoded) => assert_ne!(decoded, s, "flipping byte {i} changed nothing"),
+                Err(_) => errors += 1,
+            }
+        }
+        // Most single-byte corruptions are caught (tags, bools, lengths, UTF-8).
+        assert!(errors * 2 > bytes.len(), "{errors} of {}", bytes.len());
+
+        let body = encode_resolved(&resolved());
+        for i in 0..body.len() {
+            let mut corrupt = body.clone();
+            corrupt[i] ^= 0xFF;
+            let _ = decode_resolved(&corrupt);
+        }
+    }
+
+    #[test]
+    fn codec_checks_magic_and_version() {
+        let mut bytes = encode_symbols(&FileSymbols::default());
+        bytes[0] = b'X';
+        assert_eq!(
+            decode_symbols(&bytes),
+            Err(CodecError {
+                what: "bad magic".into(),
+                offset: 0,
+            })
+        );
+        let mut bytes = encode_symbols(&FileSymbols::default());
+        bytes[4..8].copy_from_slice(&7u32.to_le_bytes());
+        assert_eq!(
+            decode_symbols(&bytes),
+            Err(CodecError {
+                what: format!("codec version 7, expected {CODEC_VERSION}"),
+                offset: 4,
+            })
+        );
+        let mut bucket = encode_bucket(std::iter::empty());
+        bucket[4..8].copy_from_slice(&2u32.to_le_bytes());
+        assert!(decode_bucket(&bucket)
+            .unwrap_err()
+            .what
+            .contains("codec version 2"));
+        assert!(decode_symbols(b"TSY").is_err());
+    }
+
+    #[test]
+    fn codec_huge_count_fails_fast_without_allocating() {
+        let mut w = Writer::with_capacity(20);
+        w.header(SYMBOLS_MAGIC);
+        w.opt_str(&None);
+        w.u64(1 << 40); // imports
+        w.buf.resize(20, 0);
+        assert_eq!(w.buf.len(), 20);
+        let err = decode_symbols(&w.buf).unwrap_err();
+        assert_eq!(err.offset, 9);
+        assert!(err.what.contains("1099511627776"), "{err}");
+
+        // A count that fits in the bytes left still only reserves a bounded
+        // amount, then fails on the first incomplete item.
+        let mut w = Writer::with_capacity(64);
+        w.header(SYMBOLS_MAGIC);
+        w.opt_str(&None);
+        w.len(0);
+        w.len(0);
+        w.len(40); // functions, each far bigger than one byte
+        w.buf.resize(w.buf.len() + 40, 0);
+        assert!(decode_symbols(&w.buf).is_err());
+    }
+
+    #[test]
+    fn codec_varints() {
+        for v in [0, 1, 127, 128, 300, u64::from(u32::MAX), 1 << 63, u64::MAX] {
+            let mut w = Writer::with_capacity(10);
+            w.u64(v);
+            assert!(w.buf.len() <= MAX_VARINT_BYTES);
+            let mut r = Reader::new(&w.buf);
+            assert_eq!(r.u64(), Ok(v));
+            assert_eq!(r.remaining(), 0);
+        }
+        let too_long = [0xFF; 11];
+        let err = Reader::new(&too_long).u64().unwrap_err();
+        assert!(err.what.contains("longer than 10"), "{err}");
+        let mut overflow = [0xFF; 10];
+        overflow[9] = 0x02;
+        let err = Reader::new(&overflow).u64().unwrap_err();
+        assert!(err.what.contains("overflows"), "{err}");
+        let mut w = Writer::with_capacity(10);
+        w.u64(u64::from(u32::MAX) + 1);
+        assert!(Reader::new(&w.buf).u32().is_err());
+        assert!(Reader::new(&[0x80, 0x80]).u64().is_err());
+    }
+
+    #[test]
+    fn codec_rejects_bad_scalars() {
+        assert_eq!(
+            Reader::new(&[2]).bool(),
+            Err(CodecError {
+                what: "invalid bool 2".into(),
+                offset: 0,
+            })
+        );
+        assert_eq!(
+            Reader::new(&[2, b'a', 0xFF]).str(),
+            Err(CodecError {
+                what: "invalid UTF-8".into(),
+                offset: 2,
+            })
+        );
+        assert!(Reader::new(&[5, b'a']).str().is_err());
+        assert!(Reader::new(&[2]).opt_str().is_err());
+        assert_eq!(
+            decode_parameter(&mut Reader::new(&[1, b'a', 9, 0, 0])),
+            Err(CodecError {
+                what: "unknown tag 9 for ParamKind".into(),
+                offset: 2,
+            })
+        );
+        assert!(decode_file_error(&mut Reader::new(&[8])).is_err());
+        assert!(decode_import_kind(&mut Reader::new(&[2])).is_err());
+        assert!(decode_def_kind(&mut Reader::new(&[3])).is_err());
+    }
+
+    /// The Python standard library through both codecs:
+    /// `cargo test -p tiers-symtab --release codec -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "reads the local Python stdlib; prints sizes and timings"]
+    fn codec_stdlib_corpus_versus_json() {
+        use std::time::{Duration, Instant};
+
+        let Ok(out) = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sysconfig;print(sysconfig.get_paths()['stdlib'])",
+            ])
+            .output()
+        else {
+            eprintln!("python3 not found; skipped");
+            return;
+        };
+        let root = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        let mut files = Vec::new();
+        let mut dirs = vec![root];
+        while let Some(dir) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            entries.sort();
+            for path in entries.into_iter().rev() {
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "py") {
+                    files.push(path);
+                }
+            }
+        }
+        files.sort();
+        files.truncate(2000);
+        let symbols: Vec<FileSymbols> = files
+            .iter()
+            .filter_map(|p| std::fs::read(p).ok())
+            .map(|b| extract(&b))
+            .collect();
+        assert!(!symbols.is_empty(), "no stdlib files found");
+
+        let (mut json_bytes, mut bin_bytes) = (0, 0);
+        let mut times = [Duration::ZERO; 4];
+        for s in &symbols {
+            let t = Instant::now();
+            let json = serde_json::to_vec(s).unwrap();
+            times[0] += t.elapsed();
+            let t = Instant::now();
+            let back: FileSymbols = serde_json::from_slice(&json).unwrap();
+            times[1] += t.elapsed();
+            let t = Instant::now();
+            let bin = encode_symbols(s);
+            times[2] += t.elapsed();
+            let t = Instant::now();
+            let decoded = decode_symbols(&bin).unwrap();
+            times[3] += t.elapsed();
+            assert_eq!(&decoded, s);
+            assert_eq!(&back, s);
+            json_bytes += json.len();
+            bin_bytes += bin.len();
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        eprintln!(
+            "{} files: JSON {json_bytes} B, binary {bin_bytes} B ({:.1}%)",
+            symbols.len(),
+            100.0 * bin_bytes as f64 / json_bytes as f64
+        );
+        eprintln!(
+            "JSON encode {:.1} ms, decode {:.1} ms; binary encode {:.1} ms, decode {:.1} ms",
+            ms(times[0]),
+            ms(times[1]),
+            ms(times[2]),
+            ms(times[3])
+        );
+    }
+}
