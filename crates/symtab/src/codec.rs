@@ -30,6 +30,7 @@ pub const CODEC_VERSION: u32 = 1;
 
 const SYMBOLS_MAGIC: [u8; 4] = *b"TSYM";
 const BUCKET_MAGIC: [u8; 4] = *b"TGRB";
+const DEPS_MAGIC: [u8; 4] = *b"TDEP";
 
 /// A u64 takes at most 10 LEB128 bytes (9 × 7 bits, then 1 bit).
 const MAX_VARINT_BYTES: usize = 10;
@@ -136,6 +137,48 @@ pub fn decode_bucket(bytes: &[u8]) -> Result<Vec<(String, &[u8])>> {
         .into_iter()
         .map(|(_, path, body)| (path, body))
         .collect())
+}
+
+/// An entry's dependency table: module names, then each path's list of
+/// indices into them, in path order.
+pub fn encode_deps(names: &[String], files: &BTreeMap<String, Vec<u32>>) -> Vec<u8> {
+    let size = 8
+        + names.iter().map(|n| n.len() + 2).sum::<usize>()
+        + files
+            .iter()
+            .map(|(p, ids)| p.len() + 4 + 3 * ids.len())
+            .sum::<usize>();
+    let mut w = Writer::with_capacity(size);
+    w.header(DEPS_MAGIC);
+    w.strs(names);
+    w.len(files.len());
+    for (path, ids) in files {
+        w.str(path);
+        w.vec(ids, |w, &id| w.u32(id));
+    }
+    w.buf
+}
+
+/// The inverse of [`encode_deps`]; paths must be in strictly increasing order.
+pub fn decode_deps(bytes: &[u8]) -> Result<(Vec<String>, BTreeMap<String, Vec<u32>>)> {
+    let mut r = Reader::new(bytes);
+    r.header(DEPS_MAGIC)?;
+    let names = r.vec(|r| r.str())?;
+    let n = r.len("file count")?;
+    let mut files = BTreeMap::new();
+    let mut last: Option<String> = None;
+    for _ in 0..n {
+        let at = r.at;
+        let path = r.str()?;
+        if last.as_ref().is_some_and(|l| *l >= path) {
+            return Err(r.error(at, "dependency paths not in strictly increasing order"));
+        }
+        let ids = r.vec(|r| r.u32())?;
+        last = Some(path.clone());
+        files.insert(path, ids);
+    }
+    r.finish()?;
+    Ok((names, files))
 }
 
 // --------------------------------------------------------------------- writer
@@ -1311,5 +1354,30 @@ async def main() -> None:
             ms(times[2]),
             ms(times[3])
         );
+    }
+
+    #[test]
+    fn deps_round_trip_and_reject_disorder() {
+        let names = vec!["os".to_string(), "pkg.util".to_string()];
+        let files: BTreeMap<String, Vec<u32>> = [
+            ("a.py".to_string(), vec![0, 1]),
+            ("b/c.py".to_string(), vec![]),
+            ("z.py".to_string(), vec![1, 300_000]),
+        ]
+        .into_iter()
+        .collect();
+        let bytes = encode_deps(&names, &files);
+        assert_eq!(decode_deps(&bytes).unwrap(), (names.clone(), files));
+        for cut in 0..bytes.len() {
+            assert!(decode_deps(&bytes[..cut]).is_err(), "prefix {cut} decoded");
+        }
+        let swapped: BTreeMap<String, Vec<u32>> =
+            [("a.py".to_string(), vec![0])].into_iter().collect();
+        let mut bytes = encode_deps(&[], &swapped);
+        // Two records with the same path: not strictly increasing.
+        bytes[8 + 1] = 2;
+        bytes.extend_from_slice(&[4, b'a', b'.', b'p', b'y', 0]);
+        let err = decode_deps(&bytes).unwrap_err();
+        assert!(err.what.contains("increasing"), "{err}");
     }
 }

@@ -24,7 +24,7 @@
 //!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
 //!   <key>/                             one entry, published by the engine
 //!     index.json                       path → digest, module, interface; module → path
-//!     deps.json                        modules each file's resolution consulted
+//!     deps.bin                         modules each file's resolution consulted
 //!     files/<digest>.sym               hard links into files-v{E}
 //!     graph/<digest>.bin               hard links into graph-v{E}
 //! ```

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore};
 use super::table::{
-    bucket_of, file_path, graph_path, read_json, read_symbols, Deps, Index, IndexFile, DEPS, FILES,
-    GRAPH, INDEX, INDEX_FORMAT,
+    bucket_of, file_path, graph_path, read_symbols, Deps, Index, IndexFile, FILES, GRAPH, INDEX,
+    INDEX_FORMAT,
 };
 use super::TierError;
 use crate::resolve::ModuleInfo;
@@ -120,7 +120,7 @@ impl Prev {
         if !index.is_current() {
             return Ok(None);
         }
-        let deps = read_json(&dir.join(DEPS))?;
+        let deps = Deps::load(dir)?;
         Ok(Some(Prev {
             dir: dir.to_owned(),
             index,
@@ -325,7 +325,7 @@ impl Job {
         let resolved = fresh.resolved;
 
         self.write_deps(&rows, &named, prev, &fresh)?;
-        clock.lap("deps.json");
+        clock.lap("deps.bin");
         let buckets = self.write_graph(store, &rows, &named, prev, fresh)?;
         clock.lap("graph buckets");
 
@@ -381,7 +381,7 @@ impl Job {
         Ok(counts)
     }
 
-    /// `deps.json`: the fresh files' dependencies, the others' carried over with
+    /// `deps.bin`: the fresh files' dependencies, the others' carried over with
     /// the previous name table, so that an edit maps only its own.
     fn write_deps(
         &self,
@@ -390,28 +390,27 @@ impl Job {
         prev: Option<&Prev>,
         fresh: &Fresh,
     ) -> Result<(), TierError> {
-        let mut deps = Deps {
-            names: prev.map(|p| p.deps.names.clone()).unwrap_or_default(),
-            files: BTreeMap::new(),
-        };
-        let mut ids: Option<HashMap<String, u32>> = None;
+        let old_names: &[String] = prev.map_or(&[], |p| &p.deps.names);
+        let mut ids: HashMap<&str, u32> = HashMap::new();
+        let mut new_names: Vec<&str> = Vec::new();
+        let mut files = BTreeMap::new();
         for &i in named {
             let path = &rows[i].path;
             let list: Vec<u32> = match (fresh.deps.get(path), prev) {
                 (Some(names), _) => {
-                    let ids = ids.get_or_insert_with(|| {
-                        deps.names
+                    if ids.is_empty() {
+                        ids = old_names
                             .iter()
                             .enumerate()
-                            .map(|(i, n)| (n.clone(), i as u32))
-                            .collect()
-                    });
+                            .map(|(i, n)| (n.as_str(), i as u32))
+                            .collect();
+                    }
                     names
                         .iter()
                         .map(|n| {
-                            *ids.entry(n.clone()).or_insert_with(|| {
-                                deps.names.push(n.clone());
-                                deps.names.len() as u32 - 1
+                            *ids.entry(n.as_str()).or_insert_with(|| {
+                                new_names.push(n);
+                                (old_names.len() + new_names.len() - 1) as u32
                             })
                         })
                         .collect()
@@ -419,10 +418,13 @@ impl Job {
                 (None, Some(p)) => p.deps.files.get(path).cloned().unwrap_or_default(),
                 (None, None) => Vec::new(),
             };
-            deps.files.insert(path.clone(), list);
+            files.insert(path.clone(), list);
         }
+        let mut names = old_names.to_vec();
+        names.extend(new_names.into_iter().map(str::to_owned));
+        let mut deps = Deps { names, files };
         deps.compact();
-        self.write_json(&self.build_dir.join(DEPS), &deps)
+        deps.save(&self.build_dir)
     }
 
     /// Graph buckets: the ones holding a fresh or a departed file are rewritten,

@@ -91,15 +91,17 @@ fn shard_path(dir: &Path, digest: &str, ext: &str) -> PathBuf {
 /// bytes. Otherwise `bytes` are written at `ours` (in a staging dir no one
 /// else reads, so without a temp file) and linked into the store, where a
 /// link appears complete or not at all; with `replace` the stored file is
-/// swapped for the new one by a rename.
+/// swapped for the new one by a rename (and `ours` may exist already;
+/// otherwise it must not).
 pub(crate) fn put(
     ours: &Path,
     stored: &Path,
     bytes: &[u8],
     replace: bool,
 ) -> Result<(), TierError> {
-    let _ = fs::remove_file(ours);
-    if !replace && link(stored, ours).is_ok() {
+    if replace {
+        let _ = fs::remove_file(ours);
+    } else if link(stored, ours).is_ok() {
         return Ok(());
     }
     fs::write(ours, bytes).map_err(write_err(ours))?;

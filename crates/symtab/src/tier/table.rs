@@ -15,10 +15,10 @@ use crate::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION
 /// shape changes. `FileSymbols` carries its own [`SCHEMA_VERSION`].
 pub const EXPORT_SCHEMA_VERSION: u32 = 1;
 
-/// Version of an entry's layout (`index.json`, `deps.json`, the directories).
+/// Version of an entry's layout (`index.json`, `deps.bin`, the directories).
 pub(crate) const INDEX_FORMAT: u32 = 2;
 pub(crate) const INDEX: &str = "index.json";
-pub(crate) const DEPS: &str = "deps.json";
+pub(crate) const DEPS: &str = "deps.bin";
 pub(crate) const FILES: &str = "files";
 pub(crate) const GRAPH: &str = "graph";
 
@@ -56,15 +56,27 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// `deps.json`: the modules each file's resolution consulted, as indices into
+/// `deps.bin`: the modules each file's resolution consulted, as indices into
 /// `names` (modules that do not exist count: their appearing changes the answer).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Deps {
     pub names: Vec<String>,
     pub files: BTreeMap<String, Vec<u32>>,
 }
 
 impl Deps {
+    pub fn load(entry_dir: &Path) -> Result<Deps, TierError> {
+        let path = entry_dir.join(DEPS);
+        let (names, files) = codec::decode_deps(&read(&path)?).map_err(corrupt(&path))?;
+        Ok(Deps { names, files })
+    }
+
+    pub fn save(&self, entry_dir: &Path) -> Result<(), TierError> {
+        let path = entry_dir.join(DEPS);
+        std::fs::write(&path, codec::encode_deps(&self.names, &self.files))
+            .map_err(|source| TierError::Write { path, source })
+    }
+
     /// Drop the names no file refers to any more, once they are most of the
     /// table (edits leave names behind; a rebuild of the table costs a remap).
     pub fn compact(&mut self) {
