@@ -318,7 +318,7 @@ impl Engine {
     pub fn gc(&self, dry_run: bool) -> Result<Vec<Removed>> {
         let mut removed = Vec::new();
         for t in &self.tiers {
-            removed.extend(retain(t, dry_run)?);
+            removed.extend(retain(t, Retain::Report { dry_run })?);
             if !dry_run {
                 t.store.clean_debris()?;
             }
@@ -665,7 +665,7 @@ impl Engine {
                 } else {
                     Status::Built
                 };
-                if let Err(e) = retain(t, false) {
+                if let Err(e) = retain(t, Retain::Quiet) {
                     tracing::warn!(tier = %t.name, "retention failed: {e}");
                 }
                 let mut report = tier_report(t, Some(look.key), Some(path), status, reasons);
@@ -721,7 +721,7 @@ impl Engine {
             Ok(Some((marker, mut why))) => {
                 why.push(Reason::SharedCache { from });
                 let _ = t.store.set_current(&marker.key);
-                if let Err(e) = retain(t, false) {
+                if let Err(e) = retain(t, Retain::Quiet) {
                     tracing::warn!(tier = %t.name, "retention failed: {e}");
                 }
                 let path = t.tier.path(&entry_of(&t.store, marker));
@@ -939,9 +939,20 @@ impl Engine {
     }
 }
 
+/// How `retain` reports what it removes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Retain {
+    /// `tiers gc`: each removed entry with its size (a walk of it).
+    Report { dry_run: bool },
+    /// After a build: the report is not shown, so sizes are not measured
+    /// (an entry of thousands of files would cost a walk on every build).
+    Quiet,
+}
+
 /// Entries of `t` beyond its retention, least recently used first; removed unless
-/// `dry_run`. The current entry is never among them.
-fn retain(t: &Planned, dry_run: bool) -> Result<Vec<Removed>> {
+/// a dry run. The current entry is never among them.
+fn retain(t: &Planned, how: Retain) -> Result<Vec<Removed>> {
+    let dry_run = how == Retain::Report { dry_run: true };
     if t.keep.is_none() && t.common.max_bytes.is_none() {
         return Ok(Vec::new());
     }
@@ -966,9 +977,10 @@ fn retain(t: &Planned, dry_run: bool) -> Result<Vec<Removed>> {
             bytes += size;
             continue;
         }
-        let size = match t.common.max_bytes {
-            Some(_) => size,
-            None => store::dir_bytes(&e.dir),
+        let size = match (t.common.max_bytes, how) {
+            (Some(_), _) => size,
+            (None, Retain::Report { .. }) => store::dir_bytes(&e.dir),
+            (None, Retain::Quiet) => 0,
         };
         if !dry_run {
             t.store.remove(&e.key)?;
