@@ -444,6 +444,57 @@ fn a_one_file_edit_parses_that_file_only_and_changes_its_index_row_only() {
 }
 
 #[test]
+fn per_file_entries_lost_from_the_store_and_the_last_entry_are_parsed_again() {
+    let p = sample();
+    let first = p.build(&[]);
+    // Damage: every stored per-file entry goes, from the store and from the
+    // last entry (its index still names them).
+    let root = p.cache_dir().join("sym");
+    for dir in std::fs::read_dir(&root).unwrap().flatten() {
+        if dir.file_name().to_string_lossy().starts_with("files-v") {
+            std::fs::remove_dir_all(dir.path()).unwrap();
+        }
+    }
+    std::fs::remove_dir_all(entry_dir(&first, "sym").join("files")).unwrap();
+    std::fs::create_dir(entry_dir(&first, "sym").join("files")).unwrap();
+
+    p.write("pkg/util.py", "def helper(x):\n    return x + 2\n");
+    let run = p.build(&[]);
+    assert_eq!(run.status("sym"), "rebuilt", "{}", run.stdout);
+    let d = data(&run, "sym");
+    // The edited file, and every other content again.
+    assert_eq!((count(&d, "parsed"), count(&d, "reused")), (8, 0), "{d}");
+    assert_same_table(&export(&p), &from_scratch(&p), "after the damage");
+    assert_eq!(stored_files(&p), 8, "the store holds them again");
+}
+
+#[test]
+fn a_module_provided_by_another_path_is_a_dependency_of_the_shadowed_file() {
+    // `m.py` provides `m` (first in path order); `m/__init__.py` resolves its
+    // `from . import x` against it.
+    let p = project()
+        .file("tiers.toml", TIER)
+        .file("m.py", "def x():\n    pass\n")
+        .file("m/__init__.py", "from . import x\nx()\n")
+        .build();
+    p.build(&[]);
+    let table = export(&p);
+    let shadowed = &table["graph"]["files"]["m/__init__.py"];
+    assert_eq!(
+        shadowed["calls"][0]["target"]["qualname"], "x",
+        "{shadowed}"
+    );
+    assert_eq!(table["graph"]["modules"]["m"], "m.py");
+    p.write("m.py", "def y():\n    pass\n");
+    let run = p.build(&[]);
+    assert_eq!(count(&data(&run, "sym"), "resolved"), 2, "{}", run.stdout);
+    assert_same_table(&export(&p), &from_scratch(&p), "after renaming x");
+    p.remove("m.py");
+    p.build(&[]);
+    assert_same_table(&export(&p), &from_scratch(&p), "after removing m.py");
+}
+
+#[test]
 fn deleting_and_adding_files_update_the_index_and_the_graph() {
     let p = sample();
     p.build(&[]);

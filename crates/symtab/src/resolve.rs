@@ -577,10 +577,12 @@ struct Resolver<'a> {
 }
 
 impl<'a> Resolver<'a> {
-    /// The module `module`, recording the question and its answer.
+    /// The module `module`, recording the question and its answer. The file's
+    /// own module name is recorded too: another path may provide it (`m.py`
+    /// beside `m/__init__.py`), and then its answer is that file's.
     fn consult(&mut self, module: &str) -> Option<&'a ModuleInfo> {
         let info = self.world.get(module);
-        if module != self.file.module && !self.deps.contains_key(module) {
+        if !self.deps.contains_key(module) {
             self.deps
                 .insert(module.to_string(), info.map(|i| i.digest.clone()));
         }

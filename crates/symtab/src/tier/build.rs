@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::cross::{Fragments, Fresh, Pass};
-use super::store::{self, BlobStore};
+use super::store::{self, BlobStore, StoreLock};
 use super::table::{
     bucket_of, file_path, graph_path, read_symbols, Deps, Index, IndexFile, FILES, GRAPH, INDEX,
     INDEX_FORMAT,
@@ -161,7 +161,7 @@ struct Parsed {
 impl Job {
     pub fn run(self) -> Result<Counts, TierError> {
         let mut clock = Clock::new();
-        let (store, _lock, pruned) = BlobStore::open(&self.tier_root)?;
+        let (store, lock) = BlobStore::open(&self.tier_root)?;
         clock.lap("store");
         let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
             Some(dir) => match Prev::load(dir) {
@@ -176,7 +176,7 @@ impl Job {
             None => None,
         };
         clock.lap("previous entry");
-        let mut counts = match self.run_with(&store, prev.as_ref(), clock) {
+        let mut counts = match self.run_with(&store, &lock, prev.as_ref(), clock) {
             Err(e) if prev.is_some() && !matches!(e, TierError::Changed { .. }) => {
                 tracing::warn!(
                     "symtab: the previous entry is not usable, building without it: {e}"
@@ -186,19 +186,21 @@ impl Job {
                     path: self.build_dir.clone(),
                     source,
                 })?;
-                self.run_with(&store, None, Clock::new())?
+                self.run_with(&store, &lock, None, Clock::new())?
             }
             other => other?,
         };
-        counts.pruned = pruned;
+        lock.settle()?;
+        counts.pruned = lock.pruned();
         Ok(counts)
     }
 
     fn run_with(
         &self,
         store: &BlobStore,
+        lock: &StoreLock,
         prev: Option<&Prev>,
-        mut clock: Clock,
+        clock: Clock,
     ) -> Result<Counts, TierError> {
         let names: HashSet<String> = self.inputs.keys().cloned().collect();
         let rows: Vec<Row> = self
@@ -216,7 +218,9 @@ impl Job {
             fs::create_dir_all(&d).map_err(|source| TierError::Write { path: d, source })?;
         }
 
-        // Per-file entries: link what the store has, parse the rest.
+        // Per-file entries: what the store (or the previous entry) has is
+        // linked on a thread of its own while the rest of the build goes on;
+        // the rest is parsed.
         let mut by_digest: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in rows.iter().enumerate() {
             by_digest.entry(&r.digest).or_default().push(i);
@@ -225,24 +229,67 @@ impl Job {
             .iter()
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
-        let linked = par_map(&distinct, |&(digest, _)| {
-            if self.scratch {
-                return Ok(false);
-            }
-            self.link_stored(store, prev, digest)
+        let in_prev: HashSet<&str> = prev
+            .map(|p| p.index.files.values().map(|f| f.digest.as_str()).collect())
+            .unwrap_or_default();
+        let stored = par_map(&distinct, |&(digest, _)| {
+            !self.scratch && (in_prev.contains(digest) || store.file_blob(digest).is_file())
         });
-        let mut to_parse: Vec<(&str, &[usize])> = Vec::new();
-        for (&item, linked) in distinct.iter().zip(linked) {
-            if !linked? {
+        let (mut to_link, mut to_parse) = (Vec::new(), Vec::new());
+        for (&item, stored) in distinct.iter().zip(stored) {
+            if stored {
+                to_link.push(item.0);
+            } else {
                 to_parse.push(item);
             }
         }
-        clock.lap("links");
+        std::thread::scope(|scope| {
+            // Once linked, what this build reuses is safe from a prune.
+            let linking = scope.spawn(|| {
+                let missing = self.link_all(store, prev, &to_link);
+                lock.settle()?;
+                missing
+            });
+            self.build_with(store, prev, &rows, &to_parse, linking, clock)
+        })
+    }
+
+    /// Link the stored per-file entries of `digests` into the entry, one
+    /// after the other (links into one directory do not go faster from two
+    /// threads). Returns the digests found neither in the store nor in the
+    /// previous entry.
+    fn link_all<'d>(
+        &self,
+        store: &BlobStore,
+        prev: Option<&Prev>,
+        digests: &[&'d str],
+    ) -> Result<Vec<&'d str>, TierError> {
+        let mut missing = Vec::new();
+        for &digest in digests {
+            if !self.link_stored(store, prev, digest)? {
+                missing.push(digest);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The build once the contents to parse are known; per-file entries of the
+    /// others are being linked meanwhile, so they are read from the store.
+    fn build_with(
+        &self,
+        store: &BlobStore,
+        prev: Option<&Prev>,
+        rows: &[Row],
+        to_parse: &[(&str, &[usize])],
+        linking: std::thread::ScopedJoinHandle<'_, Result<Vec<&str>, TierError>>,
+        mut clock: Clock,
+    ) -> Result<Counts, TierError> {
         let keep = to_parse.len() <= KEEP_PARSED;
-        let parsed = self.parse(store, &rows, &to_parse, keep)?;
+        let parsed = self.parse(store, rows, to_parse, keep)?;
         let mut loader = Loader {
             job: self,
             store,
+            prev_dir: prev.map(|p| p.dir.as_path()),
             kept: HashMap::new(),
         };
         let infos: Vec<OnceLock<Option<ModuleInfo>>> = std::iter::repeat_with(OnceLock::new)
@@ -311,7 +358,7 @@ impl Job {
 
         // The cross-file pass.
         let fresh = Pass {
-            rows: &rows,
+            rows: rows,
             interfaces: &interfaces,
             prev,
         }
@@ -324,17 +371,36 @@ impl Job {
             .collect();
         let resolved = fresh.resolved;
 
-        self.write_deps(&rows, &named, prev, &fresh)?;
+        self.write_deps(rows, &named, prev, &fresh)?;
         clock.lap("deps.bin");
-        let buckets = self.write_graph(store, &rows, &named, prev, fresh)?;
+        let buckets = self.write_graph(store, rows, &named, prev, fresh)?;
         clock.lap("graph buckets");
 
+        // Contents the store was thought to have but did not (a damaged
+        // previous entry): parsed now, so that the entry holds them.
+        let late = match linking.join() {
+            Ok(late) => late?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        for &digest in &late {
+            let Some(r) = rows.iter().find(|r| r.digest == digest) else {
+                continue;
+            };
+            let mut extractor = Extractor::new(ExtractOptions::default());
+            let symbols = read_and_extract(&mut extractor, &self.project, &r.path, digest)?;
+            self.store_symbols(store, digest, &symbols, false)?;
+            errors.insert(digest.to_owned(), symbols.errors.len() as u32);
+        }
+        clock.lap("links");
         let counts = Counts {
             files: rows.len(),
-            parsed: to_parse.len(),
+            parsed: to_parse.len() + late.len(),
             reused: rows
                 .iter()
-                .filter(|r| !parsed_digests.contains(r.digest.as_str()))
+                .filter(|r| {
+                    !parsed_digests.contains(r.digest.as_str())
+                        && !late.contains(&r.digest.as_str())
+                })
                 .count(),
             modules: named.len(),
             resolved,
@@ -367,7 +433,7 @@ impl Job {
                 .collect(),
             modules: {
                 let mut modules = BTreeMap::new();
-                for r in &rows {
+                for r in rows {
                     if let Some(m) = &r.module {
                         modules.entry(m.clone()).or_insert_with(|| r.path.clone());
                     }
@@ -632,19 +698,33 @@ fn read_and_extract(
 pub(super) struct Loader<'a> {
     job: &'a Job,
     store: &'a BlobStore,
+    /// The previous entry, which holds what the store may lack (an entry
+    /// restored from the shared cache).
+    prev_dir: Option<&'a Path>,
     kept: HashMap<String, Arc<FileSymbols>>,
 }
 
 impl Loader<'_> {
-    /// The symbols of `row`'s content. A stored per-file entry that cannot be
-    /// read back is parsed again from the file (when it still has this
-    /// content) and replaced.
+    /// The symbols of `row`'s content, from the store (the entry's own links
+    /// may not be made yet). A stored per-file entry that cannot be read back
+    /// is parsed again from the file (when it still has this content) and
+    /// replaced.
     pub fn load(&self, row: &Row) -> Result<Arc<FileSymbols>, TierError> {
         if let Some(s) = self.kept.get(&row.digest) {
             return Ok(s.clone());
         }
-        let ours = file_path(&self.job.build_dir, &row.digest);
-        match read_symbols(&ours) {
+        let read = match (
+            read_symbols(&self.store.file_blob(&row.digest)),
+            self.prev_dir,
+        ) {
+            (Err(TierError::Read { source, .. }), Some(dir))
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                read_symbols(&file_path(dir, &row.digest))
+            }
+            (read, _) => read,
+        };
+        match read {
             Ok(s) => Ok(Arc::new(s)),
             Err(e) => {
                 tracing::warn!("symtab: {e}; parsing `{}` again", row.path);

@@ -68,6 +68,7 @@ impl Pass<'_> {
         let world = World {
             rows,
             interfaces: self.interfaces,
+            by_name: providers.iter().map(|(&m, &i)| (m, i)).collect(),
             providers,
             infos,
             loader,
@@ -181,7 +182,10 @@ impl Pass<'_> {
 struct World<'a> {
     rows: &'a [Row],
     interfaces: &'a [Option<String>],
+    /// Module → the row that provides it, in name order (for namespaces) and
+    /// hashed (for lookups).
     providers: BTreeMap<&'a str, usize>,
+    by_name: HashMap<&'a str, usize>,
     infos: &'a [OnceLock<Option<ModuleInfo>>],
     loader: &'a Loader<'a>,
     /// The first module whose symbols could not be read: the build fails.
@@ -215,7 +219,7 @@ impl World<'_> {
 
 impl Modules for World<'_> {
     fn get(&self, module: &str) -> Option<&ModuleInfo> {
-        let &i = self.providers.get(module)?;
+        let &i = self.by_name.get(module)?;
         self.infos[i].get_or_init(|| self.info(i)).as_ref()
     }
 

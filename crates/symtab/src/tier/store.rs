@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use super::table::{GRAPH_EXT, SYMBOLS_EXT};
 use super::TierError;
@@ -19,9 +21,13 @@ pub(crate) struct BlobStore {
     pub graph: PathBuf,
 }
 
-/// Held for a whole build: shared, so that no prune runs meanwhile.
+/// Held for a whole build: shared, so that no prune runs meanwhile; or, by
+/// the build that prunes, exclusive until [`StoreLock::settle`] has pruned.
 pub(crate) struct StoreLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
+    pending: Mutex<Option<Pending>>,
+    pruned: AtomicUsize,
 }
 
 fn write_err(path: &Path) -> impl FnOnce(io::Error) -> TierError + '_ {
@@ -31,11 +37,53 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> TierError + '_ {
     }
 }
 
+/// A prune `open` found due, done by `settle`.
+struct Pending {
+    tier_root: PathBuf,
+    /// The entries there are now, recorded once the prune is done.
+    entries: BTreeSet<String>,
+    /// An entry went since the last build: stored files may be unused.
+    sweep: bool,
+}
+
+impl StoreLock {
+    /// Do the prune `open` found due, if any, then share the lock. Called
+    /// once the build has linked the stored files it reuses, which are then
+    /// not pruned; again at the end, in case the build stopped earlier.
+    pub fn settle(&self) -> Result<(), TierError> {
+        let Some(p) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        if p.sweep {
+            let pruned = sweep(&p.tier_root);
+            if pruned > 0 {
+                tracing::info!("symtab: pruned {pruned} stored files no entry uses");
+            }
+            self.pruned.store(pruned, Ordering::Relaxed);
+        }
+        let text: String = p.entries.iter().map(|k| format!("{k}\n")).collect();
+        // Only an optimisation: a failure means the next build looks again.
+        let _ = tiers_core::write_atomic(&p.tier_root.join(SEEN), text.as_bytes());
+        self.file.unlock().map_err(write_err(&self.path))?;
+        self.file.lock_shared().map_err(write_err(&self.path))
+    }
+
+    /// Stored files the prune removed.
+    pub fn pruned(&self) -> usize {
+        self.pruned.load(Ordering::Relaxed)
+    }
+}
+
 impl BlobStore {
-    /// Open the store of `tier_root`, pruning it first when an entry went away
-    /// since the last build (and no other build of this tier is running).
-    /// Returns the store, its lock and how many unlinked files were removed.
-    pub fn open(tier_root: &Path) -> Result<(BlobStore, StoreLock, usize), TierError> {
+    /// Open the store of `tier_root`. When an entry went away since the last
+    /// build and no other build of this tier is running, the lock is held
+    /// exclusively until [`StoreLock::settle`] prunes the store.
+    pub fn open(tier_root: &Path) -> Result<(BlobStore, StoreLock), TierError> {
         let store = BlobStore {
             files: tier_root.join(format!("files-v{EXTRACTOR_VERSION}")),
             graph: tier_root.join(format!("graph-v{EXTRACTOR_VERSION}")),
@@ -56,19 +104,24 @@ impl BlobStore {
             .write(true)
             .open(&lock_path)
             .map_err(write_err(&lock_path))?;
-        let mut pruned = 0;
+        let mut pending = None;
         match file.try_lock() {
-            Ok(()) => {
-                pruned = prune_if_entries_went(tier_root)?;
-                file.unlock().map_err(write_err(&lock_path))?;
-                file.lock_shared().map_err(write_err(&lock_path))?;
-            }
-            Err(fs::TryLockError::WouldBlock) => {
-                file.lock_shared().map_err(write_err(&lock_path))?
-            }
+            Ok(()) => pending = prune_due(tier_root)?,
+            Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(e)) => return Err(write_err(&lock_path)(e)),
         }
-        Ok((store, StoreLock { _file: file }, pruned))
+        let exclusive = pending.is_some();
+        let lock = StoreLock {
+            file,
+            path: lock_path,
+            pending: Mutex::new(pending),
+            pruned: AtomicUsize::new(0),
+        };
+        if !exclusive {
+            lock.file.unlock().map_err(write_err(&lock.path))?;
+            lock.file.lock_shared().map_err(write_err(&lock.path))?;
+        }
+        Ok((store, lock))
     }
 
     pub fn file_blob(&self, digest: &str) -> PathBuf {
@@ -141,11 +194,12 @@ pub(crate) fn link(src: &Path, dst: &Path) -> io::Result<()> {
     }
 }
 
-/// Under the exclusive lock: when an entry seen by the last build is gone
-/// (retention or `tiers gc` removed it), remove every stored file no entry
-/// links any more (link count 1). Listing the entries is one directory read,
-/// so a build that finds them all still there costs nothing more.
-fn prune_if_entries_went(tier_root: &Path) -> Result<usize, TierError> {
+/// Under the exclusive lock: whether the entries changed since the last
+/// build, and whether one went (retention or `tiers gc` removed it): then the
+/// stored files no entry links any more (link count 1) are to be removed.
+/// Listing the entries is one directory read, so a build that finds them all
+/// still there costs nothing more.
+fn prune_due(tier_root: &Path) -> Result<Option<Pending>, TierError> {
     let entries: BTreeSet<String> = match fs::read_dir(tier_root) {
         Ok(read) => read
             .flatten()
@@ -159,23 +213,17 @@ fn prune_if_entries_went(tier_root: &Path) -> Result<usize, TierError> {
             })
         }
     };
-    let seen_path = tier_root.join(SEEN);
-    let seen: BTreeSet<String> = fs::read_to_string(&seen_path)
+    let seen: BTreeSet<String> = fs::read_to_string(tier_root.join(SEEN))
         .map(|t| t.lines().map(str::to_owned).collect())
         .unwrap_or_default();
-    let mut pruned = 0;
-    if seen.iter().any(|k| !entries.contains(k)) {
-        pruned = sweep(tier_root);
-        if pruned > 0 {
-            tracing::info!("symtab: pruned {pruned} stored files no entry uses");
-        }
+    if seen == entries {
+        return Ok(None);
     }
-    if seen != entries {
-        let text: String = entries.iter().map(|k| format!("{k}\n")).collect();
-        // Only an optimisation: a failure means the next build looks again.
-        let _ = tiers_core::write_atomic(&seen_path, text.as_bytes());
-    }
-    Ok(pruned)
+    Ok(Some(Pending {
+        tier_root: tier_root.to_owned(),
+        sweep: seen.iter().any(|k| !entries.contains(k)),
+        entries,
+    }))
 }
 
 /// Remove stored files of every version that only the store holds.
