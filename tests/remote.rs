@@ -184,7 +184,7 @@ fn second_checkout_restores(url: &str) {
     let symbols = |p: &Project| {
         let paths = p.paths();
         let dir = PathBuf::from(paths["tiers"]["symbols"]["path"].as_str().unwrap());
-        std::fs::read(dir.join("index.json")).expect("index.json")
+        std::fs::read(dir.join("index.bin")).expect("index.bin")
     };
     assert_eq!(symbols(&second), symbols(&first));
 

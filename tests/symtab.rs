@@ -80,15 +80,19 @@ fn entry_dir(run: &Run, tier: &str) -> PathBuf {
     )
 }
 
-/// `index.json` of the entry: path → {digest, module, interface, errors}.
+/// The index of the entry: path → {digest, module, interface, errors}.
 fn index_files(run: &Run) -> BTreeMap<String, Value> {
-    let text = std::fs::read_to_string(entry_dir(run, "sym").join("index.json")).expect("index");
-    let index: Value = serde_json::from_str(&text).expect("index JSON");
-    index["files"]
-        .as_object()
-        .expect("files")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+    let table = tiers_symtab::load_table(&entry_dir(run, "sym")).expect("load_table");
+    table
+        .files
+        .into_iter()
+        .map(|f| {
+            let row = serde_json::json!({
+                "digest": f.digest, "module": f.module,
+                "interface": f.interface, "errors": f.errors,
+            });
+            (f.path, row)
+        })
         .collect()
 }
 
@@ -235,7 +239,16 @@ fn a_build_exports_the_facts_of_every_file_and_the_resolved_graph() {
     );
 
     let table = export(&p);
-    assert_eq!(table["schema_version"], 1);
+    assert_eq!(table["schema_version"], 2);
+    let bad = file(&table, "broken.py");
+    assert_eq!(
+        bad["errors"],
+        bad["symbols"]["errors"].as_array().unwrap().len()
+    );
+    assert!(
+        bad["interface"].as_str().is_some_and(|d| d.len() == 64),
+        "{bad}"
+    );
     let modules: BTreeMap<&str, &str> = table["files"]
         .as_array()
         .unwrap()

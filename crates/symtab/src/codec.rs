@@ -183,24 +183,24 @@ pub fn decode_deps(bytes: &[u8]) -> Result<(Vec<String>, BTreeMap<String, Vec<u3
 
 // --------------------------------------------------------------------- writer
 
-struct Writer {
-    buf: Vec<u8>,
+pub(crate) struct Writer {
+    pub(crate) buf: Vec<u8>,
 }
 
 impl Writer {
-    fn with_capacity(n: usize) -> Self {
+    pub(crate) fn with_capacity(n: usize) -> Self {
         Writer {
             buf: Vec::with_capacity(n),
         }
     }
 
-    fn header(&mut self, magic: [u8; 4]) {
+    pub(crate) fn header(&mut self, magic: [u8; 4]) {
         self.buf.extend_from_slice(&magic);
         self.buf.extend_from_slice(&CODEC_VERSION.to_le_bytes());
     }
 
     #[inline]
-    fn u64(&mut self, mut v: u64) {
+    pub(crate) fn u64(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.buf.push(v as u8 | 0x80);
             v >>= 7;
@@ -209,33 +209,33 @@ impl Writer {
     }
 
     #[inline]
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.u64(u64::from(v));
     }
 
     #[inline]
-    fn len(&mut self, n: usize) {
+    pub(crate) fn len(&mut self, n: usize) {
         self.u64(n as u64);
     }
 
     #[inline]
-    fn tag(&mut self, t: u8) {
+    pub(crate) fn tag(&mut self, t: u8) {
         self.buf.push(t);
     }
 
     #[inline]
-    fn bool(&mut self, b: bool) {
+    pub(crate) fn bool(&mut self, b: bool) {
         self.buf.push(u8::from(b));
     }
 
     #[inline]
-    fn str(&mut self, s: &str) {
+    pub(crate) fn str(&mut self, s: &str) {
         self.len(s.len());
         self.buf.extend_from_slice(s.as_bytes());
     }
 
     #[inline]
-    fn opt<T: ?Sized>(&mut self, v: Option<&T>, f: impl FnOnce(&mut Self, &T)) {
+    pub(crate) fn opt<T: ?Sized>(&mut self, v: Option<&T>, f: impl FnOnce(&mut Self, &T)) {
         match v {
             None => self.buf.push(0),
             Some(v) => {
@@ -246,12 +246,12 @@ impl Writer {
     }
 
     #[inline]
-    fn opt_str(&mut self, v: &Option<String>) {
+    pub(crate) fn opt_str(&mut self, v: &Option<String>) {
         self.opt(v.as_deref(), Self::str);
     }
 
     #[inline]
-    fn vec<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
+    pub(crate) fn vec<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
         self.len(items.len());
         for item in items {
             f(self, item);
@@ -259,18 +259,18 @@ impl Writer {
     }
 
     #[inline]
-    fn strs(&mut self, items: &[String]) {
+    pub(crate) fn strs(&mut self, items: &[String]) {
         self.vec(items, |w, s| w.str(s));
     }
 
     #[inline]
-    fn pos(&mut self, p: Pos) {
+    pub(crate) fn pos(&mut self, p: Pos) {
         self.u32(p.line);
         self.u32(p.column);
     }
 
     #[inline]
-    fn span(&mut self, s: Span) {
+    pub(crate) fn span(&mut self, s: Span) {
         self.pos(s.start);
         self.pos(s.end);
     }
@@ -278,19 +278,19 @@ impl Writer {
 
 // --------------------------------------------------------------------- reader
 
-struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
-    at: usize,
+    pub(crate) at: usize,
 }
 
 impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
         Reader { bytes, at: 0 }
     }
 
     #[cold]
     #[inline(never)]
-    fn error(&self, offset: usize, what: impl Into<String>) -> CodecError {
+    pub(crate) fn error(&self, offset: usize, what: impl Into<String>) -> CodecError {
         CodecError {
             what: what.into(),
             offset,
@@ -299,17 +299,17 @@ impl<'a> Reader<'a> {
 
     #[cold]
     #[inline(never)]
-    fn unknown_tag(&self, offset: usize, tag: u8, ty: &str) -> CodecError {
+    pub(crate) fn unknown_tag(&self, offset: usize, tag: u8, ty: &str) -> CodecError {
         self.error(offset, format!("unknown tag {tag} for {ty}"))
     }
 
     #[inline]
-    fn remaining(&self) -> usize {
+    pub(crate) fn remaining(&self) -> usize {
         self.bytes.len() - self.at
     }
 
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.remaining() {
             return Err(self.error(self.at, "truncated"));
         }
@@ -319,7 +319,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn byte(&mut self) -> Result<u8> {
+    pub(crate) fn byte(&mut self) -> Result<u8> {
         match self.bytes.get(self.at) {
             Some(&b) => {
                 self.at += 1;
@@ -329,7 +329,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn header(&mut self, magic: [u8; 4]) -> Result<()> {
+    pub(crate) fn header(&mut self, magic: [u8; 4]) -> Result<()> {
         if self.take(4)? != magic {
             return Err(self.error(0, "bad magic"));
         }
@@ -345,7 +345,7 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    fn finish(&self) -> Result<()> {
+    pub(crate) fn finish(&self) -> Result<()> {
         if self.remaining() > 0 {
             return Err(self.error(self.at, "trailing bytes"));
         }
@@ -353,7 +353,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn u64(&mut self) -> Result<u64> {
+    pub(crate) fn u64(&mut self) -> Result<u64> {
         let b = self.byte()?;
         if b < 0x80 {
             return Ok(u64::from(b));
@@ -361,7 +361,7 @@ impl<'a> Reader<'a> {
         self.u64_slow(b)
     }
 
-    fn u64_slow(&mut self, first: u8) -> Result<u64> {
+    pub(crate) fn u64_slow(&mut self, first: u8) -> Result<u64> {
         let start = self.at - 1;
         let mut value = u64::from(first & 0x7f);
         for i in 1..MAX_VARINT_BYTES {
@@ -384,7 +384,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         let start = self.at;
         let v = self.u64()?;
         u32::try_from(v).map_err(|_| self.error(start, format!("varint {v} overflows u32")))
@@ -393,7 +393,7 @@ impl<'a> Reader<'a> {
     /// A length or count, which can't exceed the bytes left (every item of a
     /// list takes at least one byte).
     #[inline]
-    fn len(&mut self, what: &str) -> Result<usize> {
+    pub(crate) fn len(&mut self, what: &str) -> Result<usize> {
         let start = self.at;
         let v = self.u64()?;
         let left = self.remaining();
@@ -404,7 +404,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn bool(&mut self) -> Result<bool> {
+    pub(crate) fn bool(&mut self) -> Result<bool> {
         let start = self.at;
         match self.byte()? {
             0 => Ok(false),
@@ -414,7 +414,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn str(&mut self) -> Result<String> {
+    pub(crate) fn str(&mut self) -> Result<String> {
         let n = self.len("string length")?;
         let start = self.at;
         let bytes = self.take(n)?;
@@ -425,7 +425,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+    pub(crate) fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
         let start = self.at;
         match self.byte()? {
             0 => Ok(None),
@@ -435,12 +435,12 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn opt_str(&mut self) -> Result<Option<String>> {
+    pub(crate) fn opt_str(&mut self) -> Result<Option<String>> {
         self.opt(Self::str)
     }
 
     #[inline]
-    fn vec<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+    pub(crate) fn vec<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
         let n = self.len("count")?;
         let mut items = Vec::with_capacity(n.min(MAX_PREALLOC_BYTES / size_of::<T>().max(1)));
         for _ in 0..n {
@@ -450,12 +450,12 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn strs(&mut self) -> Result<Vec<String>> {
+    pub(crate) fn strs(&mut self) -> Result<Vec<String>> {
         self.vec(Self::str)
     }
 
     #[inline]
-    fn pos(&mut self) -> Result<Pos> {
+    pub(crate) fn pos(&mut self) -> Result<Pos> {
         Ok(Pos {
             line: self.u32()?,
             column: self.u32()?,
@@ -463,7 +463,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn span(&mut self) -> Result<Span> {
+    pub(crate) fn span(&mut self) -> Result<Span> {
         Ok(Span {
             start: self.pos()?,
             end: self.pos()?,

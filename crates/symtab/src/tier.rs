@@ -23,7 +23,7 @@
 //!   graph-v{E}/<2 hex>/<digest>.bin    one bucket of resolved modules, by its own digest
 //!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
 //!   <key>/                             one entry, published by the engine
-//!     index.json                       path → digest, module, interface; module → path
+//!     index.bin                        path → digest, module, interface; module → path
 //!     deps.bin                         modules each file's resolution consulted
 //!     files/<digest>.sym               hard links into files-v{E}
 //!     graph/<digest>.bin               hard links into graph-v{E}

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore, StoreLock};
 use super::table::{
-    bucket_of, file_path, graph_path, read_symbols, Deps, Index, IndexFile, FILES, GRAPH, INDEX,
+    bucket_of, file_path, graph_path, read_symbols, Deps, Index, IndexFile, FILES, GRAPH,
     INDEX_FORMAT,
 };
 use super::TierError;
@@ -28,7 +28,7 @@ use crate::{
 /// for the cross-file pass; a larger one reads them back from the store.
 const KEEP_PARSED: usize = 2000;
 
-/// What a build did: recorded in the entry marker's `data` and in `index.json`.
+/// What a build did: recorded in the entry marker's `data` and in `index.bin`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     /// Input files.
@@ -442,8 +442,8 @@ impl Job {
             },
             graph: buckets,
         };
-        self.write_json(&self.build_dir.join(INDEX), &index)?;
-        clock.lap("index.json");
+        index.save(&self.build_dir)?;
+        clock.lap("index.bin");
         Ok(counts)
     }
 
@@ -649,14 +649,6 @@ impl Job {
         let stored = store.file_blob(digest);
         let ours = file_path(&self.build_dir, digest);
         store::put(&ours, &stored, &bytes, replace)
-    }
-
-    fn write_json<T: Serialize>(&self, path: &Path, value: &T) -> Result<(), TierError> {
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        fs::write(path, bytes).map_err(|source| TierError::Write {
-            path: path.to_owned(),
-            source,
-        })
     }
 }
 

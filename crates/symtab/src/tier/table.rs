@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::build::Counts;
@@ -13,17 +12,18 @@ use crate::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION
 
 /// Version of the export document (and of [`SymbolTable`]); bumped when its
 /// shape changes. `FileSymbols` carries its own [`SCHEMA_VERSION`].
-pub const EXPORT_SCHEMA_VERSION: u32 = 1;
+pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 
-/// Version of an entry's layout (`index.json`, `deps.bin`, the directories).
+/// Version of an entry's layout (`index.bin`, `deps.bin`, the directories).
 pub(crate) const INDEX_FORMAT: u32 = 2;
-pub(crate) const INDEX: &str = "index.json";
+pub(crate) const INDEX: &str = "index.bin";
+const INDEX_MAGIC: [u8; 4] = *b"TIDX";
 pub(crate) const DEPS: &str = "deps.bin";
 pub(crate) const FILES: &str = "files";
 pub(crate) const GRAPH: &str = "graph";
 
-/// `index.json`: one project state.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `index.bin`: one project state.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Index {
     pub format: u32,
     pub extractor_version: u32,
@@ -37,23 +37,16 @@ pub(crate) struct Index {
     pub graph: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexFile {
     /// SHA-256 of the content: its per-file entry is `files/<digest>.json`.
     pub digest: String,
     /// `None` for a file without a module name (see [`crate::module_name`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module: Option<String>,
     /// Digest of the module's [`Interface`](crate::Interface).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
     /// How many [`FileError`](crate::FileError)s the per-file entry holds.
-    #[serde(default, skip_serializing_if = "is_zero")]
     pub errors: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// `deps.bin`: the modules each file's resolution consulted, as indices into
@@ -114,21 +107,10 @@ pub(crate) fn bucket_of(path: &str) -> String {
     format!("{:02x}", sha2::Sha256::digest(path.as_bytes())[0])
 }
 
-pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, TierError> {
-    let bytes = std::fs::read(path).map_err(|source| TierError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| TierError::Corrupt {
-        path: path.to_owned(),
-        why: e.to_string(),
-    })
-}
-
 impl Index {
     pub fn load(entry_dir: &Path) -> Result<Index, TierError> {
         let path = entry_dir.join(INDEX);
-        let index: Index = read_json(&path)?;
+        let index = Index::decode(&read(&path)?).map_err(corrupt(&path))?;
         if index.format != INDEX_FORMAT {
             return Err(TierError::Corrupt {
                 path,
@@ -141,11 +123,112 @@ impl Index {
         Ok(index)
     }
 
+    pub fn save(&self, entry_dir: &Path) -> Result<(), TierError> {
+        let path = entry_dir.join(INDEX);
+        std::fs::write(&path, self.encode()).map_err(|source| TierError::Write { path, source })
+    }
+
+    /// The binary layout of `codec.rs`: magic `TIDX`, the versions, the
+    /// counts, then files, modules and graph buckets in key order.
+    fn encode(&self) -> Vec<u8> {
+        let mut w = codec::Writer::with_capacity(64 + self.files.len() * 200);
+        w.header(INDEX_MAGIC);
+        for n in [self.format, self.extractor_version, self.schema_version] {
+            w.u32(n);
+        }
+        let c = &self.counts;
+        for n in [
+            c.files,
+            c.parsed,
+            c.reused,
+            c.modules,
+            c.resolved,
+            c.resolve_reused,
+            c.files_with_errors,
+            c.pruned,
+        ] {
+            w.len(n);
+        }
+        w.len(self.files.len());
+        for (path, f) in &self.files {
+            w.str(path);
+            w.str(&f.digest);
+            w.opt_str(&f.module);
+            w.opt_str(&f.interface);
+            w.u32(f.errors);
+        }
+        for map in [&self.modules, &self.graph] {
+            w.len(map.len());
+            for (k, v) in map {
+                w.str(k);
+                w.str(v);
+            }
+        }
+        w.buf
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Index, codec::CodecError> {
+        let mut r = codec::Reader::new(bytes);
+        r.header(INDEX_MAGIC)?;
+        let (format, extractor_version, schema_version) = (r.u32()?, r.u32()?, r.u32()?);
+        let mut n = || r.u64().map(|n| n as usize);
+        let counts = Counts {
+            files: n()?,
+            parsed: n()?,
+            reused: n()?,
+            modules: n()?,
+            resolved: n()?,
+            resolve_reused: n()?,
+            files_with_errors: n()?,
+            pruned: n()?,
+        };
+        let files = sorted(&mut r, |r| {
+            Ok(IndexFile {
+                digest: r.str()?,
+                module: r.opt_str()?,
+                interface: r.opt_str()?,
+                errors: r.u32()?,
+            })
+        })?;
+        let modules = sorted(&mut r, |r| r.str())?;
+        let graph = sorted(&mut r, |r| r.str())?;
+        r.finish()?;
+        Ok(Index {
+            format,
+            extractor_version,
+            schema_version,
+            counts,
+            files,
+            modules,
+            graph,
+        })
+    }
+
     /// Whether per-file entries and resolutions of this index are those this
     /// build would make.
     pub fn is_current(&self) -> bool {
         self.extractor_version == EXTRACTOR_VERSION && self.schema_version == SCHEMA_VERSION
     }
+}
+
+/// A map written in key order: a count, then (key, value) pairs whose keys
+/// must be strictly increasing.
+fn sorted<T>(
+    r: &mut codec::Reader<'_>,
+    mut value: impl FnMut(&mut codec::Reader<'_>) -> Result<T, codec::CodecError>,
+) -> Result<BTreeMap<String, T>, codec::CodecError> {
+    let n = r.len("map size")?;
+    let mut map = BTreeMap::new();
+    for _ in 0..n {
+        let at = r.at;
+        let key = r.str()?;
+        if map.last_key_value().is_some_and(|(last, _)| *last >= key) {
+            return Err(r.error(at, "keys not in strictly increasing order"));
+        }
+        let v = value(r)?;
+        map.insert(key, v);
+    }
+    Ok(map)
 }
 
 /// The whole symbol table of one project state, as typed structs: what
@@ -173,6 +256,12 @@ pub struct TableFile {
     pub module: Option<String>,
     /// SHA-256 (hex) of the content.
     pub digest: String,
+    /// SHA-256 (hex) of the module's interface (what other modules can see
+    /// of it): it changes only when a change can affect other modules.
+    /// `None` when the path has no module name.
+    pub interface: Option<String>,
+    /// How many entries `symbols.errors` has.
+    pub errors: u32,
     pub symbols: FileSymbols,
 }
 
@@ -186,6 +275,8 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
             path: path.clone(),
             module: f.module.clone(),
             digest: f.digest.clone(),
+            interface: f.interface.clone(),
+            errors: f.errors,
             symbols: read_symbols(&file_path(entry_dir, &f.digest))?,
         });
     }
@@ -262,11 +353,13 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
         let symbols = read_symbols(&file_path(entry_dir, &f.digest))?;
         w(write!(
             out,
-            "{}{{\"path\":{},\"module\":{},\"digest\":{},\"symbols\":",
+            "{}{{\"path\":{},\"module\":{},\"digest\":{},\"interface\":{},\"errors\":{},\"symbols\":",
             if i == 0 { "\n" } else { ",\n" },
             js(path),
             js(&f.module),
-            js(&f.digest)
+            js(&f.digest),
+            js(&f.interface),
+            f.errors
         ))?;
         json(serde_json::to_writer(&mut *out, &symbols))?;
         w(out.write_all(b"}"))?;
@@ -301,4 +394,68 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
 
 fn js<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Index {
+        let row = |module: Option<&str>, errors| IndexFile {
+            digest: "ab".repeat(32),
+            module: module.map(str::to_owned),
+            interface: module.map(|_| "cd".repeat(32)),
+            errors,
+        };
+        Index {
+            format: INDEX_FORMAT,
+            extractor_version: EXTRACTOR_VERSION,
+            schema_version: SCHEMA_VERSION,
+            counts: Counts {
+                files: 2,
+                parsed: 1,
+                reused: 1,
+                modules: 1,
+                resolved: 1,
+                resolve_reused: 0,
+                files_with_errors: 1,
+                pruned: 3,
+            },
+            files: [
+                ("a/__init__.py".to_owned(), row(None, 0)),
+                ("a/ünï.py".to_owned(), row(Some("a.ünï"), 2)),
+            ]
+            .into_iter()
+            .collect(),
+            modules: [("a.ünï".to_owned(), "a/ünï.py".to_owned())].into(),
+            graph: [("3f".to_owned(), "ef".repeat(32))].into(),
+        }
+    }
+
+    #[test]
+    fn the_index_round_trips_and_a_damaged_one_is_an_error() {
+        let index = sample();
+        let bytes = index.encode();
+        assert_eq!(Index::decode(&bytes).unwrap(), index);
+        for cut in 0..bytes.len() {
+            assert!(
+                Index::decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Index::decode(&longer).is_err(), "trailing bytes");
+        let mut swapped = index.clone();
+        swapped.format += 1;
+        let dir = std::env::temp_dir().join(format!("tiers-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        swapped.save(&dir).unwrap();
+        let err = Index::load(&dir).unwrap_err();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 3")),
+            "{err:?}"
+        );
+    }
 }
