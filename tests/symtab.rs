@@ -776,6 +776,25 @@ fn stored_files_no_entry_uses_are_pruned_after_retention() {
 }
 
 #[test]
+fn the_store_is_swept_once_half_as_many_entries_went_as_remain() {
+    let p = project()
+        .file("tiers.toml", format!("{TIER}keep = 4\n"))
+        .file("a.py", "A = 0\n")
+        .file("b.py", "B = 1\n")
+        .build();
+    let mut pruned = Vec::new();
+    for i in 1..=10 {
+        p.write("a.py", &format!("A = {i}\n"));
+        pruned.push(count(&data(&p.build(&[]), "sym"), "pruned"));
+    }
+    // Retention keeps 4 entries; from the 6th build on one has gone before
+    // each build, and every second build sweeps the two contents (and graph
+    // buckets) only they used.
+    assert_eq!(pruned, [0, 0, 0, 0, 0, 0, 4, 0, 4, 0]);
+    assert_same_table(&export(&p), &from_scratch(&p), "after the sweeps");
+}
+
+#[test]
 fn options_choose_the_inputs() {
     let p = project()
         .file(

@@ -40,7 +40,8 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> TierError + '_ {
 /// A prune `open` found due, done by `settle`.
 struct Pending {
     tier_root: PathBuf,
-    /// The entries there are now, recorded once the prune is done.
+    /// What to record as seen: the entries there are now, and unless the
+    /// store is swept, those that went since it last was.
     entries: BTreeSet<String>,
     /// An entry went since the last build: stored files may be unused.
     sweep: bool,
@@ -195,10 +196,13 @@ pub(crate) fn link(src: &Path, dst: &Path) -> io::Result<()> {
 }
 
 /// Under the exclusive lock: whether the entries changed since the last
-/// build, and whether one went (retention or `tiers gc` removed it): then the
-/// stored files no entry links any more (link count 1) are to be removed.
-/// Listing the entries is one directory read, so a build that finds them all
-/// still there costs nothing more.
+/// build, and whether enough went (retention or `tiers gc` removed them) that
+/// the stored files no entry links any more (link count 1) are to be removed:
+/// as many as half of those left, so that with `keep = 10` a build sweeps the
+/// store every fifth build, not every build, and unused files take at most
+/// half again the space of the entries kept. Listing the entries is one
+/// directory read, so a build that finds them all still there costs nothing
+/// more.
 fn prune_due(tier_root: &Path) -> Result<Option<Pending>, TierError> {
     let entries: BTreeSet<String> = match fs::read_dir(tier_root) {
         Ok(read) => read
@@ -216,13 +220,20 @@ fn prune_due(tier_root: &Path) -> Result<Option<Pending>, TierError> {
     let seen: BTreeSet<String> = fs::read_to_string(tier_root.join(SEEN))
         .map(|t| t.lines().map(str::to_owned).collect())
         .unwrap_or_default();
-    if seen == entries {
+    let gone = seen.iter().filter(|k| !entries.contains(*k)).count();
+    let sweep = gone > 0 && gone * 2 >= entries.len();
+    // Until the store is swept, the entries that went stay listed: they count.
+    let record = match sweep {
+        true => entries,
+        false => seen.union(&entries).cloned().collect(),
+    };
+    if !sweep && record == seen {
         return Ok(None);
     }
     Ok(Some(Pending {
         tier_root: tier_root.to_owned(),
-        sweep: seen.iter().any(|k| !entries.contains(k)),
-        entries,
+        sweep,
+        entries: record,
     }))
 }
 
