@@ -1327,38 +1327,3 @@ fn two_clones_of_one_project_share_keys() {
         ["up/u.txt", "up/v.txt"]
     );
 }
-
-#[test]
-fn retention_after_a_build_retires_entries_for_the_next_build_to_delete() {
-    let p = counting(&format!("{ONE_TIER}keep = 1\n"))
-        .file("a.txt", "1")
-        .build();
-    let root = p.cache_dir().join("t");
-    let retired = || -> Vec<String> {
-        std::fs::read_dir(root.join(".trash"))
-            .map(|r| {
-                r.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("retired-"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    p.build(&[]);
-    p.write("a.txt", "2");
-    let second = p.build(&[]);
-    // The first entry is gone from the store, its files wait in the trash.
-    assert_eq!(key_dirs(&root), [path_of(&second, "t")]);
-    let first_retired = retired();
-    assert_eq!(first_retired.len(), 1, "{first_retired:?}");
-    p.write("a.txt", "3");
-    let third = p.build(&[]);
-    assert_eq!(key_dirs(&root), [path_of(&third, "t")]);
-    // The next build deleted what was retired before it, and retired the second.
-    let now = retired();
-    assert_eq!(now.len(), 1, "{now:?}");
-    assert_ne!(now, first_retired);
-    // `gc` deletes the trash at once.
-    p.tiers(&["gc"]).expect_code(0);
-    assert!(retired().is_empty());
-}

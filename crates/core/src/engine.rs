@@ -232,16 +232,7 @@ impl Engine {
             }
         }
         store::init_cache_dir(&self.cache_dir)?;
-        // Entries the last builds' retention retired are deleted on another
-        // thread while this build works.
-        let stores: Vec<Store> = self
-            .tiers
-            .iter()
-            .map(|t| Store::new(t.store.root()))
-            .collect();
-        let trash = std::thread::spawn(move || stores.iter().for_each(Store::empty_trash));
         let reports = self.run(&selected, Some(req)).await;
-        let _ = trash.join();
         self.inputs.finish();
         Ok(self.report(reports))
     }
@@ -992,7 +983,7 @@ fn retain(t: &Planned, how: Retain) -> Result<Vec<Removed>> {
             (None, Retain::Quiet) => 0,
         };
         if !dry_run {
-            t.store.remove(&e.key, how == Retain::Quiet)?;
+            t.store.remove(&e.key)?;
             tracing::info!(tier = %t.name, key = e.key.short(), "retention removed an entry");
         }
         removed.push(Removed {

@@ -76,9 +76,6 @@ pub struct Store {
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
-/// Prefix of an entry retention moved into the trash for a later build to delete.
-const RETIRED: &str = "retired-";
-
 /// A name no other process or thread uses at the same time.
 pub(crate) fn unique_suffix() -> String {
     format!(
@@ -265,56 +262,15 @@ impl Store {
         remove_dir(&trash)
     }
 
-    /// Remove `key`'s entry (retention), under its lock. With `later`, it is
-    /// only moved into the trash (readers no longer see it) and deleted by
-    /// [`Store::empty_trash`]: an entry of thousands of files then costs the
-    /// build that retires it one rename.
-    pub fn remove(&self, key: &Key, later: bool) -> Result<()> {
+    /// Remove `key`'s entry (retention), under its lock.
+    pub fn remove(&self, key: &Key) -> Result<()> {
         let lock = self.lock(key)?;
         let dir = self.entry_dir(key);
         if dir.exists() {
-            if later {
-                self.ensure_dirs()?;
-                let trash = self
-                    .root
-                    .join(".trash")
-                    .join(format!("{RETIRED}{}", unique_suffix()));
-                fs::rename(&dir, &trash).at(&dir)?;
-            } else {
-                self.discard(&dir)?;
-            }
+            self.discard(&dir)?;
         }
         drop(lock);
         Ok(())
-    }
-
-    /// Delete the entries earlier builds retired into the trash. One caller
-    /// at a time (a lock file): when it returns, what was retired before the
-    /// call is gone, whoever deleted it — a kind that counts the links to its
-    /// files (symtab) relies on that. Best effort otherwise: what cannot be
-    /// deleted goes next time.
-    pub fn empty_trash(&self) {
-        let trash = self.root.join(".trash");
-        let Ok(read) = fs::read_dir(&trash) else {
-            return;
-        };
-        let retired: Vec<PathBuf> = read
-            .flatten()
-            .filter(|item| item.file_name().to_string_lossy().starts_with(RETIRED))
-            .map(|item| item.path())
-            .collect();
-        if retired.is_empty() {
-            return;
-        }
-        let Ok(lock) = open_lock_file(&self.root.join(".trash.lock")) else {
-            return;
-        };
-        if lock.lock().is_err() {
-            return;
-        }
-        for dir in retired {
-            let _ = remove_dir(&dir);
-        }
     }
 
     /// The entry `key` was restored to through discovered inputs, if it was.

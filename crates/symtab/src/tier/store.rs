@@ -61,8 +61,6 @@ impl StoreLock {
             return Ok(());
         };
         if p.sweep {
-            // Entries retention retired still link their files until deleted.
-            tiers_core::Store::new(&p.tier_root).empty_trash();
             let pruned = sweep(&p.tier_root);
             if pruned > 0 {
                 tracing::info!("symtab: pruned {pruned} stored files no entry uses");
