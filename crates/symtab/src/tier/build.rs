@@ -1,7 +1,7 @@
 //! One build of a `symtab` entry: per-file entries first, then the cross-file
 //! pass over what changed (`cross.rs`), then the entry's files.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -129,6 +129,14 @@ impl Prev {
     }
 }
 
+/// The links of stored per-file entries into the entry being built.
+enum Linking<'s, 'd> {
+    /// Being made on another thread; it returns the digests the store lacks.
+    Started(std::thread::ScopedJoinHandle<'s, Result<Vec<&'d str>, TierError>>),
+    /// To be made when the build needs them.
+    Now(&'s BTreeSet<&'d str>),
+}
+
 /// One input file.
 pub(super) struct Row {
     pub path: String,
@@ -162,37 +170,54 @@ impl Job {
     pub fn run(self) -> Result<Counts, TierError> {
         let mut clock = Clock::new();
         let (store, lock) = BlobStore::open(&self.tier_root)?;
+        self.make_dirs()?;
         clock.lap("store");
-        let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
-            Some(dir) => match Prev::load(dir) {
-                Ok(p) => p,
-                Err(e) => {
+        // Every content the store has is linked into the entry on a thread of
+        // its own, from the start: the rest of the build does not wait for it.
+        let digests: BTreeSet<&str> = match self.scratch {
+            true => BTreeSet::new(),
+            false => self.inputs.values().map(String::as_str).collect(),
+        };
+        let mut counts = std::thread::scope(|scope| {
+            let linking = scope.spawn(|| self.link_all(&store, &digests));
+            let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
+                Some(dir) => match Prev::load(dir) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(
+                            "symtab: the previous entry cannot be read, resolving every module: {e}"
+                        );
+                        None
+                    }
+                },
+                None => None,
+            };
+            clock.lap("previous entry");
+            let linked = Linking::Started(linking);
+            match self.run_with(&store, &lock, prev.as_ref(), linked, clock) {
+                Err(e) if prev.is_some() && !matches!(e, TierError::Changed { .. }) => {
                     tracing::warn!(
-                        "symtab: the previous entry cannot be read, resolving every module: {e}"
+                        "symtab: the previous entry is not usable, building without it: {e}"
                     );
-                    None
+                    let _ = fs::remove_dir_all(&self.build_dir);
+                    self.make_dirs()?;
+                    let linked = Linking::Now(&digests);
+                    self.run_with(&store, &lock, None, linked, Clock::new())
                 }
-            },
-            None => None,
-        };
-        clock.lap("previous entry");
-        let mut counts = match self.run_with(&store, &lock, prev.as_ref(), clock) {
-            Err(e) if prev.is_some() && !matches!(e, TierError::Changed { .. }) => {
-                tracing::warn!(
-                    "symtab: the previous entry is not usable, building without it: {e}"
-                );
-                let _ = fs::remove_dir_all(&self.build_dir);
-                fs::create_dir_all(&self.build_dir).map_err(|source| TierError::Write {
-                    path: self.build_dir.clone(),
-                    source,
-                })?;
-                self.run_with(&store, &lock, None, Clock::new())?
+                other => other,
             }
-            other => other?,
-        };
+        })?;
         lock.settle()?;
         counts.pruned = lock.pruned();
         Ok(counts)
+    }
+
+    fn make_dirs(&self) -> Result<(), TierError> {
+        for dir in [FILES, GRAPH] {
+            let d = self.build_dir.join(dir);
+            fs::create_dir_all(&d).map_err(|source| TierError::Write { path: d, source })?;
+        }
+        Ok(())
     }
 
     fn run_with(
@@ -200,6 +225,7 @@ impl Job {
         store: &BlobStore,
         lock: &StoreLock,
         prev: Option<&Prev>,
+        linking: Linking<'_, '_>,
         clock: Clock,
     ) -> Result<Counts, TierError> {
         let names: HashSet<String> = self.inputs.keys().cloned().collect();
@@ -213,14 +239,9 @@ impl Job {
             })
             .collect();
         drop(names);
-        for dir in [FILES, GRAPH] {
-            let d = self.build_dir.join(dir);
-            fs::create_dir_all(&d).map_err(|source| TierError::Write { path: d, source })?;
-        }
 
         // Per-file entries: what the store (or the previous entry) has is
-        // linked on a thread of its own while the rest of the build goes on;
-        // the rest is parsed.
+        // linked, the rest is parsed.
         let mut by_digest: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in rows.iter().enumerate() {
             by_digest.entry(&r.digest).or_default().push(i);
@@ -235,39 +256,30 @@ impl Job {
         let stored = par_map(&distinct, |&(digest, _)| {
             !self.scratch && (in_prev.contains(digest) || store.file_blob(digest).is_file())
         });
-        let (mut to_link, mut to_parse) = (Vec::new(), Vec::new());
-        for (&item, stored) in distinct.iter().zip(stored) {
-            if stored {
-                to_link.push(item.0);
-            } else {
-                to_parse.push(item);
-            }
-        }
-        std::thread::scope(|scope| {
-            // Once linked, what this build reuses is safe from a prune.
-            let linking = scope.spawn(|| {
-                let missing = self.link_all(store, prev, &to_link);
-                lock.settle()?;
-                missing
-            });
-            self.build_with(store, prev, &rows, &to_parse, linking, clock)
-        })
+        let to_parse: Vec<(&str, &[usize])> = distinct
+            .iter()
+            .zip(stored)
+            .filter(|(_, stored)| !stored)
+            .map(|(&item, _)| item)
+            .collect();
+        self.build_with(store, lock, prev, &rows, &to_parse, linking, clock)
     }
 
     /// Link the stored per-file entries of `digests` into the entry, one
     /// after the other (links into one directory do not go faster from two
-    /// threads). Returns the digests found neither in the store nor in the
-    /// previous entry.
+    /// threads). Returns the digests the store does not have.
     fn link_all<'d>(
         &self,
         store: &BlobStore,
-        prev: Option<&Prev>,
-        digests: &[&'d str],
+        digests: &BTreeSet<&'d str>,
     ) -> Result<Vec<&'d str>, TierError> {
         let mut missing = Vec::new();
         for &digest in digests {
-            if !self.link_stored(store, prev, digest)? {
-                missing.push(digest);
+            let ours = file_path(&self.build_dir, digest);
+            match store::link(&store.file_blob(digest), &ours) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(digest),
+                Err(source) => return Err(TierError::Write { path: ours, source }),
             }
         }
         Ok(missing)
@@ -275,13 +287,15 @@ impl Job {
 
     /// The build once the contents to parse are known; per-file entries of the
     /// others are being linked meanwhile, so they are read from the store.
+    #[allow(clippy::too_many_arguments)]
     fn build_with(
         &self,
         store: &BlobStore,
+        lock: &StoreLock,
         prev: Option<&Prev>,
         rows: &[Row],
         to_parse: &[(&str, &[usize])],
-        linking: std::thread::ScopedJoinHandle<'_, Result<Vec<&str>, TierError>>,
+        linking: Linking<'_, '_>,
         mut clock: Clock,
     ) -> Result<Counts, TierError> {
         let keep = to_parse.len() <= KEEP_PARSED;
@@ -376,12 +390,25 @@ impl Job {
         let buckets = self.write_graph(store, rows, &named, prev, fresh)?;
         clock.lap("graph buckets");
 
-        // Contents the store was thought to have but did not (a damaged
-        // previous entry): parsed now, so that the entry holds them.
-        let late = match linking.join() {
-            Ok(late) => late?,
-            Err(panic) => std::panic::resume_unwind(panic),
+        // The links: contents the store lacks are taken from the previous
+        // entry (one restored from the shared cache); those it lacks too (a
+        // damaged entry) are parsed now, so that the entry holds them.
+        let missing = match linking {
+            Linking::Started(handle) => match handle.join() {
+                Ok(missing) => missing?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Linking::Now(digests) => self.link_all(store, digests)?,
         };
+        let parsed_here: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
+        let mut late = Vec::new();
+        for digest in missing {
+            if !parsed_here.contains(digest) && !self.link_stored(store, prev, digest)? {
+                late.push(digest);
+            }
+        }
+        // Once linked, what this build reuses is safe from a prune.
+        lock.settle()?;
         for &digest in &late {
             let Some(r) = rows.iter().find(|r| r.digest == digest) else {
                 continue;
