@@ -115,12 +115,38 @@ impl Pass<'_> {
     }
 
     /// The named files whose resolution must be computed (in path order).
+    ///
+    /// Rows and the previous index are both in path order, so they are walked
+    /// side by side: only the modules of rows that differ can have another
+    /// answer now, and only those are looked up.
     fn redo(&self, providers: &BTreeMap<&str, usize>) -> BTreeSet<usize> {
         let rows = self.rows;
         let named = (0..rows.len()).filter(|&i| rows[i].module.is_some());
         let Some(p) = self.prev else {
             return named.collect();
         };
+        // Rows whose content and module are the previous ones; the modules of
+        // every row added, removed or changed.
+        let mut same = vec![false; rows.len()];
+        let mut touched: HashSet<&str> = HashSet::new();
+        let mut old = p.index.files.iter().peekable();
+        for (i, r) in rows.iter().enumerate() {
+            while let Some((_, f)) = old.next_if(|(path, _)| path.as_str() < r.path.as_str()) {
+                touched.extend(f.module.as_deref());
+            }
+            match old.next_if(|(path, _)| **path == r.path) {
+                Some((_, f)) => {
+                    same[i] = f.digest == r.digest && f.module == r.module;
+                    if !same[i] || f.interface != self.interfaces[i] {
+                        touched.extend(f.module.as_deref());
+                        touched.extend(r.module.as_deref());
+                    }
+                }
+                None => touched.extend(r.module.as_deref()),
+            }
+        }
+        touched.extend(old.filter_map(|(_, f)| f.module.as_deref()));
+
         let answer_now = |m: &str| {
             providers
                 .get(m)
@@ -131,13 +157,7 @@ impl Pass<'_> {
             p.index.files.get(path)?.interface.as_deref()
         };
         let mut changed: HashSet<&str> = HashSet::new();
-        for m in p
-            .index
-            .modules
-            .keys()
-            .map(String::as_str)
-            .chain(providers.keys().copied())
-        {
+        for m in touched {
             let (then, now) = (answer_then(m), answer_now(m));
             if then == now {
                 continue;
@@ -151,27 +171,30 @@ impl Pass<'_> {
                 }
             }
         }
-        let changed_ids: HashSet<u32> = p
-            .deps
-            .names
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| changed.contains(n.as_str()))
-            .map(|(i, _)| i as u32)
-            .collect();
+        let changed_ids: HashSet<u32> = match changed.is_empty() {
+            true => HashSet::new(),
+            false => p
+                .deps
+                .names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| changed.contains(n.as_str()))
+                .map(|(i, _)| i as u32)
+                .collect(),
+        };
+        let mut deps = p.deps.files.iter().peekable();
         named
             .filter(|&i| {
                 let r = &rows[i];
-                let same = p
-                    .index
-                    .files
-                    .get(&r.path)
-                    .is_some_and(|old| old.digest == r.digest && old.module == r.module);
-                let consulted_changed = match p.deps.files.get(&r.path) {
-                    Some(ids) => ids.iter().any(|id| changed_ids.contains(id)),
+                while deps
+                    .next_if(|(path, _)| path.as_str() < r.path.as_str())
+                    .is_some()
+                {}
+                let consulted_changed = match deps.next_if(|(path, _)| **path == r.path) {
+                    Some((_, ids)) => ids.iter().any(|id| changed_ids.contains(id)),
                     None => true,
                 };
-                !same || consulted_changed
+                !same[i] || consulted_changed
             })
             .collect()
     }
