@@ -14,7 +14,7 @@
 #
 # Usage: bench/symtab/tier.sh [RUNS]      (default 3)
 #   TIERS=/path/to/tiers   skips the release build
-#   KEEP=1                 keeps the project (its path is printed)
+#   CORPUS=DIR             where the project copy is kept (default: ~/.cache/tiers-bench/)
 set -euo pipefail
 
 runs=${1:-3}
@@ -26,18 +26,26 @@ if [[ -z "${TIERS:-}" ]]; then
 fi
 src=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 work=$(mktemp -d "${TMPDIR:-/tmp}/symtab-bench.XXXXXX")
-if [[ -n "${KEEP:-}" ]]; then
-    echo "project kept in $work/project"
+trap 'rm -rf "$work"' EXIT
+# The project is copied once and kept (reset to its commit on every run):
+# copying and deleting 50,000 files before each run left the file system busy
+# enough to slow the first builds after it by half.
+proj=${CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/tiers-bench/symtab-project}
+if [[ ! -f "$proj/.git/tiers-bench-complete" ]]; then
+    rm -rf "$proj"
+    mkdir -p "$proj"
+    (cd "$src" && tar cf - --exclude=__pycache__ .) | (cd "$proj" && tar xf -)
+    printf '[tiers.symtab]\nkind = "symtab"\n' >"$proj/tiers.toml"
+    git -C "$proj" init -q
+    git -C "$proj" add -A >/dev/null 2>&1
+    git -C "$proj" -c user.name=bench -c user.email=bench@localhost commit -qm corpus
+    touch "$proj/.git/tiers-bench-complete"
 else
-    trap 'rm -rf "$work"' EXIT
+    git -C "$proj" checkout -q -- .
+    git -C "$proj" clean -qfd -e .tiers
 fi
-proj=$work/project
-mkdir -p "$proj"
-(cd "$src" && tar cf - --exclude=__pycache__ .) | (cd "$proj" && tar xf -)
-printf '[tiers.symtab]\nkind = "symtab"\n' >"$proj/tiers.toml"
-git -C "$proj" init -q
-git -C "$proj" add -A >/dev/null 2>&1
-git -C "$proj" -c user.name=bench -c user.email=bench@localhost commit -qm corpus
+[[ -d "$proj/.tiers" ]] && mv "$proj/.tiers" "$work/old-cache-0"
+echo "project: $proj (CORPUS= to choose another place)"
 py_files=$(cd "$proj" && find . -name '*.py' -not -path './.tiers/*' | wc -l)
 py_bytes=$(cd "$proj" && find . -name '*.py' -not -path './.tiers/*' -printf '%s\n' | awk '{s+=$1} END {print s}')
 echo "corpus: $src -> $py_files .py files, $((py_bytes / 1000000)) MB; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
