@@ -508,6 +508,52 @@ fn a_module_provided_by_another_path_is_a_dependency_of_the_shadowed_file() {
 }
 
 #[test]
+fn a_previous_entry_whose_graph_is_damaged_is_built_without() {
+    let p = sample();
+    let first = p.build(&[]);
+    // Replaced, not written through: the store shares these files.
+    for bucket in std::fs::read_dir(entry_dir(&first, "sym").join("graph")).unwrap() {
+        let path = bucket.unwrap().path();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, b"not a bucket").unwrap();
+    }
+    p.write("pkg/util.py", "def helper(x):\n    return x + 3\n");
+    let run = p.build(&[]);
+    assert_eq!(run.status("sym"), "rebuilt", "{}", run.stdout);
+    assert!(run.stderr.contains("not usable"), "{}", run.stderr);
+    let d = data(&run, "sym");
+    assert_eq!(count(&d, "resolved"), 8, "every module again: {d}");
+    // The edited file was parsed by the attempt with the previous entry; the
+    // attempt without it finds it stored, as every other content.
+    assert_eq!((count(&d, "parsed"), count(&d, "reused")), (0, 8), "{d}");
+    assert_same_table(&export(&p), &from_scratch(&p), "after the damaged graph");
+}
+
+#[test]
+fn a_damaged_stored_entry_shared_by_many_paths_is_parsed_again_once() {
+    let mut builder = project().file("tiers.toml", TIER);
+    for i in 0..200 {
+        builder = builder.file(&format!("p{i}/m.py"), "def f():\n    pass\n");
+    }
+    let p = builder.build();
+    let first = p.build(&[]);
+    let root = p.cache_dir().join("sym");
+    let stored: Vec<PathBuf> = support::snapshot(&root)
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("files-v") && path.ends_with(".sym"))
+        .map(|(path, _)| root.join(path))
+        .collect();
+    assert_eq!(stored.len(), 1, "one content");
+    // Damaged in place (every entry links it), and no previous entry to fall
+    // back on: every row's symbols must come from the store.
+    std::fs::write(&stored[0], b"garbage").unwrap();
+    std::fs::remove_dir_all(entry_dir(&first, "sym")).unwrap();
+    let run = p.tiers(&["build", "--json"]).expect_code(0);
+    assert_eq!(run.stderr.matches("parsing `").count(), 1, "{}", run.stderr);
+    assert_same_table(&export(&p), &from_scratch(&p), "after the repair");
+}
+
+#[test]
 fn deleting_and_adding_files_update_the_index_and_the_graph() {
     let p = sample();
     p.build(&[]);

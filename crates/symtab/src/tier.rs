@@ -92,6 +92,16 @@ pub enum TierError {
     Corrupt { path: PathBuf, why: String },
 }
 
+impl TierError {
+    /// Whether this error is about a file under `dir`.
+    pub(crate) fn is_about(&self, dir: &std::path::Path) -> bool {
+        match self {
+            TierError::Read { path, .. } | TierError::Corrupt { path, .. } => path.starts_with(dir),
+            TierError::Write { .. } | TierError::Changed { .. } => false,
+        }
+    }
+}
+
 impl From<TierError> for Error {
     fn from(e: TierError) -> Self {
         Error::Kind(Box::new(e))

@@ -130,11 +130,36 @@ impl Prev {
 }
 
 /// The links of stored per-file entries into the entry being built.
-enum Linking<'s, 'd> {
-    /// Being made on another thread; it returns the digests the store lacks.
-    Started(std::thread::ScopedJoinHandle<'s, Result<Vec<&'d str>, TierError>>),
-    /// To be made when the build needs them.
-    Now(&'s BTreeSet<&'d str>),
+struct Linker<'s, 'd> {
+    /// The thread making them; it returns the digests the store lacks.
+    thread: Mutex<Option<std::thread::ScopedJoinHandle<'s, LinkResult<'d>>>>,
+    digests: &'s BTreeSet<&'d str>,
+}
+
+type LinkResult<'d> = Result<Vec<&'d str>, TierError>;
+
+impl<'d> Linker<'_, 'd> {
+    /// The thread's result; without a thread (any more), the links made now.
+    fn finish(&self, job: &Job, store: &BlobStore) -> LinkResult<'d> {
+        match self.take() {
+            Some(handle) => match handle.join() {
+                Ok(missing) => missing,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            None => job.link_all(store, self.digests),
+        }
+    }
+
+    /// Wait for the thread, whatever it did: before the entry is started over.
+    fn stop(&self) {
+        if let Some(handle) = self.take() {
+            let _ = handle.join();
+        }
+    }
+
+    fn take(&self) -> Option<std::thread::ScopedJoinHandle<'_, LinkResult<'d>>> {
+        self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// One input file.
@@ -193,16 +218,19 @@ impl Job {
                 None => None,
             };
             clock.lap("previous entry");
-            let linked = Linking::Started(linking);
-            match self.run_with(&store, &lock, prev.as_ref(), linked, clock) {
-                Err(e) if prev.is_some() && !matches!(e, TierError::Changed { .. }) => {
+            let linker = Linker {
+                thread: Mutex::new(Some(linking)),
+                digests: &digests,
+            };
+            match self.run_with(&store, &lock, prev.as_ref(), &linker, clock) {
+                Err(e) if prev.as_ref().is_some_and(|p| e.is_about(&p.dir)) => {
                     tracing::warn!(
                         "symtab: the previous entry is not usable, building without it: {e}"
                     );
+                    linker.stop();
                     let _ = fs::remove_dir_all(&self.build_dir);
                     self.make_dirs()?;
-                    let linked = Linking::Now(&digests);
-                    self.run_with(&store, &lock, None, linked, Clock::new())
+                    self.run_with(&store, &lock, None, &linker, Clock::new())
                 }
                 other => other,
             }
@@ -225,7 +253,7 @@ impl Job {
         store: &BlobStore,
         lock: &StoreLock,
         prev: Option<&Prev>,
-        linking: Linking<'_, '_>,
+        linker: &Linker<'_, '_>,
         clock: Clock,
     ) -> Result<Counts, TierError> {
         let names: HashSet<String> = self.inputs.keys().cloned().collect();
@@ -262,7 +290,7 @@ impl Job {
             .filter(|(_, stored)| !stored)
             .map(|(&item, _)| item)
             .collect();
-        self.build_with(store, lock, prev, &rows, &to_parse, linking, clock)
+        self.build_with(store, lock, prev, &rows, &to_parse, linker, clock)
     }
 
     /// Link the stored per-file entries of `digests` into the entry, one
@@ -295,7 +323,7 @@ impl Job {
         prev: Option<&Prev>,
         rows: &[Row],
         to_parse: &[(&str, &[usize])],
-        linking: Linking<'_, '_>,
+        linker: &Linker<'_, '_>,
         mut clock: Clock,
     ) -> Result<Counts, TierError> {
         let keep = to_parse.len() <= KEEP_PARSED;
@@ -305,6 +333,7 @@ impl Job {
             store,
             prev_dir: prev.map(|p| p.dir.as_path()),
             kept: HashMap::new(),
+            repaired: Mutex::new(HashMap::new()),
         };
         let infos: Vec<OnceLock<Option<ModuleInfo>>> = std::iter::repeat_with(OnceLock::new)
             .take(rows.len())
@@ -393,13 +422,7 @@ impl Job {
         // The links: contents the store lacks are taken from the previous
         // entry (one restored from the shared cache); those it lacks too (a
         // damaged entry) are parsed now, so that the entry holds them.
-        let missing = match linking {
-            Linking::Started(handle) => match handle.join() {
-                Ok(missing) => missing?,
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
-            Linking::Now(digests) => self.link_all(store, digests)?,
-        };
+        let missing = linker.finish(self, store)?;
         let parsed_here: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
         let mut late = Vec::new();
         for digest in missing {
@@ -721,6 +744,8 @@ pub(super) struct Loader<'a> {
     /// restored from the shared cache).
     prev_dir: Option<&'a Path>,
     kept: HashMap<String, Arc<FileSymbols>>,
+    /// Contents whose stored entry was damaged, parsed again by this build.
+    repaired: Mutex<HashMap<String, Arc<FileSymbols>>>,
 }
 
 impl Loader<'_> {
@@ -746,13 +771,21 @@ impl Loader<'_> {
         match read {
             Ok(s) => Ok(Arc::new(s)),
             Err(e) => {
+                // One repair of a content at a time, and once: several rows
+                // and threads may ask for it.
+                let mut repaired = self.repaired.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = repaired.get(&row.digest) {
+                    return Ok(s.clone());
+                }
                 tracing::warn!("symtab: {e}; parsing `{}` again", row.path);
                 let mut extractor = Extractor::new(ExtractOptions::default());
                 let symbols =
                     read_and_extract(&mut extractor, &self.job.project, &row.path, &row.digest)?;
                 self.job
                     .store_symbols(self.store, &row.digest, &symbols, true)?;
-                Ok(Arc::new(symbols))
+                let symbols = Arc::new(symbols);
+                repaired.insert(row.digest.clone(), symbols.clone());
+                Ok(symbols)
             }
         }
     }

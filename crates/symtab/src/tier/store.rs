@@ -37,6 +37,15 @@ fn write_err(path: &Path) -> impl FnOnce(io::Error) -> TierError + '_ {
     }
 }
 
+impl Pending {
+    /// Write the entries seen. Only an optimisation: a failure means the next
+    /// build looks again.
+    fn record(&self) {
+        let text: String = self.entries.iter().map(|k| format!("{k}\n")).collect();
+        let _ = tiers_core::write_atomic(&self.tier_root.join(SEEN), text.as_bytes());
+    }
+}
+
 /// A prune `open` found due, done by `settle`.
 struct Pending {
     tier_root: PathBuf,
@@ -67,9 +76,7 @@ impl StoreLock {
             }
             self.pruned.store(pruned, Ordering::Relaxed);
         }
-        let text: String = p.entries.iter().map(|k| format!("{k}\n")).collect();
-        // Only an optimisation: a failure means the next build looks again.
-        let _ = tiers_core::write_atomic(&p.tier_root.join(SEEN), text.as_bytes());
+        p.record();
         self.file.unlock().map_err(write_err(&self.path))?;
         self.file.lock_shared().map_err(write_err(&self.path))
     }
@@ -81,8 +88,8 @@ impl StoreLock {
 }
 
 impl BlobStore {
-    /// Open the store of `tier_root`. When an entry went away since the last
-    /// build and no other build of this tier is running, the lock is held
+    /// Open the store of `tier_root`. When a sweep is due (see `prune_due`)
+    /// and no other build of this tier is running, the lock is held
     /// exclusively until [`StoreLock::settle`] prunes the store.
     pub fn open(tier_root: &Path) -> Result<(BlobStore, StoreLock), TierError> {
         let store = BlobStore {
@@ -107,7 +114,12 @@ impl BlobStore {
             .map_err(write_err(&lock_path))?;
         let mut pending = None;
         match file.try_lock() {
-            Ok(()) => pending = prune_due(tier_root)?,
+            // Only a sweep keeps the lock exclusive; the record of the
+            // entries seen is written at once otherwise.
+            Ok(()) => match prune_due(tier_root)? {
+                Some(p) if !p.sweep => p.record(),
+                due => pending = due,
+            },
             Err(fs::TryLockError::WouldBlock) => {}
             Err(fs::TryLockError::Error(e)) => return Err(write_err(&lock_path)(e)),
         }
@@ -142,11 +154,12 @@ fn shard_path(dir: &Path, digest: &str, ext: &str) -> PathBuf {
 /// Make `ours` (a file of the entry being built) hold `bytes`, shared with
 /// the store as `stored`. Unless `replace`, a stored file already there is
 /// linked as it is — its name is the content's digest, so it holds the same
-/// bytes. Otherwise `bytes` are written at `ours` (in a staging dir no one
-/// else reads, so without a temp file) and linked into the store, where a
-/// link appears complete or not at all; with `replace` the stored file is
-/// swapped for the new one by a rename (and `ours` may exist already;
-/// otherwise it must not).
+/// bytes — and otherwise `bytes` are written at `ours` (in a staging dir no
+/// one else reads, so without a temp file; `ours` must not exist) and linked
+/// into the store, where a link appears complete or not at all. With
+/// `replace` (the stored file is damaged) a new file is renamed over the
+/// stored one — never written in place, since other entries link it — and
+/// linked at `ours`.
 pub(crate) fn put(
     ours: &Path,
     stored: &Path,
@@ -154,17 +167,22 @@ pub(crate) fn put(
     replace: bool,
 ) -> Result<(), TierError> {
     if replace {
+        write_atomic(stored, bytes)?;
         let _ = fs::remove_file(ours);
-    } else if link(stored, ours).is_ok() {
+        // Another process replacing it too can leave the name between two
+        // files for an instant (a link to a file being replaced fails).
+        let mut tries = 0;
+        return loop {
+            match link(stored, ours) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                other => break other.map_err(write_err(ours)),
+            }
+        };
+    }
+    if link(stored, ours).is_ok() {
         return Ok(());
     }
     fs::write(ours, bytes).map_err(write_err(ours))?;
-    if replace {
-        let tmp = stored.with_extension(format!("{}.tmp", std::process::id()));
-        let _ = fs::remove_file(&tmp);
-        link(ours, &tmp).map_err(write_err(&tmp))?;
-        return fs::rename(&tmp, stored).map_err(write_err(stored));
-    }
     match fs::hard_link(ours, stored) {
         Ok(()) => Ok(()),
         // Stored meanwhile by another build: share its file.
@@ -173,14 +191,19 @@ pub(crate) fn put(
             link(stored, ours).map_err(write_err(ours))
         }
         // No links here: a copy, written aside and renamed into place.
-        Err(_) => tiers_core::write_atomic(stored, bytes).map_err(|e| match e {
-            tiers_core::Error::Io { path, source } => TierError::Write { path, source },
-            other => TierError::Write {
-                path: stored.to_owned(),
-                source: io::Error::other(other.to_string()),
-            },
-        }),
+        Err(_) => write_atomic(stored, bytes),
     }
+}
+
+/// [`tiers_core::write_atomic`]: a temp file of its own, renamed into place.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TierError> {
+    tiers_core::write_atomic(path, bytes).map_err(|e| match e {
+        tiers_core::Error::Io { path, source } => TierError::Write { path, source },
+        other => TierError::Write {
+            path: path.to_owned(),
+            source: io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// Hard-link `src` at `dst`, copying where linking is not possible (another

@@ -184,14 +184,18 @@ impl Index {
         };
         let files = sorted(&mut r, |r| {
             Ok(IndexFile {
-                digest: r.str()?,
+                digest: digest(r)?,
                 module: r.opt_str()?,
-                interface: r.opt_str()?,
+                interface: r.opt(digest)?,
                 errors: r.u32()?,
             })
         })?;
         let modules = sorted(&mut r, |r| r.str())?;
-        let graph = sorted(&mut r, |r| r.str())?;
+        // Digests name files: nothing but 64 hex digits may become a path.
+        let graph = sorted(&mut r, digest)?;
+        if let Some(bucket) = graph.keys().find(|b| !is_hex(b, 2)) {
+            return Err(r.error(0, format!("`{bucket}` is not a graph bucket")));
+        }
         r.finish()?;
         Ok(Index {
             format,
@@ -209,6 +213,20 @@ impl Index {
     pub fn is_current(&self) -> bool {
         self.extractor_version == EXTRACTOR_VERSION && self.schema_version == SCHEMA_VERSION
     }
+}
+
+/// A SHA-256 digest: 64 lowercase hex digits, else an error.
+fn digest(r: &mut codec::Reader<'_>) -> Result<String, codec::CodecError> {
+    let at = r.at;
+    let d = r.str()?;
+    if !is_hex(&d, 64) {
+        return Err(r.error(at, "not a SHA-256 digest"));
+    }
+    Ok(d)
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A map written in key order: a count, then (key, value) pairs whose keys
@@ -446,6 +464,12 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(Index::decode(&longer).is_err(), "trailing bytes");
+        let mut escaping = index.clone();
+        escaping
+            .graph
+            .insert("40".into(), format!("../../{}", "e".repeat(58)));
+        let err = Index::decode(&escaping.encode()).unwrap_err();
+        assert!(err.what.contains("digest"), "{err}");
         let mut swapped = index.clone();
         swapped.format += 1;
         let dir = std::env::temp_dir().join(format!("tiers-index-{}", std::process::id()));
