@@ -217,8 +217,10 @@ struct Walked {
     paths: Arc<Paths>,
     /// `paths` as strings, for [`Inputs::files`]; made only when asked for.
     strings: OnceLock<Vec<String>>,
-    /// Each file's stat data as the walk saw it.
-    stat: Vec<Option<Stat>>,
+    /// Each file's stat data as the walk saw it, or `Later`.
+    stat: Vec<walk::FileStat>,
+    /// The stat data of the files the walk left for later, once asked for.
+    late: Vec<OnceLock<Option<Stat>>>,
     /// The previous run's record of each file (empty without a stat cache).
     old: Vec<Option<Record>>,
     old_written_ns: i64,
@@ -229,6 +231,28 @@ struct Walked {
     dirs_read: usize,
     /// This run's digest of each file, once a tier asked for it.
     known: Vec<OnceLock<Known>>,
+}
+
+impl Walked {
+    /// File `i`'s stat data, stat'ing it now if the walk left it for later.
+    fn stat(&self, project: &Path, i: usize) -> Option<Stat> {
+        match self.stat[i] {
+            walk::FileStat::Now(stat) => stat,
+            walk::FileStat::Later => *self.late[i].get_or_init(|| {
+                std::fs::symlink_metadata(project.join(self.paths.get(i)))
+                    .ok()
+                    .and_then(|m| Stat::of(&m))
+            }),
+        }
+    }
+
+    /// File `i`'s stat data if this run has it, without a system call.
+    fn stat_if_known(&self, i: usize) -> Option<Stat> {
+        match self.stat[i] {
+            walk::FileStat::Now(stat) => stat,
+            walk::FileStat::Later => self.late[i].get().copied().flatten(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -274,24 +298,32 @@ impl Inputs {
 
     /// Every walkable file of the project, relative, sorted.
     pub fn files(&self) -> &[String] {
-        let w = self.walked();
+        let w = self.walked(None);
         w.strings
             .get_or_init(|| w.paths.iter().map(str::to_owned).collect())
     }
 
-    fn walked(&self) -> &Walked {
+    /// The walk, made on first use. The walk stats only the files `first`
+    /// matches (the inputs of the first tier that asks, which in most
+    /// projects are every tier's); another spec's files are stat'ed when it
+    /// asks for them.
+    fn walked(&self, first: Option<&InputSpec>) -> &Walked {
         self.walked.get_or_init(|| {
             let cache = self
                 .stat_cache
                 .as_deref()
                 .and_then(|p| StatCache::load(p, &self.project));
-            let found = walk::walk(&self.project, &self.skip_dirs, cache.as_ref());
+            let want =
+                first.map(|spec| move |rel: &str| spec.matches_candidate(&Candidate::new(rel)));
+            let want = want.as_ref().map(|f| f as &(dyn Fn(&str) -> bool + Sync));
+            let found = walk::walk(&self.project, &self.skip_dirs, cache.as_ref(), want);
             let (old, old_written_ns) = match &cache {
                 Some(c) => (c.align(found.paths.iter()), c.written_ns),
                 None => (Vec::new(), 0),
             };
             Walked {
                 known: (0..found.paths.len()).map(|_| OnceLock::new()).collect(),
+                late: (0..found.paths.len()).map(|_| OnceLock::new()).collect(),
                 paths: Arc::new(found.paths),
                 strings: OnceLock::new(),
                 stat: found.stat,
@@ -306,7 +338,7 @@ impl Inputs {
 
     /// Match `spec` against the project and hash what matched.
     pub fn collect(&self, spec: &InputSpec) -> Result<InputSet> {
-        let w = self.walked();
+        let w = self.walked(Some(spec));
         let matched = self.matched(w, spec);
         self.know(w, &matched)?;
         let mut hex = String::with_capacity(matched.len() * 64);
@@ -323,7 +355,7 @@ impl Inputs {
 
     /// The current digest of one project file, `None` if it does not exist.
     pub fn digest_of(&self, rel: &str) -> Result<Option<String>> {
-        let w = self.walked();
+        let w = self.walked(None);
         let Some(i) = w.paths.find(rel) else {
             // Not part of the walk (created since, or in a skipped dir): no cache.
             let path = self.project.join(rel);
@@ -362,21 +394,19 @@ impl Inputs {
         let (Some(path), Some(w)) = (&self.stat_cache, self.walked.get()) else {
             return Ok(false);
         };
-        let record = |i: usize| match w.known[i].get() {
-            Some(k) => k.stat.map(|stat| Record {
-                stat,
-                digest: k.digest,
-            }),
-            // Not asked for this run: last run's record stands while the file's stat
-            // data still matches it, unless it was racy. Nothing verified it, and this
-            // write's later time must not vouch for it.
-            None => w
-                .old
-                .get(i)
-                .copied()
-                .flatten()
-                .filter(|r| w.stat[i] == Some(r.stat) && !r.stat.racy(w.old_written_ns)),
-        };
+        let record =
+            |i: usize| match w.known[i].get() {
+                Some(k) => k.stat.map(|stat| Record {
+                    stat,
+                    digest: k.digest,
+                }),
+                // Not asked for this run: last run's record stands while the file's stat
+                // data still matches it, unless it was racy. Nothing verified it, and this
+                // write's later time must not vouch for it.
+                None => w.old.get(i).copied().flatten().filter(|r| {
+                    w.stat_if_known(i) == Some(r.stat) && !r.stat.racy(w.old_written_ns)
+                }),
+            };
         let learned = w.dirs_read > 0 || w.known.iter().any(|k| k.get().is_some_and(|k| k.hashed));
         // Every record and listing kept is an old one unless something was hashed or
         // read, so equal counts mean an unchanged cache: a warm no-op writes nothing.
@@ -448,7 +478,7 @@ impl Inputs {
                 continue;
             }
             if let Some(old) = w.old.get(i).copied().flatten() {
-                if w.stat[i] == Some(old.stat) {
+                if w.stat(&self.project, i) == Some(old.stat) {
                     if !old.stat.racy(w.old_written_ns) {
                         self.stat_hits.fetch_add(1, Ordering::Relaxed);
                         let _ = w.known[i].set(Known {

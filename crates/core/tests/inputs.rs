@@ -486,3 +486,48 @@ fn no_stat_cache_writes_no_stat_cache() {
     assert!(f.cache().join("src").is_dir());
     assert!(!f.stat_cache_file().exists());
 }
+
+/// Files of a second spec, which the walk (told of the first) did not stat,
+/// are stat'ed when asked for: their edits are seen, and the stat cache vouches
+/// for them the next time as for any other.
+#[test]
+fn a_second_specs_files_are_stat_ed_when_asked_for() {
+    let f = Fixture::new(&[
+        ("a.py", "A = 1\n"),
+        ("notes.txt", "one\n"),
+        ("d/b.txt", "two\n"),
+    ]);
+    let txt = InputSpec::new("u", &["**/*.txt".into()], &[]).unwrap();
+    let run = || {
+        let inputs = Inputs::new(f.project(), vec![f.cache()]).with_stat_cache(Some(&f.cache()));
+        let py = inputs.collect(&py()).unwrap().len();
+        let set = inputs.collect(&txt).unwrap();
+        let digests: Vec<(String, String)> = set
+            .iter()
+            .map(|(p, d)| (p.to_owned(), d.to_owned()))
+            .collect();
+        inputs.save_stat_cache().unwrap();
+        (py, digests, inputs.stats())
+    };
+    let (py_count, cold, _) = run();
+    assert_eq!(py_count, 1);
+    assert_eq!(cold.len(), 2);
+    for (rel, d) in &cold {
+        assert_eq!(*d, hash_file(&f.path(rel)).unwrap(), "{rel}");
+    }
+    settle();
+    run();
+    // Warm: the `.txt` files are vouched for by their stat data, read nowhere.
+    let (_, warm, s) = run();
+    assert_eq!(warm, cold);
+    assert_eq!((s.hashed_files, s.stat_hits), (0, 3), "{s:?}");
+    // An edit of a file only the second spec matches is seen.
+    f.write("d/b.txt", "three\n");
+    let (_, edited, s) = run();
+    assert_eq!(
+        digest(&edited, "d/b.txt"),
+        hash_file(&f.path("d/b.txt")).unwrap()
+    );
+    assert_ne!(digest(&edited, "d/b.txt"), digest(&cold, "d/b.txt"));
+    assert_eq!(s.hashed_files, 1, "{s:?}");
+}

@@ -19,8 +19,8 @@ use crate::statcache::{DirRecord, Kind, Stat, StatCache};
 /// What the walk found.
 pub(super) struct Walk {
     pub paths: Paths,
-    /// Stat data of each path (`None` where the platform has none).
-    pub stat: Vec<Option<Stat>>,
+    /// Stat data of each path.
+    pub stat: Vec<FileStat>,
     /// Every directory walked, sorted by path: what the stat cache keeps.
     pub dirs: Vec<WalkedDir>,
     /// How many of `dirs` were read this run rather than taken from the cache.
@@ -65,13 +65,25 @@ impl WalkedDir {
 #[derive(Default)]
 struct Found {
     text: String,
-    items: Vec<(usize, usize, Option<Stat>)>,
+    items: Vec<(usize, usize, FileStat)>,
     dirs: Vec<WalkedDir>,
     dirs_read: usize,
 }
 
+/// A file's stat data as the walk has it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum FileStat {
+    /// Stat'ed (`None`: listed but not stat'able, or no stat data here).
+    Now(Option<Stat>),
+    /// Not stat'ed: no input the walk was told of can be this file.
+    Later,
+}
+
+/// Which files the walk stats; the others are stat'ed when asked for.
+pub(super) type Want<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
+
 impl Found {
-    fn push_file(&mut self, rel: &str, name: &str, stat: Option<Stat>) {
+    fn push_file(&mut self, rel: &str, name: &str, stat: FileStat) {
         let start = self.text.len();
         if !rel.is_empty() {
             self.text.push_str(rel);
@@ -215,7 +227,7 @@ fn run<J: Send>(first: J, visit: impl Fn(J, &mut Found, &mut Vec<J>) + Sync) -> 
 
 /// Sort every walker's paths and directories into one [`Walk`].
 fn merge(mut parts: Vec<Found>) -> Walk {
-    let mut order: Vec<(&str, Option<Stat>)> = parts
+    let mut order: Vec<(&str, FileStat)> = parts
         .iter()
         .flat_map(|f| {
             f.items
@@ -255,16 +267,26 @@ fn unreadable(path: &Path, err: impl std::fmt::Display) {
 /// Every file of the project not under a skipped directory, sorted, with its stat
 /// data; directories whose listing `cache` vouches for are not read.
 #[cfg(unix)]
-pub(super) fn walk(project: &Path, skip_dirs: &[PathBuf], cache: Option<&StatCache>) -> Walk {
+pub(super) fn walk(
+    project: &Path,
+    skip_dirs: &[PathBuf],
+    cache: Option<&StatCache>,
+    want: Want<'_>,
+) -> Walk {
     let rules = Rules::new(project, skip_dirs);
     let parts = run(fast::Job::root(), |job, found, jobs| {
-        fast::visit(project, &rules, cache, job, found, jobs)
+        fast::visit(project, &rules, cache, want, job, found, jobs)
     });
     merge(parts)
 }
 
 #[cfg(not(unix))]
-pub(super) fn walk(project: &Path, skip_dirs: &[PathBuf], _cache: Option<&StatCache>) -> Walk {
+pub(super) fn walk(
+    project: &Path,
+    skip_dirs: &[PathBuf],
+    _cache: Option<&StatCache>,
+    _want: Want<'_>,
+) -> Walk {
     portable(project, skip_dirs)
 }
 
@@ -277,7 +299,7 @@ mod fast {
     use rustix::fs::{fstat, openat, statat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
     use rustix::io::Errno;
 
-    use super::{is_venv, unreadable, Found, Listing, Rules, WalkedDir};
+    use super::{is_venv, join, unreadable, FileStat, Found, Listing, Rules, WalkedDir, Want};
     use crate::statcache::{Kind, Stat, StatCache};
 
     /// Opening a directory only to stat it and use it as a base needs no read access.
@@ -320,6 +342,7 @@ mod fast {
         project: &Path,
         rules: &Rules,
         cache: Option<&StatCache>,
+        want: Want<'_>,
         job: Job,
         found: &mut Found,
         jobs: &mut Vec<Job>,
@@ -378,6 +401,12 @@ mod fast {
                     }
                     continue;
                 }
+                // Stat'ing is most of the walk's cost: regular files no input
+                // can be wait until someone asks.
+                if kind == Kind::File && want.is_some_and(|want| !want(&join(&dir.rel, name))) {
+                    found.push_file(&dir.rel, name, FileStat::Later);
+                    continue;
+                }
                 // A link counts as the file it points to; a link to a directory is
                 // not followed.
                 let follow = if kind == Kind::Link {
@@ -387,11 +416,11 @@ mod fast {
                 };
                 match statat(&*fd, name, follow) {
                     Ok(s) if FileType::from_raw_mode(s.st_mode as _) == FileType::RegularFile => {
-                        found.push_file(&dir.rel, name, Some(stat_of(&s)))
+                        found.push_file(&dir.rel, name, FileStat::Now(Some(stat_of(&s))))
                     }
                     Ok(_) | Err(Errno::NOENT) => {}
                     // Listed but not stat'able: hashing it reports why.
-                    Err(_) => found.push_file(&dir.rel, name, None),
+                    Err(_) => found.push_file(&dir.rel, name, FileStat::Now(None)),
                 }
             }
         }
@@ -491,10 +520,10 @@ pub(super) fn portable(project: &Path, skip_dirs: &[PathBuf]) -> Walk {
                 continue;
             };
             match meta {
-                Ok(m) if m.is_file() => found.push_file(&rel, name, Stat::of(&m)),
+                Ok(m) if m.is_file() => found.push_file(&rel, name, FileStat::Now(Stat::of(&m))),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(_) => found.push_file(&rel, name, None),
+                Err(_) => found.push_file(&rel, name, FileStat::Now(None)),
             }
         }
     });
@@ -562,8 +591,8 @@ mod tests {
         let p = dir.path().canonicalize().unwrap();
         let skip = [p.join(".tiers"), p.join("out")];
         let slow = portable(&p, &skip);
-        let fast = walk(&p, &skip, None);
-        let view = |w: &Walk| -> Vec<(String, Option<Stat>)> {
+        let fast = walk(&p, &skip, None, None);
+        let view = |w: &Walk| -> Vec<(String, FileStat)> {
             w.paths
                 .iter()
                 .map(str::to_owned)
@@ -571,7 +600,26 @@ mod tests {
                 .collect()
         };
         assert_eq!(view(&fast), view(&slow));
-        assert!(fast.stat.iter().all(Option::is_some));
+        assert!(fast
+            .stat
+            .iter()
+            .all(|s| matches!(s, FileStat::Now(Some(_)))));
+        // Told which files can be inputs, the walk stats those only; it
+        // lists the same files.
+        let only_py = |rel: &str| rel.ends_with(".py");
+        let some = walk(&p, &skip, None, Some(&only_py));
+        assert_eq!(
+            some.paths.iter().collect::<Vec<_>>(),
+            fast.paths.iter().collect::<Vec<_>>()
+        );
+        for (path, stat) in view(&some) {
+            match stat {
+                FileStat::Now(Some(_)) => assert!(path.ends_with(".py"), "{path} stat'ed"),
+                FileStat::Later => assert!(!path.ends_with(".py"), "{path} left"),
+                FileStat::Now(None) => panic!("{path} not stat'able"),
+            }
+        }
+        assert!(view(&some).iter().any(|(_, s)| *s == FileStat::Later));
         // root, a, a-b, pkg, pkg/deep, pkg/deep/er, venv (listed, not entered)
         assert_eq!((fast.dirs.len(), fast.dirs_read), (7, 7));
 
@@ -582,10 +630,10 @@ mod tests {
         crate::statcache::save(&cache_path, &p, std::iter::empty(), &dirs).unwrap();
         // As written, just now: every listing too recent to trust.
         let mut cache = StatCache::load(&cache_path, &p).unwrap();
-        let racy = walk(&p, &skip, Some(&cache));
+        let racy = walk(&p, &skip, Some(&cache), None);
         assert_eq!(racy.dirs_read, 7);
         cache.written_ns += 10 * crate::statcache::RACY_MARGIN_NS;
-        let warm = walk(&p, &skip, Some(&cache));
+        let warm = walk(&p, &skip, Some(&cache), None);
         assert_eq!(view(&warm), view(&slow));
         assert_eq!((warm.dirs.len(), warm.dirs_read), (7, 0));
     }
