@@ -39,7 +39,7 @@ pub(crate) struct Index {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexFile {
-    /// SHA-256 of the content: its per-file entry is `files/<digest>.json`.
+    /// SHA-256 of the content: its per-file entry is `files/<digest>.sym`.
     pub digest: String,
     /// `None` for a file without a module name (see [`crate::module_name`]).
     pub module: Option<String>,
