@@ -84,23 +84,25 @@ cpu_ms=$(printf '%s\n' "${cpu[@]}" | median)
 rss_kb=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)
 summary=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tiers"][0]["summary"])' "$work/full.json")
 
-# One module's body: a module-level call appended, new content every run.
-body=() iface=()
-for i in $(seq "$runs"); do
-    printf '\nprint("bench edit %s")\n' "$i$RANDOM" >>"$proj/json/encoder.py"
-    body+=("$(ms tiers build)")
-done
-printf '\nprint("bench edit last")\n' >>"$proj/json/encoder.py"
-body_summary=$("$TIERS" -C "$proj" build --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tiers"][0]["summary"])')
+# RUNS edit builds, each after appending `printf FORMAT TAG` to FILE (new
+# content every run), then one more build for its summary. Prints
+# "MEDIAN_MS<TAB>SUMMARY".
+edits() {
+    local file=$1 format=$2 times=()
+    for i in $(seq "$runs"); do
+        # shellcheck disable=SC2059
+        printf "$format" "$i$RANDOM" >>"$proj/$file"
+        times+=("$(ms tiers build)")
+    done
+    # shellcheck disable=SC2059
+    printf "$format" last >>"$proj/$file"
+    printf '%s\t%s\n' "$(printf '%s\n' "${times[@]}" | median)" \
+        "$("$TIERS" -C "$proj" build --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tiers"][0]["summary"])')"
+}
+# One module's body: a module-level call appended.
+IFS=$'\t' read -r body_ms body_summary < <(edits json/encoder.py '\nprint("bench edit %s")\n')
 # A new top-level function in a module that others import.
-for i in $(seq "$runs"); do
-    printf '\ndef _bench_%s():\n    pass\n' "$i$RANDOM" >>"$proj/json/decoder.py"
-    iface+=("$(ms tiers build)")
-done
-printf '\ndef _bench_last():\n    pass\n' >>"$proj/json/decoder.py"
-iface_summary=$("$TIERS" -C "$proj" build --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["tiers"][0]["summary"])')
-body_ms=$(printf '%s\n' "${body[@]}" | median)
-iface_ms=$(printf '%s\n' "${iface[@]}" | median)
+IFS=$'\t' read -r iface_ms iface_summary < <(edits json/decoder.py '\ndef _bench_%s():\n    pass\n')
 
 # The no-op check against git status, both warm.
 tiers status >/dev/null

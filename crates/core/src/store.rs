@@ -93,7 +93,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         unique_suffix()
     ));
     let mut f = File::create(&tmp).at(&tmp)?;
-    f.write_all(&bytes).at(&tmp)?;
+    f.write_all(bytes).at(&tmp)?;
     drop(f);
     fs::rename(&tmp, path).at(path)
 }
@@ -341,7 +341,7 @@ impl Store {
                 last_used: meta.modified().unwrap_or(UNIX_EPOCH),
             });
         }
-        out.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+        out.sort_by_key(|e| std::cmp::Reverse(e.last_used));
         Ok(out)
     }
 }

@@ -139,9 +139,12 @@ pub fn decode_bucket(bytes: &[u8]) -> Result<Vec<(String, &[u8])>> {
         .collect())
 }
 
+/// Path → indices into the dependency table's module names.
+pub type DepFiles = BTreeMap<String, Vec<u32>>;
+
 /// An entry's dependency table: module names, then each path's list of
 /// indices into them, in path order.
-pub fn encode_deps(names: &[String], files: &BTreeMap<String, Vec<u32>>) -> Vec<u8> {
+pub fn encode_deps(names: &[String], files: &DepFiles) -> Vec<u8> {
     let size = 8
         + names.iter().map(|n| n.len() + 2).sum::<usize>()
         + files
@@ -160,7 +163,7 @@ pub fn encode_deps(names: &[String], files: &BTreeMap<String, Vec<u32>>) -> Vec<
 }
 
 /// The inverse of [`encode_deps`]; paths must be in strictly increasing order.
-pub fn decode_deps(bytes: &[u8]) -> Result<(Vec<String>, BTreeMap<String, Vec<u32>>)> {
+pub fn decode_deps(bytes: &[u8]) -> Result<(Vec<String>, DepFiles)> {
     let mut r = Reader::new(bytes);
     r.header(DEPS_MAGIC)?;
     let names = r.vec(|r| r.str())?;

@@ -36,23 +36,33 @@ fn read_and_extract(
     path: &Path,
     limit: usize,
 ) -> Result<FileSymbols, Error> {
-    let read_error = |source| Error::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    // Do not read a file only to refuse it.
-    let size = std::fs::metadata(path).map_err(read_error)?.len();
+    match read_source(path, limit) {
+        Ok(Ok(bytes)) => Ok(extractor.extract(&bytes)),
+        Ok(Err(too_large)) => Ok(too_large),
+        Err(source) => Err(Error::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The bytes of the file at `path`; or, when it is over `limit` bytes, the
+/// symbols that say so, without reading it (not a file read only to refuse it).
+pub(crate) fn read_source(
+    path: &Path,
+    limit: usize,
+) -> std::io::Result<Result<Vec<u8>, FileSymbols>> {
+    let size = std::fs::metadata(path)?.len();
     if size > limit as u64 {
-        return Ok(FileSymbols {
+        return Ok(Err(FileSymbols {
             errors: vec![FileError::TooLarge {
                 size,
                 limit: limit as u64,
             }],
             ..FileSymbols::default()
-        });
+        }));
     }
-    let bytes = std::fs::read(path).map_err(read_error)?;
-    Ok(extractor.extract(&bytes))
+    std::fs::read(path).map(Ok)
 }
 
 fn run<T: Send>(n: usize, job: impl Fn(&mut Extractor, usize) -> T + Sync) -> Vec<T> {

@@ -48,9 +48,13 @@ pub fn interface_digest(interface: &Interface) -> String {
 fn digest_json<T: Serialize>(value: &T) -> String {
     // Serializing plain data with string keys cannot fail; an empty document
     // would still be a stable (if useless) digest.
-    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    sha256_hex(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// SHA-256 of `bytes`, in lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     let mut hex = String::with_capacity(64);
-    for byte in Sha256::digest(&bytes) {
+    for byte in Sha256::digest(bytes) {
         hex.push_str(&format!("{byte:02x}"));
     }
     hex

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore, StoreLock};
@@ -18,10 +17,11 @@ use super::table::{
     INDEX_FORMAT,
 };
 use super::TierError;
-use crate::resolve::ModuleInfo;
+use crate::parallel::read_source;
+use crate::resolve::{sha256_hex, ModuleInfo};
 use crate::{
-    codec, module_name, ExtractOptions, Extractor, FileError, FileSymbols, Interface,
-    EXTRACTOR_VERSION, MAX_FILE_BYTES, SCHEMA_VERSION,
+    codec, module_name, ExtractOptions, Extractor, FileSymbols, Interface, EXTRACTOR_VERSION,
+    MAX_FILE_BYTES, SCHEMA_VERSION,
 };
 
 /// A build that parses at most this many files keeps their symbols in memory
@@ -171,14 +171,6 @@ pub(super) struct Row {
 
 pub(super) fn is_package(path: &str) -> bool {
     path == "__init__.py" || path.ends_with("/__init__.py")
-}
-
-fn hex_digest(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(64);
-    for b in Sha256::digest(bytes) {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
 }
 
 /// What parsing one content gave, besides the stored per-file entry.
@@ -401,7 +393,7 @@ impl Job {
 
         // The cross-file pass.
         let fresh = Pass {
-            rows: rows,
+            rows,
             interfaces: &interfaces,
             prev,
         }
@@ -423,10 +415,9 @@ impl Job {
         // entry (one restored from the shared cache); those it lacks too (a
         // damaged entry) are parsed now, so that the entry holds them.
         let missing = linker.finish(self, store)?;
-        let parsed_here: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
         let mut late = Vec::new();
         for digest in missing {
-            if !parsed_here.contains(digest) && !self.link_stored(store, prev, digest)? {
+            if !parsed_digests.contains(digest) && !self.link_stored(store, prev, digest)? {
                 late.push(digest);
             }
         }
@@ -613,7 +604,7 @@ impl Job {
                 return Ok(None);
             }
             let bytes = codec::encode_bucket(bucket);
-            let digest = hex_digest(&bytes);
+            let digest = sha256_hex(&bytes);
             let stored = store.graph_blob(&digest);
             let ours = graph_path(&self.build_dir, &digest);
             store::put(&ours, &stored, &bytes, false)?;
@@ -711,22 +702,12 @@ fn read_and_extract(
     digest: &str,
 ) -> Result<FileSymbols, TierError> {
     let abs = project.join(path);
-    let read = |source| TierError::Read {
-        path: abs.clone(),
-        source,
+    let bytes = match read_source(&abs, MAX_FILE_BYTES) {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(too_large)) => return Ok(too_large),
+        Err(source) => return Err(TierError::Read { path: abs, source }),
     };
-    let size = fs::metadata(&abs).map_err(read)?.len();
-    if size > MAX_FILE_BYTES as u64 {
-        return Ok(FileSymbols {
-            errors: vec![FileError::TooLarge {
-                size,
-                limit: MAX_FILE_BYTES as u64,
-            }],
-            ..FileSymbols::default()
-        });
-    }
-    let bytes = fs::read(&abs).map_err(read)?;
-    if hex_digest(&bytes) != digest {
+    if sha256_hex(&bytes) != digest {
         return Err(TierError::Changed {
             path: path.to_owned(),
         });
