@@ -69,6 +69,13 @@ impl Candidates {
         self.dir.join(format!("{skey}.json"))
     }
 
+    /// Whether any build of this tier recorded candidates: when none did,
+    /// a lookup need not compute a structure key (a hash of the whole key
+    /// document) to find there are none.
+    pub(crate) fn any(&self) -> bool {
+        std::fs::read_dir(&self.dir).is_ok_and(|mut d| d.next().is_some())
+    }
+
     /// The candidates of `skey`, most recently used first. An unreadable list is
     /// treated as empty: a candidate is an optimization, never trusted blindly.
     pub(crate) fn load(&self, skey: &Key) -> Vec<Candidate> {

@@ -478,6 +478,7 @@ impl Engine {
             inputs: self.inputs.clone(),
             upstream,
             verbose: self.verbose,
+            previous: Default::default(),
         }
     }
 
@@ -503,7 +504,11 @@ impl Engine {
                     .as_ref()
                     .and_then(|c| t.store.marker(c).ok().flatten());
                 match last {
-                    Some(last) => (Freshness::Stale(doc.diff(&last.doc)), None),
+                    Some(last) => {
+                        let stale = Freshness::Stale(doc.diff(&last.doc));
+                        let _ = cx.previous.set(Some(entry_of(&t.store, last)));
+                        (stale, None)
+                    }
                     None => (Freshness::Missing, None),
                 }
             }
@@ -531,6 +536,9 @@ impl Engine {
         doc: &KeyDoc,
     ) -> Result<Option<(Marker, Vec<Reason>)>> {
         let candidates = Candidates::new(t.store.root());
+        if !candidates.any() {
+            return Ok(None);
+        }
         for c in candidates.load(&doc.structure_key()) {
             if !c.mismatches(&doc.inputs).is_empty() {
                 continue;
@@ -784,6 +792,7 @@ impl Engine {
             let Some(marker) = t.store.marker(&look.key)? else {
                 return Ok(());
             };
+            t.tier.before_upload(&entry_of(&t.store, marker.clone()))?;
             shared
                 .store(&t.name, &marker, &t.store.entry_dir(&look.key))
                 .await?;

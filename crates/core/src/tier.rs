@@ -67,6 +67,15 @@ pub trait Tier: Send + Sync {
         true
     }
 
+    /// Make the published `entry` hold everything it needs, just before the
+    /// engine uploads its directory to a shared cache: for kinds that keep
+    /// parts of an entry in a store of their own beside it. It may add files
+    /// to the entry, never change those there.
+    fn before_upload(&self, entry: &Entry) -> Result<()> {
+        let _ = entry;
+        Ok(())
+    }
+
     /// Write the artifact of `entry` as one document to `out` (`tiers export`).
     /// Returns `false` for kinds with nothing to export.
     fn export(&self, entry: &Entry, out: &mut dyn std::io::Write) -> Result<bool> {
@@ -120,6 +129,9 @@ pub struct Context {
     pub(crate) inputs: Arc<Inputs>,
     pub(crate) upstream: BTreeMap<String, Upstream>,
     pub(crate) verbose: bool,
+    /// The last entry, once read: its marker holds the whole key document,
+    /// which the engine's lookup has often parsed already.
+    pub(crate) previous: Arc<std::sync::OnceLock<Option<Entry>>>,
 }
 
 impl Context {
@@ -158,9 +170,13 @@ impl Context {
     /// The entry this tier's last successful build resolved to, for kinds that build
     /// incrementally from it. It may be for other inputs; never write into it.
     pub fn previous(&self) -> Option<Entry> {
-        let store = crate::store::Store::new(&self.tier_root);
-        let marker = store.marker(&store.current()?).ok().flatten()?;
-        Some(crate::engine::entry_of(&store, marker))
+        self.previous
+            .get_or_init(|| {
+                let store = crate::store::Store::new(&self.tier_root);
+                let marker = store.marker(&store.current()?).ok().flatten()?;
+                Some(crate::engine::entry_of(&store, marker))
+            })
+            .clone()
     }
 
     /// Whether the user asked for verbose output: kinds may stream tool output.
