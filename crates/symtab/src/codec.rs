@@ -30,7 +30,6 @@ pub const CODEC_VERSION: u32 = 1;
 
 const SYMBOLS_MAGIC: [u8; 4] = *b"TSYM";
 const BUCKET_MAGIC: [u8; 4] = *b"TGRB";
-const DEPS_MAGIC: [u8; 4] = *b"TDEP";
 
 /// A u64 takes at most 10 LEB128 bytes (9 × 7 bits, then 1 bit).
 const MAX_VARINT_BYTES: usize = 10;
@@ -139,52 +138,28 @@ pub fn decode_bucket(bytes: &[u8]) -> Result<Vec<(String, &[u8])>> {
         .collect())
 }
 
-/// Path → indices into the dependency table's module names.
-pub type DepFiles = BTreeMap<String, Vec<u32>>;
-
-/// An entry's dependency table: module names, then each path's list of
-/// indices into them, in path order.
-pub fn encode_deps(names: &[String], files: &DepFiles) -> Vec<u8> {
-    let size = 8
-        + names.iter().map(|n| n.len() + 2).sum::<usize>()
-        + files
-            .iter()
-            .map(|(p, ids)| p.len() + 4 + 3 * ids.len())
-            .sum::<usize>();
-    let mut w = Writer::with_capacity(size);
-    w.header(DEPS_MAGIC);
-    w.strs(names);
-    w.len(files.len());
-    for (path, ids) in files {
-        w.str(path);
-        w.vec(ids, |w, &id| w.u32(id));
-    }
-    w.buf
-}
-
-/// The inverse of [`encode_deps`]; paths must be in strictly increasing order.
-pub fn decode_deps(bytes: &[u8]) -> Result<(Vec<String>, DepFiles)> {
-    let mut r = Reader::new(bytes);
-    r.header(DEPS_MAGIC)?;
-    let names = r.vec(|r| r.str())?;
-    let n = r.len("file count")?;
-    let mut files = BTreeMap::new();
-    let mut last: Option<String> = None;
-    for _ in 0..n {
-        let at = r.at;
-        let path = r.str()?;
-        if last.as_ref().is_some_and(|l| *l >= path) {
-            return Err(r.error(at, "dependency paths not in strictly increasing order"));
-        }
-        let ids = r.vec(|r| r.u32())?;
-        last = Some(path.clone());
-        files.insert(path, ids);
-    }
-    r.finish()?;
-    Ok((names, files))
-}
-
 // --------------------------------------------------------------------- writer
+
+/// The 32 bytes of a SHA-256 given as 64 lowercase hex digits.
+pub(crate) fn digest_bytes(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.as_bytes();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
 
 pub(crate) struct Writer {
     pub(crate) buf: Vec<u8>,
@@ -235,6 +210,14 @@ impl Writer {
     pub(crate) fn str(&mut self, s: &str) {
         self.len(s.len());
         self.buf.extend_from_slice(s.as_bytes());
+    }
+
+    /// A SHA-256 given in hex, as its 32 bytes; `None` if it is not 64
+    /// lowercase hex digits (nothing is written then).
+    #[must_use]
+    pub(crate) fn digest(&mut self, hex: &str) -> Option<()> {
+        self.buf.extend_from_slice(&digest_bytes(hex)?);
+        Some(())
     }
 
     #[inline]
@@ -425,6 +408,18 @@ impl<'a> Reader<'a> {
             Ok(s) => Ok(s.to_owned()),
             Err(e) => Err(self.error(start + e.valid_up_to(), "invalid UTF-8")),
         }
+    }
+
+    /// 32 bytes, as the lowercase hex of a SHA-256.
+    pub(crate) fn digest(&mut self) -> Result<String> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes = self.take(32)?;
+        let mut hex = Vec::with_capacity(64);
+        for b in bytes {
+            hex.push(HEX[usize::from(b >> 4)]);
+            hex.push(HEX[usize::from(b & 15)]);
+        }
+        Ok(String::from_utf8(hex).expect("hex digits are ASCII"))
     }
 
     #[inline]
@@ -1357,30 +1352,5 @@ async def main() -> None:
             ms(times[2]),
             ms(times[3])
         );
-    }
-
-    #[test]
-    fn deps_round_trip_and_reject_disorder() {
-        let names = vec!["os".to_string(), "pkg.util".to_string()];
-        let files: BTreeMap<String, Vec<u32>> = [
-            ("a.py".to_string(), vec![0, 1]),
-            ("b/c.py".to_string(), vec![]),
-            ("z.py".to_string(), vec![1, 300_000]),
-        ]
-        .into_iter()
-        .collect();
-        let bytes = encode_deps(&names, &files);
-        assert_eq!(decode_deps(&bytes).unwrap(), (names.clone(), files));
-        for cut in 0..bytes.len() {
-            assert!(decode_deps(&bytes[..cut]).is_err(), "prefix {cut} decoded");
-        }
-        let swapped: BTreeMap<String, Vec<u32>> =
-            [("a.py".to_string(), vec![0])].into_iter().collect();
-        let mut bytes = encode_deps(&[], &swapped);
-        // Two records with the same path: not strictly increasing.
-        bytes[8 + 1] = 2;
-        bytes.extend_from_slice(&[4, b'a', b'.', b'p', b'y', 0]);
-        let err = decode_deps(&bytes).unwrap_err();
-        assert!(err.what.contains("increasing"), "{err}");
     }
 }

@@ -7,15 +7,17 @@
 //! exclude = ["tests/**"]
 //! ```
 //!
-//! # The one decision: per-file entries live beside the entries, entries link them
+//! # The one decision: per-file entries live beside the entries, entries name them
 //!
 //! The engine keys an entry on the whole project state, but the unit of work is
 //! one file's content. So the tier keeps a store of its own under its tier root,
 //! one [`FileSymbols`](crate::FileSymbols) per content digest, shared by every
 //! project state; a file is parsed only when its digest has no per-file entry
-//! yet. An entry (one project state) hard-links the per-file entries it uses,
-//! so it is self-contained — the shared cache packs it as one archive — while a
-//! one-file edit writes one new per-file entry, a new index and links.
+//! yet. An entry (one project state) names the per-file entries it uses in its
+//! index, so a one-file edit writes one new per-file entry, a graph bucket and a
+//! new index — not a link per file, which cost an edit more than the rest of
+//! the build. Before an entry goes to a shared cache its per-file entries are
+//! linked into it ([`Tier::before_upload`]), so the copy elsewhere is whole.
 //!
 //! ```text
 //! <tier root>/
@@ -23,10 +25,9 @@
 //!   graph-v{E}/<2 hex>/<digest>.bin    one bucket of resolved modules, by its own digest
 //!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
 //!   <key>/                             one entry, published by the engine
-//!     index.bin                        path → digest, module, interface; module → path
-//!     deps.bin                         modules each file's resolution consulted
-//!     files/<digest>.sym               hard links into files-v{E}
+//!     index.bin                        path → digest, module, interface, consulted modules
 //!     graph/<digest>.bin               hard links into graph-v{E}
+//!     files/<digest>.sym               only in an entry uploaded to or restored from a shared cache
 //! ```
 //!
 //! The resolved graph is split into 256 buckets by a hash of the path, so that
@@ -69,7 +70,7 @@ pub const KIND: &str = "symtab";
 
 /// Bumped whenever the way this kind builds or lays out an entry changes: old
 /// entries then miss. (A new extractor is [`EXTRACTOR_VERSION`], in the key too.)
-pub const KIND_VERSION: u32 = 2;
+pub const KIND_VERSION: u32 = 3;
 
 /// Errors of the `symtab` tier and of [`load_table`]; each names the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -227,14 +228,16 @@ impl Tier for SymtabTier {
     async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome> {
         // A previous entry of the same key means a forced rebuild (or a corrupt
         // entry): start from scratch, parsing every file again.
-        let previous = cx.previous().filter(|p| p.key != entry.key).map(|p| p.dir);
+        let last = cx.previous();
+        let scratch = last.as_ref().is_some_and(|p| p.key == entry.key);
+        let previous = last.filter(|p| p.key != entry.key).map(|p| p.dir);
         let job = build::Job {
             project: cx.project().to_owned(),
             tier_root: cx.tier_root().to_owned(),
             build_dir: entry.build_dir.clone(),
             inputs: entry.doc.inputs.clone(),
             previous,
-            scratch: cx.previous().is_some_and(|p| p.key == entry.key),
+            scratch,
         };
         let counts = tokio::task::spawn_blocking(move || job.run())
             .await
@@ -252,6 +255,13 @@ impl Tier for SymtabTier {
 
     fn keep_default(&self) -> Option<usize> {
         Some(10)
+    }
+
+    /// An entry names its per-file entries in the tier's store; the one
+    /// uploaded carries them (hard links, so no bytes are copied).
+    fn before_upload(&self, entry: &Entry) -> Result<()> {
+        table::carry_files(&entry.dir)?;
+        Ok(())
     }
 
     fn export(&self, entry: &Entry, out: &mut dyn std::io::Write) -> Result<bool> {

@@ -1,7 +1,7 @@
 //! One build of a `symtab` entry: per-file entries first, then the cross-file
 //! pass over what changed (`cross.rs`), then the entry's files.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore, StoreLock};
 use super::table::{
-    bucket_of, file_path, graph_path, read_symbols, Deps, Index, IndexFile, FILES, GRAPH,
-    INDEX_FORMAT,
+    bucket_of, file_path, graph_path, read_symbols, Index, IndexFile, GRAPH, INDEX_FORMAT,
 };
 use super::TierError;
 use crate::parallel::read_source;
@@ -111,55 +110,22 @@ pub(crate) struct Job {
 pub(super) struct Prev {
     pub dir: PathBuf,
     pub index: Index,
-    pub deps: Deps,
 }
 
 impl Prev {
     fn load(dir: &Path) -> Result<Option<Prev>, TierError> {
-        let index = Index::load(dir)?;
-        if !index.is_current() {
-            return Ok(None);
-        }
-        let deps = Deps::load(dir)?;
-        Ok(Some(Prev {
+        Ok(Index::load_current(dir)?.map(|index| Prev {
             dir: dir.to_owned(),
             index,
-            deps,
         }))
     }
 }
 
-/// The links of stored per-file entries into the entry being built.
-struct Linker<'s, 'd> {
-    /// The thread making them; it returns the digests the store lacks.
-    thread: Mutex<Option<std::thread::ScopedJoinHandle<'s, LinkResult<'d>>>>,
-    digests: &'s BTreeSet<&'d str>,
-}
-
-type LinkResult<'d> = Result<Vec<&'d str>, TierError>;
-
-impl<'d> Linker<'_, 'd> {
-    /// The thread's result; without a thread (any more), the links made now.
-    fn finish(&self, job: &Job, store: &BlobStore) -> LinkResult<'d> {
-        match self.take() {
-            Some(handle) => match handle.join() {
-                Ok(missing) => missing,
-                Err(panic) => std::panic::resume_unwind(panic),
-            },
-            None => job.link_all(store, self.digests),
-        }
-    }
-
-    /// Wait for the thread, whatever it did: before the entry is started over.
-    fn stop(&self) {
-        if let Some(handle) = self.take() {
-            let _ = handle.join();
-        }
-    }
-
-    fn take(&self) -> Option<std::thread::ScopedJoinHandle<'_, LinkResult<'d>>> {
-        self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
-    }
+/// What a build finds before it reads the previous entry.
+struct Prepared {
+    rows: Vec<Row>,
+    /// Contents the store has a per-file entry for.
+    present: HashSet<String>,
 }
 
 /// One input file.
@@ -189,14 +155,8 @@ impl Job {
         let (store, lock) = BlobStore::open(&self.tier_root)?;
         self.make_dirs()?;
         clock.lap("store");
-        // Every content the store has is linked into the entry on a thread of
-        // its own, from the start: the rest of the build does not wait for it.
-        let digests: BTreeSet<&str> = match self.scratch {
-            true => BTreeSet::new(),
-            false => self.inputs.values().map(String::as_str).collect(),
-        };
-        let mut counts = std::thread::scope(|scope| {
-            let linking = scope.spawn(|| self.link_all(&store, &digests));
+        let (prepared, prev) = std::thread::scope(|scope| {
+            let prepared = scope.spawn(|| self.prepare(&store, &lock));
             let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
                 Some(dir) => match Prev::load(dir) {
                     Ok(p) => p,
@@ -209,47 +169,49 @@ impl Job {
                 },
                 None => None,
             };
-            clock.lap("previous entry");
-            let linker = Linker {
-                thread: Mutex::new(Some(linking)),
-                digests: &digests,
-            };
-            match self.run_with(&store, &lock, prev.as_ref(), &linker, clock) {
-                Err(e) if prev.as_ref().is_some_and(|p| e.is_about(&p.dir)) => {
-                    tracing::warn!(
-                        "symtab: the previous entry is not usable, building without it: {e}"
-                    );
-                    linker.stop();
-                    let _ = fs::remove_dir_all(&self.build_dir);
-                    self.make_dirs()?;
-                    self.run_with(&store, &lock, None, &linker, Clock::new())
-                }
-                other => other,
+            match prepared.join() {
+                Ok(prepared) => (prepared, prev),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
-        })?;
-        lock.settle()?;
+        });
+        let mut prepared = prepared?;
+        clock.lap("previous entry, rows and stored contents");
+        let mut counts = match self.run_with(&store, prev.as_ref(), &prepared, clock) {
+            Err(e) if prev.as_ref().is_some_and(|p| e.is_about(&p.dir)) => {
+                tracing::warn!(
+                    "symtab: the previous entry is not usable, building without it: {e}"
+                );
+                let _ = fs::remove_dir_all(&self.build_dir);
+                self.make_dirs()?;
+                // What the attempt stored is used as it is.
+                if !self.scratch {
+                    prepared.present = store.present()?;
+                }
+                self.run_with(&store, None, &prepared, Clock::new())
+            }
+            other => other,
+        }?;
         counts.pruned = lock.pruned();
         Ok(counts)
     }
 
     fn make_dirs(&self) -> Result<(), TierError> {
-        for dir in [FILES, GRAPH] {
-            let d = self.build_dir.join(dir);
-            fs::create_dir_all(&d).map_err(|source| TierError::Write { path: d, source })?;
-        }
-        Ok(())
+        let d = self.build_dir.join(GRAPH);
+        fs::create_dir_all(&d).map_err(|source| TierError::Write { path: d, source })
     }
 
-    fn run_with(
-        &self,
-        store: &BlobStore,
-        lock: &StoreLock,
-        prev: Option<&Prev>,
-        linker: &Linker<'_, '_>,
-        clock: Clock,
-    ) -> Result<Counts, TierError> {
+    /// The rows, and the contents the store has, found while the previous
+    /// entry is read. A due prune runs first, keeping what this build uses.
+    fn prepare(&self, store: &BlobStore, lock: &StoreLock) -> Result<Prepared, TierError> {
+        let using: HashSet<&str> = self.inputs.values().map(String::as_str).collect();
+        lock.settle(&using)?;
+        drop(using);
+        let present = match self.scratch {
+            true => HashSet::new(),
+            false => store.present()?,
+        };
         let names: HashSet<String> = self.inputs.keys().cloned().collect();
-        let rows: Vec<Row> = self
+        let rows = self
             .inputs
             .iter()
             .map(|(path, digest)| Row {
@@ -258,64 +220,48 @@ impl Job {
                 digest: digest.clone(),
             })
             .collect();
-        drop(names);
+        Ok(Prepared { rows, present })
+    }
 
-        // Per-file entries: what the store (or the previous entry) has is
-        // linked, the rest is parsed.
+    fn run_with(
+        &self,
+        store: &BlobStore,
+        prev: Option<&Prev>,
+        prepared: &Prepared,
+        clock: Clock,
+    ) -> Result<Counts, TierError> {
+        let Prepared { rows, present } = prepared;
+        // Per-file entries: what the store has is used as it is; what an
+        // entry restored from a shared cache carries is adopted into the
+        // store; the rest is parsed.
         let mut by_digest: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in rows.iter().enumerate() {
             by_digest.entry(&r.digest).or_default().push(i);
         }
-        let distinct: Vec<(&str, &[usize])> = by_digest
+        let to_parse: Vec<(&str, &[usize])> = by_digest
             .iter()
+            .filter(|(&digest, _)| !present.contains(digest) && !self.adopt(store, prev, digest))
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
-        let in_prev: HashSet<&str> = prev
-            .map(|p| p.index.files.values().map(|f| f.digest.as_str()).collect())
-            .unwrap_or_default();
-        let stored = par_map(&distinct, |&(digest, _)| {
-            !self.scratch && (in_prev.contains(digest) || store.file_blob(digest).is_file())
-        });
-        let to_parse: Vec<(&str, &[usize])> = distinct
-            .iter()
-            .zip(stored)
-            .filter(|(_, stored)| !stored)
-            .map(|(&item, _)| item)
-            .collect();
-        self.build_with(store, lock, prev, &rows, &to_parse, linker, clock)
+        self.build_with(store, prev, rows, &to_parse, clock)
     }
 
-    /// Link the stored per-file entries of `digests` into the entry, one
-    /// after the other (links into one directory do not go faster from two
-    /// threads). Returns the digests the store does not have.
-    fn link_all<'d>(
-        &self,
-        store: &BlobStore,
-        digests: &BTreeSet<&'d str>,
-    ) -> Result<Vec<&'d str>, TierError> {
-        let mut missing = Vec::new();
-        for &digest in digests {
-            let ours = file_path(&self.build_dir, digest);
-            match store::link(&store.file_blob(digest), &ours) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(digest),
-                Err(source) => return Err(TierError::Write { path: ours, source }),
-            }
-        }
-        Ok(missing)
+    /// Whether the previous entry carries the per-file entry of `digest`,
+    /// now linked into the store.
+    fn adopt(&self, store: &BlobStore, prev: Option<&Prev>, digest: &str) -> bool {
+        !self.scratch
+            && prev.is_some_and(|p| {
+                store::link(&file_path(&p.dir, digest), &store.file_blob(digest)).is_ok()
+            })
     }
 
-    /// The build once the contents to parse are known; per-file entries of the
-    /// others are being linked meanwhile, so they are read from the store.
-    #[allow(clippy::too_many_arguments)]
+    /// The build once the contents to parse are known.
     fn build_with(
         &self,
         store: &BlobStore,
-        lock: &StoreLock,
         prev: Option<&Prev>,
         rows: &[Row],
         to_parse: &[(&str, &[usize])],
-        linker: &Linker<'_, '_>,
         mut clock: Clock,
     ) -> Result<Counts, TierError> {
         let keep = to_parse.len() <= KEEP_PARSED;
@@ -330,46 +276,43 @@ impl Job {
         let infos: Vec<OnceLock<Option<ModuleInfo>>> = std::iter::repeat_with(OnceLock::new)
             .take(rows.len())
             .collect();
-        let mut errors: HashMap<String, u32> = HashMap::new();
+        let mut errors: HashMap<&str, u32> = HashMap::new();
         let mut interfaces: Vec<Option<String>> = vec![None; rows.len()];
-        for p in parsed {
+        for (&(digest, _), p) in to_parse.iter().zip(parsed) {
             for (i, info) in p.infos {
                 interfaces[i] = info.as_ref().map(|m| m.digest.clone());
                 if let Some(info) = info {
                     let _ = infos[i].set(Some(info));
                 }
             }
-            errors.insert(p.digest.clone(), p.errors);
+            errors.insert(digest, p.errors);
             if let Some(s) = p.symbols {
                 loader.kept.insert(p.digest, s);
             }
         }
         let parsed_digests: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
-        clock.lap("per-file entries");
+        clock.lap("parsed");
 
         // Error counts and interface digests of the other contents: carried
         // over from the previous index, or read from their per-file entries.
         let mut known: Vec<bool> = (0..rows.len())
             .map(|i| parsed_digests.contains(rows[i].digest.as_str()))
             .collect();
-        if let Some(p) = prev {
-            for (i, r) in rows.iter().enumerate() {
-                let Some(old) = p.index.files.get(&r.path) else {
-                    continue;
-                };
-                if old.digest != r.digest {
-                    continue;
-                }
-                errors.entry(r.digest.clone()).or_insert(old.errors);
-                if !known[i] && old.module == r.module && old.interface.is_some() {
-                    interfaces[i] = old.interface.clone();
-                    known[i] = true;
-                }
+        let before = previous_rows(rows, prev);
+        for (i, (r, old)) in rows.iter().zip(&before).enumerate() {
+            let Some(old) = old.filter(|old| old.digest == r.digest) else {
+                continue;
+            };
+            errors.entry(&r.digest).or_insert(old.errors);
+            if !known[i] && old.module == r.module && old.interface.is_some() {
+                interfaces[i] = old.interface.clone();
+                known[i] = true;
             }
         }
         let todo: Vec<usize> = (0..rows.len())
             .filter(|&i| {
-                (rows[i].module.is_some() && !known[i]) || !errors.contains_key(&rows[i].digest)
+                (rows[i].module.is_some() && !known[i])
+                    || !errors.contains_key(rows[i].digest.as_str())
             })
             .collect();
         let loaded = par_map(&todo, |&i| {
@@ -383,7 +326,7 @@ impl Job {
         });
         for (&i, result) in todo.iter().zip(loaded) {
             let (n, info) = result?;
-            errors.entry(rows[i].digest.clone()).or_insert(n);
+            errors.entry(&rows[i].digest).or_insert(n);
             if let (Some(info), false) = (info, known[i]) {
                 interfaces[i] = Some(info.digest.clone());
                 let _ = infos[i].set(Some(info));
@@ -406,53 +349,28 @@ impl Job {
             .collect();
         let resolved = fresh.resolved;
 
-        self.write_deps(rows, &named, prev, &fresh)?;
-        clock.lap("deps.bin");
+        let (names, mut deps) = self.deps(rows, prev, &before, &fresh);
+        clock.lap("deps");
         let buckets = self.write_graph(store, rows, &named, prev, fresh)?;
         clock.lap("graph buckets");
 
-        // The links: contents the store lacks are taken from the previous
-        // entry (one restored from the shared cache); those it lacks too (a
-        // damaged entry) are parsed now, so that the entry holds them.
-        let missing = linker.finish(self, store)?;
-        let mut late = Vec::new();
-        for digest in missing {
-            if !parsed_digests.contains(digest) && !self.link_stored(store, prev, digest)? {
-                late.push(digest);
-            }
-        }
-        // Once linked, what this build reuses is safe from a prune.
-        lock.settle()?;
-        for &digest in &late {
-            let Some(r) = rows.iter().find(|r| r.digest == digest) else {
-                continue;
-            };
-            let mut extractor = Extractor::new(ExtractOptions::default());
-            let symbols = read_and_extract(&mut extractor, &self.project, &r.path, digest)?;
-            self.store_symbols(store, digest, &symbols, false)?;
-            errors.insert(digest.to_owned(), symbols.errors.len() as u32);
-        }
-        clock.lap("links");
         let counts = Counts {
             files: rows.len(),
-            parsed: to_parse.len() + late.len(),
+            parsed: to_parse.len(),
             reused: rows
                 .iter()
-                .filter(|r| {
-                    !parsed_digests.contains(r.digest.as_str())
-                        && !late.contains(&r.digest.as_str())
-                })
+                .filter(|r| !parsed_digests.contains(r.digest.as_str()))
                 .count(),
             modules: named.len(),
             resolved,
             resolve_reused: named.len() - resolved,
             files_with_errors: rows
                 .iter()
-                .filter(|r| errors.get(&r.digest).is_some_and(|&n| n > 0))
+                .filter(|r| errors.get(r.digest.as_str()).is_some_and(|&n| n > 0))
                 .count(),
             pruned: 0,
         };
-        let index = Index {
+        let mut index = Index {
             format: INDEX_FORMAT,
             extractor_version: EXTRACTOR_VERSION,
             schema_version: SCHEMA_VERSION,
@@ -460,78 +378,74 @@ impl Job {
             files: rows
                 .iter()
                 .zip(interfaces)
-                .map(|(r, interface)| {
+                .zip(deps.iter_mut())
+                .map(|((r, interface), deps)| {
                     (
                         r.path.clone(),
                         IndexFile {
                             digest: r.digest.clone(),
                             module: r.module.clone(),
                             interface,
-                            errors: errors.get(&r.digest).copied().unwrap_or(0),
+                            errors: errors.get(r.digest.as_str()).copied().unwrap_or(0),
+                            deps: std::mem::take(deps),
                         },
                     )
                 })
                 .collect(),
-            modules: {
-                let mut modules = BTreeMap::new();
-                for r in rows {
-                    if let Some(m) = &r.module {
-                        modules.entry(m.clone()).or_insert_with(|| r.path.clone());
-                    }
-                }
-                modules
-            },
+            names,
             graph: buckets,
         };
+        index.compact_names();
         index.save(&self.build_dir)?;
         clock.lap("index.bin");
         Ok(counts)
     }
 
-    /// `deps.bin`: the fresh files' dependencies, the others' carried over with
-    /// the previous name table, so that an edit maps only its own.
-    fn write_deps(
+    /// Each row's dependencies, as indices into the returned module names:
+    /// the fresh files' mapped, the others' carried over with the previous
+    /// name table, so that an edit maps only its own.
+    fn deps(
         &self,
         rows: &[Row],
-        named: &[usize],
         prev: Option<&Prev>,
+        before: &[Option<&IndexFile>],
         fresh: &Fresh,
-    ) -> Result<(), TierError> {
-        let old_names: &[String] = prev.map_or(&[], |p| &p.deps.names);
+    ) -> (Vec<String>, Vec<Vec<u32>>) {
+        let old_names: &[String] = prev.map_or(&[], |p| &p.index.names);
         let mut ids: HashMap<&str, u32> = HashMap::new();
         let mut new_names: Vec<&str> = Vec::new();
-        let mut files = BTreeMap::new();
-        for &i in named {
-            let path = &rows[i].path;
-            let list: Vec<u32> = match (fresh.deps.get(path), prev) {
-                (Some(names), _) => {
-                    if ids.is_empty() {
-                        ids = old_names
-                            .iter()
-                            .enumerate()
-                            .map(|(i, n)| (n.as_str(), i as u32))
-                            .collect();
-                    }
-                    names
-                        .iter()
-                        .map(|n| {
-                            *ids.entry(n.as_str()).or_insert_with(|| {
-                                new_names.push(n);
-                                (old_names.len() + new_names.len() - 1) as u32
-                            })
-                        })
-                        .collect()
+        let lists = rows
+            .iter()
+            .zip(before)
+            .map(|(r, before)| {
+                let before = before.map(|f| &f.deps);
+                if r.module.is_none() {
+                    return Vec::new();
                 }
-                (None, Some(p)) => p.deps.files.get(path).cloned().unwrap_or_default(),
-                (None, None) => Vec::new(),
-            };
-            files.insert(path.clone(), list);
-        }
+                let Some(names) = fresh.deps.get(&r.path) else {
+                    return before.cloned().unwrap_or_default();
+                };
+                if ids.is_empty() {
+                    ids = old_names
+                        .iter()
+                        .enumerate()
+                        .map(|(i, n)| (n.as_str(), i as u32))
+                        .collect();
+                }
+                names
+                    .iter()
+                    .map(|n| {
+                        *ids.entry(n.as_str()).or_insert_with(|| {
+                            new_names.push(n);
+                            (old_names.len() + new_names.len() - 1) as u32
+                        })
+                    })
+                    .collect()
+            })
+            .collect();
         let mut names = old_names.to_vec();
         names.extend(new_names.into_iter().map(str::to_owned));
-        let mut deps = Deps { names, files };
-        deps.compact();
-        deps.save(&self.build_dir)
+        (names, lists)
     }
 
     /// Graph buckets: the ones holding a fresh or a departed file are rewritten,
@@ -618,31 +532,8 @@ impl Job {
         Ok(buckets)
     }
 
-    /// Link the stored per-file entry of `digest` into the entry; adopt it from
-    /// the previous entry when the store lacks it. `false`: it must be parsed.
-    fn link_stored(
-        &self,
-        store: &BlobStore,
-        prev: Option<&Prev>,
-        digest: &str,
-    ) -> Result<bool, TierError> {
-        let stored = store.file_blob(digest);
-        let ours = file_path(&self.build_dir, digest);
-        match store::link(&stored, &ours) {
-            Ok(()) => return Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => return Err(TierError::Write { path: ours, source }),
-        }
-        let Some(p) = prev else { return Ok(false) };
-        let theirs = file_path(&p.dir, digest);
-        if store::link(&theirs, &stored).is_ok() && store::link(&stored, &ours).is_ok() {
-            return Ok(true);
-        }
-        Ok(false)
-    }
-
-    /// Parse each content on every core; each result is stored and linked into
-    /// the entry on the worker, with the interfaces of the rows holding it.
+    /// Parse each content on every core; each result is stored on the worker,
+    /// with the interfaces of the rows holding it.
     fn parse(
         &self,
         store: &BlobStore,
@@ -678,7 +569,7 @@ impl Job {
         results.into_iter().collect()
     }
 
-    /// Write a per-file entry into the entry being built, shared with the store.
+    /// Store a per-file entry.
     fn store_symbols(
         &self,
         store: &BlobStore,
@@ -686,11 +577,26 @@ impl Job {
         symbols: &FileSymbols,
         replace: bool,
     ) -> Result<(), TierError> {
-        let bytes = codec::encode_symbols(symbols);
-        let stored = store.file_blob(digest);
-        let ours = file_path(&self.build_dir, digest);
-        store::put(&ours, &stored, &bytes, replace)
+        store.put_file(digest, &codec::encode_symbols(symbols), replace)
     }
+}
+
+/// Each row's line in the previous index, if it had one: both are in path
+/// order, so they are walked side by side.
+fn previous_rows<'p>(rows: &[Row], prev: Option<&'p Prev>) -> Vec<Option<&'p IndexFile>> {
+    let Some(p) = prev else {
+        return vec![None; rows.len()];
+    };
+    let mut old = p.index.files.iter().peekable();
+    rows.iter()
+        .map(|r| {
+            while old
+                .next_if(|(path, _)| path.as_str() < r.path.as_str())
+                .is_some()
+            {}
+            old.next_if(|(path, _)| **path == r.path).map(|(_, f)| f)
+        })
+        .collect()
 }
 
 /// Read a project file and extract it, checking that its content is the one
@@ -716,7 +622,7 @@ fn read_and_extract(
 }
 
 /// The per-file symbols of this build's rows: those parsed by a small build
-/// kept in memory, the others read from the entry being built. Used from
+/// kept in memory, the others read from the store. Used from
 /// every thread of the cross-file pass.
 pub(super) struct Loader<'a> {
     job: &'a Job,
@@ -730,8 +636,7 @@ pub(super) struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// The symbols of `row`'s content, from the store (the entry's own links
-    /// may not be made yet). A stored per-file entry that cannot be read back
+    /// The symbols of `row`'s content, from the store. A stored per-file entry that cannot be read back
     /// is parsed again from the file (when it still has this content) and
     /// replaced.
     pub fn load(&self, row: &Row) -> Result<Arc<FileSymbols>, TierError> {

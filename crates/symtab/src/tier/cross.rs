@@ -152,10 +152,16 @@ impl Pass<'_> {
                 .get(m)
                 .and_then(|&i| self.interfaces[i].as_deref())
         };
-        let answer_then = |m: &str| {
-            let path = p.index.modules.get(m)?;
-            p.index.files.get(path)?.interface.as_deref()
-        };
+        // Which file provided each module then: the first in path order.
+        let mut then_modules: HashMap<&str, Option<&str>> = HashMap::new();
+        if !touched.is_empty() {
+            for f in p.index.files.values() {
+                if let Some(m) = &f.module {
+                    then_modules.entry(m).or_insert(f.interface.as_deref());
+                }
+            }
+        }
+        let answer_then = |m: &str| then_modules.get(m).copied().flatten();
         let mut changed: HashSet<&str> = HashSet::new();
         for m in touched {
             let (then, now) = (answer_then(m), answer_now(m));
@@ -174,7 +180,7 @@ impl Pass<'_> {
         let changed_ids: HashSet<u32> = match changed.is_empty() {
             true => HashSet::new(),
             false => p
-                .deps
+                .index
                 .names
                 .iter()
                 .enumerate()
@@ -182,7 +188,7 @@ impl Pass<'_> {
                 .map(|(i, _)| i as u32)
                 .collect(),
         };
-        let mut deps = p.deps.files.iter().peekable();
+        let mut deps = p.index.files.iter().peekable();
         named
             .filter(|&i| {
                 let r = &rows[i];
@@ -191,7 +197,7 @@ impl Pass<'_> {
                     .is_some()
                 {}
                 let consulted_changed = match deps.next_if(|(path, _)| **path == r.path) {
-                    Some((_, ids)) => ids.iter().any(|id| changed_ids.contains(id)),
+                    Some((_, f)) => f.deps.iter().any(|id| changed_ids.contains(id)),
                     None => true,
                 };
                 !same[i] || consulted_changed

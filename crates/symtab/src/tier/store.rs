@@ -1,7 +1,8 @@
-//! The tier's own content-addressed store: per-file entries and graph buckets,
-//! shared by every entry through hard links, and pruned once no entry links them.
+//! The tier's own content-addressed store: per-file entries, which entries
+//! name in their index, and graph buckets, which entries hard-link; pruned of
+//! what no entry uses any more.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -57,10 +58,11 @@ struct Pending {
 }
 
 impl StoreLock {
-    /// Do the prune `open` found due, if any, then share the lock. Called
-    /// once the build has linked the stored files it reuses, which are then
-    /// not pruned; again at the end, in case the build stopped earlier.
-    pub fn settle(&self) -> Result<(), TierError> {
+    /// Do the prune `open` found due, if any, then share the lock. `using`
+    /// are the contents the build uses, kept with those of every entry.
+    /// Called once the build knows them; again at the end, in case the build
+    /// stopped earlier.
+    pub fn settle(&self, using: &HashSet<&str>) -> Result<(), TierError> {
         let Some(p) = self
             .pending
             .lock()
@@ -70,7 +72,7 @@ impl StoreLock {
             return Ok(());
         };
         if p.sweep {
-            let pruned = sweep(&p.tier_root);
+            let pruned = sweep(&p.tier_root, using);
             if pruned > 0 {
                 tracing::info!("symtab: pruned {pruned} stored files no entry uses");
             }
@@ -93,7 +95,7 @@ impl BlobStore {
     /// exclusively until [`StoreLock::settle`] prunes the store.
     pub fn open(tier_root: &Path) -> Result<(BlobStore, StoreLock), TierError> {
         let store = BlobStore {
-            files: tier_root.join(format!("files-v{EXTRACTOR_VERSION}")),
+            files: files_dir(tier_root, EXTRACTOR_VERSION),
             graph: tier_root.join(format!("graph-v{EXTRACTOR_VERSION}")),
         };
         for dir in [&store.files, &store.graph] {
@@ -137,6 +139,42 @@ impl BlobStore {
         Ok((store, lock))
     }
 
+    /// The contents the store has a per-file entry for: one read of each
+    /// shard, not a look-up per file.
+    pub fn present(&self) -> Result<HashSet<String>, TierError> {
+        let mut present = HashSet::new();
+        for b in 0..=255u8 {
+            let shard = self.files.join(format!("{b:02x}"));
+            let read = fs::read_dir(&shard).map_err(|source| TierError::Read {
+                path: shard.clone(),
+                source,
+            })?;
+            for e in read.flatten() {
+                let name = e.file_name();
+                let Some(digest) = name
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(SYMBOLS_EXT))
+                    .and_then(|n| n.strip_suffix('.'))
+                else {
+                    continue;
+                };
+                present.insert(digest.to_owned());
+            }
+        }
+        Ok(present)
+    }
+
+    /// Store a per-file entry. One already there is kept — its name is the
+    /// content's digest — unless `replace` (it is damaged); either way the
+    /// file appears complete or not at all.
+    pub fn put_file(&self, digest: &str, bytes: &[u8], replace: bool) -> Result<(), TierError> {
+        let stored = self.file_blob(digest);
+        if !replace && stored.is_file() {
+            return Ok(());
+        }
+        write_atomic(&stored, bytes)
+    }
+
     pub fn file_blob(&self, digest: &str) -> PathBuf {
         shard_path(&self.files, digest, SYMBOLS_EXT)
     }
@@ -146,13 +184,19 @@ impl BlobStore {
     }
 }
 
-fn shard_path(dir: &Path, digest: &str, ext: &str) -> PathBuf {
+/// The per-file entries of extractor `version` under `tier_root`.
+pub(crate) fn files_dir(tier_root: &Path, version: u32) -> PathBuf {
+    tier_root.join(format!("files-v{version}"))
+}
+
+/// Where a store directory keeps the file of `digest`.
+pub(crate) fn shard_path(dir: &Path, digest: &str, ext: &str) -> PathBuf {
     dir.join(digest.get(..2).unwrap_or("00"))
         .join(format!("{digest}.{ext}"))
 }
 
-/// Make `ours` (a file of the entry being built) hold `bytes`, shared with
-/// the store as `stored`. Unless `replace`, a stored file already there is
+/// Make `ours` (a graph bucket of the entry being built) hold `bytes`, shared
+/// with the store as `stored`. Unless `replace`, a stored file already there is
 /// linked as it is — its name is the content's digest, so it holds the same
 /// bytes — and otherwise `bytes` are written at `ours` (in a staging dir no
 /// one else reads, so without a temp file; `ours` must not exist) and linked
@@ -220,7 +264,7 @@ pub(crate) fn link(src: &Path, dst: &Path) -> io::Result<()> {
 
 /// Under the exclusive lock: whether the entries changed since the last
 /// build, and whether enough went (retention or `tiers gc` removed them) that
-/// the stored files no entry links any more (link count 1) are to be removed:
+/// the stored files no entry uses any more are to be removed:
 /// as many as half of those left, so that with `keep = 10` a build sweeps the
 /// store every fifth build, not every build, and unused files take at most
 /// half again the space of the entries kept. Listing the entries is one
@@ -260,28 +304,57 @@ fn prune_due(tier_root: &Path) -> Result<Option<Pending>, TierError> {
     }))
 }
 
-/// Remove stored files of every version that only the store holds.
+/// Remove the stored files no entry uses: per-file entries that no entry's
+/// index names, that are not in `using` and that no entry links (an entry
+/// uploaded to a shared cache, or of an older layout, links them), and graph
+/// buckets no entry links. When an entry's index cannot be read, per-file
+/// entries are all kept: it may need them.
 #[cfg(unix)]
-fn sweep(tier_root: &Path) -> usize {
+fn sweep(tier_root: &Path, using: &HashSet<&str>) -> usize {
     use std::os::unix::fs::MetadataExt;
-    let mut removed = 0;
     let Ok(read) = fs::read_dir(tier_root) else {
         return 0;
     };
-    for store in read.flatten() {
-        let name = store.file_name().to_string_lossy().into_owned();
-        if !(name.starts_with("files-v") || name.starts_with("graph-v")) {
+    let mut stores = Vec::new();
+    let mut named: HashSet<[u8; 32]> = using
+        .iter()
+        .filter_map(|d| crate::codec::digest_bytes(d))
+        .collect();
+    let mut complete = true;
+    for e in read.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("files-v") || name.starts_with("graph-v") {
+            stores.push((name.starts_with("files-v"), e.path()));
+        } else if tiers_core::Key::parse(&name).is_some() {
+            match super::table::named_digests(&e.path()) {
+                Ok(digests) => named.extend(digests),
+                Err(err) => {
+                    tracing::warn!("symtab: keeping every stored per-file entry: {err}");
+                    complete = false;
+                }
+            }
+        }
+    }
+    let mut removed = 0;
+    for (files, store) in stores {
+        if files && !complete {
             continue;
         }
-        let Ok(shards) = fs::read_dir(store.path()) else {
+        let Ok(shards) = fs::read_dir(&store) else {
             continue;
         };
         for shard in shards.flatten() {
-            let Ok(files) = fs::read_dir(shard.path()) else {
+            let Ok(entries) = fs::read_dir(shard.path()) else {
                 continue;
             };
-            for file in files.flatten() {
-                if file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1)
+            for file in entries.flatten() {
+                let name = file.file_name();
+                let digest = name
+                    .to_str()
+                    .and_then(|n| crate::codec::digest_bytes(n.split('.').next()?));
+                let used = files && digest.is_some_and(|d| named.contains(&d));
+                if !used
+                    && file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1)
                     && fs::remove_file(file.path()).is_ok()
                 {
                     removed += 1;
@@ -293,6 +366,75 @@ fn sweep(tier_root: &Path) -> usize {
 }
 
 #[cfg(not(unix))]
-fn sweep(_tier_root: &Path) -> usize {
+fn sweep(_tier_root: &Path, _using: &HashSet<&str>) -> usize {
     0
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::tier::table::{Index, IndexFile, INDEX_FORMAT};
+    use crate::SCHEMA_VERSION;
+
+    struct Root(PathBuf);
+
+    impl Root {
+        fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Root {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn digest(n: u8) -> String {
+        format!("{n:02x}").repeat(32)
+    }
+
+    #[test]
+    fn a_sweep_keeps_what_an_index_or_the_build_names_and_all_while_an_index_is_damaged() {
+        let dir = std::env::temp_dir().join(format!("tiers-sweep-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let root = Root(dir);
+        let (store, lock) = BlobStore::open(root.path()).unwrap();
+        lock.settle(&HashSet::new()).unwrap();
+        for n in 1..=4 {
+            store.put_file(&digest(n), b"symbols", false).unwrap();
+        }
+        let entry = root.path().join(digest(9));
+        fs::create_dir_all(&entry).unwrap();
+        let index = Index {
+            format: INDEX_FORMAT,
+            extractor_version: EXTRACTOR_VERSION,
+            schema_version: SCHEMA_VERSION,
+            counts: Default::default(),
+            files: [(
+                "a.py".to_owned(),
+                IndexFile {
+                    digest: digest(1),
+                    module: Some("a".into()),
+                    interface: None,
+                    errors: 0,
+                    deps: vec![],
+                },
+            )]
+            .into(),
+            names: vec![],
+            graph: Default::default(),
+        };
+        // A damaged index: nothing is removed.
+        fs::write(entry.join("index.bin"), b"TIDX\x01\0\0\0\x03").unwrap();
+        let using: HashSet<&str> = HashSet::from([digest(2).leak() as &str]);
+        assert_eq!(sweep(root.path(), &using), 0);
+        assert_eq!(store.present().unwrap().len(), 4);
+        // Readable: what it names and what the build uses stay.
+        index.save(&entry).unwrap();
+        assert_eq!(sweep(root.path(), &using), 2);
+        let present = store.present().unwrap();
+        assert_eq!(present, HashSet::from([digest(1), digest(2)]));
+    }
 }

@@ -14,11 +14,10 @@ use crate::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION
 /// shape changes. `FileSymbols` carries its own [`SCHEMA_VERSION`].
 pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 
-/// Version of an entry's layout (`index.bin`, `deps.bin`, the directories).
-pub(crate) const INDEX_FORMAT: u32 = 2;
+/// Version of an entry's layout (`index.bin`, the directories).
+pub(crate) const INDEX_FORMAT: u32 = 3;
 pub(crate) const INDEX: &str = "index.bin";
 const INDEX_MAGIC: [u8; 4] = *b"TIDX";
-pub(crate) const DEPS: &str = "deps.bin";
 pub(crate) const FILES: &str = "files";
 pub(crate) const GRAPH: &str = "graph";
 
@@ -31,8 +30,10 @@ pub(crate) struct Index {
     pub counts: Counts,
     /// Project-relative path → what is known of the file there.
     pub files: BTreeMap<String, IndexFile>,
-    /// Module name → the path that provides it (the first in path order).
-    pub modules: BTreeMap<String, String>,
+    /// The module names resolutions consulted, which [`IndexFile::deps`]
+    /// index (modules that do not exist count: their appearing changes the
+    /// answer).
+    pub names: Vec<String>,
     /// Graph bucket (2 hex digits) → digest of its file under `graph/`.
     pub graph: BTreeMap<String, String>,
 }
@@ -47,34 +48,104 @@ pub(crate) struct IndexFile {
     pub interface: Option<String>,
     /// How many [`FileError`](crate::FileError)s the per-file entry holds.
     pub errors: u32,
+    /// The modules this file's resolution consulted, as indices into
+    /// [`Index::names`].
+    pub deps: Vec<u32>,
 }
 
-/// `deps.bin`: the modules each file's resolution consulted, as indices into
-/// `names` (modules that do not exist count: their appearing changes the answer).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Deps {
-    pub names: Vec<String>,
-    pub files: BTreeMap<String, Vec<u32>>,
+/// The bucket of a path: the first byte of its SHA-256, in hex.
+pub(crate) fn bucket_of(path: &str) -> String {
+    use sha2::Digest;
+    format!("{:02x}", sha2::Sha256::digest(path.as_bytes())[0])
 }
 
-impl Deps {
-    pub fn load(entry_dir: &Path) -> Result<Deps, TierError> {
-        let path = entry_dir.join(DEPS);
-        let (names, files) = codec::decode_deps(&read(&path)?).map_err(corrupt(&path))?;
-        Ok(Deps { names, files })
+impl Index {
+    /// The index of `entry_dir`; an error if it is not of this layout.
+    pub fn load(entry_dir: &Path) -> Result<Index, TierError> {
+        let path = entry_dir.join(INDEX);
+        let bytes = read(&path)?;
+        let format = Index::format_of(&bytes).map_err(corrupt(&path))?;
+        if format != INDEX_FORMAT {
+            return Err(TierError::Corrupt {
+                path,
+                why: format!("its format is {format}, this version of tiers reads {INDEX_FORMAT}"),
+            });
+        }
+        Index::decode(&bytes).map_err(corrupt(&path))
+    }
+
+    /// The index of `entry_dir` when its layout, extractor and schema are
+    /// this build's; `None` for an entry another version of tiers made.
+    pub fn load_current(entry_dir: &Path) -> Result<Option<Index>, TierError> {
+        let path = entry_dir.join(INDEX);
+        let bytes = read(&path)?;
+        if Index::format_of(&bytes).map_err(corrupt(&path))? != INDEX_FORMAT {
+            return Ok(None);
+        }
+        let index = Index::decode(&bytes).map_err(corrupt(&path))?;
+        Ok(index.is_current().then_some(index))
+    }
+
+    /// A reader of each file's symbols: from the tier's store, else from the
+    /// entry itself (one uploaded to, or restored from, a shared cache).
+    fn symbols_reader(
+        &self,
+        entry_dir: &Path,
+    ) -> impl Fn(&str) -> Result<FileSymbols, TierError> + '_ {
+        let store = entry_dir
+            .parent()
+            .map(|root| super::store::files_dir(root, self.extractor_version));
+        let entry_dir = entry_dir.to_owned();
+        move |digest| {
+            let own = file_path(&entry_dir, digest);
+            match &store {
+                Some(store) => {
+                    let stored = super::store::shard_path(store, digest, SYMBOLS_EXT);
+                    match read_symbols(&stored) {
+                        Err(TierError::Read { source, .. })
+                            if source.kind() == std::io::ErrorKind::NotFound && own.is_file() =>
+                        {
+                            read_symbols(&own)
+                        }
+                        other => other,
+                    }
+                }
+                None => read_symbols(&own),
+            }
+        }
+    }
+
+    fn format_of(bytes: &[u8]) -> Result<u32, codec::CodecError> {
+        let mut r = codec::Reader::new(bytes);
+        r.header(INDEX_MAGIC)?;
+        r.u32()
     }
 
     pub fn save(&self, entry_dir: &Path) -> Result<(), TierError> {
-        let path = entry_dir.join(DEPS);
-        std::fs::write(&path, codec::encode_deps(&self.names, &self.files))
-            .map_err(|source| TierError::Write { path, source })
+        let path = entry_dir.join(INDEX);
+        let bytes = self.encode().ok_or_else(|| TierError::Write {
+            path: path.clone(),
+            source: std::io::Error::other("a digest is not 64 lowercase hex digits"),
+        })?;
+        std::fs::write(&path, bytes).map_err(|source| TierError::Write { path, source })
+    }
+
+    /// Which path provides each module: the first in path order.
+    pub fn modules(&self) -> BTreeMap<&str, &str> {
+        let mut modules = BTreeMap::new();
+        for (path, f) in &self.files {
+            if let Some(m) = &f.module {
+                modules.entry(m.as_str()).or_insert(path.as_str());
+            }
+        }
+        modules
     }
 
     /// Drop the names no file refers to any more, once they are most of the
     /// table (edits leave names behind; a rebuild of the table costs a remap).
-    pub fn compact(&mut self) {
+    pub fn compact_names(&mut self) {
         let mut used = vec![false; self.names.len()];
-        for &id in self.files.values().flatten() {
+        for &id in self.files.values().flat_map(|f| &f.deps) {
             if let Some(u) = used.get_mut(id as usize) {
                 *u = true;
             }
@@ -91,46 +162,20 @@ impl Deps {
                 names.push(name);
             }
         }
-        for ids in self.files.values_mut() {
-            ids.retain(|id| new_id.get(*id as usize).is_some_and(|&n| n != u32::MAX));
-            for id in ids.iter_mut() {
+        for f in self.files.values_mut() {
+            f.deps
+                .retain(|id| new_id.get(*id as usize).is_some_and(|&n| n != u32::MAX));
+            for id in f.deps.iter_mut() {
                 *id = new_id[*id as usize];
             }
         }
         self.names = names;
     }
-}
-
-/// The bucket of a path: the first byte of its SHA-256, in hex.
-pub(crate) fn bucket_of(path: &str) -> String {
-    use sha2::Digest;
-    format!("{:02x}", sha2::Sha256::digest(path.as_bytes())[0])
-}
-
-impl Index {
-    pub fn load(entry_dir: &Path) -> Result<Index, TierError> {
-        let path = entry_dir.join(INDEX);
-        let index = Index::decode(&read(&path)?).map_err(corrupt(&path))?;
-        if index.format != INDEX_FORMAT {
-            return Err(TierError::Corrupt {
-                path,
-                why: format!(
-                    "its format is {}, this version of tiers reads {INDEX_FORMAT}",
-                    index.format
-                ),
-            });
-        }
-        Ok(index)
-    }
-
-    pub fn save(&self, entry_dir: &Path) -> Result<(), TierError> {
-        let path = entry_dir.join(INDEX);
-        std::fs::write(&path, self.encode()).map_err(|source| TierError::Write { path, source })
-    }
 
     /// The binary layout of `codec.rs`: magic `TIDX`, the versions, the
-    /// counts, then files, modules and graph buckets in key order.
-    fn encode(&self) -> Vec<u8> {
+    /// counts, the consulted module names, then files and graph buckets in
+    /// key order, digests as their 32 bytes. `None` if a digest is not hex.
+    fn encode(&self) -> Option<Vec<u8>> {
         let mut w = codec::Writer::with_capacity(64 + self.files.len() * 200);
         w.header(INDEX_MAGIC);
         for n in [self.format, self.extractor_version, self.schema_version] {
@@ -149,22 +194,28 @@ impl Index {
         ] {
             w.len(n);
         }
+        w.strs(&self.names);
         w.len(self.files.len());
         for (path, f) in &self.files {
             w.str(path);
-            w.str(&f.digest);
+            w.digest(&f.digest)?;
             w.opt_str(&f.module);
-            w.opt_str(&f.interface);
-            w.u32(f.errors);
-        }
-        for map in [&self.modules, &self.graph] {
-            w.len(map.len());
-            for (k, v) in map {
-                w.str(k);
-                w.str(v);
+            match &f.interface {
+                None => w.tag(0),
+                Some(d) => {
+                    w.tag(1);
+                    w.digest(d)?;
+                }
             }
+            w.u32(f.errors);
+            w.vec(&f.deps, |w, &id| w.u32(id));
         }
-        w.buf
+        w.len(self.graph.len());
+        for (bucket, digest) in &self.graph {
+            w.str(bucket);
+            w.digest(digest)?;
+        }
+        Some(w.buf)
     }
 
     fn decode(bytes: &[u8]) -> Result<Index, codec::CodecError> {
@@ -182,17 +233,21 @@ impl Index {
             files_with_errors: n()?,
             pruned: n()?,
         };
+        let names = r.strs()?;
         let files = sorted(&mut r, |r| {
-            Ok(IndexFile {
-                digest: digest(r)?,
+            let file = IndexFile {
+                digest: r.digest()?,
                 module: r.opt_str()?,
-                interface: r.opt(digest)?,
+                interface: r.opt(codec::Reader::digest)?,
                 errors: r.u32()?,
-            })
+                deps: r.vec(codec::Reader::u32)?,
+            };
+            if let Some(&id) = file.deps.iter().find(|&&id| id as usize >= names.len()) {
+                return Err(r.error(r.at, format!("module name {id} is not in the table")));
+            }
+            Ok(file)
         })?;
-        let modules = sorted(&mut r, |r| r.str())?;
-        // Digests name files: nothing but 64 hex digits may become a path.
-        let graph = sorted(&mut r, digest)?;
+        let graph = sorted(&mut r, |r| r.digest())?;
         if let Some(bucket) = graph.keys().find(|b| !is_hex(b, 2)) {
             return Err(r.error(0, format!("`{bucket}` is not a graph bucket")));
         }
@@ -203,7 +258,7 @@ impl Index {
             schema_version,
             counts,
             files,
-            modules,
+            names,
             graph,
         })
     }
@@ -213,16 +268,6 @@ impl Index {
     pub fn is_current(&self) -> bool {
         self.extractor_version == EXTRACTOR_VERSION && self.schema_version == SCHEMA_VERSION
     }
-}
-
-/// A SHA-256 digest: 64 lowercase hex digits, else an error.
-fn digest(r: &mut codec::Reader<'_>) -> Result<String, codec::CodecError> {
-    let at = r.at;
-    let d = r.str()?;
-    if !is_hex(&d, 64) {
-        return Err(r.error(at, "not a SHA-256 digest"));
-    }
-    Ok(d)
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -236,17 +281,18 @@ fn sorted<T>(
     mut value: impl FnMut(&mut codec::Reader<'_>) -> Result<T, codec::CodecError>,
 ) -> Result<BTreeMap<String, T>, codec::CodecError> {
     let n = r.len("map size")?;
-    let mut map = BTreeMap::new();
+    let mut pairs: Vec<(String, T)> = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
         let at = r.at;
         let key = r.str()?;
-        if map.last_key_value().is_some_and(|(last, _)| *last >= key) {
+        if pairs.last().is_some_and(|(last, _)| *last >= key) {
             return Err(r.error(at, "keys not in strictly increasing order"));
         }
         let v = value(r)?;
-        map.insert(key, v);
+        pairs.push((key, v));
     }
-    Ok(map)
+    // Already sorted: the map is built in one pass.
+    Ok(pairs.into_iter().collect())
 }
 
 /// The whole symbol table of one project state, as typed structs: what
@@ -287,6 +333,7 @@ pub struct TableFile {
 /// reports it).
 pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
     let index = Index::load(entry_dir)?;
+    let symbols = index.symbols_reader(entry_dir);
     let mut files = Vec::with_capacity(index.files.len());
     for (path, f) in &index.files {
         files.push(TableFile {
@@ -295,12 +342,16 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
             digest: f.digest.clone(),
             interface: f.interface.clone(),
             errors: f.errors,
-            symbols: read_symbols(&file_path(entry_dir, &f.digest))?,
+            symbols: symbols(&f.digest)?,
         });
     }
     let mut graph = ResolvedGraph {
         files: BTreeMap::new(),
-        modules: index.modules.clone(),
+        modules: index
+            .modules()
+            .into_iter()
+            .map(|(m, p)| (m.to_owned(), p.to_owned()))
+            .collect(),
     };
     for digest in index.graph.values() {
         let path = graph_path(entry_dir, digest);
@@ -319,8 +370,87 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
     })
 }
 
+/// Link every per-file entry the index of `entry_dir` names into its
+/// `files/`, from the tier's store: the entry is then whole on its own.
+pub(crate) fn carry_files(entry_dir: &Path) -> Result<(), TierError> {
+    let index = Index::load(entry_dir)?;
+    let files = entry_dir.join(FILES);
+    std::fs::create_dir_all(&files).map_err(|source| TierError::Write {
+        path: files.clone(),
+        source,
+    })?;
+    let store = super::store::files_dir(
+        entry_dir.parent().unwrap_or(entry_dir),
+        index.extractor_version,
+    );
+    let digests: std::collections::BTreeSet<&str> =
+        index.files.values().map(|f| f.digest.as_str()).collect();
+    for digest in digests {
+        let ours = file_path(entry_dir, digest);
+        if ours.is_file() {
+            continue;
+        }
+        let stored = super::store::shard_path(&store, digest, SYMBOLS_EXT);
+        super::store::link(&stored, &ours).map_err(|source| TierError::Read {
+            path: stored,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// The per-file entries an entry's index names, for the store's sweep; none
+/// for an entry without an index or of another layout (it links its own).
+/// Reads only the digests: nothing else is decoded.
+pub(crate) fn named_digests(entry_dir: &Path) -> Result<Vec<[u8; 32]>, TierError> {
+    let path = entry_dir.join(INDEX);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(TierError::Read { path, source }),
+    };
+    if Index::format_of(&bytes).map_err(corrupt(&path))? != INDEX_FORMAT {
+        return Ok(Vec::new());
+    }
+    scan_digests(&bytes).map_err(corrupt(&path))
+}
+
+/// The file digests of an encoded index (see [`Index::encode`]).
+fn scan_digests(bytes: &[u8]) -> Result<Vec<[u8; 32]>, codec::CodecError> {
+    let mut r = codec::Reader::new(bytes);
+    r.header(INDEX_MAGIC)?;
+    for _ in 0..3 {
+        r.u32()?;
+    }
+    for _ in 0..8 {
+        r.u64()?;
+    }
+    let skip_str = |r: &mut codec::Reader<'_>| -> Result<(), codec::CodecError> {
+        let n = r.len("string length")?;
+        r.take(n).map(|_| ())
+    };
+    for _ in 0..r.len("name count")? {
+        skip_str(&mut r)?;
+    }
+    let files = r.len("map size")?;
+    let mut digests = Vec::with_capacity(files.min(1 << 20));
+    for _ in 0..files {
+        skip_str(&mut r)?;
+        let d = r.take(32)?;
+        digests.push(d.try_into().expect("32 bytes were taken"));
+        r.opt(|r| skip_str(r))?;
+        r.opt(|r| r.take(32).map(|_| ()))?;
+        r.u32()?;
+        for _ in 0..r.len("count")? {
+            r.u32()?;
+        }
+    }
+    Ok(digests)
+}
+
 /// `files/<digest>.sym`: one content's [`FileSymbols`], in the binary
-/// encoding of `codec.rs`.
+/// encoding of `codec.rs`, in an entry that carries its own (one uploaded to
+/// or restored from a shared cache).
 pub(crate) fn file_path(entry_dir: &Path, digest: &str) -> PathBuf {
     entry_dir
         .join(FILES)
@@ -358,6 +488,7 @@ pub(crate) fn read_symbols(path: &Path) -> Result<FileSymbols, TierError> {
 /// [`SymbolTable`]), streaming: one file's symbols in memory at a time.
 pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Result<()> {
     let index = Index::load(entry_dir)?;
+    let read_symbols = index.symbols_reader(entry_dir);
     let w = |r: std::io::Result<()>| r.map_err(|e| tiers_core::Error::io("the export output", e));
     let json = |r: serde_json::Result<()>| {
         r.map_err(|e| tiers_core::Error::io("the export output", std::io::Error::other(e)))
@@ -368,7 +499,7 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
         index.extractor_version, index.schema_version
     ))?;
     for (i, (path, f)) in index.files.iter().enumerate() {
-        let symbols = read_symbols(&file_path(entry_dir, &f.digest))?;
+        let symbols = read_symbols(&f.digest)?;
         w(write!(
             out,
             "{}{{\"path\":{},\"module\":{},\"digest\":{},\"interface\":{},\"errors\":{},\"symbols\":",
@@ -406,7 +537,11 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
         ))?;
         json(serde_json::to_writer(&mut *out, &resolved))?;
     }
-    w(write!(out, "\n}},\"modules\":{}}}}}\n", js(&index.modules)))?;
+    w(write!(
+        out,
+        "\n}},\"modules\":{}}}}}\n",
+        js(&index.modules())
+    ))?;
     Ok(())
 }
 
@@ -424,6 +559,7 @@ mod tests {
             module: module.map(str::to_owned),
             interface: module.map(|_| "cd".repeat(32)),
             errors,
+            deps: module.map_or(vec![], |_| vec![0, 1]),
         };
         Index {
             format: INDEX_FORMAT,
@@ -445,7 +581,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
-            modules: [("a.ünï".to_owned(), "a/ünï.py".to_owned())].into(),
+            names: vec!["a".to_owned(), "os.path".to_owned()],
             graph: [("3f".to_owned(), "ef".repeat(32))].into(),
         }
     }
@@ -453,7 +589,7 @@ mod tests {
     #[test]
     fn the_index_round_trips_and_a_damaged_one_is_an_error() {
         let index = sample();
-        let bytes = index.encode();
+        let bytes = index.encode().unwrap();
         assert_eq!(Index::decode(&bytes).unwrap(), index);
         for cut in 0..bytes.len() {
             assert!(
@@ -464,22 +600,51 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(Index::decode(&longer).is_err(), "trailing bytes");
+        // Digests are stored as bytes: one that is not hex cannot be written,
+        // and none read back can name a file outside the entry.
         let mut escaping = index.clone();
         escaping
             .graph
             .insert("40".into(), format!("../../{}", "e".repeat(58)));
-        let err = Index::decode(&escaping.encode()).unwrap_err();
-        assert!(err.what.contains("digest"), "{err}");
+        assert!(escaping.encode().is_none());
+        let mut dangling = index.clone();
+        dangling.names.pop();
+        let err = Index::decode(&dangling.encode().unwrap()).unwrap_err();
+        assert!(err.what.contains("not in the table"), "{err}");
         let mut swapped = index.clone();
         swapped.format += 1;
         let dir = std::env::temp_dir().join(format!("tiers-index-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         swapped.save(&dir).unwrap();
         let err = Index::load(&dir).unwrap_err();
+        let current = Index::load_current(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
-            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 3")),
+            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 4")),
             "{err:?}"
         );
+        assert!(
+            matches!(current, Ok(None)),
+            "another layout is not this build's"
+        );
+        let decoded: Vec<[u8; 32]> = index
+            .files
+            .values()
+            .map(|f| codec::digest_bytes(&f.digest).unwrap())
+            .collect();
+        assert_eq!(scan_digests(&bytes).unwrap(), decoded);
+    }
+
+    #[test]
+    fn unused_names_are_dropped_once_they_are_most_of_the_table() {
+        let mut index = sample();
+        index.names = (0..10).map(|i| format!("m{i}")).collect();
+        for f in index.files.values_mut() {
+            f.deps.retain(|_| false);
+        }
+        index.files.values_mut().last().unwrap().deps = vec![7, 3];
+        index.compact_names();
+        assert_eq!(index.names, ["m3", "m7"]);
+        assert_eq!(index.files.values().last().unwrap().deps, [1, 0]);
     }
 }
