@@ -145,10 +145,20 @@ impl BlobStore {
         let mut present = HashSet::new();
         for b in 0..=255u8 {
             let shard = self.files.join(format!("{b:02x}"));
-            let read = fs::read_dir(&shard).map_err(|source| TierError::Read {
-                path: shard.clone(),
-                source,
-            })?;
+            let read = match fs::read_dir(&shard) {
+                Ok(read) => read,
+                // A shard removed behind our back holds nothing: made again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    fs::create_dir_all(&shard).map_err(write_err(&shard))?;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(TierError::Read {
+                        path: shard,
+                        source,
+                    })
+                }
+            };
             for e in read.flatten() {
                 let name = e.file_name();
                 let Some(digest) = name
@@ -426,6 +436,10 @@ mod tests {
             names: vec![],
             graph: Default::default(),
         };
+        // A shard removed behind the store's back is made again, empty.
+        fs::remove_dir_all(store.files.join("00")).unwrap();
+        assert_eq!(store.present().unwrap().len(), 4);
+        assert!(store.files.join("00").is_dir());
         // A damaged index: nothing is removed.
         fs::write(entry.join("index.bin"), b"TIDX\x01\0\0\0\x03").unwrap();
         let using: HashSet<&str> = HashSet::from([digest(2).leak() as &str]);
