@@ -203,9 +203,7 @@ impl Job {
     /// The rows, and the contents the store has, found while the previous
     /// entry is read. A due prune runs first, keeping what this build uses.
     fn prepare(&self, store: &BlobStore, lock: &StoreLock) -> Result<Prepared, TierError> {
-        let using: HashSet<&str> = self.inputs.values().map(String::as_str).collect();
-        lock.settle(&using)?;
-        drop(using);
+        lock.settle(self.inputs.values().map(String::as_str))?;
         let present = match self.scratch {
             true => HashSet::new(),
             false => store.present()?,

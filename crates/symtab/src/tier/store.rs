@@ -62,7 +62,8 @@ impl StoreLock {
     /// are the contents the build uses, kept with those of every entry.
     /// Called once the build knows them; again at the end, in case the build
     /// stopped earlier.
-    pub fn settle(&self, using: &HashSet<&str>) -> Result<(), TierError> {
+    /// `using` is read only when a sweep is due: most builds pass it by.
+    pub fn settle<'a>(&self, using: impl IntoIterator<Item = &'a str>) -> Result<(), TierError> {
         let Some(p) = self
             .pending
             .lock()
@@ -199,6 +200,11 @@ pub(crate) fn files_dir(tier_root: &Path, version: u32) -> PathBuf {
     tier_root.join(format!("files-v{version}"))
 }
 
+/// The stored per-file entry of `digest` under `tier_root`, extractor `version`.
+pub(crate) fn stored_symbols(tier_root: &Path, version: u32, digest: &str) -> PathBuf {
+    shard_path(&files_dir(tier_root, version), digest, SYMBOLS_EXT)
+}
+
 /// Where a store directory keeps the file of `digest`.
 pub(crate) fn shard_path(dir: &Path, digest: &str, ext: &str) -> PathBuf {
     dir.join(digest.get(..2).unwrap_or("00"))
@@ -320,15 +326,15 @@ fn prune_due(tier_root: &Path) -> Result<Option<Pending>, TierError> {
 /// buckets no entry links. When an entry's index cannot be read, per-file
 /// entries are all kept: it may need them.
 #[cfg(unix)]
-fn sweep(tier_root: &Path, using: &HashSet<&str>) -> usize {
+fn sweep<'a>(tier_root: &Path, using: impl IntoIterator<Item = &'a str>) -> usize {
     use std::os::unix::fs::MetadataExt;
     let Ok(read) = fs::read_dir(tier_root) else {
         return 0;
     };
     let mut stores = Vec::new();
     let mut named: HashSet<[u8; 32]> = using
-        .iter()
-        .filter_map(|d| crate::codec::digest_bytes(d))
+        .into_iter()
+        .filter_map(crate::codec::digest_bytes)
         .collect();
     let mut complete = true;
     for e in read.flatten() {
@@ -376,7 +382,7 @@ fn sweep(tier_root: &Path, using: &HashSet<&str>) -> usize {
 }
 
 #[cfg(not(unix))]
-fn sweep(_tier_root: &Path, _using: &HashSet<&str>) -> usize {
+fn sweep<'a>(_tier_root: &Path, _using: impl IntoIterator<Item = &'a str>) -> usize {
     0
 }
 
@@ -411,7 +417,7 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let root = Root(dir);
         let (store, lock) = BlobStore::open(root.path()).unwrap();
-        lock.settle(&HashSet::new()).unwrap();
+        lock.settle(std::iter::empty()).unwrap();
         for n in 1..=4 {
             store.put_file(&digest(n), b"symbols", false).unwrap();
         }
@@ -442,12 +448,12 @@ mod tests {
         assert!(store.files.join("00").is_dir());
         // A damaged index: nothing is removed.
         fs::write(entry.join("index.bin"), b"TIDX\x01\0\0\0\x03").unwrap();
-        let using: HashSet<&str> = HashSet::from([digest(2).leak() as &str]);
-        assert_eq!(sweep(root.path(), &using), 0);
+        let using = digest(2);
+        assert_eq!(sweep(root.path(), [using.as_str()]), 0);
         assert_eq!(store.present().unwrap().len(), 4);
         // Readable: what it names and what the build uses stay.
         index.save(&entry).unwrap();
-        assert_eq!(sweep(root.path(), &using), 2);
+        assert_eq!(sweep(root.path(), [using.as_str()]), 2);
         let present = store.present().unwrap();
         assert_eq!(present, HashSet::from([digest(1), digest(2)]));
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::build::Counts;
+use super::store::stored_symbols;
 use super::TierError;
 use crate::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
 
@@ -92,25 +93,18 @@ impl Index {
         &self,
         entry_dir: &Path,
     ) -> impl Fn(&str) -> Result<FileSymbols, TierError> + '_ {
-        let store = entry_dir
-            .parent()
-            .map(|root| super::store::files_dir(root, self.extractor_version));
+        let tier_root = entry_dir.parent().unwrap_or(entry_dir).to_owned();
         let entry_dir = entry_dir.to_owned();
         move |digest| {
+            let stored = stored_symbols(&tier_root, self.extractor_version, digest);
             let own = file_path(&entry_dir, digest);
-            match &store {
-                Some(store) => {
-                    let stored = super::store::shard_path(store, digest, SYMBOLS_EXT);
-                    match read_symbols(&stored) {
-                        Err(TierError::Read { source, .. })
-                            if source.kind() == std::io::ErrorKind::NotFound && own.is_file() =>
-                        {
-                            read_symbols(&own)
-                        }
-                        other => other,
-                    }
+            match read_symbols(&stored) {
+                Err(TierError::Read { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound && own.is_file() =>
+                {
+                    read_symbols(&own)
                 }
-                None => read_symbols(&own),
+                other => other,
             }
         }
     }
@@ -379,10 +373,7 @@ pub(crate) fn carry_files(entry_dir: &Path) -> Result<(), TierError> {
         path: files.clone(),
         source,
     })?;
-    let store = super::store::files_dir(
-        entry_dir.parent().unwrap_or(entry_dir),
-        index.extractor_version,
-    );
+    let tier_root = entry_dir.parent().unwrap_or(entry_dir);
     let digests: std::collections::BTreeSet<&str> =
         index.files.values().map(|f| f.digest.as_str()).collect();
     for digest in digests {
@@ -390,7 +381,7 @@ pub(crate) fn carry_files(entry_dir: &Path) -> Result<(), TierError> {
         if ours.is_file() {
             continue;
         }
-        let stored = super::store::shard_path(&store, digest, SYMBOLS_EXT);
+        let stored = stored_symbols(tier_root, index.extractor_version, digest);
         super::store::link(&stored, &ours).map_err(|source| TierError::Read {
             path: stored,
             source,
