@@ -192,17 +192,31 @@ impl KeyDoc {
     }
 }
 
-/// The entries of two sorted maps that differ: `(key, old, new)`.
+/// The entries of two sorted maps that differ: `(key, old, new)`, in key order.
+/// One walk of both maps side by side (an edit compares 11,000 inputs).
 fn changed<'a, K: Ord, V: PartialEq>(
     old: &'a BTreeMap<K, V>,
     new: &'a BTreeMap<K, V>,
 ) -> impl Iterator<Item = (&'a K, Option<&'a V>, Option<&'a V>)> {
-    let mut keys: Vec<&K> = old.keys().chain(new.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter().filter_map(move |k| {
-        let (o, n) = (old.get(k), new.get(k));
-        (o != n).then_some((k, o, n))
+    use std::cmp::Ordering;
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    std::iter::from_fn(move || loop {
+        let next = match (o.peek(), n.peek()) {
+            (None, None) => return None,
+            (Some(_), None) => o.next().map(|(k, v)| (k, Some(v), None)),
+            (None, Some(_)) => n.next().map(|(k, v)| (k, None, Some(v))),
+            (Some((ko, _)), Some((kn, _))) => match ko.cmp(kn) {
+                Ordering::Less => o.next().map(|(k, v)| (k, Some(v), None)),
+                Ordering::Greater => n.next().map(|(k, v)| (k, None, Some(v))),
+                Ordering::Equal => {
+                    let ((k, vo), (_, vn)) = (o.next()?, n.next()?);
+                    (vo != vn).then_some((k, Some(vo), Some(vn)))
+                }
+            },
+        };
+        if next.is_some() {
+            return next;
+        }
     })
 }
 
@@ -338,6 +352,31 @@ mod tests {
                 "the input `new` was added"
             ]
         );
+    }
+
+    #[test]
+    fn changed_walks_both_maps_in_key_order() {
+        let map = |pairs: &[(&str, u32)]| -> BTreeMap<String, u32> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+        };
+        let old = map(&[("a", 1), ("c", 3), ("d", 4), ("f", 6), ("g", 7)]);
+        let new = map(&[("b", 2), ("c", 3), ("d", 5), ("g", 7), ("h", 8)]);
+        let got: Vec<(&str, Option<u32>, Option<u32>)> = changed(&old, &new)
+            .map(|(k, o, n)| (k.as_str(), o.copied(), n.copied()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("a", Some(1), None),
+                ("b", None, Some(2)),
+                ("d", Some(4), Some(5)),
+                ("f", Some(6), None),
+                ("h", None, Some(8)),
+            ]
+        );
+        assert_eq!(changed(&old, &old).count(), 0);
+        assert_eq!(changed(&map(&[]), &new).count(), new.len());
+        assert_eq!(changed(&old, &map(&[])).count(), old.len());
     }
 
     #[test]

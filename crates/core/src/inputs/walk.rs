@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 
 use super::{threads, Paths};
-use crate::statcache::{DirRecord, Kind, Stat, StatCache};
+use crate::statcache::{DirRecord, Entries, Kind, Stat, StatCache};
 
 /// What the walk found.
 pub(super) struct Walk {
@@ -47,9 +47,9 @@ impl WalkedDir {
     /// As the stat cache records it; `cache` is the one the walk was given.
     pub fn record<'a>(&'a self, cache: Option<&'a StatCache>) -> Option<DirRecord<'a>> {
         let entries = match &self.listing {
-            Listing::Cached(i) => cache?.dir_entries(*i).collect(),
+            Listing::Cached(i) => cache?.dir_kept(*i),
             Listing::Read { names, entries } => {
-                entries.iter().map(|&(k, a, b)| (k, &names[a..b])).collect()
+                Entries::Listed(entries.iter().map(|&(k, a, b)| (k, &names[a..b])).collect())
             }
         };
         Some(DirRecord {
