@@ -513,11 +513,20 @@ fn a_module_provided_by_another_path_is_a_dependency_of_the_shadowed_file() {
 fn a_previous_entry_whose_graph_is_damaged_is_built_without() {
     let p = sample();
     let first = p.build(&[]);
-    // Replaced, not written through: the store shares these files.
-    for bucket in std::fs::read_dir(entry_dir(&first, "sym").join("graph")).unwrap() {
-        let path = bucket.unwrap().path();
-        std::fs::remove_file(&path).unwrap();
-        std::fs::write(&path, b"not a bucket").unwrap();
+    assert!(
+        !entry_dir(&first, "sym").join("graph").exists(),
+        "an entry names its graph buckets in the store, it holds none"
+    );
+    // Every stored bucket is damaged: the previous entry names them all.
+    let root = p.cache_dir().join("sym");
+    let buckets: Vec<PathBuf> = support::snapshot(&root)
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("graph-v") && path.ends_with(".bin"))
+        .map(|(path, _)| root.join(path))
+        .collect();
+    assert!(!buckets.is_empty());
+    for path in &buckets {
+        std::fs::write(path, b"not a bucket").unwrap();
     }
     p.write("pkg/util.py", "def helper(x):\n    return x + 3\n");
     let run = p.build(&[]);
@@ -881,6 +890,7 @@ fn an_entry_from_the_shared_cache_seeds_the_next_incremental_build() {
         0,
         "nothing parsed, nothing stored yet"
     );
+    assert_same_table(&export(&second), &from_scratch(&second), "restored");
 
     // The restored entry holds plain files, not links into this cache's store:
     // the next build adopts them instead of parsing.

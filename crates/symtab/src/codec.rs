@@ -16,7 +16,8 @@
 //! up front is capped besides, so a hostile count cannot reserve more than
 //! [`MAX_PREALLOC_BYTES`] per list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::error::FileError;
 use crate::resolve::{DefKind, ResolvedCall, ResolvedImport, ResolvedModule, Target};
@@ -147,17 +148,48 @@ pub(crate) fn digest_bytes(hex: &str) -> Option<[u8; 32]> {
         return None;
     }
     let mut out = [0u8; 32];
+    let mut bad = 0u8;
     for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *o = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        let (hi, lo) = (NIBBLE[usize::from(pair[0])], NIBBLE[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = (hi << 4) | (lo & 0x0f);
     }
-    Some(out)
+    (bad & 0xf0 == 0).then_some(out)
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// The value of each lowercase hex digit; 0xff for every other byte.
+const NIBBLE: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// A set of SHA-256 digests. They are uniformly distributed already, so
+/// their first eight bytes are the hash: no SipHash over 32 bytes each.
+pub(crate) type DigestSet = HashSet<[u8; 32], BuildHasherDefault<DigestHasher>>;
+
+#[derive(Default)]
+pub(crate) struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let n = bytes.len().min(8);
+        word[..n].copy_from_slice(&bytes[..n]);
+        self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -860,6 +892,26 @@ fn decode_def_kind(r: &mut Reader<'_>) -> Result<DefKind> {
 mod tests {
     use super::*;
     use crate::extract;
+
+    #[test]
+    fn digest_bytes_takes_lowercase_hex_only() {
+        let hex: String = (0u8..32).map(|b| format!("{:02x}", b * 7 + 3)).collect();
+        let bytes = digest_bytes(&hex).unwrap();
+        assert_eq!(bytes, std::array::from_fn(|i| i as u8 * 7 + 3));
+        let mut r = Reader::new(&bytes);
+        assert_eq!(r.digest().unwrap(), hex, "round trip");
+        for bad in [
+            hex.to_uppercase(),
+            hex.replacen('3', "g", 1),
+            hex[..62].to_owned(),
+            format!("{hex}00"),
+            hex.replacen('0', "\u{e9}", 1)[..64].to_owned(),
+        ] {
+            assert_eq!(digest_bytes(&bad), None, "{bad}");
+        }
+        let set: DigestSet = [bytes, [0; 32]].into_iter().collect();
+        assert!(set.contains(&bytes) && set.contains(&[0; 32]) && !set.contains(&[1; 32]));
+    }
 
     const RICH: &str = r#""""Module docstring: é and ☃."""
 import os

@@ -69,6 +69,12 @@ fn run<T: Send>(n: usize, job: impl Fn(&mut Extractor, usize) -> T + Sync) -> Ve
     run_with(n, &ExtractOptions::default(), job)
 }
 
+/// The cores this process may use, asked once (the answer reads cgroup files).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// Runs `job` for `0..n` on a pool of scoped threads taking indices from a
 /// shared counter (file sizes vary a lot, so static chunks would idle a core).
 fn run_with<T: Send>(
@@ -76,11 +82,7 @@ fn run_with<T: Send>(
     options: &ExtractOptions,
     job: impl Fn(&mut Extractor, usize) -> T + Sync,
 ) -> Vec<T> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(n)
-        .max(1);
+    let threads = cores().min(n).max(1);
     let next = AtomicUsize::new(0);
     let worker = || {
         let mut extractor = Extractor::new(options.clone());

@@ -13,11 +13,12 @@
 //! one file's content. So the tier keeps a store of its own under its tier root,
 //! one [`FileSymbols`](crate::FileSymbols) per content digest, shared by every
 //! project state; a file is parsed only when its digest has no per-file entry
-//! yet. An entry (one project state) names the per-file entries it uses in its
-//! index, so a one-file edit writes one new per-file entry, a graph bucket and a
-//! new index — not a link per file, which cost an edit more than the rest of
-//! the build. Before an entry goes to a shared cache its per-file entries are
-//! linked into it ([`Tier::before_upload`]), so the copy elsewhere is whole.
+//! yet. An entry (one project state) names the per-file entries and graph
+//! buckets it uses in its index, so a one-file edit writes one new per-file
+//! entry, a graph bucket and a new index — not a link per file or per bucket,
+//! which cost an edit more than the rest of the build. Before an entry goes to
+//! a shared cache what it names is linked into it ([`Tier::before_upload`]), so
+//! the copy elsewhere is whole.
 //!
 //! ```text
 //! <tier root>/
@@ -26,8 +27,8 @@
 //!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
 //!   <key>/                             one entry, published by the engine
 //!     index.bin                        path → digest, module, interface, consulted modules
-//!     graph/<digest>.bin               hard links into graph-v{E}
-//!     files/<digest>.sym               only in an entry uploaded to or restored from a shared cache
+//!     files/<digest>.sym               only in an entry uploaded to or restored from a
+//!     graph/<digest>.bin                 shared cache: hard links into the store
 //! ```
 //!
 //! The resolved graph is split into 256 buckets by a hash of the path, so that
@@ -70,7 +71,7 @@ pub const KIND: &str = "symtab";
 
 /// Bumped whenever the way this kind builds or lays out an entry changes: old
 /// entries then miss. (A new extractor is [`EXTRACTOR_VERSION`], in the key too.)
-pub const KIND_VERSION: u32 = 3;
+pub const KIND_VERSION: u32 = 4;
 
 /// Errors of the `symtab` tier and of [`load_table`]; each names the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -257,10 +258,11 @@ impl Tier for SymtabTier {
         Some(10)
     }
 
-    /// An entry names its per-file entries in the tier's store; the one
-    /// uploaded carries them (hard links, so no bytes are copied).
+    /// An entry names its per-file entries and graph buckets in the tier's
+    /// store; the one uploaded carries them (hard links, so no bytes are
+    /// copied).
     fn before_upload(&self, entry: &Entry) -> Result<()> {
-        table::carry_files(&entry.dir)?;
+        table::carry_stored(&entry.dir)?;
         Ok(())
     }
 

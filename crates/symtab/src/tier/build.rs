@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore, StoreLock};
 use super::table::{
-    bucket_of, file_path, graph_path, read_symbols, Index, IndexFile, GRAPH, INDEX_FORMAT,
+    bucket_of, file_path, graph_path, read_bucket, read_symbols, Index, IndexFile, GRAPH,
+    INDEX_FORMAT,
 };
 use super::TierError;
+use crate::codec::DigestSet;
 use crate::parallel::read_source;
 use crate::resolve::{sha256_hex, ModuleInfo};
 use crate::{
@@ -125,7 +127,7 @@ impl Prev {
 struct Prepared {
     rows: Vec<Row>,
     /// Contents the store has a per-file entry for.
-    present: HashSet<String>,
+    present: DigestSet,
 }
 
 /// One input file.
@@ -177,7 +179,12 @@ impl Job {
         let mut prepared = prepared?;
         clock.lap("previous entry, rows and stored contents");
         let mut counts = match self.run_with(&store, prev.as_ref(), &prepared, clock) {
-            Err(e) if prev.as_ref().is_some_and(|p| e.is_about(&p.dir)) => {
+            // About the previous entry: its files, or the graph buckets it names.
+            Err(e)
+                if prev
+                    .as_ref()
+                    .is_some_and(|p| e.is_about(&p.dir) || e.is_about(store.graph_root())) =>
+            {
                 tracing::warn!(
                     "symtab: the previous entry is not usable, building without it: {e}"
                 );
@@ -192,12 +199,16 @@ impl Job {
             other => other,
         }?;
         counts.pruned = lock.pruned();
+        free_later((prepared, prev));
         Ok(counts)
     }
 
     fn make_dirs(&self) -> Result<(), TierError> {
-        let d = self.build_dir.join(GRAPH);
-        fs::create_dir_all(&d).map_err(|source| TierError::Write { path: d, source })
+        let d = &self.build_dir;
+        fs::create_dir_all(d).map_err(|source| TierError::Write {
+            path: d.clone(),
+            source,
+        })
     }
 
     /// The rows, and the contents the store has, found while the previous
@@ -205,10 +216,15 @@ impl Job {
     fn prepare(&self, store: &BlobStore, lock: &StoreLock) -> Result<Prepared, TierError> {
         lock.settle(self.inputs.values().map(String::as_str))?;
         let present = match self.scratch {
-            true => HashSet::new(),
+            true => DigestSet::default(),
             false => store.present()?,
         };
-        let names: HashSet<String> = self.inputs.keys().cloned().collect();
+        // The layout rule consults the file set for `src/__init__.py` only.
+        let names: HashSet<String> = ["src/__init__.py"]
+            .into_iter()
+            .filter(|p| self.inputs.contains_key(*p))
+            .map(String::from)
+            .collect();
         let rows = self
             .inputs
             .iter()
@@ -238,7 +254,10 @@ impl Job {
         }
         let to_parse: Vec<(&str, &[usize])> = by_digest
             .iter()
-            .filter(|(&digest, _)| !present.contains(digest) && !self.adopt(store, prev, digest))
+            .filter(|(&digest, _)| {
+                !codec::digest_bytes(digest).is_some_and(|d| present.contains(&d))
+                    && !self.adopt(store, prev, digest)
+            })
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
         self.build_with(store, prev, rows, &to_parse, clock)
@@ -395,6 +414,7 @@ impl Job {
         };
         index.compact_names();
         index.save(&self.build_dir)?;
+        free_later(index);
         clock.lap("index.bin");
         Ok(counts)
     }
@@ -446,9 +466,9 @@ impl Job {
         (names, lists)
     }
 
-    /// Graph buckets: the ones holding a fresh or a departed file are rewritten,
-    /// the others linked from the previous entry as they are. Returns bucket →
-    /// digest.
+    /// Graph buckets: the ones holding a fresh or a departed file are
+    /// rewritten into the store, the others named as they are. Returns
+    /// bucket → digest.
     fn write_graph(
         &self,
         store: &BlobStore,
@@ -457,44 +477,55 @@ impl Job {
         prev: Option<&Prev>,
         fresh: Fresh,
     ) -> Result<BTreeMap<String, String>, TierError> {
-        let named_paths: HashSet<&str> = named.iter().map(|&i| rows[i].path.as_str()).collect();
+        // The row of a named path: `named` is in path order, as rows are.
+        let named_row = |path: &str| {
+            named
+                .binary_search_by(|&i| rows[i].path.as_str().cmp(path))
+                .ok()
+                .map(|k| named[k])
+        };
         let mut touched = fresh.fragments;
         if let Some(p) = prev {
+            // Departed: named then, not now (both walked in path order).
+            let mut now = named.iter().map(|&i| rows[i].path.as_str()).peekable();
             for (path, f) in &p.index.files {
-                if f.module.is_some() && !named_paths.contains(path.as_str()) {
+                if f.module.is_none() {
+                    continue;
+                }
+                while now.next_if(|n| *n < path.as_str()).is_some() {}
+                if now.peek() != Some(&path.as_str()) {
                     touched.entry(bucket_of(path)).or_default();
                 }
             }
         }
         let mut buckets: BTreeMap<String, String> = BTreeMap::new();
         if let Some(p) = prev {
+            // An entry restored from a shared cache carries its buckets:
+            // they go into the store, where this entry names them.
+            let carried = p.dir.join(GRAPH).is_dir();
             for (b, digest) in &p.index.graph {
                 if touched.contains_key(b) {
                     continue;
                 }
-                let theirs = graph_path(&p.dir, digest);
-                let ours = graph_path(&self.build_dir, digest);
-                store::link(&theirs, &ours).map_err(|source| TierError::Read {
-                    path: theirs.clone(),
-                    source,
-                })?;
-                // Keep the store whole (the previous entry may come from a
-                // shared cache): a later build links from it.
-                let _ = store::link(&theirs, &store.graph_blob(digest));
+                if carried {
+                    let theirs = graph_path(&p.dir, digest);
+                    let stored = store.graph_blob(digest);
+                    if let Err(source) = store::link(&theirs, &stored) {
+                        if !stored.is_file() {
+                            return Err(TierError::Read {
+                                path: theirs,
+                                source,
+                            });
+                        }
+                    }
+                }
                 buckets.insert(b.clone(), digest.clone());
             }
         }
         let touched: Vec<(String, Fragments)> = touched.into_iter().collect();
         let written = par_map(&touched, |(b, fresh)| {
             let old = match prev.and_then(|p| Some((p, p.index.graph.get(b)?))) {
-                Some((p, digest)) => {
-                    let path = graph_path(&p.dir, digest);
-                    let bytes = fs::read(&path).map_err(|source| TierError::Read {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    Some((path, bytes))
-                }
+                Some((p, digest)) => Some(read_bucket(&p.dir, p.index.extractor_version, digest)?),
                 None => None,
             };
             let mut bucket: BTreeMap<&str, &[u8]> = BTreeMap::new();
@@ -504,8 +535,8 @@ impl Job {
                     why: e.to_string(),
                 })?;
                 for (path, body) in records {
-                    if let Some(&path) = named_paths.get(path.as_str()) {
-                        bucket.insert(path, body);
+                    if let Some(i) = named_row(&path) {
+                        bucket.insert(rows[i].path.as_str(), body);
                     }
                 }
             }
@@ -517,9 +548,10 @@ impl Job {
             }
             let bytes = codec::encode_bucket(bucket);
             let digest = sha256_hex(&bytes);
-            let stored = store.graph_blob(&digest);
-            let ours = graph_path(&self.build_dir, &digest);
-            store::put(&ours, &stored, &bytes, false)?;
+            // Without a previous entry every bucket is written again: one
+            // already stored under that name may be the damaged one that
+            // made this build go without it.
+            store.put_graph(&digest, &bytes, prev.is_none())?;
             Ok::<_, TierError>(Some((b.clone(), digest)))
         });
         for w in written {
@@ -675,6 +707,12 @@ impl Loader<'_> {
     }
 }
 
+/// Frees `value` on a thread of its own: an edit's largest structures (two
+/// indexes of 11,000 files) take milliseconds to free, and nothing waits on it.
+fn free_later<T: Send + 'static>(value: T) {
+    let _ = std::thread::Builder::new().spawn(move || drop(value));
+}
+
 /// Phase timings and resident memory, logged at debug level (`tiers -v`).
 pub(super) struct Clock(std::time::Instant);
 
@@ -716,7 +754,7 @@ pub(super) fn par_map_with<T: Sync, S, R: Send>(
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> R + Sync,
 ) -> Vec<R> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = crate::parallel::cores();
     let threads = cores.min(items.len());
     if threads <= 1 {
         let mut state = init();

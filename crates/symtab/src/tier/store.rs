@@ -2,7 +2,7 @@
 //! name in their index, and graph buckets, which entries hard-link; pruned of
 //! what no entry uses any more.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use super::table::{GRAPH_EXT, SYMBOLS_EXT};
 use super::TierError;
+use crate::codec::{digest_bytes, DigestSet};
 use crate::EXTRACTOR_VERSION;
 
 const LOCK: &str = ".symtab.lock";
@@ -97,7 +98,7 @@ impl BlobStore {
     pub fn open(tier_root: &Path) -> Result<(BlobStore, StoreLock), TierError> {
         let store = BlobStore {
             files: files_dir(tier_root, EXTRACTOR_VERSION),
-            graph: tier_root.join(format!("graph-v{EXTRACTOR_VERSION}")),
+            graph: graph_dir(tier_root, EXTRACTOR_VERSION),
         };
         for dir in [&store.files, &store.graph] {
             // The 256 shards are made once; the last one tells they all are.
@@ -142,8 +143,8 @@ impl BlobStore {
 
     /// The contents the store has a per-file entry for: one read of each
     /// shard, not a look-up per file.
-    pub fn present(&self) -> Result<HashSet<String>, TierError> {
-        let mut present = HashSet::new();
+    pub fn present(&self) -> Result<DigestSet, TierError> {
+        let mut present = DigestSet::with_capacity_and_hasher(1 << 14, Default::default());
         for b in 0..=255u8 {
             let shard = self.files.join(format!("{b:02x}"));
             let read = match fs::read_dir(&shard) {
@@ -166,33 +167,50 @@ impl BlobStore {
                     .to_str()
                     .and_then(|n| n.strip_suffix(SYMBOLS_EXT))
                     .and_then(|n| n.strip_suffix('.'))
+                    .and_then(digest_bytes)
                 else {
                     continue;
                 };
-                present.insert(digest.to_owned());
+                present.insert(digest);
             }
         }
         Ok(present)
     }
 
     /// Store a per-file entry. One already there is kept — its name is the
-    /// content's digest — unless `replace` (it is damaged); either way the
-    /// file appears complete or not at all.
+    /// content's digest — unless `replace` (it may be damaged); either way
+    /// the file appears complete or not at all.
     pub fn put_file(&self, digest: &str, bytes: &[u8], replace: bool) -> Result<(), TierError> {
-        let stored = self.file_blob(digest);
-        if !replace && stored.is_file() {
-            return Ok(());
-        }
-        write_atomic(&stored, bytes)
+        put_blob(&self.file_blob(digest), bytes, replace)
+    }
+
+    /// Store a graph bucket, as [`BlobStore::put_file`] does.
+    pub fn put_graph(&self, digest: &str, bytes: &[u8], replace: bool) -> Result<(), TierError> {
+        put_blob(&self.graph_blob(digest), bytes, replace)
     }
 
     pub fn file_blob(&self, digest: &str) -> PathBuf {
         shard_path(&self.files, digest, SYMBOLS_EXT)
     }
 
+    /// Where the graph buckets are.
+    pub fn graph_root(&self) -> &Path {
+        &self.graph
+    }
+
     pub fn graph_blob(&self, digest: &str) -> PathBuf {
         shard_path(&self.graph, digest, GRAPH_EXT)
     }
+}
+
+/// Where the tier's store keeps graph bucket `digest` of extractor `version`.
+pub(crate) fn stored_bucket(tier_root: &Path, version: u32, digest: &str) -> PathBuf {
+    shard_path(&graph_dir(tier_root, version), digest, GRAPH_EXT)
+}
+
+/// The graph buckets of extractor `version` under `tier_root`.
+pub(crate) fn graph_dir(tier_root: &Path, version: u32) -> PathBuf {
+    tier_root.join(format!("graph-v{version}"))
 }
 
 /// The per-file entries of extractor `version` under `tier_root`.
@@ -211,48 +229,11 @@ pub(crate) fn shard_path(dir: &Path, digest: &str, ext: &str) -> PathBuf {
         .join(format!("{digest}.{ext}"))
 }
 
-/// Make `ours` (a graph bucket of the entry being built) hold `bytes`, shared
-/// with the store as `stored`. Unless `replace`, a stored file already there is
-/// linked as it is — its name is the content's digest, so it holds the same
-/// bytes — and otherwise `bytes` are written at `ours` (in a staging dir no
-/// one else reads, so without a temp file; `ours` must not exist) and linked
-/// into the store, where a link appears complete or not at all. With
-/// `replace` (the stored file is damaged) a new file is renamed over the
-/// stored one — never written in place, since other entries link it — and
-/// linked at `ours`.
-pub(crate) fn put(
-    ours: &Path,
-    stored: &Path,
-    bytes: &[u8],
-    replace: bool,
-) -> Result<(), TierError> {
-    if replace {
-        write_atomic(stored, bytes)?;
-        let _ = fs::remove_file(ours);
-        // Another process replacing it too can leave the name between two
-        // files for an instant (a link to a file being replaced fails).
-        let mut tries = 0;
-        return loop {
-            match link(stored, ours) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
-                other => break other.map_err(write_err(ours)),
-            }
-        };
-    }
-    if link(stored, ours).is_ok() {
+fn put_blob(stored: &Path, bytes: &[u8], replace: bool) -> Result<(), TierError> {
+    if !replace && stored.is_file() {
         return Ok(());
     }
-    fs::write(ours, bytes).map_err(write_err(ours))?;
-    match fs::hard_link(ours, stored) {
-        Ok(()) => Ok(()),
-        // Stored meanwhile by another build: share its file.
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            let _ = fs::remove_file(ours);
-            link(stored, ours).map_err(write_err(ours))
-        }
-        // No links here: a copy, written aside and renamed into place.
-        Err(_) => write_atomic(stored, bytes),
-    }
+    write_atomic(stored, bytes)
 }
 
 /// [`tiers_core::write_atomic`]: a temp file of its own, renamed into place.
@@ -320,11 +301,11 @@ fn prune_due(tier_root: &Path) -> Result<Option<Pending>, TierError> {
     }))
 }
 
-/// Remove the stored files no entry uses: per-file entries that no entry's
-/// index names, that are not in `using` and that no entry links (an entry
-/// uploaded to a shared cache, or of an older layout, links them), and graph
-/// buckets no entry links. When an entry's index cannot be read, per-file
-/// entries are all kept: it may need them.
+/// Remove the stored files no entry uses: per-file entries and graph buckets
+/// that no entry's index names, that no entry links (an entry uploaded to a
+/// shared cache, or of an older layout, links them) and, for per-file
+/// entries, that are not in `using`. When an entry's index cannot be read,
+/// every stored file is kept: it may need any of them.
 #[cfg(unix)]
 fn sweep<'a>(tier_root: &Path, using: impl IntoIterator<Item = &'a str>) -> usize {
     use std::os::unix::fs::MetadataExt;
@@ -332,10 +313,8 @@ fn sweep<'a>(tier_root: &Path, using: impl IntoIterator<Item = &'a str>) -> usiz
         return 0;
     };
     let mut stores = Vec::new();
-    let mut named: HashSet<[u8; 32]> = using
-        .into_iter()
-        .filter_map(crate::codec::digest_bytes)
-        .collect();
+    let mut named_files: DigestSet = using.into_iter().filter_map(digest_bytes).collect();
+    let mut named_graph = DigestSet::default();
     let mut complete = true;
     for e in read.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
@@ -343,19 +322,26 @@ fn sweep<'a>(tier_root: &Path, using: impl IntoIterator<Item = &'a str>) -> usiz
             stores.push((name.starts_with("files-v"), e.path()));
         } else if tiers_core::Key::parse(&name).is_some() {
             match super::table::named_digests(&e.path()) {
-                Ok(digests) => named.extend(digests),
+                Ok(named) => {
+                    named_files.extend(named.files);
+                    named_graph.extend(named.graph);
+                }
                 Err(err) => {
-                    tracing::warn!("symtab: keeping every stored per-file entry: {err}");
+                    tracing::warn!("symtab: keeping every stored file: {err}");
                     complete = false;
                 }
             }
         }
     }
+    if !complete {
+        return 0;
+    }
     let mut removed = 0;
     for (files, store) in stores {
-        if files && !complete {
-            continue;
-        }
+        let named = match files {
+            true => &named_files,
+            false => &named_graph,
+        };
         let Ok(shards) = fs::read_dir(&store) else {
             continue;
         };
@@ -368,7 +354,7 @@ fn sweep<'a>(tier_root: &Path, using: impl IntoIterator<Item = &'a str>) -> usiz
                 let digest = name
                     .to_str()
                     .and_then(|n| crate::codec::digest_bytes(n.split('.').next()?));
-                let used = files && digest.is_some_and(|d| named.contains(&d));
+                let used = digest.is_some_and(|d| named.contains(&d));
                 if !used
                     && file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1)
                     && fs::remove_file(file.path()).is_ok()
@@ -420,7 +406,20 @@ mod tests {
         lock.settle(std::iter::empty()).unwrap();
         for n in 1..=4 {
             store.put_file(&digest(n), b"symbols", false).unwrap();
+            store.put_graph(&digest(n + 4), b"bucket", false).unwrap();
         }
+        // A bucket another entry links (an older layout's) stays, named or not.
+        let older = root.path().join(digest(10)).join("graph");
+        fs::create_dir_all(&older).unwrap();
+        fs::hard_link(store.graph_blob(&digest(8)), older.join("b.bin")).unwrap();
+        let graph_left = || -> Vec<String> {
+            let mut left: Vec<String> = (5..=8)
+                .map(digest)
+                .filter(|d| store.graph_blob(d).is_file())
+                .collect();
+            left.sort();
+            left
+        };
         let entry = root.path().join(digest(9));
         fs::create_dir_all(&entry).unwrap();
         let index = Index {
@@ -440,7 +439,7 @@ mod tests {
             )]
             .into(),
             names: vec![],
-            graph: Default::default(),
+            graph: [("3a".to_owned(), digest(5))].into(),
         };
         // A shard removed behind the store's back is made again, empty.
         fs::remove_dir_all(store.files.join("00")).unwrap();
@@ -451,10 +450,13 @@ mod tests {
         let using = digest(2);
         assert_eq!(sweep(root.path(), [using.as_str()]), 0);
         assert_eq!(store.present().unwrap().len(), 4);
+        assert_eq!(graph_left().len(), 4);
         // Readable: what it names and what the build uses stay.
         index.save(&entry).unwrap();
-        assert_eq!(sweep(root.path(), [using.as_str()]), 2);
+        assert_eq!(sweep(root.path(), [using.as_str()]), 2 + 2);
+        assert_eq!(graph_left(), [digest(5), digest(8)]);
         let present = store.present().unwrap();
-        assert_eq!(present, HashSet::from([digest(1), digest(2)]));
+        let expected = [digest(1), digest(2)].map(|d| digest_bytes(&d).unwrap());
+        assert_eq!(present, DigestSet::from_iter(expected));
     }
 }

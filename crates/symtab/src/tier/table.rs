@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::build::Counts;
-use super::store::stored_symbols;
+use super::store::{stored_bucket, stored_symbols};
 use super::TierError;
 use crate::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
 
@@ -170,7 +170,15 @@ impl Index {
     /// counts, the consulted module names, then files and graph buckets in
     /// key order, digests as their 32 bytes. `None` if a digest is not hex.
     fn encode(&self) -> Option<Vec<u8>> {
-        let mut w = codec::Writer::with_capacity(64 + self.files.len() * 200);
+        let size: usize = self
+            .files
+            .iter()
+            .map(|(p, f)| {
+                90 + p.len() + f.module.as_ref().map_or(0, String::len) + 2 * f.deps.len()
+            })
+            .sum();
+        let names: usize = self.names.iter().map(|n| n.len() + 2).sum();
+        let mut w = codec::Writer::with_capacity(64 + size + names + self.graph.len() * 40);
         w.header(INDEX_MAGIC);
         for n in [self.format, self.extractor_version, self.schema_version] {
             w.u32(n);
@@ -348,8 +356,7 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
             .collect(),
     };
     for digest in index.graph.values() {
-        let path = graph_path(entry_dir, digest);
-        let bytes = read(&path)?;
+        let (path, bytes) = read_bucket(entry_dir, index.extractor_version, digest)?;
         for (file, body) in codec::decode_bucket(&bytes).map_err(corrupt(&path))? {
             let resolved = codec::decode_resolved(body).map_err(corrupt(&path))?;
             graph.files.insert(file, resolved);
@@ -364,24 +371,35 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
     })
 }
 
-/// Link every per-file entry the index of `entry_dir` names into its
-/// `files/`, from the tier's store: the entry is then whole on its own.
-pub(crate) fn carry_files(entry_dir: &Path) -> Result<(), TierError> {
+/// Link every per-file entry and graph bucket the index of `entry_dir` names
+/// into its `files/` and `graph/`, from the tier's store: the entry is then
+/// whole on its own.
+pub(crate) fn carry_stored(entry_dir: &Path) -> Result<(), TierError> {
     let index = Index::load(entry_dir)?;
-    let files = entry_dir.join(FILES);
-    std::fs::create_dir_all(&files).map_err(|source| TierError::Write {
-        path: files.clone(),
-        source,
-    })?;
     let tier_root = entry_dir.parent().unwrap_or(entry_dir);
-    let digests: std::collections::BTreeSet<&str> =
+    let version = index.extractor_version;
+    let files: std::collections::BTreeSet<&str> =
         index.files.values().map(|f| f.digest.as_str()).collect();
-    for digest in digests {
-        let ours = file_path(entry_dir, digest);
+    let files = files.into_iter().map(|d| {
+        (
+            stored_symbols(tier_root, version, d),
+            file_path(entry_dir, d),
+        )
+    });
+    let buckets = index.graph.values().map(|d| {
+        (
+            stored_bucket(tier_root, version, d),
+            graph_path(entry_dir, d),
+        )
+    });
+    for dir in [FILES, GRAPH] {
+        let dir = entry_dir.join(dir);
+        std::fs::create_dir_all(&dir).map_err(|source| TierError::Write { path: dir, source })?;
+    }
+    for (stored, ours) in files.chain(buckets) {
         if ours.is_file() {
             continue;
         }
-        let stored = stored_symbols(tier_root, index.extractor_version, digest);
         super::store::link(&stored, &ours).map_err(|source| TierError::Read {
             path: stored,
             source,
@@ -390,24 +408,58 @@ pub(crate) fn carry_files(entry_dir: &Path) -> Result<(), TierError> {
     Ok(())
 }
 
-/// The per-file entries an entry's index names, for the store's sweep; none
+/// Graph bucket `digest` of the entry `entry_dir`, with the path it was read
+/// from: the tier's store's, else the entry's own (one uploaded to, or
+/// restored from, a shared cache, or made by an older layout).
+pub(crate) fn read_bucket(
+    entry_dir: &Path,
+    version: u32,
+    digest: &str,
+) -> Result<(PathBuf, Vec<u8>), TierError> {
+    let tier_root = entry_dir.parent().unwrap_or(entry_dir);
+    let stored = stored_bucket(tier_root, version, digest);
+    match read(&stored) {
+        Err(TierError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            let own = graph_path(entry_dir, digest);
+            match read(&own) {
+                Ok(bytes) => Ok((own, bytes)),
+                Err(_) => Err(TierError::Read {
+                    path: stored,
+                    source,
+                }),
+            }
+        }
+        other => other.map(|bytes| (stored, bytes)),
+    }
+}
+
+/// What an entry's index names in the tier's store.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Named {
+    /// Digests of per-file entries.
+    pub files: Vec<[u8; 32]>,
+    /// Digests of graph buckets.
+    pub graph: Vec<[u8; 32]>,
+}
+
+/// What an entry's index names in the store, for the store's sweep; nothing
 /// for an entry without an index or of another layout (it links its own).
 /// Reads only the digests: nothing else is decoded.
-pub(crate) fn named_digests(entry_dir: &Path) -> Result<Vec<[u8; 32]>, TierError> {
+pub(crate) fn named_digests(entry_dir: &Path) -> Result<Named, TierError> {
     let path = entry_dir.join(INDEX);
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Named::default()),
         Err(source) => return Err(TierError::Read { path, source }),
     };
     if Index::format_of(&bytes).map_err(corrupt(&path))? != INDEX_FORMAT {
-        return Ok(Vec::new());
+        return Ok(Named::default());
     }
     scan_digests(&bytes).map_err(corrupt(&path))
 }
 
-/// The file digests of an encoded index (see [`Index::encode`]).
-fn scan_digests(bytes: &[u8]) -> Result<Vec<[u8; 32]>, codec::CodecError> {
+/// The file and bucket digests of an encoded index (see [`Index::encode`]).
+fn scan_digests(bytes: &[u8]) -> Result<Named, codec::CodecError> {
     let mut r = codec::Reader::new(bytes);
     r.header(INDEX_MAGIC)?;
     for _ in 0..3 {
@@ -420,15 +472,20 @@ fn scan_digests(bytes: &[u8]) -> Result<Vec<[u8; 32]>, codec::CodecError> {
         let n = r.len("string length")?;
         r.take(n).map(|_| ())
     };
+    let digest = |r: &mut codec::Reader<'_>| -> Result<[u8; 32], codec::CodecError> {
+        Ok(r.take(32)?.try_into().expect("32 bytes were taken"))
+    };
     for _ in 0..r.len("name count")? {
         skip_str(&mut r)?;
     }
     let files = r.len("map size")?;
-    let mut digests = Vec::with_capacity(files.min(1 << 20));
+    let mut named = Named {
+        files: Vec::with_capacity(files.min(1 << 20)),
+        graph: Vec::new(),
+    };
     for _ in 0..files {
         skip_str(&mut r)?;
-        let d = r.take(32)?;
-        digests.push(d.try_into().expect("32 bytes were taken"));
+        named.files.push(digest(&mut r)?);
         r.opt(|r| skip_str(r))?;
         r.opt(|r| r.take(32).map(|_| ()))?;
         r.u32()?;
@@ -436,7 +493,12 @@ fn scan_digests(bytes: &[u8]) -> Result<Vec<[u8; 32]>, codec::CodecError> {
             r.u32()?;
         }
     }
-    Ok(digests)
+    for _ in 0..r.len("map size")? {
+        skip_str(&mut r)?;
+        named.graph.push(digest(&mut r)?);
+    }
+    r.finish()?;
+    Ok(named)
 }
 
 /// `files/<digest>.sym`: one content's [`FileSymbols`], in the binary
@@ -508,9 +570,7 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
     // Buckets are by hash; the document lists paths in order.
     let mut buckets: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(index.graph.len());
     for digest in index.graph.values() {
-        let path = graph_path(entry_dir, digest);
-        let bytes = read(&path)?;
-        buckets.push((path, bytes));
+        buckets.push(read_bucket(entry_dir, index.extractor_version, digest)?);
     }
     let mut modules: BTreeMap<String, (&Path, &[u8])> = BTreeMap::new();
     for (path, bytes) in &buckets {
@@ -618,12 +678,14 @@ mod tests {
             matches!(current, Ok(None)),
             "another layout is not this build's"
         );
-        let decoded: Vec<[u8; 32]> = index
-            .files
-            .values()
-            .map(|f| codec::digest_bytes(&f.digest).unwrap())
-            .collect();
-        assert_eq!(scan_digests(&bytes).unwrap(), decoded);
+        let bytes_of = |d: &String| codec::digest_bytes(d).unwrap();
+        let named = Named {
+            files: index.files.values().map(|f| bytes_of(&f.digest)).collect(),
+            graph: index.graph.values().map(bytes_of).collect(),
+        };
+        assert!(!named.graph.is_empty(), "the sample names graph buckets");
+        assert_eq!(scan_digests(&bytes).unwrap(), named);
+        assert!(scan_digests(&longer).is_err(), "trailing bytes");
     }
 
     #[test]
