@@ -236,7 +236,7 @@ impl Tier for SymtabTier {
             project: cx.project().to_owned(),
             tier_root: cx.tier_root().to_owned(),
             build_dir: entry.build_dir.clone(),
-            inputs: entry.doc.inputs.clone(),
+            doc: entry.doc.clone(),
             previous,
             scratch,
         };

@@ -7,17 +7,18 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use tiers_core::KeyDoc;
 
 use serde::{Deserialize, Serialize};
 
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore, StoreLock};
 use super::table::{
-    bucket_of, file_path, graph_path, read_bucket, read_symbols, Index, IndexFile, GRAPH,
+    bucket_of, file_path, graph_path, read_bucket, read_symbols, Index, IndexFile, Names, GRAPH,
     INDEX_FORMAT,
 };
 use super::TierError;
-use crate::codec::DigestSet;
+use crate::codec::{DigestSet, FastMap};
 use crate::parallel::read_source;
 use crate::resolve::{sha256_hex, ModuleInfo};
 use crate::{
@@ -100,8 +101,8 @@ pub(crate) struct Job {
     pub project: PathBuf,
     pub tier_root: PathBuf,
     pub build_dir: PathBuf,
-    /// Path → content digest: the key document's inputs.
-    pub inputs: BTreeMap<String, String>,
+    /// The key document: its inputs are path → content digest.
+    pub doc: Arc<KeyDoc>,
     /// The entry of the tier's last build, when it is for another key.
     pub previous: Option<PathBuf>,
     /// Parse every file again, whatever the store holds (a forced rebuild).
@@ -214,7 +215,8 @@ impl Job {
     /// The rows, and the contents the store has, found while the previous
     /// entry is read. A due prune runs first, keeping what this build uses.
     fn prepare(&self, store: &BlobStore, lock: &StoreLock) -> Result<Prepared, TierError> {
-        lock.settle(self.inputs.values().map(String::as_str))?;
+        let inputs = &self.doc.inputs;
+        lock.settle(inputs.values().map(String::as_str))?;
         let present = match self.scratch {
             true => DigestSet::default(),
             false => store.present()?,
@@ -222,11 +224,10 @@ impl Job {
         // The layout rule consults the file set for `src/__init__.py` only.
         let names: HashSet<String> = ["src/__init__.py"]
             .into_iter()
-            .filter(|p| self.inputs.contains_key(*p))
+            .filter(|p| inputs.contains_key(*p))
             .map(String::from)
             .collect();
-        let rows = self
-            .inputs
+        let rows = inputs
             .iter()
             .map(|(path, digest)| Row {
                 module: module_name(path, &names),
@@ -293,7 +294,7 @@ impl Job {
         let infos: Vec<OnceLock<Option<ModuleInfo>>> = std::iter::repeat_with(OnceLock::new)
             .take(rows.len())
             .collect();
-        let mut errors: HashMap<&str, u32> = HashMap::new();
+        let mut errors: FastMap<&str, u32> = FastMap::default();
         let mut interfaces: Vec<Option<String>> = vec![None; rows.len()];
         for (&(digest, _), p) in to_parse.iter().zip(parsed) {
             for (i, info) in p.infos {
@@ -428,9 +429,10 @@ impl Job {
         prev: Option<&Prev>,
         before: &[Option<&IndexFile>],
         fresh: &Fresh,
-    ) -> (Vec<String>, Vec<Vec<u32>>) {
-        let old_names: &[String] = prev.map_or(&[], |p| &p.index.names);
-        let mut ids: HashMap<&str, u32> = HashMap::new();
+    ) -> (Names, Vec<Vec<u32>>) {
+        let no_names = Names::default();
+        let old_names = prev.map_or(&no_names, |p| &p.index.names);
+        let mut ids: FastMap<&str, u32> = FastMap::default();
         let mut new_names: Vec<&str> = Vec::new();
         let lists = rows
             .iter()
@@ -447,7 +449,7 @@ impl Job {
                     ids = old_names
                         .iter()
                         .enumerate()
-                        .map(|(i, n)| (n.as_str(), i as u32))
+                        .map(|(i, n)| (n, i as u32))
                         .collect();
                 }
                 names
@@ -461,8 +463,10 @@ impl Job {
                     .collect()
             })
             .collect();
-        let mut names = old_names.to_vec();
-        names.extend(new_names.into_iter().map(str::to_owned));
+        let mut names = old_names.clone();
+        for n in new_names {
+            names.push(n);
+        }
         (names, lists)
     }
 

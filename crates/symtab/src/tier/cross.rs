@@ -22,6 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use super::build::{is_package, par_map, Loader, Prev, Row};
 use super::table::bucket_of;
 use super::TierError;
+use crate::codec::FastMap;
 use crate::resolve::{first_under, resolve_file, FileToResolve, ModuleInfo, Modules};
 use crate::{codec, Interface};
 
@@ -153,7 +154,7 @@ impl Pass<'_> {
                 .and_then(|&i| self.interfaces[i].as_deref())
         };
         // Which file provided each module then: the first in path order.
-        let mut then_modules: HashMap<&str, Option<&str>> = HashMap::new();
+        let mut then_modules: FastMap<&str, Option<&str>> = FastMap::default();
         if !touched.is_empty() {
             for f in p.index.files.values() {
                 if let Some(m) = &f.module {
@@ -184,7 +185,7 @@ impl Pass<'_> {
                 .names
                 .iter()
                 .enumerate()
-                .filter(|(_, n)| changed.contains(n.as_str()))
+                .filter(|(_, n)| changed.contains(n))
                 .map(|(i, _)| i as u32)
                 .collect(),
         };
@@ -214,7 +215,7 @@ struct World<'a> {
     /// Module → the row that provides it, in name order (for namespaces) and
     /// hashed (for lookups).
     providers: BTreeMap<&'a str, usize>,
-    by_name: HashMap<&'a str, usize>,
+    by_name: FastMap<&'a str, usize>,
     infos: &'a [OnceLock<Option<ModuleInfo>>],
     loader: &'a Loader<'a>,
     /// The first module whose symbols could not be read: the build fails.

@@ -438,7 +438,7 @@ mod tests {
                 },
             )]
             .into(),
-            names: vec![],
+            names: Default::default(),
             graph: [("3a".to_owned(), digest(5))].into(),
         };
         // A shard removed behind the store's back is made again, empty.
