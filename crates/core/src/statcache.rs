@@ -2,7 +2,8 @@
 //! that a warm check reads no file content.
 //!
 //! One file per project under `<cache dir>/.state/` (a name no tier can take), loaded
-//! once per run and replaced atomically at its end. Two processes may race: each
+//! once per run and replaced atomically at its end, when the run learned enough to be
+//! worth it (`RESAVE_FILES` in `inputs.rs`). Two processes may race: each
 //! writes a whole view of its own and the last rename wins, which is safe because
 //! every record in a view was true when that view was written.
 //!

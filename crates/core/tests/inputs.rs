@@ -141,6 +141,45 @@ fn unchanged_tree_is_checked_without_reading_content() {
     }
 }
 
+/// One run ended as the engine ends it: `finish` decides whether to save.
+fn finished_run(f: &Fixture) -> InputStats {
+    let inputs = Inputs::new(f.project(), vec![f.cache()]).with_stat_cache(Some(&f.cache()));
+    inputs.collect(&py()).unwrap();
+    inputs.finish();
+    inputs.stats()
+}
+
+#[test]
+fn a_run_that_hashed_a_few_files_leaves_the_stat_cache_as_it_was() {
+    let f = Fixture::many(100);
+    settle();
+    // A cold run saves: nothing was loaded.
+    assert_eq!(finished_run(&f).hashed_files, 100);
+    assert_eq!(finished_run(&f).hashed_files, 0);
+    let resaved = fs::read(f.stat_cache_file()).unwrap();
+
+    // One edit: hashed, and not worth a rewrite of the cache...
+    f.write("pkg0/sub0/m0.py", "x = 'edited'\n");
+    let s = finished_run(&f);
+    assert_eq!((s.hashed_files, s.stat_hits), (1, 99));
+    assert_eq!(fs::read(f.stat_cache_file()).unwrap(), resaved);
+    // ...so the next run hashes it again, and only it.
+    let s = finished_run(&f);
+    assert_eq!((s.hashed_files, s.stat_hits), (1, 99));
+
+    // Edits to 64 files are worth it: the run after them hashes nothing.
+    for i in 0..64 {
+        f.write(
+            &format!("pkg{}/sub{}/m{i}.py", i % 7, i % 3),
+            &format!("x = 'again {i}'\n"),
+        );
+    }
+    settle();
+    assert_eq!(finished_run(&f).hashed_files, 64);
+    assert_ne!(fs::read(f.stat_cache_file()).unwrap(), resaved);
+    assert_eq!(finished_run(&f).hashed_files, 0);
+}
+
 #[test]
 fn same_size_edit_in_the_same_mtime_is_detected() {
     let f = Fixture::new(&[("a.py", "x = 1\n"), ("b.py", "y = 1\n")]);
