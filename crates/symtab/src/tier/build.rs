@@ -12,13 +12,13 @@ use tiers_core::KeyDoc;
 use serde::{Deserialize, Serialize};
 
 use super::cross::{Fragments, Fresh, Pass};
-use super::store::{self, BlobStore, StoreLock};
+use super::store::{self, BlobStore, Present, StoreLock};
 use super::table::{
-    bucket_of, file_path, graph_path, read_bucket, read_symbols, Index, IndexFile, Names, GRAPH,
-    INDEX_FORMAT,
+    bucket_of, file_path, graph_path, read_bucket, read_symbols, Index, IndexFile, Names, FILES,
+    GRAPH, INDEX, INDEX_FORMAT,
 };
 use super::TierError;
-use crate::codec::{DigestSet, FastMap};
+use crate::codec::FastMap;
 use crate::parallel::read_source;
 use crate::resolve::{sha256_hex, ModuleInfo};
 use crate::{
@@ -124,13 +124,6 @@ impl Prev {
     }
 }
 
-/// What a build finds before it reads the previous entry.
-struct Prepared {
-    rows: Vec<Row>,
-    /// Contents the store has a per-file entry for.
-    present: DigestSet,
-}
-
 /// One input file.
 pub(super) struct Row {
     pub path: String,
@@ -159,7 +152,7 @@ impl Job {
         self.make_dirs()?;
         clock.lap("store");
         let (prepared, prev) = std::thread::scope(|scope| {
-            let prepared = scope.spawn(|| self.prepare(&store, &lock));
+            let prepared = scope.spawn(|| self.prepare(&lock));
             let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
                 Some(dir) => match Prev::load(dir) {
                     Ok(p) => p,
@@ -177,9 +170,10 @@ impl Job {
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         });
-        let mut prepared = prepared?;
+        let rows = prepared?;
+        let mut present = self.present(&store, prev.as_ref())?;
         clock.lap("previous entry, rows and stored contents");
-        let mut counts = match self.run_with(&store, prev.as_ref(), &prepared, clock) {
+        let mut counts = match self.run_with(&store, prev.as_ref(), &rows, &present, clock) {
             // About the previous entry: its files, or the graph buckets it names.
             Err(e)
                 if prev
@@ -192,15 +186,13 @@ impl Job {
                 let _ = fs::remove_dir_all(&self.build_dir);
                 self.make_dirs()?;
                 // What the attempt stored is used as it is.
-                if !self.scratch {
-                    prepared.present = store.present()?;
-                }
-                self.run_with(&store, None, &prepared, Clock::new())
+                present = self.present(&store, None)?;
+                self.run_with(&store, None, &rows, &present, Clock::new())
             }
             other => other,
         }?;
         counts.pruned = lock.pruned();
-        free_later((prepared, prev));
+        free_later((rows, present, prev));
         Ok(counts)
     }
 
@@ -212,15 +204,11 @@ impl Job {
         })
     }
 
-    /// The rows, and the contents the store has, found while the previous
-    /// entry is read. A due prune runs first, keeping what this build uses.
-    fn prepare(&self, store: &BlobStore, lock: &StoreLock) -> Result<Prepared, TierError> {
+    /// The rows, found while the previous entry is read. A due prune runs
+    /// first, keeping what this build uses.
+    fn prepare(&self, lock: &StoreLock) -> Result<Vec<Row>, TierError> {
         let inputs = &self.doc.inputs;
         lock.settle(inputs.values().map(String::as_str))?;
-        let present = match self.scratch {
-            true => DigestSet::default(),
-            false => store.present()?,
-        };
         // The layout rule consults the file set for `src/__init__.py` only.
         let names: HashSet<String> = ["src/__init__.py"]
             .into_iter()
@@ -235,17 +223,37 @@ impl Job {
                 digest: digest.clone(),
             })
             .collect();
-        Ok(Prepared { rows, present })
+        Ok(rows)
+    }
+
+    /// The contents the store has, once a due prune is done: none for a
+    /// build from scratch; from the previous entry's index and the shards
+    /// written since, when that entry was built here; else every shard read.
+    fn present(&self, store: &BlobStore, prev: Option<&Prev>) -> Result<Present, TierError> {
+        if self.scratch {
+            return Ok(Present::none(store));
+        }
+        let built_here = prev.filter(|p| !p.dir.join(FILES).exists());
+        let written = built_here.and_then(|p| {
+            let index = p.dir.join(INDEX);
+            fs::metadata(index).and_then(|m| m.modified()).ok()
+        });
+        match (built_here, written) {
+            (Some(p), Some(then)) => {
+                store.present_since(p.index.files.values().map(|f| f.digest.as_str()), then)
+            }
+            _ => store.present(),
+        }
     }
 
     fn run_with(
         &self,
         store: &BlobStore,
         prev: Option<&Prev>,
-        prepared: &Prepared,
+        rows: &[Row],
+        present: &Present,
         clock: Clock,
     ) -> Result<Counts, TierError> {
-        let Prepared { rows, present } = prepared;
         // Per-file entries: what the store has is used as it is; what an
         // entry restored from a shared cache carries is adopted into the
         // store; the rest is parsed.
@@ -255,10 +263,7 @@ impl Job {
         }
         let to_parse: Vec<(&str, &[usize])> = by_digest
             .iter()
-            .filter(|(&digest, _)| {
-                !codec::digest_bytes(digest).is_some_and(|d| present.contains(&d))
-                    && !self.adopt(store, prev, digest)
-            })
+            .filter(|(&digest, _)| !present.contains(digest) && !self.adopt(store, prev, digest))
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
         self.build_with(store, prev, rows, &to_parse, clock)

@@ -8,6 +8,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use super::table::{GRAPH_EXT, SYMBOLS_EXT};
 use super::TierError;
@@ -143,40 +144,45 @@ impl BlobStore {
 
     /// The contents the store has a per-file entry for: one read of each
     /// shard, not a look-up per file.
-    pub fn present(&self) -> Result<DigestSet, TierError> {
-        let mut present = DigestSet::with_capacity_and_hasher(1 << 14, Default::default());
+    pub fn present(&self) -> Result<Present, TierError> {
+        let mut present = Present::new(self);
         for b in 0..=255u8 {
-            let shard = self.files.join(format!("{b:02x}"));
-            let read = match fs::read_dir(&shard) {
-                Ok(read) => read,
-                // A shard removed behind our back holds nothing: made again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    fs::create_dir_all(&shard).map_err(write_err(&shard))?;
-                    continue;
-                }
-                Err(source) => {
-                    return Err(TierError::Read {
-                        path: shard,
-                        source,
-                    })
-                }
-            };
-            for e in read.flatten() {
-                let name = e.file_name();
-                let Some(digest) = name
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(SYMBOLS_EXT))
-                    .and_then(|n| n.strip_suffix('.'))
-                    .and_then(digest_bytes)
-                else {
-                    continue;
-                };
-                present.insert(digest);
-            }
+            present.list(b)?;
         }
         Ok(present)
     }
 
+    /// [`BlobStore::present`], knowing that the store held every content of
+    /// `named` at `then` (a build that named them wrote its index then): a
+    /// shard not modified since — one `stat` — still holds them, and only the
+    /// shards written or pruned since are read. Files are only removed by the
+    /// sweep, and removing or adding a file stamps its shard's mtime.
+    pub fn present_since<'a>(
+        &self,
+        named: impl IntoIterator<Item = &'a str>,
+        then: SystemTime,
+    ) -> Result<Present, TierError> {
+        let mut present = Present::new(self);
+        let mut unchanged = [false; 256];
+        for b in 0..=255u8 {
+            let shard = self.files.join(format!("{b:02x}"));
+            // Same file system, same clock: a change after `then` is
+            // stamped `then` or later.
+            unchanged[usize::from(b)] = fs::metadata(&shard)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m < then);
+            if !unchanged[usize::from(b)] {
+                present.list(b)?;
+            }
+        }
+        for digest in named.into_iter().filter_map(digest_bytes) {
+            if unchanged[usize::from(digest[0])] {
+                present.known.insert(digest);
+            }
+        }
+        present.unlisted = unchanged;
+        Ok(present)
+    }
     /// Store a per-file entry. One already there is kept — its name is the
     /// content's digest — unless `replace` (it may be damaged); either way
     /// the file appears complete or not at all.
@@ -211,6 +217,74 @@ pub(crate) fn stored_bucket(tier_root: &Path, version: u32, digest: &str) -> Pat
 /// The graph buckets of extractor `version` under `tier_root`.
 pub(crate) fn graph_dir(tier_root: &Path, version: u32) -> PathBuf {
     tier_root.join(format!("graph-v{version}"))
+}
+
+/// Which contents the store has a per-file entry for ([`BlobStore::present`]).
+pub(crate) struct Present {
+    known: DigestSet,
+    /// Shards not read: a content of one that is not in `known` is looked up.
+    unlisted: [bool; 256],
+    files: PathBuf,
+}
+
+impl Present {
+    fn new(store: &BlobStore) -> Present {
+        Present {
+            known: DigestSet::with_capacity_and_hasher(1 << 14, Default::default()),
+            unlisted: [false; 256],
+            files: store.files.clone(),
+        }
+    }
+
+    /// Nothing is stored (a build from scratch parses every file).
+    pub fn none(store: &BlobStore) -> Present {
+        Present::new(store)
+    }
+
+    pub fn contains(&self, digest: &str) -> bool {
+        let Some(bytes) = digest_bytes(digest) else {
+            return false;
+        };
+        self.known.contains(&bytes)
+            || (self.unlisted[usize::from(bytes[0])]
+                && shard_path(&self.files, digest, SYMBOLS_EXT).is_file())
+    }
+
+    /// Read shard `b`: what it holds is known.
+    fn list(&mut self, b: u8) -> Result<(), TierError> {
+        let shard = self.files.join(format!("{b:02x}"));
+        let read = match fs::read_dir(&shard) {
+            Ok(read) => read,
+            // A shard removed behind our back holds nothing: made again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return fs::create_dir_all(&shard).map_err(write_err(&shard));
+            }
+            Err(source) => {
+                return Err(TierError::Read {
+                    path: shard,
+                    source,
+                })
+            }
+        };
+        for e in read.flatten() {
+            let name = e.file_name();
+            let Some(digest) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(SYMBOLS_EXT))
+                .and_then(|n| n.strip_suffix('.'))
+                .and_then(digest_bytes)
+            else {
+                continue;
+            };
+            self.known.insert(digest);
+        }
+        Ok(())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.known.len()
+    }
 }
 
 /// The per-file entries of extractor `version` under `tier_root`.
@@ -457,6 +531,51 @@ mod tests {
         assert_eq!(graph_left(), [digest(5), digest(8)]);
         let present = store.present().unwrap();
         let expected = [digest(1), digest(2)].map(|d| digest_bytes(&d).unwrap());
-        assert_eq!(present, DigestSet::from_iter(expected));
+        assert_eq!(present.known, DigestSet::from_iter(expected));
+    }
+
+    #[test]
+    fn what_an_index_named_is_present_in_shards_unmodified_since_it_was_written() {
+        use std::time::Duration;
+        let dir = std::env::temp_dir().join(format!("tiers-present-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let root = Root(dir);
+        let (store, lock) = BlobStore::open(root.path()).unwrap();
+        lock.settle(std::iter::empty()).unwrap();
+        // Digests `NN…` land in shard `NN`.
+        for n in [0x11, 0x22, 0x33] {
+            store.put_file(&digest(n), b"symbols", false).unwrap();
+        }
+        let then = SystemTime::now();
+        let age = |n: u8, t: SystemTime| {
+            let shard = store.files.join(format!("{n:02x}"));
+            File::open(&shard).unwrap().set_modified(t).unwrap();
+        };
+        for b in 0..=255u8 {
+            age(b, then - Duration::from_secs(60));
+        }
+        let named = [digest(0x11), digest(0x22), digest(0x33)];
+        let names = || named.iter().map(String::as_str);
+        // Nothing changed since: no shard is read, the index is believed.
+        let p = store.present_since(names(), then).unwrap();
+        assert_eq!(p.len(), 3);
+        assert!(named.iter().all(|d| p.contains(d)));
+        // A content no index named, in a shard not read, is looked up.
+        store.put_file(&digest(0x44), b"symbols", false).unwrap();
+        age(0x44, then - Duration::from_secs(60));
+        let p = store.present_since(names(), then).unwrap();
+        assert!(p.contains(&digest(0x44)) && !p.contains(&digest(0x55)));
+        // Removed since (its shard's mtime moves): that shard is read.
+        fs::remove_file(store.file_blob(&digest(0x22))).unwrap();
+        let p = store.present_since(names(), then).unwrap();
+        assert!(!p.contains(&digest(0x22)));
+        assert!(p.contains(&digest(0x11)) && p.contains(&digest(0x33)));
+        // Its shard removed altogether: made again, empty.
+        fs::remove_dir_all(store.files.join("33")).unwrap();
+        let p = store.present_since(names(), then).unwrap();
+        assert!(!p.contains(&digest(0x33)) && store.files.join("33").is_dir());
+        // Not a digest: not stored.
+        assert!(!p.contains("../../etc/passwd"));
     }
 }
