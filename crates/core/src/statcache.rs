@@ -150,6 +150,9 @@ pub(crate) struct StatCache {
     records: Vec<Record>,
     dirs: Vec<DirAt>,
     entries: Vec<(Kind, u32, u32)>,
+    /// Files (not directories) the listings hold, and the bytes of their
+    /// paths: what a walk of the same tree finds.
+    walk_size: (usize, usize),
 }
 
 /// Where the stat cache of `project` lives in `cache_dir`. The name carries a digest
@@ -238,6 +241,7 @@ impl StatCache {
         }
         let mut dirs = Vec::with_capacity(count);
         let mut entries = Vec::new();
+        let mut walk_size = (0, 0);
         let mut prev: Option<&[u8]> = None;
         for _ in 0..count {
             let (at, len) = r.bytes()?;
@@ -258,6 +262,10 @@ impl StatCache {
                     return Err("bad name".into());
                 }
                 entries.push((kind, at as u32, len as u32));
+                if kind != Kind::Dir {
+                    walk_size.0 += 1;
+                    walk_size.1 += path.len() + 1 + len;
+                }
             }
             dirs.push(DirAt {
                 path: (at as u32, len as u32),
@@ -277,7 +285,14 @@ impl StatCache {
             records,
             dirs,
             entries,
+            walk_size,
         })
+    }
+
+    /// How many files a walk of the tree the listings came from finds, and
+    /// the bytes of their paths.
+    pub fn walk_size(&self) -> (usize, usize) {
+        self.walk_size
     }
 
     pub fn len(&self) -> usize {
@@ -545,6 +560,7 @@ mod tests {
         assert_eq!(c.dir_stat(d), dirs[0].stat);
         let listed = [(Kind::File, "c.py"), (Kind::Dir, "d")];
         assert_eq!(c.dir_entries(d).collect::<Vec<_>>(), listed);
+        assert_eq!(c.walk_size(), (1, "b/c.py".len()), "one file, `b/c.py`");
         assert!(c.dir("").is_none() && c.dir("a").is_none());
         // A listing kept from the loaded cache is saved as it was.
         let kept = [DirRecord {

@@ -83,14 +83,31 @@ pub(super) enum FileStat {
 pub(super) type Want<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
 
 impl Found {
+    /// Room for `files` paths of `text` bytes in all: what the last walk
+    /// found, so that the buffers are not grown and copied while walking.
+    /// Each walker may find them all; room not written to costs no memory.
+    fn with_capacity((files, text): (usize, usize)) -> Found {
+        Found {
+            text: String::with_capacity(text),
+            items: Vec::with_capacity(files),
+            ..Found::default()
+        }
+    }
+
     fn push_file(&mut self, rel: &str, name: &str, stat: FileStat) {
+        let start = self.push_path(rel, name);
+        self.items.push((start, self.text.len(), stat));
+    }
+
+    /// Append the path of `name` in `rel` to `text`; where it starts.
+    fn push_path(&mut self, rel: &str, name: &str) -> usize {
         let start = self.text.len();
         if !rel.is_empty() {
             self.text.push_str(rel);
             self.text.push('/');
         }
         self.text.push_str(name);
-        self.items.push((start, self.text.len(), stat));
+        start
     }
 }
 
@@ -201,11 +218,15 @@ impl<J> Queue<J> {
 
 /// Run `visit` on every job on every core, starting from `first`; `visit` pushes the
 /// jobs it finds. The calling thread walks too.
-fn run<J: Send>(first: J, visit: impl Fn(J, &mut Found, &mut Vec<J>) + Sync) -> Vec<Found> {
+fn run<J: Send>(
+    first: J,
+    size: (usize, usize),
+    visit: impl Fn(J, &mut Found, &mut Vec<J>) + Sync,
+) -> Vec<Found> {
     let workers = threads();
     let queue = Queue::new(first, workers);
     let work = || {
-        let mut found = Found::default();
+        let mut found = Found::with_capacity(size);
         let mut local = Vec::new();
         while let Some(job) = local.pop().or_else(|| queue.take()) {
             visit(job, &mut found, &mut local);
@@ -274,7 +295,8 @@ pub(super) fn walk(
     want: Want<'_>,
 ) -> Walk {
     let rules = Rules::new(project, skip_dirs);
-    let parts = run(fast::Job::root(), |job, found, jobs| {
+    let size = cache.map_or((0, 0), StatCache::walk_size);
+    let parts = run(fast::Job::root(), size, |job, found, jobs| {
         fast::visit(project, &rules, cache, want, job, found, jobs)
     });
     merge(parts)
@@ -299,7 +321,7 @@ mod fast {
     use rustix::fs::{fstat, openat, statat, AtFlags, Dir, FileType, Mode, OFlags, CWD};
     use rustix::io::Errno;
 
-    use super::{is_venv, join, unreadable, FileStat, Found, Listing, Rules, WalkedDir, Want};
+    use super::{is_venv, unreadable, FileStat, Found, Listing, Rules, WalkedDir, Want};
     use crate::statcache::{Kind, Stat, StatCache};
 
     /// Opening a directory only to stat it and use it as a base needs no read access.
@@ -403,9 +425,13 @@ mod fast {
                 }
                 // Stat'ing is most of the walk's cost: regular files no input
                 // can be wait until someone asks.
-                if kind == Kind::File && want.is_some_and(|want| !want(&join(&dir.rel, name))) {
-                    found.push_file(&dir.rel, name, FileStat::Later);
-                    continue;
+                if let (Kind::File, Some(want)) = (kind, want) {
+                    let start = found.push_path(&dir.rel, name);
+                    if !want(&found.text[start..]) {
+                        found.items.push((start, found.text.len(), FileStat::Later));
+                        continue;
+                    }
+                    found.text.truncate(start);
                 }
                 // A link counts as the file it points to; a link to a directory is
                 // not followed.
@@ -477,7 +503,7 @@ mod fast {
 #[cfg_attr(unix, allow(dead_code))]
 pub(super) fn portable(project: &Path, skip_dirs: &[PathBuf]) -> Walk {
     let rules = Rules::new(project, skip_dirs);
-    let parts = run(String::new(), |rel, found, jobs| {
+    let parts = run(String::new(), (0, 0), |rel, found, jobs| {
         let abs = project.join(&rel);
         let entries = match std::fs::read_dir(&abs) {
             Ok(e) => e,
