@@ -410,7 +410,7 @@ impl Job {
                             module: r.module.clone(),
                             interface,
                             errors: errors.get(r.digest.as_str()).copied().unwrap_or(0),
-                            deps: std::mem::take(deps),
+                            deps: std::mem::replace(deps, Arc::new([])),
                         },
                     )
                 })
@@ -434,7 +434,7 @@ impl Job {
         prev: Option<&Prev>,
         before: &[Option<&IndexFile>],
         fresh: &Fresh,
-    ) -> (Names, Vec<Vec<u32>>) {
+    ) -> (Names, Vec<Arc<[u32]>>) {
         let no_names = Names::default();
         let old_names = prev.map_or(&no_names, |p| &p.index.names);
         let mut ids: FastMap<&str, u32> = FastMap::default();
@@ -442,13 +442,13 @@ impl Job {
         let lists = rows
             .iter()
             .zip(before)
-            .map(|(r, before)| {
+            .map(|(r, before)| -> Arc<[u32]> {
                 let before = before.map(|f| &f.deps);
                 if r.module.is_none() {
-                    return Vec::new();
+                    return Arc::new([]);
                 }
                 let Some(names) = fresh.deps.get(&r.path) else {
-                    return before.cloned().unwrap_or_default();
+                    return before.cloned().unwrap_or_else(|| Arc::new([]));
                 };
                 if ids.is_empty() {
                     ids = old_names

@@ -508,7 +508,7 @@ mod tests {
                     module: Some("a".into()),
                     interface: None,
                     errors: 0,
-                    deps: vec![],
+                    deps: std::sync::Arc::new([]),
                 },
             )]
             .into(),
