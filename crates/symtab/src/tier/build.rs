@@ -437,7 +437,21 @@ impl Job {
     ) -> (Names, Vec<Arc<[u32]>>) {
         let no_names = Names::default();
         let old_names = prev.map_or(&no_names, |p| &p.index.names);
-        let mut ids: FastMap<&str, u32> = FastMap::default();
+        // The ids of the names fresh resolutions consulted: one pass over the
+        // old table, looking each up among those few; the others are new.
+        let mut ids: FastMap<&str, u32> = fresh
+            .deps
+            .values()
+            .flatten()
+            .map(|n| (n.as_str(), u32::MAX))
+            .collect();
+        for (i, n) in old_names.iter().enumerate() {
+            if let Some(id) = ids.get_mut(n) {
+                if *id == u32::MAX {
+                    *id = i as u32;
+                }
+            }
+        }
         let mut new_names: Vec<&str> = Vec::new();
         let lists = rows
             .iter()
@@ -450,20 +464,15 @@ impl Job {
                 let Some(names) = fresh.deps.get(&r.path) else {
                     return before.cloned().unwrap_or_else(|| Arc::new([]));
                 };
-                if ids.is_empty() {
-                    ids = old_names
-                        .iter()
-                        .enumerate()
-                        .map(|(i, n)| (n, i as u32))
-                        .collect();
-                }
                 names
                     .iter()
                     .map(|n| {
-                        *ids.entry(n.as_str()).or_insert_with(|| {
+                        let id = ids.entry(n.as_str()).or_insert(u32::MAX);
+                        if *id == u32::MAX {
                             new_names.push(n);
-                            (old_names.len() + new_names.len() - 1) as u32
-                        })
+                            *id = (old_names.len() + new_names.len() - 1) as u32;
+                        }
+                        *id
                     })
                     .collect()
             })

@@ -16,7 +16,7 @@
 //! thus reads the edited files and the modules they consult, not the project;
 //! a full build has every interface from the parse already.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Mutex, OnceLock};
 
 use super::build::{is_package, par_map, Loader, Prev, Row};
@@ -35,7 +35,7 @@ pub(super) struct Fresh {
     /// Graph bucket → (path, its encoded `ResolvedModule`).
     pub fragments: BTreeMap<String, Fragments>,
     /// Path → the modules its resolution consulted.
-    pub deps: HashMap<String, Vec<String>>,
+    pub deps: FastMap<String, Vec<String>>,
     /// How many files were resolved.
     pub resolved: usize,
 }
