@@ -179,6 +179,14 @@ impl Context {
             .clone()
     }
 
+    /// The directory of the tier's last entry, from its `current` pointer alone
+    /// (no marker is read): for kinds that start reading [`Context::previous`]
+    /// early. The entry may be gone by the time it is read.
+    pub fn previous_dir(&self) -> Option<PathBuf> {
+        let store = crate::store::Store::new(&self.tier_root);
+        Some(store.entry_dir(&store.current()?))
+    }
+
     /// Whether the user asked for verbose output: kinds may stream tool output.
     pub fn verbose(&self) -> bool {
         self.verbose

@@ -128,6 +128,8 @@ pub struct SymtabTier {
     spec: InputSpec,
     inputs: Vec<String>,
     exclude: Vec<String>,
+    /// The last entry's index, being read since the key was computed.
+    preload: std::sync::Mutex<Option<build::Preload>>,
 }
 
 impl SymtabTier {
@@ -142,6 +144,7 @@ impl SymtabTier {
             spec: InputSpec::new(spec.name, &o.inputs, &o.exclude)?,
             inputs: o.inputs,
             exclude: o.exclude,
+            preload: Default::default(),
         })
     }
 }
@@ -209,6 +212,11 @@ fn extractor_identity() -> String {
 impl Tier for SymtabTier {
     async fn key(&self, cx: &Context) -> Result<KeyDoc> {
         let inputs = self.inputs(cx)?;
+        // A build, if there is one, starts from the last entry: its index is
+        // read meanwhile. (A status or a fresh tier leaves the thread be.)
+        if let Some(dir) = cx.previous_dir() {
+            *self.preload.lock().unwrap_or_else(|p| p.into_inner()) = build::Preload::start(dir);
+        }
         Ok(KeyDoc::new(KIND, KIND_VERSION)
             .option("inputs", &self.inputs)
             .option("exclude", &self.exclude)
@@ -238,6 +246,11 @@ impl Tier for SymtabTier {
             build_dir: entry.build_dir.clone(),
             doc: entry.doc.clone(),
             previous,
+            preloaded: self
+                .preload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
             scratch,
         };
         let counts = tokio::task::spawn_blocking(move || job.run())
