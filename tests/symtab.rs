@@ -96,6 +96,9 @@ fn index_files(run: &Run) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// One edit of a project, for tests that walk through several.
+type Step = Box<dyn Fn(&Project)>;
+
 fn count(data: &Value, what: &str) -> u64 {
     data[what]
         .as_u64()
@@ -738,7 +741,7 @@ fn the_incremental_graph_equals_a_full_build_through_renames_and_moves() {
         .file("spaced.py", "import space\n\nspace.tool.work()\n")
         .build();
     p.build(&[]);
-    let steps: Vec<Box<dyn Fn(&Project)>> = vec![
+    let steps: Vec<Step> = vec![
         // Rename the re-exported function: app's call through `lib.go` breaks.
         Box::new(|p| {
             p.write(
@@ -838,7 +841,7 @@ fn the_store_is_swept_once_half_as_many_entries_went_as_remain() {
         .build();
     let mut pruned = Vec::new();
     for i in 1..=10 {
-        p.write("a.py", &format!("A = {i}\n"));
+        p.write("a.py", format!("A = {i}\n"));
         pruned.push(count(&data(&p.build(&[]), "sym"), "pruned"));
     }
     // Retention keeps 4 entries; from the 6th build on one has gone before

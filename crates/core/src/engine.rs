@@ -657,7 +657,7 @@ impl Engine {
             }
         }
         if forced.is_none() {
-            if let Some(report) = self.from_shared(t, &cx, &look, &lock).await {
+            if let Some(report) = self.restore_from_shared(t, &cx, &look, &lock).await {
                 return report;
             }
         }
@@ -686,7 +686,7 @@ impl Engine {
 
     /// Restore `look.key` from the shared cache: its own entry, else a candidate's.
     /// Any failure is one warning and `None` (a miss).
-    async fn from_shared(
+    async fn restore_from_shared(
         &self,
         t: &Planned,
         cx: &Context,
