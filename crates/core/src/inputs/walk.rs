@@ -83,13 +83,15 @@ pub(super) enum FileStat {
 pub(super) type Want<'a> = Option<&'a (dyn Fn(&str) -> bool + Sync)>;
 
 impl Found {
-    /// Room for `files` paths of `text` bytes in all: what the last walk
-    /// found, so that the buffers are not grown and copied while walking.
-    /// Each walker may find them all; room not written to costs no memory.
-    fn with_capacity((files, text): (usize, usize)) -> Found {
+    /// Room for a share of `files` paths of `text` bytes in all (what the
+    /// last walk found), so that the buffers are seldom grown and copied
+    /// while walking: each of `workers` walkers gets half again its share,
+    /// since they do not find as many each.
+    fn with_capacity((files, text): (usize, usize), workers: usize) -> Found {
+        let share = |n: usize| n / workers.max(1) * 3 / 2;
         Found {
-            text: String::with_capacity(text),
-            items: Vec::with_capacity(files),
+            text: String::with_capacity(share(text)),
+            items: Vec::with_capacity(share(files)),
             ..Found::default()
         }
     }
@@ -226,7 +228,7 @@ fn run<J: Send>(
     let workers = threads();
     let queue = Queue::new(first, workers);
     let work = || {
-        let mut found = Found::with_capacity(size);
+        let mut found = Found::with_capacity(size, workers);
         let mut local = Vec::new();
         while let Some(job) = local.pop().or_else(|| queue.take()) {
             visit(job, &mut found, &mut local);
