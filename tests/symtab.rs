@@ -524,7 +524,7 @@ fn a_previous_entry_whose_graph_is_damaged_is_built_without() {
     let root = p.cache_dir().join("sym");
     let buckets: Vec<PathBuf> = support::snapshot(&root)
         .into_iter()
-        .filter(|(path, _)| path.starts_with("graph-v") && path.ends_with(".bin"))
+        .filter(|(path, _)| path.starts_with("graph-buckets-v") && path.ends_with(".bin"))
         .map(|(path, _)| root.join(path))
         .collect();
     assert!(!buckets.is_empty());
@@ -541,6 +541,42 @@ fn a_previous_entry_whose_graph_is_damaged_is_built_without() {
     // attempt without it finds it stored, as every other content.
     assert_eq!((count(&d, "parsed"), count(&d, "reused")), (0, 8), "{d}");
     assert_same_table(&export(&p), &from_scratch(&p), "after the damaged graph");
+}
+
+#[test]
+fn a_graph_bucket_gone_from_the_store_is_not_named_again() {
+    let p = sample();
+    p.build(&[]);
+    let root = p.cache_dir().join("sym");
+    let buckets: Vec<PathBuf> = support::snapshot(&root)
+        .into_iter()
+        .filter(|(path, _)| path.starts_with("graph-buckets-v") && path.ends_with(".bin"))
+        .map(|(path, _)| root.join(path))
+        .collect();
+    assert!(buckets.len() > 1, "{buckets:?}");
+    // Every bucket goes but the one the edit rewrites (it holds the edited
+    // path): the edit's build reads that one, and must not name the others.
+    let edited = b"pkg/util.py";
+    let mut kept = 0;
+    for path in &buckets {
+        let bytes = std::fs::read(path).unwrap();
+        if bytes.windows(edited.len()).any(|w| w == edited) {
+            kept += 1;
+        } else {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    assert_eq!(kept, 1, "one bucket holds the edited path");
+    p.write("pkg/util.py", "def helper(x):\n    return x + 5\n");
+    let run = p.build(&[]);
+    assert_eq!(run.status("sym"), "rebuilt", "{}", run.stdout);
+    assert!(run.stderr.contains("not usable"), "{}", run.stderr);
+    assert_eq!(
+        count(&data(&run, "sym"), "resolved"),
+        8,
+        "every module again"
+    );
+    assert_same_table(&export(&p), &from_scratch(&p), "after the buckets went");
 }
 
 #[test]

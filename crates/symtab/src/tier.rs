@@ -23,7 +23,7 @@
 //! ```text
 //! <tier root>/
 //!   files-v{E}/<2 hex>/<digest>.sym    FileSymbols of one content (E: EXTRACTOR_VERSION)
-//!   graph-v{E}/<2 hex>/<digest>.bin    one bucket of resolved modules, by its own digest
+//!   graph-buckets-v{E}/<2 hex>/<digest>.bin   one bucket of resolved modules, by its own digest
 //!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
 //!   <key>/                             one entry, published by the engine
 //!     index.bin                        path → digest, module, interface, consulted modules

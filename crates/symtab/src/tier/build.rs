@@ -186,11 +186,15 @@ impl Job {
         clock.lap("store");
         let (prepared, prev) = std::thread::scope(|scope| {
             let prepared = scope.spawn(|| self.prepare(&lock));
+            // The early read counts while the entry is still there (now that
+            // the store is locked, no sweep can remove what it names); a
+            // failed one is read again.
+            let read = |dir: &Path| match preloaded.and_then(|p| p.take(dir)) {
+                Some(Ok(prev)) if dir.join(INDEX).is_file() => Ok(prev),
+                _ => Prev::load(dir),
+            };
             let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
-                Some(dir) => match preloaded
-                    .and_then(|p| p.take(dir))
-                    .unwrap_or_else(|| Prev::load(dir))
-                {
+                Some(dir) => match read(dir) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(
@@ -555,23 +559,26 @@ impl Job {
         let mut buckets: BTreeMap<String, String> = BTreeMap::new();
         if let Some(p) = prev {
             // An entry restored from a shared cache carries its buckets:
-            // they go into the store, where this entry names them.
+            // they go into the store, where this entry names them. Each one
+            // named must be there (one stat): a missing one sends the build
+            // down the path without the previous entry.
             let carried = p.dir.join(GRAPH).is_dir();
             for (b, digest) in &p.index.graph {
                 if touched.contains_key(b) {
                     continue;
                 }
-                if carried {
-                    let theirs = graph_path(&p.dir, digest);
-                    let stored = store.graph_blob(digest);
-                    if let Err(source) = store::link(&theirs, &stored) {
-                        if !stored.is_file() {
-                            return Err(TierError::Read {
-                                path: theirs,
-                                source,
-                            });
-                        }
-                    }
+                let stored = store.graph_blob(digest);
+                let adopted = match carried {
+                    true => store::link(&graph_path(&p.dir, digest), &stored),
+                    false => Ok(()),
+                };
+                if !stored.is_file() {
+                    return Err(TierError::Read {
+                        path: stored,
+                        source: adopted
+                            .err()
+                            .unwrap_or_else(|| io::ErrorKind::NotFound.into()),
+                    });
                 }
                 buckets.insert(b.clone(), digest.clone());
             }

@@ -18,7 +18,7 @@ use crate::EXTRACTOR_VERSION;
 const LOCK: &str = ".symtab.lock";
 const SEEN: &str = ".symtab-entries";
 
-/// `files-v{E}/` and `graph-v{E}/` under the tier root.
+/// `files-v{E}/` and `graph-buckets-v{E}/` under the tier root.
 pub(crate) struct BlobStore {
     pub files: PathBuf,
     pub graph: PathBuf,
@@ -162,15 +162,22 @@ impl BlobStore {
         named: impl IntoIterator<Item = &'a str>,
         then: SystemTime,
     ) -> Result<Present, TierError> {
+        // A stamp from the future (a clock stepped back, a restored copy)
+        // proves nothing.
+        if then > SystemTime::now() {
+            return self.present();
+        }
         let mut present = Present::new(self);
         let mut unchanged = [false; 256];
         for b in 0..=255u8 {
             let shard = self.files.join(format!("{b:02x}"));
             // Same file system, same clock: a change after `then` is
-            // stamped `then` or later.
+            // stamped `then` or later. The change time, which no one can set
+            // back (`touch`, `rsync -a` and `tar` set the modification time).
             unchanged[usize::from(b)] = fs::metadata(&shard)
-                .and_then(|m| m.modified())
-                .is_ok_and(|m| m < then);
+                .ok()
+                .and_then(|m| changed_at(&m))
+                .is_some_and(|m| m < then);
             if !unchanged[usize::from(b)] {
                 present.list(b)?;
             }
@@ -215,8 +222,26 @@ pub(crate) fn stored_bucket(tier_root: &Path, version: u32, digest: &str) -> Pat
 }
 
 /// The graph buckets of extractor `version` under `tier_root`.
+///
+/// Not `graph-v{E}`, where entries of kind version 3 linked their buckets: a
+/// `tiers` of that version sweeps every bucket there that no entry links, and
+/// entries now name theirs without linking them.
 pub(crate) fn graph_dir(tier_root: &Path, version: u32) -> PathBuf {
-    tier_root.join(format!("graph-v{version}"))
+    tier_root.join(format!("graph-buckets-v{version}"))
+}
+
+/// When the inode of `m` last changed (its ctime).
+#[cfg(unix)]
+fn changed_at(m: &fs::Metadata) -> Option<SystemTime> {
+    use std::os::unix::fs::MetadataExt;
+    let secs = u64::try_from(m.ctime()).ok()?;
+    let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+    SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+}
+
+#[cfg(not(unix))]
+fn changed_at(m: &fs::Metadata) -> Option<SystemTime> {
+    m.modified().ok()
 }
 
 /// Which contents the store has a per-file entry for ([`BlobStore::present`]).
@@ -329,7 +354,12 @@ pub(crate) fn link(src: &Path, dst: &Path) -> io::Result<()> {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Err(e),
-        Err(_) => fs::copy(src, dst).map(|_| ()),
+        // A copy appears whole or not at all: a torn one would keep its
+        // content's name for good.
+        Err(_) => {
+            let bytes = fs::read(src)?;
+            tiers_core::write_atomic(dst, &bytes).map_err(|e| io::Error::other(e.to_string()))
+        }
     }
 }
 
@@ -390,11 +420,21 @@ fn sweep<'a>(tier_root: &Path, using: impl IntoIterator<Item = &'a str>) -> usiz
     let mut named_files: DigestSet = using.into_iter().filter_map(digest_bytes).collect();
     let mut named_graph = DigestSet::default();
     let mut complete = true;
-    for e in read.flatten() {
+    // Entries, and builds that wrote their index but are not published yet
+    // (their lock on the store is gone by then).
+    let staging = fs::read_dir(tier_root.join(".staging"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| (true, e));
+    for (staged, e) in read.flatten().map(|e| (false, e)).chain(staging) {
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("files-v") || name.starts_with("graph-v") {
+        let is_store = ["files-v", "graph-v", "graph-buckets-v"]
+            .iter()
+            .any(|p| name.starts_with(p));
+        if !staged && is_store {
             stores.push((name.starts_with("files-v"), e.path()));
-        } else if tiers_core::Key::parse(&name).is_some() {
+        } else if staged || tiers_core::Key::parse(&name).is_some() {
             match super::table::named_digests(&e.path()) {
                 Ok(named) => {
                     named_files.extend(named.files);
@@ -535,6 +575,49 @@ mod tests {
     }
 
     #[test]
+    fn a_sweep_keeps_what_a_build_not_yet_published_names() {
+        let dir = std::env::temp_dir().join(format!("tiers-staged-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let root = Root(dir);
+        let (store, lock) = BlobStore::open(root.path()).unwrap();
+        lock.settle(std::iter::empty()).unwrap();
+        for n in 1..=2 {
+            store.put_file(&digest(n), b"symbols", false).unwrap();
+            store.put_graph(&digest(n + 4), b"bucket", false).unwrap();
+        }
+        // A build that wrote its index and released the store, not published.
+        let staged = root
+            .path()
+            .join(".staging")
+            .join(format!("{}-1-0", digest(9)));
+        fs::create_dir_all(&staged).unwrap();
+        let index = Index {
+            format: INDEX_FORMAT,
+            extractor_version: EXTRACTOR_VERSION,
+            schema_version: SCHEMA_VERSION,
+            counts: Default::default(),
+            files: [(
+                "a.py".to_owned(),
+                IndexFile {
+                    digest: digest(1),
+                    module: Some("a".into()),
+                    interface: None,
+                    errors: 0,
+                    deps: std::sync::Arc::new([]),
+                },
+            )]
+            .into(),
+            names: Default::default(),
+            graph: [("3a".to_owned(), digest(5))].into(),
+        };
+        index.save(&staged).unwrap();
+        assert_eq!(sweep(root.path(), std::iter::empty()), 2);
+        assert!(store.file_blob(&digest(1)).is_file() && store.graph_blob(&digest(5)).is_file());
+        assert!(!store.file_blob(&digest(2)).is_file() && !store.graph_blob(&digest(6)).is_file());
+    }
+
+    #[test]
     fn what_an_index_named_is_present_in_shards_unmodified_since_it_was_written() {
         use std::time::Duration;
         let dir = std::env::temp_dir().join(format!("tiers-present-{}", std::process::id()));
@@ -544,37 +627,47 @@ mod tests {
         let (store, lock) = BlobStore::open(root.path()).unwrap();
         lock.settle(std::iter::empty()).unwrap();
         // Digests `NN…` land in shard `NN`.
-        for n in [0x11, 0x22, 0x33] {
+        for n in [0x11, 0x22, 0x33, 0x44] {
             store.put_file(&digest(n), b"symbols", false).unwrap();
         }
-        let then = SystemTime::now();
-        let age = |n: u8, t: SystemTime| {
-            let shard = store.files.join(format!("{n:02x}"));
-            File::open(&shard).unwrap().set_modified(t).unwrap();
-        };
-        for b in 0..=255u8 {
-            age(b, then - Duration::from_secs(60));
-        }
+        // The index is stamped by the file system's clock, as a build's is.
+        std::thread::sleep(Duration::from_millis(30));
+        let index = root.path().join("index.bin");
+        fs::write(&index, b"").unwrap();
+        let then = fs::metadata(&index).unwrap().modified().unwrap();
         let named = [digest(0x11), digest(0x22), digest(0x33)];
         let names = || named.iter().map(String::as_str);
         // Nothing changed since: no shard is read, the index is believed.
         let p = store.present_since(names(), then).unwrap();
         assert_eq!(p.len(), 3);
         assert!(named.iter().all(|d| p.contains(d)));
-        // A content no index named, in a shard not read, is looked up.
-        store.put_file(&digest(0x44), b"symbols", false).unwrap();
-        age(0x44, then - Duration::from_secs(60));
-        let p = store.present_since(names(), then).unwrap();
+        // A content the index did not name, in a shard not read, is looked up.
         assert!(p.contains(&digest(0x44)) && !p.contains(&digest(0x55)));
-        // Removed since (its shard's mtime moves): that shard is read.
+        // Removed since (its shard's change time moves): that shard is read.
         fs::remove_file(store.file_blob(&digest(0x22))).unwrap();
         let p = store.present_since(names(), then).unwrap();
         assert!(!p.contains(&digest(0x22)));
         assert!(p.contains(&digest(0x11)) && p.contains(&digest(0x33)));
+        // Setting a shard's times back does not hide a change.
+        fs::remove_file(store.file_blob(&digest(0x33))).unwrap();
+        let shard = store.files.join("33");
+        File::open(&shard)
+            .unwrap()
+            .set_modified(then - Duration::from_secs(60))
+            .unwrap();
+        assert!(!store
+            .present_since(names(), then)
+            .unwrap()
+            .contains(&digest(0x33)));
         // Its shard removed altogether: made again, empty.
-        fs::remove_dir_all(store.files.join("33")).unwrap();
+        fs::remove_dir_all(store.files.join("11")).unwrap();
         let p = store.present_since(names(), then).unwrap();
-        assert!(!p.contains(&digest(0x33)) && store.files.join("33").is_dir());
+        assert!(!p.contains(&digest(0x11)) && store.files.join("11").is_dir());
+        // A stamp from the future proves nothing: every shard is read.
+        let p = store
+            .present_since(names(), SystemTime::now() + Duration::from_secs(3600))
+            .unwrap();
+        assert_eq!(p.len(), 1, "only 0x44 is left");
         // Not a digest: not stored.
         assert!(!p.contains("../../etc/passwd"));
     }

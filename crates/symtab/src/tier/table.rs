@@ -98,7 +98,8 @@ impl Names {
         let n = r.len("name count")?;
         let mut names = Names {
             text: String::new(),
-            ends: Vec::with_capacity(n),
+            // A count is checked against the bytes left, not trusted further.
+            ends: Vec::with_capacity(n.min(1 << 16)),
         };
         for _ in 0..n {
             let len = r.len("string length")?;
