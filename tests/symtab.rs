@@ -219,12 +219,24 @@ fn assert_same_table(incremental: &Value, scratch: &Value, when: &str) {
     );
 }
 
+/// Files of the tier's store under `dir_prefix` (`files-v`, `graph-buckets-v`)
+/// ending in `ext`: per-file entries or graph buckets, named by its entries.
+fn stored(p: &Project, dir_prefix: &str, ext: &str) -> Vec<PathBuf> {
+    let root = p.cache_dir().join("sym");
+    support::snapshot(&root)
+        .into_iter()
+        .filter(|(path, _)| path.starts_with(dir_prefix) && path.ends_with(ext))
+        .map(|(path, _)| root.join(path))
+        .collect()
+}
+
+fn stored_buckets(p: &Project) -> Vec<PathBuf> {
+    stored(p, "graph-buckets-v", ".bin")
+}
+
 /// Stored per-file entries of the tier (shared by all its entries).
 fn stored_files(p: &Project) -> usize {
-    support::snapshot(&p.cache_dir().join("sym"))
-        .iter()
-        .filter(|(path, _)| path.starts_with("files-v") && path.ends_with(".sym"))
-        .count()
+    stored(p, "files-v", ".sym").len()
 }
 
 #[test]
@@ -521,12 +533,7 @@ fn a_previous_entry_whose_graph_is_damaged_is_built_without() {
         "an entry names its graph buckets in the store, it holds none"
     );
     // Every stored bucket is damaged: the previous entry names them all.
-    let root = p.cache_dir().join("sym");
-    let buckets: Vec<PathBuf> = support::snapshot(&root)
-        .into_iter()
-        .filter(|(path, _)| path.starts_with("graph-buckets-v") && path.ends_with(".bin"))
-        .map(|(path, _)| root.join(path))
-        .collect();
+    let buckets = stored_buckets(&p);
     assert!(!buckets.is_empty());
     for path in &buckets {
         std::fs::write(path, b"not a bucket").unwrap();
@@ -547,12 +554,7 @@ fn a_previous_entry_whose_graph_is_damaged_is_built_without() {
 fn a_graph_bucket_gone_from_the_store_is_not_named_again() {
     let p = sample();
     p.build(&[]);
-    let root = p.cache_dir().join("sym");
-    let buckets: Vec<PathBuf> = support::snapshot(&root)
-        .into_iter()
-        .filter(|(path, _)| path.starts_with("graph-buckets-v") && path.ends_with(".bin"))
-        .map(|(path, _)| root.join(path))
-        .collect();
+    let buckets = stored_buckets(&p);
     assert!(buckets.len() > 1, "{buckets:?}");
     // Every bucket goes but the one the edit rewrites (it holds the edited
     // path): the edit's build reads that one, and must not name the others.
@@ -587,12 +589,7 @@ fn a_damaged_stored_entry_shared_by_many_paths_is_parsed_again_once() {
     }
     let p = builder.build();
     let first = p.build(&[]);
-    let root = p.cache_dir().join("sym");
-    let stored: Vec<PathBuf> = support::snapshot(&root)
-        .into_iter()
-        .filter(|(path, _)| path.starts_with("files-v") && path.ends_with(".sym"))
-        .map(|(path, _)| root.join(path))
-        .collect();
+    let stored = stored(&p, "files-v", ".sym");
     assert_eq!(stored.len(), 1, "one content");
     // Damaged in place (every entry links it), and no previous entry to fall
     // back on: every row's symbols must come from the store.

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::cross::{Fragments, Fresh, Pass};
 use super::store::{self, BlobStore, Present, StoreLock};
 use super::table::{
-    bucket_of, file_path, graph_path, read_bucket, read_symbols, Index, IndexFile, Names, FILES,
-    GRAPH, INDEX, INDEX_FORMAT,
+    bucket_of, file_path, graph_path, read_bucket, stored_symbols_or_own, Index, IndexFile, Names,
+    FILES, GRAPH, INDEX, INDEX_FORMAT,
 };
 use super::TierError;
 use crate::codec::FastMap;
@@ -734,18 +734,8 @@ impl Loader<'_> {
         if let Some(s) = self.kept.get(&row.digest) {
             return Ok(s.clone());
         }
-        let read = match (
-            read_symbols(&self.store.file_blob(&row.digest)),
-            self.prev_dir,
-        ) {
-            (Err(TierError::Read { source, .. }), Some(dir))
-                if source.kind() == io::ErrorKind::NotFound =>
-            {
-                read_symbols(&file_path(dir, &row.digest))
-            }
-            (read, _) => read,
-        };
-        match read {
+        let own = self.prev_dir.map(|dir| file_path(dir, &row.digest));
+        match stored_symbols_or_own(self.store.file_blob(&row.digest), own) {
             Ok(s) => Ok(Arc::new(s)),
             Err(e) => {
                 // One repair of a content at a time, and once: several rows

@@ -510,14 +510,43 @@ mod tests {
         format!("{n:02x}").repeat(32)
     }
 
-    #[test]
-    fn a_sweep_keeps_what_an_index_or_the_build_names_and_all_while_an_index_is_damaged() {
-        let dir = std::env::temp_dir().join(format!("tiers-sweep-{}", std::process::id()));
+    /// An empty tier root under the temp dir, removed on drop, and its store.
+    fn fresh_store(name: &str) -> (Root, BlobStore) {
+        let dir = std::env::temp_dir().join(format!("tiers-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         let root = Root(dir);
         let (store, lock) = BlobStore::open(root.path()).unwrap();
         lock.settle(std::iter::empty()).unwrap();
+        (root, store)
+    }
+
+    /// An index of one file whose content is `file` and one graph bucket.
+    fn index_naming(file: String, bucket: String) -> Index {
+        Index {
+            format: INDEX_FORMAT,
+            extractor_version: EXTRACTOR_VERSION,
+            schema_version: SCHEMA_VERSION,
+            counts: Default::default(),
+            files: [(
+                "a.py".to_owned(),
+                IndexFile {
+                    digest: file,
+                    module: Some("a".into()),
+                    interface: None,
+                    errors: 0,
+                    deps: std::sync::Arc::new([]),
+                },
+            )]
+            .into(),
+            names: Default::default(),
+            graph: [("3a".to_owned(), bucket)].into(),
+        }
+    }
+
+    #[test]
+    fn a_sweep_keeps_what_an_index_or_the_build_names_and_all_while_an_index_is_damaged() {
+        let (root, store) = fresh_store("sweep");
         for n in 1..=4 {
             store.put_file(&digest(n), b"symbols", false).unwrap();
             store.put_graph(&digest(n + 4), b"bucket", false).unwrap();
@@ -536,25 +565,7 @@ mod tests {
         };
         let entry = root.path().join(digest(9));
         fs::create_dir_all(&entry).unwrap();
-        let index = Index {
-            format: INDEX_FORMAT,
-            extractor_version: EXTRACTOR_VERSION,
-            schema_version: SCHEMA_VERSION,
-            counts: Default::default(),
-            files: [(
-                "a.py".to_owned(),
-                IndexFile {
-                    digest: digest(1),
-                    module: Some("a".into()),
-                    interface: None,
-                    errors: 0,
-                    deps: std::sync::Arc::new([]),
-                },
-            )]
-            .into(),
-            names: Default::default(),
-            graph: [("3a".to_owned(), digest(5))].into(),
-        };
+        let index = index_naming(digest(1), digest(5));
         // A shard removed behind the store's back is made again, empty.
         fs::remove_dir_all(store.files.join("00")).unwrap();
         assert_eq!(store.present().unwrap().len(), 4);
@@ -576,12 +587,7 @@ mod tests {
 
     #[test]
     fn a_sweep_keeps_what_a_build_not_yet_published_names() {
-        let dir = std::env::temp_dir().join(format!("tiers-staged-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let root = Root(dir);
-        let (store, lock) = BlobStore::open(root.path()).unwrap();
-        lock.settle(std::iter::empty()).unwrap();
+        let (root, store) = fresh_store("staged");
         for n in 1..=2 {
             store.put_file(&digest(n), b"symbols", false).unwrap();
             store.put_graph(&digest(n + 4), b"bucket", false).unwrap();
@@ -592,25 +598,7 @@ mod tests {
             .join(".staging")
             .join(format!("{}-1-0", digest(9)));
         fs::create_dir_all(&staged).unwrap();
-        let index = Index {
-            format: INDEX_FORMAT,
-            extractor_version: EXTRACTOR_VERSION,
-            schema_version: SCHEMA_VERSION,
-            counts: Default::default(),
-            files: [(
-                "a.py".to_owned(),
-                IndexFile {
-                    digest: digest(1),
-                    module: Some("a".into()),
-                    interface: None,
-                    errors: 0,
-                    deps: std::sync::Arc::new([]),
-                },
-            )]
-            .into(),
-            names: Default::default(),
-            graph: [("3a".to_owned(), digest(5))].into(),
-        };
+        let index = index_naming(digest(1), digest(5));
         index.save(&staged).unwrap();
         assert_eq!(sweep(root.path(), std::iter::empty()), 2);
         assert!(store.file_blob(&digest(1)).is_file() && store.graph_blob(&digest(5)).is_file());
@@ -620,12 +608,7 @@ mod tests {
     #[test]
     fn what_an_index_named_is_present_in_shards_unmodified_since_it_was_written() {
         use std::time::Duration;
-        let dir = std::env::temp_dir().join(format!("tiers-present-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        let root = Root(dir);
-        let (store, lock) = BlobStore::open(root.path()).unwrap();
-        lock.settle(std::iter::empty()).unwrap();
+        let (root, store) = fresh_store("present");
         // Digests `NN…` land in shard `NN`.
         for n in [0x11, 0x22, 0x33, 0x44] {
             store.put_file(&digest(n), b"symbols", false).unwrap();

@@ -164,16 +164,10 @@ impl Index {
         let tier_root = entry_dir.parent().unwrap_or(entry_dir).to_owned();
         let entry_dir = entry_dir.to_owned();
         move |digest| {
-            let stored = stored_symbols(&tier_root, self.extractor_version, digest);
-            let own = file_path(&entry_dir, digest);
-            match read_symbols(&stored) {
-                Err(TierError::Read { source, .. })
-                    if source.kind() == std::io::ErrorKind::NotFound && own.is_file() =>
-                {
-                    read_symbols(&own)
-                }
-                other => other,
-            }
+            stored_symbols_or_own(
+                stored_symbols(&tier_root, self.extractor_version, digest),
+                Some(file_path(&entry_dir, digest)),
+            )
         }
     }
 
@@ -486,13 +480,21 @@ pub(crate) fn read_bucket(
     digest: &str,
 ) -> Result<(PathBuf, Vec<u8>), TierError> {
     let tier_root = entry_dir.parent().unwrap_or(entry_dir);
-    let stored = stored_bucket(tier_root, version, digest);
+    read_stored(
+        stored_bucket(tier_root, version, digest),
+        Some(graph_path(entry_dir, digest)),
+    )
+}
+
+/// A file of the tier's store, else an entry's `own` copy of it (an entry
+/// uploaded to, or restored from, a shared cache carries one), with the path
+/// it was read from. Missing from both, the error names the store's path.
+fn read_stored(stored: PathBuf, own: Option<PathBuf>) -> Result<(PathBuf, Vec<u8>), TierError> {
     match read(&stored) {
         Err(TierError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            let own = graph_path(entry_dir, digest);
-            match read(&own) {
-                Ok(bytes) => Ok((own, bytes)),
-                Err(_) => Err(TierError::Read {
+            match own.map(|own| (read(&own), own)) {
+                Some((Ok(bytes), own)) => Ok((own, bytes)),
+                _ => Err(TierError::Read {
                     path: stored,
                     source,
                 }),
@@ -500,6 +502,15 @@ pub(crate) fn read_bucket(
         }
         other => other.map(|bytes| (stored, bytes)),
     }
+}
+
+/// A per-file entry of the store, else the `own` copy ([`read_stored`]).
+pub(crate) fn stored_symbols_or_own(
+    stored: PathBuf,
+    own: Option<PathBuf>,
+) -> Result<FileSymbols, TierError> {
+    let (path, bytes) = read_stored(stored, own)?;
+    codec::decode_symbols(&bytes).map_err(corrupt(&path))
 }
 
 /// What an entry's index names in the tier's store.
@@ -599,11 +610,6 @@ fn corrupt(path: &Path) -> impl Fn(codec::CodecError) -> TierError + '_ {
         path: path.to_owned(),
         why: e.to_string(),
     }
-}
-
-/// A stored per-file entry, decoded.
-pub(crate) fn read_symbols(path: &Path) -> Result<FileSymbols, TierError> {
-    codec::decode_symbols(&read(path)?).map_err(corrupt(path))
 }
 
 /// Write the table of `entry_dir` as one JSON document (the shape of
