@@ -28,10 +28,39 @@ pub const KEY_FORMAT: u32 = 1;
 /// Input reasons beyond this many are folded into one [`Reason::MoreInputs`].
 const MAX_INPUT_REASONS: usize = 20;
 
-/// A SHA-256 in lowercase hex.
+/// A SHA-256 in lowercase hex: 64 digits, checked wherever one is made, so a key
+/// read from a marker, a candidate list or a shared cache can name no path outside
+/// its directory (`../../x`, `/tmp/x`) and is always long enough to shorten.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct Key(String);
+
+impl TryFrom<String> for Key {
+    type Error = String;
+
+    fn try_from(s: String) -> std::result::Result<Key, String> {
+        if is_key(&s) {
+            Ok(Key(s))
+        } else {
+            let shown: String = s.chars().take(80).collect();
+            Err(format!(
+                "`{shown}` is not a key (64 lowercase hexadecimal digits)"
+            ))
+        }
+    }
+}
+
+impl From<Key> for String {
+    fn from(k: Key) -> String {
+        k.0
+    }
+}
+
+fn is_key(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
 
 impl Key {
     pub fn of_bytes(bytes: &[u8]) -> Key {
@@ -41,10 +70,7 @@ impl Key {
     /// A key read back from disk; `None` unless it is 64 lowercase hex digits.
     pub fn parse(s: &str) -> Option<Key> {
         let s = s.trim();
-        (s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-        .then(|| Key(s.to_owned()))
+        is_key(s).then(|| Key(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -329,6 +355,28 @@ mod tests {
             d.inputs.insert((*p).into(), (*c).into());
         }
         d
+    }
+
+    /// Issue 14, finding 3: a key from a shared cache or a marker is parsed at
+    /// deserialization; a path or a short string never becomes a `Key`.
+    #[test]
+    fn a_key_that_is_not_64_hex_digits_does_not_deserialize() {
+        let good = "a".repeat(64);
+        let key: Key = serde_json::from_str(&format!("\"{good}\"")).unwrap();
+        assert_eq!(key.short(), "aaaaaaaaaaaa");
+        for bad in [
+            "../../../../tmp/x".to_owned(),
+            "/tmp/x".to_owned(),
+            "abc".to_owned(),
+            "A".repeat(64),
+            format!("{}é", "a".repeat(62)),
+            format!("{}/", "a".repeat(63)),
+            "a".repeat(65),
+        ] {
+            let err = serde_json::from_value::<Key>(serde_json::Value::String(bad.clone()))
+                .expect_err(&bad);
+            assert!(err.to_string().contains("is not a key"), "{err}");
+        }
     }
 
     #[test]
