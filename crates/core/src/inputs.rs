@@ -44,11 +44,27 @@ pub struct InputSpec {
     patterns: Vec<String>,
 }
 
+/// Refuse a glob that can only name files outside the project (`/etc/passwd`,
+/// `../**`): it would match nothing, silently.
+fn outside_project(tier: &str, glob: &str) -> Result<()> {
+    let why = if glob.starts_with('/') || glob.starts_with('\\') {
+        "is absolute"
+    } else if glob.split(['/', '\\']).any(|part| part == "..") {
+        "leaves the project through `..`"
+    } else {
+        return Ok(());
+    };
+    Err(Error::config(format!(
+        "tier `{tier}`: the input glob `{glob}` {why}; input globs are relative to the project and match only files inside it"
+    )))
+}
+
 impl InputSpec {
     pub fn new(tier: &str, include: &[String], exclude: &[String]) -> Result<Self> {
         let build = |globs: &[String]| -> Result<GlobSet> {
             let mut set = GlobSetBuilder::new();
             for glob in globs {
+                outside_project(tier, glob)?;
                 let g = GlobBuilder::new(glob.trim_start_matches("./"))
                     .literal_separator(true)
                     .backslash_escape(true)
@@ -629,6 +645,19 @@ mod tests {
         assert!(s.matches("a.py"));
         assert!(s.matches("pkg/sub/a.py"));
         assert!(!s.matches("tests/test_a.py"));
+    }
+
+    #[test]
+    fn a_glob_outside_the_project_is_refused() {
+        for glob in ["/etc/passwd", "../**", "src/../../x.py", "a/.."] {
+            let err = InputSpec::new("lint", &[glob.to_owned()], &[]).unwrap_err();
+            let msg = err.to_string();
+            assert!(err.is_usage(), "{msg}");
+            assert!(msg.contains("tier `lint`") && msg.contains(glob), "{msg}");
+        }
+        let err = InputSpec::new("lint", &["**/*.py".into()], &["/tmp/**".into()]).unwrap_err();
+        assert!(err.to_string().contains("`/tmp/**` is absolute"), "{err}");
+        InputSpec::new("lint", &["src/..py".into(), "**/*.py".into()], &[]).unwrap();
     }
 
     #[test]

@@ -446,7 +446,8 @@ mod fast {
                     Ok(s) if FileType::from_raw_mode(s.st_mode as _) == FileType::RegularFile => {
                         found.push_file(&dir.rel, name, FileStat::Now(Some(stat_of(&s))))
                     }
-                    Ok(_) | Err(Errno::NOENT) => {}
+                    // A link leading nowhere, dangling or in a loop, is no file.
+                    Ok(_) | Err(Errno::NOENT | Errno::LOOP) => {}
                     // Listed but not stat'able: hashing it reports why.
                     Err(_) => found.push_file(&dir.rel, name, FileStat::Now(None)),
                 }
@@ -550,12 +551,20 @@ pub(super) fn portable(project: &Path, skip_dirs: &[PathBuf]) -> Walk {
             match meta {
                 Ok(m) if m.is_file() => found.push_file(&rel, name, FileStat::Now(Stat::of(&m))),
                 Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound || is_loop(&e) => {}
                 Err(_) => found.push_file(&rel, name, FileStat::Now(None)),
             }
         }
     });
     merge(parts)
+}
+
+/// Whether `e` is a link loop (ELOOP), which counts as a dangling link.
+fn is_loop(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    return rustix::io::Errno::from_io_error(e) == Some(rustix::io::Errno::LOOP);
+    #[cfg(not(unix))]
+    return false;
 }
 
 #[cfg(test)]
@@ -587,6 +596,10 @@ mod tests {
             symlink("a.py", p.join("link.py")).unwrap();
             symlink("pkg", p.join("linkdir")).unwrap();
             symlink("missing.py", p.join("dangling.py")).unwrap();
+            // Issue 14: a link loop is skipped as a dangling link is.
+            symlink("loop.py", p.join("loop.py")).unwrap();
+            symlink("loop-b.py", p.join("loop-a.py")).unwrap();
+            symlink("loop-a.py", p.join("loop-b.py")).unwrap();
         }
         dir
     }
