@@ -2,14 +2,16 @@
 //!
 //! The version is part of every key, so every run needs it — but `codeql version`
 //! starts a JVM (about a second). It is remembered two ways, both keyed on the
-//! binary's **identity** (canonical path, size, modification time):
+//! binary's **identity** (canonical path, inode, size, modification and change
+//! times — the stat data the input cache trusts):
 //!
 //! - in memory, for the rest of the process, shared by every `codeql` tier;
 //! - in `<cache dir>/.codeql-cli.json`, written by builds only (a `tiers status`
 //!   writes nothing), so a warm `tiers status` or `tiers build` spawns no CLI at all.
 //!
-//! An upgrade replaces the binary (a new install dir, or a new file with a new
-//! mtime), which changes the identity. A wrapper whose target changes while the
+//! An upgrade replaces the binary (a new install dir, a new file, or new bytes
+//! written in place, which moves its change time even when size and mtime are kept),
+//! which changes the identity. A wrapper whose target changes while the
 //! wrapper stays the same (a version-manager stub) does not: for those, set
 //! `cache_cli_version = false`, or point `CODEQL_PATH` at the real binary.
 
@@ -27,7 +29,7 @@ use crate::CodeqlError;
 pub const ENV_PATH: &str = "CODEQL_PATH";
 /// The version cache's file name in the cache dir.
 pub const VERSION_CACHE: &str = ".codeql-cli.json";
-const VERSION_CACHE_FORMAT: u32 = 1;
+const VERSION_CACHE_FORMAT: u32 = 2;
 /// Binaries remembered in the version cache; the oldest entries go first.
 const VERSION_CACHE_LIMIT: usize = 8;
 /// `codeql version` that takes longer than this is treated as broken.
@@ -45,8 +47,17 @@ pub struct Cli {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct Identity {
     path: PathBuf,
+    #[serde(flatten)]
+    stat: StatId,
+}
+
+/// The stat data of a binary that an upgrade changes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+struct StatId {
+    inode: u64,
     size: u64,
     mtime_ns: u64,
+    ctime_ns: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -58,8 +69,8 @@ struct VersionCache {
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Seen {
-    size: u64,
-    mtime_ns: u64,
+    #[serde(flatten)]
+    stat: StatId,
     version: String,
     seen_unix: u64,
 }
@@ -116,16 +127,23 @@ fn executable(p: &Path) -> bool {
 }
 
 fn identity(path: &Path) -> std::io::Result<Identity> {
+    use std::os::unix::fs::MetadataExt;
     let canonical = path.canonicalize()?;
     let meta = std::fs::metadata(&canonical)?;
-    let mtime_ns = meta
-        .modified()?
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    let ns = |secs: i64, nsec: i64| {
+        u64::try_from(secs)
+            .unwrap_or(0)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::try_from(nsec).unwrap_or(0))
+    };
     Ok(Identity {
         path: canonical,
-        size: meta.len(),
-        mtime_ns,
+        stat: StatId {
+            inode: meta.ino(),
+            size: meta.len(),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+        },
     })
 }
 
@@ -157,7 +175,7 @@ pub async fn version_of(
     }
     if use_disk {
         if let Some(seen) = read_cache(cache_dir).binaries.get(&id.path) {
-            if seen.size == id.size && seen.mtime_ns == id.mtime_ns {
+            if seen.stat == id.stat {
                 memo(&id, &seen.version);
                 return Ok(cli(seen.version.clone()));
             }
@@ -245,7 +263,7 @@ pub fn remember(cli: &Cli, cache_dir: &Path) {
     if cache
         .binaries
         .get(&id.path)
-        .is_some_and(|s| s.size == id.size && s.mtime_ns == id.mtime_ns && s.version == cli.version)
+        .is_some_and(|s| s.stat == id.stat && s.version == cli.version)
     {
         return;
     }
@@ -253,8 +271,7 @@ pub fn remember(cli: &Cli, cache_dir: &Path) {
     cache.binaries.insert(
         cli.identity.path.clone(),
         Seen {
-            size: cli.identity.size,
-            mtime_ns: cli.identity.mtime_ns,
+            stat: cli.identity.stat.clone(),
             version: cli.version.clone(),
             seen_unix: std::time::SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -309,6 +326,31 @@ mod tests {
             .unwrap();
         let b = identity(&bin).unwrap();
         assert_eq!(a.path, b.path);
+        assert_ne!(a, b);
+    }
+
+    /// Issue 14: an upgrade in place that keeps the size and puts the mtime back
+    /// still changes the identity (through the change time).
+    #[test]
+    fn identity_changes_with_bytes_rewritten_in_place_keeping_size_and_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("codeql");
+        std::fs::write(&bin, "#!/bin/sh\necho 2.23.3\n").unwrap();
+        let mtime = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let f = std::fs::File::options().write(true).open(&bin).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let a = identity(&bin).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        std::fs::write(&bin, "#!/bin/sh\necho 2.24.0\n").unwrap();
+        let f = std::fs::File::options().write(true).open(&bin).unwrap();
+        f.set_modified(mtime).unwrap();
+        drop(f);
+        let b = identity(&bin).unwrap();
+        assert_eq!(
+            (a.stat.size, a.stat.mtime_ns),
+            (b.stat.size, b.stat.mtime_ns)
+        );
         assert_ne!(a, b);
     }
 }
