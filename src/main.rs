@@ -77,6 +77,12 @@ enum Command {
     /// What `build` would do, and why. Builds nothing.
     Status {
         tiers: Vec<String>,
+        /// Say what `build --rebuild …` would do.
+        #[arg(long, value_name = "TIER,…|all", value_delimiter = ',')]
+        rebuild: Vec<String>,
+        /// Say what `build --eager` would do.
+        #[arg(long)]
+        eager: bool,
         #[arg(long)]
         json: bool,
     },
@@ -210,12 +216,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let shared = tiers_remote::open(engine.remote_config()).map_err(tiers::Error::from)?;
         engine = engine.with_shared(Some(shared));
     }
-    if engine.config_file().is_none() && engine.tier_names().next().is_none() {
-        return Err(tiers::Error::config(format!(
-            "no tiers are configured: `{}` has no tiers.toml\nhint: write one (see the README's tiers.toml reference) or pass --config FILE",
-            engine.project().display()
-        ))
-        .into());
+    if engine.tier_names().next().is_none() {
+        let message = match engine.config_file() {
+            Some(file) => format!(
+                "no tiers are configured: `{}` has no `[tiers.NAME]` table\nhint: add one (see the README's tiers.toml reference), or run `tiers init`",
+                file.display()
+            ),
+            None => format!(
+                "no tiers are configured: `{}` has no tiers.toml\nhint: write one (see the README's tiers.toml reference), run `tiers init`, or pass --config FILE",
+                engine.project().display()
+            ),
+        };
+        return Err(tiers::Error::config(message).into());
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -228,24 +240,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eager,
             json,
         } => {
-            let rebuild = if rebuild.iter().any(|r| r == "all") {
-                Force::All
-            } else if rebuild.is_empty() {
-                Force::None
-            } else {
-                Force::Tiers(rebuild)
+            let req = request(tiers, rebuild, eager);
+            let report = match runtime.block_on(interruptible(engine.build(&req))) {
+                Ok(report) => report?,
+                Err(code) => return Ok(code),
             };
-            let req = BuildRequest {
-                tiers,
-                rebuild,
-                eager,
-            };
-            let report = runtime.block_on(engine.build(&req))?;
             print_report(&report, json)?;
             Ok(exit_for(&report))
         }
-        Command::Status { tiers, json } => {
-            let report = runtime.block_on(engine.status(&tiers))?;
+        Command::Status {
+            tiers,
+            rebuild,
+            eager,
+            json,
+        } => {
+            let req = request(tiers, rebuild, eager);
+            let report = runtime.block_on(engine.status_of(&req))?;
             print_report(&report, json)?;
             Ok(exit_for(&report))
         }
@@ -299,6 +309,43 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn request(tiers: Vec<String>, rebuild: Vec<String>, eager: bool) -> BuildRequest {
+    let rebuild = if rebuild.iter().any(|r| r == "all") {
+        Force::All
+    } else if rebuild.is_empty() {
+        Force::None
+    } else {
+        Force::Tiers(rebuild)
+    };
+    BuildRequest {
+        tiers,
+        rebuild,
+        eager,
+    }
+}
+
+/// Run a build until it ends or tiers gets SIGINT or SIGTERM. On a signal every
+/// tool tiers started is killed with its process group, the build is dropped (which
+/// removes its staging dirs; nothing half-built is published) and the exit code is
+/// 130 or 143, as a shell reports a process those signals ended.
+async fn interruptible<T>(build: impl std::future::Future<Output = T>) -> Result<T, ExitCode> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return Ok(build.await);
+    };
+    let code = tokio::select! {
+        done = build => return Ok(done),
+        _ = int.recv() => 130,
+        _ = term.recv() => 143,
+    };
+    tiers::process::kill_all();
+    eprintln!("error: interrupted: the build was stopped and nothing was published");
+    Err(ExitCode::from(code))
 }
 
 fn exit_for(report: &Report) -> ExitCode {
@@ -372,10 +419,13 @@ fn print_explanation(ex: &tiers::Explanation) {
     for c in &ex.candidates {
         let verdict = if !c.present {
             "rejected: its entry is gone".to_owned()
-        } else if c.changed.is_empty() {
-            "matches: every input it used is unchanged".to_owned()
-        } else {
+        } else if !c.changed.is_empty() {
             format!("rejected: {} changed", c.changed.join(", "))
+        } else if !c.consistent {
+            "rejected: it does not list the inputs its entry's marker says the build used"
+                .to_owned()
+        } else {
+            "matches: every input it used is unchanged".to_owned()
         };
         out!(
             "candidate {} (used {}): {verdict}",

@@ -31,12 +31,13 @@ fn demo() -> Project {
         .build()
 }
 
-/// Remove everything in the cache dir but the entries and the candidate lists.
+/// Remove everything in the cache dir but the entries, the candidate lists and the
+/// marks that say tiers made the directories (what a CI cache of `.tiers` keeps).
 fn keep_only_entries_and_candidates(p: &Project) {
     let root = p.cache_dir().join("t");
     for item in std::fs::read_dir(&root).unwrap().flatten() {
         let name = item.file_name().to_string_lossy().into_owned();
-        let keep = name.len() == 64 || name == ".candidates";
+        let keep = name.len() == 64 || name == ".candidates" || name == ".tiers-root";
         if !keep {
             let path = item.path();
             if path.is_dir() {
@@ -47,7 +48,7 @@ fn keep_only_entries_and_candidates(p: &Project) {
         }
     }
     for item in std::fs::read_dir(p.cache_dir()).unwrap().flatten() {
-        if item.file_name() != "t" {
+        if item.file_name() != "t" && item.file_name() != "CACHEDIR.TAG" {
             let path = item.path();
             if path.is_dir() {
                 std::fs::remove_dir_all(&path).unwrap();

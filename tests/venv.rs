@@ -729,6 +729,14 @@ fn a_venv_directory_without_its_marker_is_debris_and_is_rebuilt() {
     let st = status(&p);
     assert_eq!(st.status("venv"), "missing");
     let planned = PathBuf::from(st.tier("venv")["path"].as_str().expect("planned path"));
+    // A killed build ran in a cache dir tiers made (and tagged) first.
+    let cache = p.path(".tiers");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::write(
+        cache.join("CACHEDIR.TAG"),
+        "Signature: 8a477f597d28d172789f06886806bc55\n# This file is a cache directory tag created by tiers.\n",
+    )
+    .unwrap();
     std::fs::create_dir_all(planned.join("lib")).unwrap();
     std::fs::write(planned.join("pyvenv.cfg"), "home = /nowhere\n").unwrap();
     std::fs::write(planned.join("lib/half-installed.py"), "").unwrap();

@@ -81,6 +81,14 @@ pub enum RemoteMode {
 pub struct CacheConfig {
     /// Relative to the project.
     pub dir: PathBuf,
+    /// A checkout's pointer keeps its entry from retention until it has not been
+    /// used for this many days (checkouts sharing a cache dir, CI runners).
+    #[serde(default = "default_pointer_days")]
+    pub pointer_days: u64,
+}
+
+fn default_pointer_days() -> u64 {
+    30
 }
 
 #[derive(Clone, Debug, Deserialize)]

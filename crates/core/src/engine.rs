@@ -8,15 +8,16 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::candidates::Candidates;
+use crate::candidates::{Candidates, CANDIDATE_LIMIT};
 use crate::config::{self, ConfigSource, Rebuild, RemoteConfig, TierCommon, TierSpec};
 use crate::error::{Error, Result};
 use crate::inputs::Inputs;
 use crate::key::{Freshness, Key, KeyDoc, Reason};
+use crate::process;
 use crate::registry::Registry;
 use crate::report::{PathsReport, Report, Status, TierPath, TierReport};
 use crate::shared::SharedCache;
-use crate::store::{self, KeyLock, Marker, Store};
+use crate::store::{self, Checkout, KeyLock, Marker, Store};
 use crate::tier::{Context, Entry, Tier, Upstream};
 
 /// Which tiers a build forces.
@@ -61,6 +62,10 @@ struct Planned {
 /// A project opened with its configuration: the tiers planned in dependency order.
 pub struct Engine {
     project: PathBuf,
+    /// This checkout: its pointers are its own, whoever else shares the cache dir.
+    checkout: Checkout,
+    /// Pointers unused for longer no longer keep their entries from retention.
+    pointer_ttl: std::time::Duration,
     cache_dir: PathBuf,
     config_file: Option<PathBuf>,
     tiers: Vec<Planned>,
@@ -82,6 +87,16 @@ struct Lookup {
     restored: Option<(Marker, Vec<Reason>)>,
     /// The tier's last used entry, when it differs from `key`'s.
     current: Option<Key>,
+}
+
+impl Lookup {
+    /// Whether the tier had an entry: one serving the key, a last one of this
+    /// checkout, or a corrupt one (stale without either).
+    fn existed(&self) -> bool {
+        self.serving.is_some()
+            || self.current.is_some()
+            || matches!(self.freshness, Freshness::Stale(_))
+    }
 }
 
 /// An entry retention removed (or, in a dry run, would remove).
@@ -122,6 +137,9 @@ pub struct CandidateVerdict {
     pub changed: Vec<String>,
     /// Whether the candidate's entry is still in the store.
     pub present: bool,
+    /// Whether the candidate agrees with its entry's marker: the inputs it lists
+    /// are those the entry's build reported using, with the digests they had then.
+    pub consistent: bool,
 }
 
 impl Engine {
@@ -138,6 +156,14 @@ impl Engine {
         let project = source.project.clone();
         let loaded = config::load(&source)?;
         let cache_dir = resolve(&project.join(&loaded.config.cache.dir));
+        store::check_cache_dir(&cache_dir)?;
+        if project.starts_with(&cache_dir) {
+            return Err(Error::config(format!(
+                "the cache dir `{}` holds the project `{}`: choose a cache dir inside the project or beside it",
+                cache_dir.display(),
+                project.display()
+            )));
+        }
         let mut tiers = Vec::new();
         for name in loaded.config.tiers.keys() {
             let spec = TierSpec::new(&loaded, name, &project)?;
@@ -160,9 +186,10 @@ impl Engine {
                 keep: spec.common.keep.or_else(|| tier.keep_default()),
                 common: spec.common,
                 tier,
-                store: Store::new(root),
+                store: Store::new(root, name.clone()),
             });
         }
+        check_roots(&tiers, &project, &cache_dir)?;
         let tiers = order(tiers)?;
         let mut skip: Vec<PathBuf> = loaded
             .config
@@ -177,6 +204,10 @@ impl Engine {
             inputs: Arc::new(
                 Inputs::new(&project, skip)
                     .with_stat_cache(loaded.config.inputs.stat_cache.then_some(&*cache_dir)),
+            ),
+            checkout: Checkout::of(&project),
+            pointer_ttl: std::time::Duration::from_secs(
+                loaded.config.cache.pointer_days.saturating_mul(24 * 3600),
             ),
             project,
             cache_dir,
@@ -226,28 +257,49 @@ impl Engine {
     /// report; `Err` is for requests that cannot run at all (unknown tier, cache dir).
     pub async fn build(&self, req: &BuildRequest) -> Result<Report> {
         let selected = self.select(&req.tiers)?;
+        self.check_forced(req)?;
+        store::init_cache_dir(&self.cache_dir)?;
+        let reports = self.run(&selected, req, Mode::Build).await;
+        self.inputs.finish();
+        Ok(self.report(reports))
+    }
+
+    /// What `tiers build` would do, and why. Builds, locks and writes nothing but the
+    /// stat cache.
+    pub async fn status(&self, names: &[String]) -> Result<Report> {
+        self.status_of(&BuildRequest {
+            tiers: names.to_vec(),
+            ..BuildRequest::default()
+        })
+        .await
+    }
+
+    /// What `tiers build` with this request (`--rebuild`, `--eager`) would do: the
+    /// decision [`Engine::build`] makes, without acting on it.
+    pub async fn status_of(&self, req: &BuildRequest) -> Result<Report> {
+        let selected = self.select(&req.tiers)?;
+        self.check_forced(req)?;
+        let reports = self.run(&selected, req, Mode::Status).await;
+        self.inputs.finish();
+        Ok(self.report(reports))
+    }
+
+    fn check_forced(&self, req: &BuildRequest) -> Result<()> {
         if let Force::Tiers(names) = &req.rebuild {
             for n in names {
                 self.planned(n)?;
             }
         }
-        store::init_cache_dir(&self.cache_dir)?;
-        let reports = self.run(&selected, Some(req)).await;
-        self.inputs.finish();
-        Ok(self.report(reports))
+        Ok(())
     }
 
-    /// What a build would do, and why. Builds, locks and writes nothing but the
-    /// stat cache.
-    pub async fn status(&self, names: &[String]) -> Result<Report> {
-        let selected = self.select(names)?;
-        let reports = self.run(&selected, None).await;
-        self.inputs.finish();
-        Ok(self.report(reports))
-    }
-
-    /// Each selected tier in `after` order: built (`req`) or only looked at (`None`).
-    async fn run(&self, selected: &BTreeSet<&str>, req: Option<&BuildRequest>) -> Vec<TierReport> {
+    /// Each selected tier in `after` order: decided, then built or only reported.
+    async fn run(
+        &self,
+        selected: &BTreeSet<&str>,
+        req: &BuildRequest,
+        mode: Mode,
+    ) -> Vec<TierReport> {
         let mut done: BTreeMap<&str, Option<Upstream>> = BTreeMap::new();
         let mut reports = Vec::new();
         for t in self
@@ -256,20 +308,17 @@ impl Engine {
             .filter(|t| selected.contains(t.name.as_str()))
         {
             let started = Instant::now();
-            let mut report = match (self.upstreams(t, &done), req) {
-                (Ok(up), Some(req)) => self.build_one(t, up, forced_by(t, req)).await,
-                (Ok(up), None) => self.status_one(t, up).await,
-                (Err(upstream), _) => {
-                    skipped(t, format!("upstream tier `{upstream}` has no entry"))
-                }
+            let mut report = match self.upstreams(t, &done) {
+                Ok(up) => self.one(t, up, forced_by(t, req), mode).await,
+                Err(upstream) => skipped(t, format!("upstream tier `{upstream}` has no entry")),
             };
             report.seconds = started.elapsed().as_secs_f64();
             // A downstream key is made of upstream keys, known whether or not the
             // upstream is built yet; a build passes on only what it produced.
-            let up = match req {
-                Some(_) if report.status == Status::Failed => None,
-                Some(_) => report.key.clone().zip(report.path.clone()),
-                None => report
+            let up = match mode {
+                Mode::Build if report.status == Status::Failed => None,
+                Mode::Build => report.key.clone().zip(report.path.clone()),
+                Mode::Status => report
                     .key
                     .clone()
                     .map(|k| (k, report.path.clone().unwrap_or_default())),
@@ -283,7 +332,8 @@ impl Engine {
         reports
     }
 
-    /// The entry each tier's last successful build resolved to. Computes no key.
+    /// The entry this checkout's last successful build of each tier resolved to.
+    /// Computes no key; another checkout sharing the cache dir has its own.
     pub fn paths(&self) -> PathsReport {
         let tiers = self
             .tiers
@@ -291,10 +341,7 @@ impl Engine {
             .map(|t| {
                 // An entry removed behind our back is reported as none, not as a key
                 // without a path.
-                let marker = t
-                    .store
-                    .current()
-                    .and_then(|k| t.store.marker(&k).ok().flatten());
+                let marker = self.last_marker(t);
                 let key = marker.as_ref().map(|m| m.key.clone());
                 let path = marker.map(|m| t.tier.path(&entry_of(&t.store, m)));
                 let info = TierPath {
@@ -313,12 +360,19 @@ impl Engine {
         }
     }
 
+    /// The marker of the entry this checkout last resolved `t` to.
+    fn last_marker(&self, t: &Planned) -> Option<Marker> {
+        let key = t.store.current(&self.checkout)?;
+        t.store.marker(&key).ok().flatten()
+    }
+
     /// Apply every tier's retention: entries beyond `keep` or `max_bytes` go, least
-    /// recently used first; the entry a tier last resolved to is never removed.
+    /// recently used first; an entry a checkout's pointer names (used within
+    /// `pointer_days`) is never removed.
     pub fn gc(&self, dry_run: bool) -> Result<Vec<Removed>> {
         let mut removed = Vec::new();
         for t in &self.tiers {
-            removed.extend(retain(t, Retain::Report { dry_run })?);
+            removed.extend(self.retain(t, Retain::Report { dry_run })?);
             if !dry_run {
                 t.store.clean_debris()?;
             }
@@ -329,15 +383,11 @@ impl Engine {
     /// Write the artifact of `name`'s last entry as one document (`tiers export`).
     pub fn export(&self, name: &str, out: &mut dyn std::io::Write) -> Result<()> {
         let t = self.planned(name)?;
-        let marker = t
-            .store
-            .current()
-            .and_then(|k| t.store.marker(&k).ok().flatten())
-            .ok_or_else(|| {
-                Error::build(format!(
-                    "tier `{name}` has no entry yet\nhint: run `tiers build {name}` first"
-                ))
-            })?;
+        let marker = self.last_marker(t).ok_or_else(|| {
+            Error::build(format!(
+                "tier `{name}` has no entry yet\nhint: run `tiers build {name}` first"
+            ))
+        })?;
         if t.tier.export(&entry_of(&t.store, marker), out)? {
             Ok(())
         } else {
@@ -370,7 +420,7 @@ impl Engine {
         }
         let cx = self.context(t, upstream);
         let look = self.lookup(t, &cx).await?;
-        let last_key = t.store.current();
+        let last_key = t.store.current(&self.checkout);
         let last = last_key
             .as_ref()
             .and_then(|k| t.store.marker(k).ok().flatten());
@@ -383,15 +433,19 @@ impl Engine {
         let candidates = Candidates::new(t.store.root())
             .load(&look.doc.structure_key())
             .into_iter()
-            .map(|c| CandidateVerdict {
-                changed: c
-                    .mismatches(&look.doc.inputs)
-                    .into_iter()
-                    .map(str::to_owned)
-                    .collect(),
-                present: t.store.marker(&c.entry).ok().flatten().is_some(),
-                used: c.used.keys().cloned().collect(),
-                entry: c.entry,
+            .map(|c| {
+                let marker = t.store.marker(&c.entry).ok().flatten();
+                CandidateVerdict {
+                    changed: c
+                        .mismatches(&look.doc.inputs)
+                        .into_iter()
+                        .map(str::to_owned)
+                        .collect(),
+                    present: marker.is_some(),
+                    consistent: marker.as_ref().is_none_or(|m| consistent(&c, m, &look.doc)),
+                    used: c.used.keys().cloned().collect(),
+                    entry: c.entry,
+                }
             })
             .collect();
         let (fresh, reasons) = match (look.freshness, &look.restored) {
@@ -475,6 +529,7 @@ impl Engine {
             project: self.project.clone(),
             cache_dir: self.cache_dir.clone(),
             tier_root: t.store.root().to_owned(),
+            checkout: self.checkout.clone(),
             inputs: self.inputs.clone(),
             upstream,
             verbose: self.verbose,
@@ -492,7 +547,7 @@ impl Engine {
             .collect();
         let key = doc.key();
         let doc = Arc::new(doc);
-        let current = t.store.current().filter(|c| *c != key);
+        let current = t.store.current(&self.checkout).filter(|c| *c != key);
         let mut restored = None;
         let (freshness, serving) = match serving_entry(&t.store, &key, &doc) {
             Ok(Some(entry)) => (t.tier.probe(cx, &entry).await?, Some(entry)),
@@ -527,8 +582,8 @@ impl Engine {
         })
     }
 
-    /// The first candidate of `doc`'s structure key whose used inputs all still have
-    /// the digests they had, with the reasons it is reusable.
+    /// The first local candidate of `doc`'s structure key that [`consistent`] says
+    /// may serve it and whose entry is healthy, with the reasons it is reusable.
     async fn candidate(
         &self,
         t: &Planned,
@@ -546,6 +601,9 @@ impl Engine {
             let Ok(Some(marker)) = t.store.marker(&c.entry) else {
                 continue;
             };
+            if !consistent(&c, &marker, doc) {
+                continue;
+            }
             let entry = entry_of(&t.store, marker.clone());
             if t.tier.probe(cx, &entry).await? != Freshness::Fresh {
                 continue;
@@ -556,131 +614,168 @@ impl Engine {
         Ok(None)
     }
 
-    async fn status_one(&self, t: &Planned, upstream: BTreeMap<String, Upstream>) -> TierReport {
-        let cx = self.context(t, upstream);
-        let look = match self.lookup(t, &cx).await {
-            Ok(l) => l,
-            Err(e) => return failed_or_skipped(t, None, e),
-        };
-        let path = look.serving.as_ref().map(|e| t.tier.path(e));
-        if let (Some((marker, reasons)), Freshness::Missing | Freshness::Stale(_)) =
-            (&look.restored, &look.freshness)
-        {
-            let path = t.tier.path(&entry_of(&t.store, marker.clone()));
-            return tier_report(
-                t,
-                Some(look.key),
-                Some(path),
-                Status::Restored,
-                reasons.clone(),
-            );
-        }
-        // `build` keeps the last entry of a `rebuild = "never"` tier: say so, and let
-        // downstream tiers be keyed on that entry, as `build` will.
-        if let (Rebuild::Never, Freshness::Stale(r)) = (t.common.rebuild, &look.freshness) {
-            return self.never(t, &look, r.clone());
-        }
-        let (status, mut reasons) = match look.freshness.clone() {
-            Freshness::Fresh => (Status::Fresh, vec![]),
-            Freshness::Missing => (Status::Missing, vec![]),
-            Freshness::Stale(r) => (Status::Stale, r),
-        };
-        if t.common.rebuild == Rebuild::Always {
-            reasons.push(Reason::Forced {
-                by: "`rebuild = \"always\"`".into(),
-            });
-            if status == Status::Fresh {
-                return tier_report(t, Some(look.key), path, Status::Stale, reasons);
-            }
-        }
-        let path = path.or_else(|| Some(t.tier.path(&planned_entry(t, &look))));
-        let mut report = tier_report(t, Some(look.key.clone()), path, status, reasons);
-        if status != Status::Fresh {
-            if let Some(shared) = self.shared_for(t) {
-                match shared.contains(&t.name, &look.key).await {
-                    Ok(there) => report.available_remotely = Some(there),
-                    Err(e) => tracing::warn!("shared cache {}: {e}", shared.describe()),
-                }
-            }
-        }
-        report
-    }
-
-    async fn build_one(
+    /// Decide, then build (`Mode::Build`) or report the decision (`Mode::Status`).
+    /// Both modes go through [`decide`], so `tiers status` says what `tiers build`
+    /// does.
+    async fn one(
         &self,
         t: &Planned,
         upstream: BTreeMap<String, Upstream>,
-        forced: Option<String>,
+        forced: Option<Forced>,
+        mode: Mode,
     ) -> TierReport {
         let cx = self.context(t, upstream);
         let look = match self.lookup(t, &cx).await {
             Ok(l) => l,
             Err(e) => return failed_or_skipped(t, None, e),
         };
-        let forced_explicitly = forced
-            .as_deref()
-            .is_some_and(|f| f.starts_with("--rebuild"));
-        let reasons = match (&look.freshness, &forced) {
-            (_, Some(by)) => vec![Reason::Forced { by: by.clone() }],
-            (Freshness::Fresh, None) => {
-                if let Some(entry) = &look.serving {
-                    return self.reuse(t, &look, entry, Status::Fresh, vec![]);
-                }
-                vec![]
+        let plan = decide(t, &look, &self.checkout, forced);
+        match (plan, mode) {
+            (Plan::Fresh(entry), Mode::Status) => {
+                let path = t.tier.path(&entry);
+                tier_report(t, Some(look.key), Some(path), Status::Fresh, vec![])
             }
-            (Freshness::Missing, None) => vec![],
-            (Freshness::Stale(r), None) => r.clone(),
-        };
-        if let (Some((marker, why)), None) = (&look.restored, &forced) {
-            return self.restore(t, &look, marker, why.clone());
+            (Plan::Fresh(entry), Mode::Build) => {
+                self.owe_upload(t, &entry.key).await;
+                self.reuse(t, &look, &entry, Status::Fresh, vec![])
+            }
+            (Plan::Restore { marker, reasons }, Mode::Status) => {
+                let path = t.tier.path(&entry_of(&t.store, marker));
+                tier_report(t, Some(look.key), Some(path), Status::Restored, reasons)
+            }
+            (Plan::Restore { marker, reasons }, Mode::Build) => {
+                self.restore(t, &look, &marker, reasons)
+            }
+            (
+                Plan::Keep {
+                    marker,
+                    mut reasons,
+                },
+                _,
+            ) => {
+                reasons.push(Reason::Skipped {
+                    why: "`rebuild = \"never\"` keeps the last entry".into(),
+                });
+                let key = marker.key.clone();
+                let path = t.tier.path(&entry_of(&t.store, marker));
+                tier_report(t, Some(key), Some(path), Status::Skipped, reasons)
+            }
+            (Plan::NeverWithoutEntry, _) => failed_or_skipped(
+                t,
+                Some(look.key.clone()),
+                Error::NeverWithoutEntry {
+                    tier: t.name.clone(),
+                },
+            ),
+            (Plan::Build { reasons, forced }, Mode::Status) => {
+                let status = if look.existed() {
+                    Status::Stale
+                } else {
+                    Status::Missing
+                };
+                let path = t.tier.path(&planned_entry(t, &look));
+                let mut report =
+                    tier_report(t, Some(look.key.clone()), Some(path), status, reasons);
+                if !forced {
+                    report.available_remotely = self.available_remotely(t, &look).await;
+                }
+                report
+            }
+            (Plan::Build { reasons, forced }, Mode::Build) => {
+                self.build_one(t, &cx, &look, reasons, forced).await
+            }
         }
-        if t.common.rebuild == Rebuild::Never && !forced_explicitly {
-            return self.never(t, &look, reasons);
-        }
-        // A corrupt entry is stale without a marker or another current key: it existed.
-        let existed = look.serving.is_some()
-            || look.current.is_some()
-            || matches!(look.freshness, Freshness::Stale(_));
+    }
+
+    /// Build `look.key` under its lock: unless forced, first what another process
+    /// published meanwhile, then the shared cache.
+    async fn build_one(
+        &self,
+        t: &Planned,
+        cx: &Context,
+        look: &Lookup,
+        reasons: Vec<Reason>,
+        forced: bool,
+    ) -> TierReport {
         tracing::info!(tier = %t.name, key = look.key.short(), "building");
         let lock = match lock(&t.store, &look.key).await {
             Ok(l) => l,
-            Err(e) => return failed_or_skipped(t, Some(look.key), e),
+            Err(e) => return failed_or_skipped(t, Some(look.key.clone()), e),
         };
         // Another process may have published this key while we waited for the lock.
-        if forced.is_none() {
+        if !forced {
             if let Ok(Some(marker)) = t.store.marker(&look.key) {
                 let entry = entry_of(&t.store, marker);
-                if let Ok(Freshness::Fresh) = t.tier.probe(&cx, &entry).await {
+                if let Ok(Freshness::Fresh) = t.tier.probe(cx, &entry).await {
                     drop(lock);
-                    return self.reuse(t, &look, &entry, Status::Fresh, vec![]);
+                    return self.reuse(t, look, &entry, Status::Fresh, vec![]);
                 }
             }
-        }
-        if forced.is_none() {
-            if let Some(report) = self.restore_from_shared(t, &cx, &look, &lock).await {
+            if let Some(report) = self.restore_from_shared(t, cx, look, &lock).await {
                 return report;
             }
         }
-        match self.run_build(t, &cx, &look, &lock).await {
+        match self.run_build(t, cx, look, &lock).await {
             Ok((path, summary)) => {
                 drop(lock);
-                self.upload(t, &look).await;
-                if let Err(e) = t.store.set_current(&look.key) {
-                    return failed_or_skipped(t, Some(look.key), e);
+                self.upload(t, &look.key).await;
+                if let Err(e) = t.store.set_current(&self.checkout, &look.key) {
+                    return failed_or_skipped(t, Some(look.key.clone()), e);
                 }
-                let status = if existed {
+                let status = if look.existed() {
                     Status::Rebuilt
                 } else {
                     Status::Built
                 };
-                if let Err(e) = retain(t, Retain::Quiet) {
-                    tracing::warn!(tier = %t.name, "retention failed: {e}");
-                }
-                let mut report = tier_report(t, Some(look.key), Some(path), status, reasons);
+                self.retain_quietly(t);
+                let mut report =
+                    tier_report(t, Some(look.key.clone()), Some(path), status, reasons);
                 report.summary = summary;
                 report
             }
-            Err(e) => failed_or_skipped(t, Some(look.key), e),
+            Err(e) => failed_or_skipped(t, Some(look.key.clone()), e),
+        }
+    }
+
+    /// `tiers status`: whether the build would restore `look.key` from the shared
+    /// cache — its own entry there, or a candidate there whose used inputs match.
+    /// `None` without a shared cache for this tier.
+    async fn available_remotely(&self, t: &Planned, look: &Lookup) -> Option<bool> {
+        let shared = self.shared_for(t)?;
+        let attempt = async {
+            if shared.contains(&t.name, &look.key).await? {
+                return Ok(true);
+            }
+            if look.doc.inputs.is_empty() {
+                return Ok(false);
+            }
+            for c in shared
+                .candidates(&t.name, &look.doc.structure_key())
+                .await?
+                .into_iter()
+                .take(CANDIDATE_LIMIT)
+            {
+                if !c.mismatches(&look.doc.inputs).is_empty() || c.entry == look.key {
+                    continue;
+                }
+                let here = t
+                    .store
+                    .marker(&c.entry)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| consistent(&c, &m, &look.doc));
+                if here || shared.contains(&t.name, &c.entry).await? {
+                    return Ok(true);
+                }
+            }
+            Ok::<_, Error>(false)
+        };
+        match attempt.await {
+            Ok(there) => Some(there),
+            Err(e) => {
+                tracing::warn!("shared cache {}: {e}", shared.describe());
+                Some(false)
+            }
         }
     }
 
@@ -699,8 +794,12 @@ impl Engine {
             if let Some(marker) = self.fetch_shared(t, shared, &look.key, lock).await? {
                 return Ok(Some((marker, vec![])));
             }
+            if look.doc.inputs.is_empty() {
+                return Ok(None);
+            }
             let skey = look.doc.structure_key();
-            for c in shared.candidates(&t.name, &skey).await? {
+            let list = shared.candidates(&t.name, &skey).await?;
+            for c in list.into_iter().take(CANDIDATE_LIMIT) {
                 if !c.mismatches(&look.doc.inputs).is_empty() || c.entry == look.key {
                     continue;
                 }
@@ -714,6 +813,14 @@ impl Engine {
                 };
                 drop(c_lock);
                 let Some(marker) = marker else { continue };
+                if !consistent(&c, &marker, &look.doc) {
+                    tracing::warn!(
+                        "shared cache {from}: ignoring a candidate of `{}` that does not match its entry {}'s own record of the inputs it used",
+                        t.name,
+                        c.entry.short()
+                    );
+                    continue;
+                }
                 let entry = entry_of(&t.store, marker.clone());
                 if t.tier.probe(cx, &entry).await? != Freshness::Fresh {
                     continue;
@@ -727,11 +834,10 @@ impl Engine {
         };
         match attempt.await {
             Ok(Some((marker, mut why))) => {
-                why.push(Reason::SharedCache { from });
-                let _ = t.store.set_current(&marker.key);
-                if let Err(e) = retain(t, Retain::Quiet) {
-                    tracing::warn!(tier = %t.name, "retention failed: {e}");
-                }
+                why.push(Reason::SharedCache { from: from.clone() });
+                let _ = t.store.set_uploaded(&from, &marker.key);
+                let _ = t.store.set_current(&self.checkout, &marker.key);
+                self.retain_quietly(t);
                 let path = t.tier.path(&entry_of(&t.store, marker));
                 Some(tier_report(
                     t,
@@ -757,51 +863,63 @@ impl Engine {
         key: &Key,
         lock: &KeyLock,
     ) -> Result<Option<Marker>> {
-        let staging = t.store.stage(key, lock)?;
-        let fetched = shared.fetch(&t.name, key, &staging).await;
-        let mut marker = match fetched {
-            Ok(Some(m)) => m,
-            Ok(None) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Ok(None);
-            }
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging);
-                return Err(e);
-            }
+        let staging = Debris::new(t.store.stage(key, lock)?);
+        let mut marker = match shared.fetch(&t.name, key, staging.path()).await? {
+            Some(m) => m,
+            None => return Ok(None),
         };
         // The record must be for this key and its document must hash to it.
         if marker.key != *key || marker.doc.key() != *key {
-            let _ = std::fs::remove_dir_all(&staging);
             return Err(Error::Marker {
-                path: staging,
+                path: staging.path().to_owned(),
                 why: format!("the shared cache's record for {key} describes another key"),
             });
         }
         marker.tier = t.name.clone();
-        t.store.publish(&staging, &marker, lock)?;
+        t.store.publish(staging.path(), &marker, lock)?;
+        staging.disarm();
         Ok(Some(marker))
     }
 
-    /// Upload a freshly built entry and its candidates; failures are warnings.
-    async fn upload(&self, t: &Planned, look: &Lookup) {
+    /// A fresh entry that a writable shared cache may lack (its build was killed
+    /// between publishing and uploading, or the upload failed): check once, upload
+    /// if missing, and remember, so later runs make no request.
+    async fn owe_upload(&self, t: &Planned, key: &Key) {
+        let Some(shared) = self.shared_for(t).filter(|s| s.writable()) else {
+            return;
+        };
+        if t.store.uploaded(&shared.describe(), key) {
+            return;
+        }
+        match shared.contains(&t.name, key).await {
+            Ok(true) => {
+                let _ = t.store.set_uploaded(&shared.describe(), key);
+            }
+            Ok(false) => self.upload(t, key).await,
+            Err(e) => tracing::warn!("shared cache {}: {e}", shared.describe()),
+        }
+    }
+
+    /// Upload the published entry of `key` and its candidates; failures are
+    /// warnings. A success is remembered beside the entry.
+    async fn upload(&self, t: &Planned, key: &Key) {
         let Some(shared) = self.shared_for(t).filter(|s| s.writable()) else {
             return;
         };
         let result = async {
-            let Some(marker) = t.store.marker(&look.key)? else {
+            let Some(marker) = t.store.marker(key)? else {
                 return Ok(());
             };
             t.tier.before_upload(&entry_of(&t.store, marker.clone()))?;
             shared
-                .store(&t.name, &marker, &t.store.entry_dir(&look.key))
+                .store(&t.name, &marker, &t.store.entry_dir(key))
                 .await?;
             if marker.used_inputs.is_some() {
-                let skey = look.doc.structure_key();
+                let skey = marker.doc.structure_key();
                 let list = Candidates::new(t.store.root()).load(&skey);
                 shared.store_candidates(&t.name, &skey, &list).await?;
             }
-            Ok::<_, Error>(())
+            t.store.set_uploaded(&shared.describe(), key)
         };
         if let Err(e) = result.await {
             tracing::warn!(
@@ -812,7 +930,8 @@ impl Engine {
         }
     }
 
-    /// Build under the lock and publish; on failure nothing is published.
+    /// Build under the lock and publish; on failure, or when the build is dropped
+    /// (SIGINT, SIGTERM), nothing is published and the build's directory goes.
     async fn run_build(
         &self,
         t: &Planned,
@@ -821,37 +940,27 @@ impl Engine {
         lock: &KeyLock,
     ) -> Result<(PathBuf, Option<String>)> {
         let in_place = t.tier.builds_in_place();
-        let build_dir = if in_place {
+        let build_dir = Debris::new(if in_place {
             t.store.prepare_in_place(&look.key, lock)?
         } else {
             t.store.stage(&look.key, lock)?
-        };
+        });
         let mut entry = Entry {
             key: look.key.clone(),
             dir: t.store.entry_dir(&look.key),
-            build_dir: build_dir.clone(),
+            build_dir: build_dir.path().to_owned(),
             doc: look.doc.clone(),
             data: Value::Null,
         };
         let started = Instant::now();
-        let outcome = t.tier.build(cx, &entry).await;
-        let outcome = outcome.and_then(|o| {
-            if build_dir.join(store::MARKER).exists() && !in_place {
-                return Err(Error::build(format!(
-                    "the build wrote `{}`, a name tiers reserves for its entry marker",
-                    store::MARKER
-                )));
-            }
-            check_used_inputs(&look.doc, &o.used_inputs)?;
-            Ok(o)
-        });
-        let outcome = match outcome {
-            Ok(o) => o,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&build_dir);
-                return Err(e);
-            }
-        };
+        let outcome = process::owned_by(entry.dir.clone(), t.tier.build(cx, &entry)).await?;
+        if build_dir.path().join(store::MARKER).exists() && !in_place {
+            return Err(Error::build(format!(
+                "the build wrote `{}`, a name tiers reserves for its entry marker",
+                store::MARKER
+            )));
+        }
+        check_used_inputs(&look.doc, &outcome.used_inputs)?;
         let marker = Marker {
             format: store::MARKER_FORMAT,
             tier: t.name.clone(),
@@ -864,10 +973,10 @@ impl Engine {
         };
         if in_place {
             t.store.publish_in_place(&marker, lock)?;
-        } else if let Err(e) = t.store.publish(&build_dir, &marker, lock) {
-            let _ = std::fs::remove_dir_all(&build_dir);
-            return Err(e);
+        } else {
+            t.store.publish(build_dir.path(), &marker, lock)?;
         }
+        build_dir.disarm();
         if let Some(used) = &marker.used_inputs {
             let used = used
                 .iter()
@@ -915,35 +1024,163 @@ impl Engine {
         reasons: Vec<Reason>,
     ) -> TierReport {
         t.store.touch(&entry.key);
-        if let Err(e) = t.store.set_current(&entry.key) {
+        if let Err(e) = t.store.set_current(&self.checkout, &entry.key) {
             return failed_or_skipped(t, Some(look.key.clone()), e);
         }
         let path = t.tier.path(entry);
         tier_report(t, Some(look.key.clone()), Some(path), status, reasons)
     }
 
-    /// `rebuild = "never"` and the entry is not fresh: keep using the last entry.
-    fn never(&self, t: &Planned, look: &Lookup, mut reasons: Vec<Reason>) -> TierReport {
-        let last = [Some(&look.key), look.current.as_ref()]
+    fn retain_quietly(&self, t: &Planned) {
+        if let Err(e) = self.retain(t, Retain::Quiet) {
+            tracing::warn!(tier = %t.name, "retention failed: {e}");
+        }
+    }
+
+    /// Entries of `t` beyond its retention, least recently used first; removed
+    /// unless a dry run. Never an entry a checkout's pointer names (used within
+    /// `pointer_days`), nor this checkout's.
+    fn retain(&self, t: &Planned, how: Retain) -> Result<Vec<Removed>> {
+        if t.keep.is_none() && t.common.max_bytes.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut pointed: BTreeSet<Key> = t.store.pointed(self.pointer_ttl).into_iter().collect();
+        pointed.extend(t.store.current(&self.checkout));
+        retain(t, how, &pointed)
+    }
+}
+
+/// Whether a `build` acts on its decision or `status` only reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Build,
+    Status,
+}
+
+/// Why a build of a tier is forced, most explicit first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Forced {
+    /// `--rebuild NAME` or `--rebuild all`: overrides every policy.
+    Flag(String),
+    /// `rebuild = "always"`.
+    Always,
+    /// `--eager`, for a tier whose `eager` is true.
+    Eager,
+}
+
+impl Forced {
+    fn by(&self) -> String {
+        match self {
+            Forced::Flag(flag) => flag.clone(),
+            Forced::Always => "`rebuild = \"always\"`".into(),
+            Forced::Eager => "--eager".into(),
+        }
+    }
+}
+
+/// What a build does with one tier: the one decision `build` acts on and
+/// `status` reports.
+#[derive(Debug)]
+enum Plan {
+    /// The entry serving the key is there and healthy.
+    Fresh(Entry),
+    /// An entry built for other inputs serves the key (discovered inputs).
+    Restore {
+        marker: Marker,
+        reasons: Vec<Reason>,
+    },
+    /// `rebuild = "never"`, not fresh: the last entry is kept.
+    Keep {
+        marker: Marker,
+        reasons: Vec<Reason>,
+    },
+    /// `rebuild = "never"` and no entry to keep: the tier fails.
+    NeverWithoutEntry,
+    /// Build: a forced build goes straight to the tool; another first takes what
+    /// a concurrent build published, then tries the shared cache.
+    Build { reasons: Vec<Reason>, forced: bool },
+}
+
+/// The decision for `t` given what its lookup found and what forces it.
+fn decide(t: &Planned, look: &Lookup, checkout: &Checkout, forced: Option<Forced>) -> Plan {
+    if let Some(f) = forced {
+        return Plan::Build {
+            reasons: vec![Reason::Forced { by: f.by() }],
+            forced: true,
+        };
+    }
+    let reasons = match (&look.freshness, &look.serving) {
+        (Freshness::Fresh, Some(entry)) => return Plan::Fresh(entry.clone()),
+        (Freshness::Fresh | Freshness::Missing, _) => vec![],
+        (Freshness::Stale(r), _) => r.clone(),
+    };
+    if let Some((marker, reasons)) = &look.restored {
+        return Plan::Restore {
+            marker: marker.clone(),
+            reasons: reasons.clone(),
+        };
+    }
+    if t.common.rebuild == Rebuild::Never {
+        let last = [Some(&look.key), t.store.current(checkout).as_ref()]
             .into_iter()
             .flatten()
             .find_map(|k| t.store.marker(k).ok().flatten());
-        match last {
-            Some(marker) => {
-                reasons.push(Reason::Skipped {
-                    why: "`rebuild = \"never\"` keeps the last entry".into(),
-                });
-                let key = marker.key.clone();
-                let path = t.tier.path(&entry_of(&t.store, marker));
-                tier_report(t, Some(key), Some(path), Status::Skipped, reasons)
+        return match last {
+            Some(marker) => Plan::Keep { marker, reasons },
+            None => Plan::NeverWithoutEntry,
+        };
+    }
+    Plan::Build {
+        reasons,
+        forced: false,
+    }
+}
+
+/// Whether candidate `c` may lead to the entry whose marker is `marker`, for a key
+/// document `doc` of the same structure. A candidate list, local or shared, is
+/// never trusted on its own: the entry must be of `doc`'s structure (kind, options,
+/// tools, input paths), and its marker must report as used exactly the inputs the
+/// candidate lists, with the digests the candidate lists. Whether those digests are
+/// the current ones is [`Candidate::mismatches`](crate::Candidate::mismatches).
+fn consistent(c: &crate::Candidate, marker: &Marker, doc: &KeyDoc) -> bool {
+    let Some(used) = &marker.used_inputs else {
+        return false;
+    };
+    used.len() == c.used.len()
+        && used.iter().all(|p| {
+            c.used
+                .get(p)
+                .is_some_and(|d| marker.doc.inputs.get(p) == Some(d))
+        })
+        && marker.doc.structure_key() == doc.structure_key()
+}
+
+/// A directory a build or download is filling: removed when dropped, unless the
+/// entry was published from it.
+struct Debris(Option<PathBuf>);
+
+impl Debris {
+    fn new(dir: PathBuf) -> Debris {
+        Debris(Some(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0
+            .as_deref()
+            .expect("a debris guard is used before it is disarmed")
+    }
+
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Debris {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            if let Err(e) = store::remove_dir(&dir) {
+                tracing::warn!("cannot remove an unfinished build's directory: {e}");
             }
-            None => failed_or_skipped(
-                t,
-                Some(look.key.clone()),
-                Error::NeverWithoutEntry {
-                    tier: t.name.clone(),
-                },
-            ),
         }
     }
 }
@@ -960,15 +1197,11 @@ enum Retain {
 
 /// Entries of `t` beyond its retention, least recently used first; removed unless
 /// a dry run. The current entry is never among them.
-fn retain(t: &Planned, how: Retain) -> Result<Vec<Removed>> {
+fn retain(t: &Planned, how: Retain, pointed: &BTreeSet<Key>) -> Result<Vec<Removed>> {
     let dry_run = how == Retain::Report { dry_run: true };
-    if t.keep.is_none() && t.common.max_bytes.is_none() {
-        return Ok(Vec::new());
-    }
-    let current = t.store.current();
     let mut entries = t.store.entries()?;
-    // The current entry counts first, whatever its age.
-    entries.sort_by_key(|e| Some(&e.key) != current.as_ref());
+    // Pointed entries count first, whatever their age.
+    entries.sort_by_key(|e| !pointed.contains(&e.key));
     let mut kept = 0usize;
     let mut bytes = 0u64;
     let mut removed = Vec::new();
@@ -978,7 +1211,7 @@ fn retain(t: &Planned, how: Retain) -> Result<Vec<Removed>> {
             Some(_) => store::dir_bytes(&e.dir),
             None => 0,
         };
-        let is_current = Some(&e.key) == current.as_ref();
+        let is_current = pointed.contains(&e.key);
         let over_count = t.keep.is_some_and(|k| kept >= k);
         let over_bytes = t.common.max_bytes.is_some_and(|m| bytes + size > m);
         if is_current || !(over_count || over_bytes) {
@@ -1003,6 +1236,51 @@ fn retain(t: &Planned, how: Retain) -> Result<Vec<Removed>> {
         });
     }
     Ok(removed)
+}
+
+/// Refuse tier roots tiers cannot own: the project or a directory above it (its
+/// entries would become inputs, its files retention's), the cache dir or one above
+/// it, two tiers in one root or one inside another's, and an existing directory
+/// tiers did not make.
+fn check_roots(tiers: &[Planned], project: &Path, cache_dir: &Path) -> Result<()> {
+    let refuse = |t: &Planned, why: String| {
+        Error::config(format!(
+            "tier `{}`: its root `{}` {why}\nhint: set `root` to a directory of its own (the default is `<cache dir>/{}`)",
+            t.name,
+            t.store.root().display(),
+            t.name
+        ))
+    };
+    for (i, t) in tiers.iter().enumerate() {
+        let root = t.store.root();
+        if project.starts_with(root) {
+            return Err(refuse(
+                t,
+                format!("holds the project `{}`", project.display()),
+            ));
+        }
+        if cache_dir.starts_with(root) {
+            return Err(refuse(
+                t,
+                format!("holds the cache dir `{}`", cache_dir.display()),
+            ));
+        }
+        for other in &tiers[i + 1..] {
+            let theirs = other.store.root();
+            if root.starts_with(theirs) || theirs.starts_with(root) {
+                return Err(refuse(
+                    t,
+                    format!(
+                        "overlaps tier `{}`'s root `{}`",
+                        other.name,
+                        theirs.display()
+                    ),
+                ));
+            }
+        }
+        t.store.check_owned(root.starts_with(cache_dir))?;
+    }
+    Ok(())
 }
 
 /// `path` with `.` and `..` resolved and links followed as far as it exists. The input
@@ -1037,23 +1315,25 @@ fn reuse_reasons(doc: &KeyDoc, built: &KeyDoc) -> Vec<Reason> {
         .collect()
 }
 
-/// Why `req` forces `t`, if it does.
-fn forced_by(t: &Planned, req: &BuildRequest) -> Option<String> {
+/// Why `req` forces `t`, if it does. Only `--rebuild` forces a `rebuild =
+/// "never"` tier.
+fn forced_by(t: &Planned, req: &BuildRequest) -> Option<Forced> {
     match &req.rebuild {
-        Force::All => return Some("--rebuild all".into()),
+        Force::All => return Some(Forced::Flag("--rebuild all".into())),
         Force::Tiers(names) if names.contains(&t.name) => {
-            return Some(format!("--rebuild {}", t.name))
+            return Some(Forced::Flag(format!("--rebuild {}", t.name)))
         }
         _ => {}
     }
-    if t.common.rebuild == Rebuild::Always {
-        return Some("`rebuild = \"always\"`".into());
+    match t.common.rebuild {
+        Rebuild::Always => Some(Forced::Always),
+        Rebuild::Never => None,
+        Rebuild::Auto => (req.eager && t.eager).then_some(Forced::Eager),
     }
-    (req.eager && t.eager).then(|| "--eager".into())
 }
 
 async fn lock(store: &Store, key: &Key) -> Result<KeyLock> {
-    let store = Store::new(store.root());
+    let store = Store::new(store.root(), store.tier());
     let key = key.clone();
     tokio::task::spawn_blocking(move || store.lock(&key))
         .await

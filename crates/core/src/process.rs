@@ -4,11 +4,26 @@
 //! order the lines arrive: on failure that tail is the story of what went wrong.
 //! Every kind that runs a process (a command, an installer, the CodeQL CLI) uses
 //! this, so `-v`, the terminal progress line and quiet `--json` behave alike.
+//!
+//! # A tool never outlives tiers
+//!
+//! Each tool runs in a process group of its own, so a signal reaches it and every
+//! process it started. Three things end that group:
+//! - tiers is killed by SIGKILL, which no handler sees: the tool itself gets SIGKILL
+//!   from the kernel (a parent-death signal, Linux), and the processes it started are
+//!   found and killed by the next build of the same entry, which looks for the
+//!   `TIERS_BUILD_OWNER` variable every process started here inherits
+//!   ([`kill_orphans`]) before it removes the killed build's staging dir;
+//! - tiers gets SIGINT or SIGTERM: the driver kills every running group
+//!   ([`kill_all`]) and the engine removes the build's staging dir;
+//! - the future running the tool is dropped: the group is killed.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
@@ -46,8 +61,158 @@ pub struct Finished {
     pub tail: Vec<String>,
 }
 
-/// Spawn `cmd` (stdout and stderr piped), stream its output, and wait for it.
-/// `label` prefixes the progress line (`codeql: …`).
+/// The variable naming the entry a process was started for (see the module docs).
+pub const OWNER_VAR: &str = "TIERS_BUILD_OWNER";
+
+tokio::task_local! {
+    /// The entry directory the build running on this task produces.
+    static OWNER: PathBuf;
+}
+
+/// Run `fut` (a kind's build of the entry at `entry_dir`) so that every process it
+/// starts through [`run`] carries [`OWNER_VAR`] = `entry_dir`.
+pub async fn owned_by<F: std::future::Future>(entry_dir: PathBuf, fut: F) -> F::Output {
+    OWNER.scope(entry_dir, fut).await
+}
+
+/// Process groups running now, for [`kill_all`].
+static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
+
+/// A running group: killed when dropped before its leader was reaped, and taken
+/// out of [`GROUPS`] either way.
+struct Group {
+    id: i32,
+    reaped: bool,
+}
+
+impl Group {
+    fn new(id: i32) -> Group {
+        GROUPS.lock().expect("groups lock").insert(id);
+        Group { id, reaped: false }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        GROUPS.lock().expect("groups lock").remove(&self.id);
+        // After the leader was reaped its id may be reused: only then is killing
+        // the group unsafe, and only then is it skipped (the rest of a finished
+        // tool's group is left to the next build of its entry).
+        if !self.reaped {
+            kill_group(self.id);
+        }
+    }
+}
+
+fn kill_group(id: i32) {
+    #[cfg(unix)]
+    if let Some(pid) = rustix::process::Pid::from_raw(id) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Kill every process group started by [`run`] that is still running: the driver
+/// calls this on SIGINT and SIGTERM.
+pub fn kill_all() {
+    let groups: Vec<i32> = GROUPS
+        .lock()
+        .expect("groups lock")
+        .iter()
+        .copied()
+        .collect();
+    for id in groups {
+        kill_group(id);
+    }
+}
+
+/// Kill the processes a killed tiers left running for the entry at `entry_dir`:
+/// every process whose environment has [`OWNER_VAR`] = `entry_dir`. Call it with
+/// the entry's lock held (so no live build owns them), before removing what they
+/// were writing. Waits up to two seconds for them to be gone.
+pub fn kill_orphans(entry_dir: &Path) {
+    #[cfg(target_os = "linux")]
+    {
+        let mut wanted = format!("{OWNER_VAR}=").into_bytes();
+        wanted.extend_from_slice(entry_dir.as_os_str().as_encoded_bytes());
+        let me = std::process::id();
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut killed = Vec::new();
+        for p in procs.flatten() {
+            let Some(pid) = p.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(env) = std::fs::read(p.path().join("environ")) else {
+                continue;
+            };
+            if env.split(|b| *b == 0).any(|var| var == wanted.as_slice()) {
+                if let Some(id) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(id, rustix::process::Signal::KILL);
+                    killed.push(pid);
+                }
+            }
+        }
+        if !killed.is_empty() {
+            tracing::info!(
+                "killed {} process(es) left running by a killed build of `{}`",
+                killed.len(),
+                entry_dir.display()
+            );
+        }
+        // A killed process is gone once its parent reaps it; an orphan's parent is
+        // init, which does so at once. Zombies of live parents hold no files open.
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until
+            && killed.iter().any(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| !r.trim_start().starts_with('Z'))
+                })
+            })
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = entry_dir;
+}
+
+/// Put `cmd` in a process group of its own that dies with this process.
+#[allow(unsafe_code)]
+fn contain(cmd: &mut tokio::process::Command) {
+    if let Ok(owner) = OWNER.try_with(Clone::clone) {
+        cmd.env(OWNER_VAR, owner);
+    }
+    #[cfg(unix)]
+    cmd.process_group(0);
+    #[cfg(target_os = "linux")]
+    {
+        let parent = rustix::process::getpid();
+        // SAFETY: the closure runs in the child between fork and exec, and makes
+        // only two system calls (no allocation, no locks): async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))?;
+                // tiers died before the signal was armed: do not run orphaned.
+                if rustix::process::getppid() != Some(parent) {
+                    return Err(std::io::Error::other("tiers exited"));
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Spawn `cmd` (stdout and stderr piped) in a process group of its own, stream its
+/// output, and wait for it. `label` prefixes the progress line (`codeql: …`).
+/// Dropping the future kills the whole group.
 pub async fn run(
     mut cmd: tokio::process::Command,
     echo: Echo,
@@ -57,7 +222,9 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    contain(&mut cmd);
     let mut child = cmd.spawn()?;
+    let mut group = child.id().map(|id| Group::new(id as i32));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let readers = [
         tokio::spawn(drain(
@@ -74,6 +241,10 @@ pub async fn run(
         )),
     ];
     let status = child.wait().await?;
+    if let Some(g) = &mut group {
+        g.reaped = true;
+    }
+    drop(group);
     for r in readers {
         let _ = r.await;
     }

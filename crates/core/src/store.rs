@@ -2,12 +2,19 @@
 //!
 //! ```text
 //! <tier root>/
-//!   <key>/entry.json   the marker, written last: its presence is what makes an entry
-//!   .staging/          builds in progress; anything here without its lock is debris
-//!   .locks/<key>.lock  one exclusive lock per key, held while building it
-//!   .trash/            entries being replaced or removed
-//!   current            the key the last successful build resolved to
+//!   .tiers-root          the tier that owns this root: tiers writes and deletes only
+//!                        in a root that holds it (or that it made empty)
+//!   <key>/entry.json     the marker, written last: its presence is what makes an entry
+//!   .staging/<key>-<n>   builds in progress; one without its key's lock is debris
+//!   .locks/<key>.lock    one exclusive lock per key, held while building it
+//!   .trash/<n>           entries being replaced or removed
+//!   .pointers/<checkout> per checkout (project directory): the key its last
+//!                        successful build resolved to, what `paths` reports
 //! ```
+//!
+//! Every name tiers removes is one it makes: a key, `<key>-<pid>-<n>` in `.staging`,
+//! `<pid>-<n>` in `.trash`. A root tiers did not make is refused before anything
+//! is written (see [`Store::check_owned`]).
 //!
 //! Publication is a rename of a complete staging dir (marker inside) into place, so a
 //! reader sees a whole entry or none; a build killed at any moment leaves only debris
@@ -18,7 +25,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,7 +36,11 @@ use crate::key::{Key, KeyDoc};
 /// Version of the marker layout; a marker of another version is not an entry.
 pub const MARKER_FORMAT: u32 = 1;
 pub const MARKER: &str = "entry.json";
-const CURRENT: &str = "current";
+/// The file that says which tier owns a root.
+pub const ROOT_MARKER: &str = ".tiers-root";
+const ROOT_FORMAT: u32 = 1;
+/// A pointer is rewritten (to record its use) at most this often.
+const POINTER_REFRESH: Duration = Duration::from_secs(3600);
 
 /// The contents of `entry.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -72,6 +83,45 @@ pub struct KeyLock {
 
 pub struct Store {
     root: PathBuf,
+    tier: String,
+}
+
+/// One checkout of a project (its directory): checkouts sharing a cache dir each
+/// have their own pointer per tier.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkout {
+    id: String,
+    project: PathBuf,
+}
+
+impl Checkout {
+    /// The checkout at `project`, an absolute, canonical directory.
+    pub fn of(project: &Path) -> Checkout {
+        let digest = Key::of_bytes(project.as_os_str().as_encoded_bytes());
+        Checkout {
+            id: digest.as_str()[..32].to_owned(),
+            project: project.to_owned(),
+        }
+    }
+
+    /// The file name of this checkout's pointers.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// `.tiers-root`: which tier owns the root.
+#[derive(Serialize, Deserialize)]
+struct RootMarker {
+    format: u32,
+    tier: String,
+}
+
+/// A pointer file: the key, and the checkout it is for (for people reading it).
+#[derive(Serialize, Deserialize)]
+struct Pointer {
+    key: Key,
+    project: PathBuf,
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
@@ -99,24 +149,93 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl Store {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Store { root: root.into() }
+    /// The store of tier `tier` at `root`.
+    pub fn new(root: impl Into<PathBuf>, tier: impl Into<String>) -> Self {
+        Store {
+            root: root.into(),
+            tier: tier.into(),
+        }
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    pub fn tier(&self) -> &str {
+        &self.tier
+    }
+
+    /// Refuse a root tiers does not own: one that exists, is not empty and holds no
+    /// `.tiers-root` (unless `adopt`: a root inside the cache dir, made by an earlier
+    /// tiers), or whose `.tiers-root` names another tier. Reads only.
+    pub fn check_owned(&self, adopt: bool) -> Result<()> {
+        let meta = match fs::symlink_metadata(&self.root) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&self.root, e)),
+        };
+        let foreign = |why: &str| {
+            Error::config(format!(
+                "tier `{}`: its root `{}` {why}\nhint: point `root` (or the cache dir) at a new or empty directory; tiers writes and deletes only in directories it made",
+                self.tier,
+                self.root.display()
+            ))
+        };
+        if !meta.is_dir() {
+            return Err(foreign("is not a directory"));
+        }
+        let marker = self.root.join(ROOT_MARKER);
+        match fs::read(&marker) {
+            Ok(bytes) => match serde_json::from_slice::<RootMarker>(&bytes) {
+                Ok(m) if m.format == ROOT_FORMAT && m.tier == self.tier => Ok(()),
+                Ok(m) if m.format == ROOT_FORMAT => Err(foreign(&format!(
+                    "belongs to tier `{}` (its `{ROOT_MARKER}` says so)",
+                    m.tier
+                ))),
+                Ok(_) | Err(_) => Err(foreign(&format!(
+                    "holds a `{ROOT_MARKER}` that tiers cannot read"
+                ))),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let empty = fs::read_dir(&self.root).at(&self.root)?.next().is_none();
+                if empty || adopt {
+                    Ok(())
+                } else {
+                    Err(foreign(&format!(
+                        "exists, is not empty and was not made by tiers (it has no `{ROOT_MARKER}`)"
+                    )))
+                }
+            }
+            Err(e) => Err(Error::io(&marker, e)),
+        }
+    }
+
     pub fn entry_dir(&self, key: &Key) -> PathBuf {
         self.root.join(key.as_str())
     }
 
+    /// Make the root (with its `.tiers-root`) and its working directories.
     fn ensure_dirs(&self) -> Result<()> {
+        self.ensure_root()?;
         for sub in [".locks", ".staging", ".trash"] {
             let d = self.root.join(sub);
             fs::create_dir_all(&d).at(&d)?;
         }
         Ok(())
+    }
+
+    fn ensure_root(&self) -> Result<()> {
+        let marker = self.root.join(ROOT_MARKER);
+        if marker.exists() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.root).at(&self.root)?;
+        let bytes = serde_json::to_vec(&RootMarker {
+            format: ROOT_FORMAT,
+            tier: self.tier.clone(),
+        })
+        .expect("a root marker always serializes");
+        write_atomic(&marker, &bytes)
     }
 
     /// The marker of `key`'s entry; `Ok(None)` when there is no entry,
@@ -193,14 +312,22 @@ impl Store {
             };
             for item in read.flatten() {
                 let name = item.file_name().to_string_lossy().into_owned();
-                let key = name.split('-').next().and_then(Key::parse);
                 // Trash is never in use; staging is while its key is locked.
-                let _lock = match &key {
-                    Some(k) if sub == ".staging" => match self.try_lock(k)? {
-                        Some(l) => Some(l),
+                let _lock = if sub == ".staging" {
+                    let Some(key) = staging_key(&name) else {
+                        continue;
+                    };
+                    match self.try_lock(&key)? {
+                        Some(l) => {
+                            crate::process::kill_orphans(&self.entry_dir(&key));
+                            Some(l)
+                        }
                         None => continue,
-                    },
-                    _ => None,
+                    }
+                } else if is_unique_suffix(&name) {
+                    None
+                } else {
+                    continue;
                 };
                 remove_dir(&item.path())?;
                 removed += 1;
@@ -214,9 +341,14 @@ impl Store {
     pub fn stage(&self, key: &Key, _lock: &KeyLock) -> Result<PathBuf> {
         self.ensure_dirs()?;
         let staging = self.root.join(".staging");
-        let prefix = format!("{key}-");
+        let mut killed = false;
         for old in fs::read_dir(&staging).at(&staging)?.flatten() {
-            if old.file_name().to_string_lossy().starts_with(&prefix) {
+            if staging_key(&old.file_name().to_string_lossy()).as_ref() == Some(key) {
+                // A killed build's processes may still be writing there.
+                if !killed {
+                    crate::process::kill_orphans(&self.entry_dir(key));
+                    killed = true;
+                }
                 remove_dir(&old.path())?;
             }
         }
@@ -227,8 +359,10 @@ impl Store {
 
     /// Empty final dir for an in-place build of `key`, debris removed first.
     pub fn prepare_in_place(&self, key: &Key, _lock: &KeyLock) -> Result<PathBuf> {
+        self.ensure_dirs()?;
         let dir = self.entry_dir(key);
         if dir.exists() {
+            crate::process::kill_orphans(&dir);
             self.discard(&dir)?;
         }
         fs::create_dir_all(&dir).at(&dir)?;
@@ -262,12 +396,17 @@ impl Store {
         remove_dir(&trash)
     }
 
-    /// Remove `key`'s entry (retention), under its lock.
+    /// Remove `key`'s entry (retention), under its lock, and what names it.
     pub fn remove(&self, key: &Key) -> Result<()> {
         let lock = self.lock(key)?;
         let dir = self.entry_dir(key);
         if dir.exists() {
             self.discard(&dir)?;
+        }
+        if let Ok(remotes) = fs::read_dir(self.root.join(".uploaded")) {
+            for r in remotes.flatten() {
+                let _ = fs::remove_file(r.path().join(key.as_str()));
+            }
         }
         drop(lock);
         Ok(())
@@ -297,19 +436,82 @@ impl Store {
         }
     }
 
-    /// The key the last successful build of this tier resolved to.
-    pub fn current(&self) -> Option<Key> {
-        let text = fs::read_to_string(self.root.join(CURRENT)).ok()?;
-        Key::parse(&text)
+    fn pointer_path(&self, checkout: &Checkout) -> PathBuf {
+        self.root.join(".pointers").join(checkout.id())
     }
 
-    pub fn set_current(&self, key: &Key) -> Result<()> {
-        // A warm run writes nothing.
-        if self.current().as_ref() == Some(key) {
+    /// The key `checkout`'s last successful build of this tier resolved to.
+    pub fn current(&self, checkout: &Checkout) -> Option<Key> {
+        let bytes = fs::read(self.pointer_path(checkout)).ok()?;
+        serde_json::from_slice::<Pointer>(&bytes)
+            .ok()
+            .map(|p| p.key)
+    }
+
+    /// Point `checkout` at `key`. A warm run writes nothing but, once an hour, the
+    /// pointer's time (a used pointer keeps its entry from retention).
+    pub fn set_current(&self, checkout: &Checkout, key: &Key) -> Result<()> {
+        let path = self.pointer_path(checkout);
+        if self.current(checkout).as_ref() == Some(key) {
+            let recent = fs::metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < POINTER_REFRESH));
+            if !recent {
+                if let Ok(f) = File::options().write(true).open(&path) {
+                    let _ = f.set_modified(SystemTime::now());
+                }
+            }
             return Ok(());
         }
-        fs::create_dir_all(&self.root).at(&self.root)?;
-        write_atomic(&self.root.join(CURRENT), key.as_str().as_bytes())
+        self.ensure_root()?;
+        let dir = self.root.join(".pointers");
+        fs::create_dir_all(&dir).at(&dir)?;
+        let bytes = serde_json::to_vec(&Pointer {
+            key: key.clone(),
+            project: checkout.project.clone(),
+        })
+        .expect("a pointer always serializes");
+        write_atomic(&path, &bytes)
+    }
+
+    fn uploaded_path(&self, remote: &str, key: &Key) -> PathBuf {
+        let remote = Key::of_bytes(remote.as_bytes());
+        self.root
+            .join(".uploaded")
+            .join(&remote.as_str()[..16])
+            .join(key.as_str())
+    }
+
+    /// Whether `key`'s entry is known to be in the shared cache `remote` (its
+    /// description): uploaded or restored from there by this cache dir.
+    pub fn uploaded(&self, remote: &str, key: &Key) -> bool {
+        self.uploaded_path(remote, key).exists()
+    }
+
+    /// Remember that `remote` has `key`'s entry.
+    pub fn set_uploaded(&self, remote: &str, key: &Key) -> Result<()> {
+        let path = self.uploaded_path(remote, key);
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).at(dir)?;
+        }
+        File::create(&path).at(&path).map(drop)
+    }
+
+    /// Keys named by a checkout's pointer used within `ttl`: retention keeps them.
+    pub fn pointed(&self, ttl: Duration) -> Vec<Key> {
+        let Ok(read) = fs::read_dir(self.root.join(".pointers")) else {
+            return Vec::new();
+        };
+        read.flatten()
+            .filter(|e| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().map_or(true, |age| age < ttl))
+            })
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<Pointer>(&b).ok())
+            .map(|p| p.key)
+            .collect()
     }
 
     /// Record a use of `key`'s entry, for least-recently-used retention.
@@ -361,44 +563,131 @@ fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
     write_atomic(&dir.join(MARKER), &bytes)
 }
 
-fn remove_dir(dir: &Path) -> Result<()> {
-    let removed = if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-        fs::remove_file(dir)
-    } else {
-        fs::remove_dir_all(dir)
-    };
-    match removed {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(dir, e)),
+/// The key of a staging dir name `<key>-<pid>-<n>`, `None` for names tiers does not make.
+fn staging_key(name: &str) -> Option<Key> {
+    let (key, rest) = name.split_at_checked(64)?;
+    let key = Key::parse(key)?;
+    (rest.strip_prefix('-').is_some_and(is_unique_suffix)).then_some(key)
+}
+
+/// Whether `name` is a [`unique_suffix`]: `<pid>-<n>`.
+fn is_unique_suffix(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.split_once('-')
+        .is_some_and(|(a, b)| digits(a) && digits(b))
+}
+
+pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
+    // A process that was writing there may have been killed a moment ago: its
+    // last files can still appear while the tree is removed, so try again.
+    let mut tries = 0;
+    loop {
+        let removed = if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+            fs::remove_file(dir)
+        } else {
+            fs::remove_dir_all(dir)
+        };
+        match removed {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 5 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20 * tries));
+            }
+            Err(e) => return Err(Error::io(dir, e)),
+        }
     }
 }
 
-/// Create the cache dir with its `CACHEDIR.TAG` and a `.gitignore` of `*`.
+/// The line of the `CACHEDIR.TAG` tiers writes that says tiers made the directory.
+const TAG_OWNER: &str = "created by tiers";
+
+/// Refuse a cache dir tiers did not make: one that exists and is not empty, but
+/// holds no `CACHEDIR.TAG` written by tiers (another tool's tag is not tiers'), or
+/// that is not a directory. Reads only.
+pub fn check_cache_dir(dir: &Path) -> Result<()> {
+    let refuse = |why: String| {
+        Error::config(format!(
+            "the cache dir `{}` {why}\nhint: use a new or empty directory (`[cache] dir`, `--cache-dir` or `TIERS_CACHE_DIR`); tiers writes and deletes only in directories it made",
+            dir.display()
+        ))
+    };
+    let meta = match fs::metadata(dir) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(refuse(format!("cannot be read: {e}"))),
+    };
+    if !meta.is_dir() {
+        return Err(refuse("is not a directory".into()));
+    }
+    let tag = fs::read_to_string(dir.join("CACHEDIR.TAG")).unwrap_or_default();
+    if tag.contains(TAG_OWNER) {
+        return Ok(());
+    }
+    let empty = fs::read_dir(dir)
+        .map_err(|e| refuse(format!("cannot be read: {e}")))?
+        .next()
+        .is_none();
+    if empty {
+        Ok(())
+    } else {
+        Err(refuse(
+            "exists, is not empty and was not made by tiers (it has no `CACHEDIR.TAG` written by tiers)"
+                .into(),
+        ))
+    }
+}
+
+const CACHEDIR_TAG: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55\n\
+# This file is a cache directory tag created by tiers.\n\
+# For information about cache directory tags see https://bford.info/cachedir/\n";
+
+/// Create the cache dir with its `CACHEDIR.TAG` and a `.gitignore` of `*`. A new
+/// one appears with both at once (made beside it and renamed into place), so a
+/// concurrent `tiers` never sees it untagged and takes it for a foreign directory.
 pub fn init_cache_dir(dir: &Path) -> Result<()> {
+    let cache_err = |e: Error| match e {
+        Error::Io { path, source } => Error::CacheDir { path, source },
+        other => other,
+    };
+    let tag = dir.join("CACHEDIR.TAG");
+    let ignore = dir.join(".gitignore");
+    if tag.exists() && ignore.exists() {
+        return Ok(());
+    }
+    if !dir.exists() {
+        if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+            fs::create_dir_all(parent).at(parent).map_err(cache_err)?;
+            let tmp = parent.join(format!(
+                ".{}.{}.tmp",
+                name.to_string_lossy(),
+                unique_suffix()
+            ));
+            let made = fs::create_dir(&tmp)
+                .at(&tmp)
+                .and_then(|()| write_atomic(&tmp.join("CACHEDIR.TAG"), CACHEDIR_TAG))
+                .and_then(|()| write_atomic(&tmp.join(".gitignore"), b"*\n"))
+                .and_then(|()| fs::rename(&tmp, dir).at(dir));
+            if made.is_ok() {
+                return Ok(());
+            }
+            let _ = remove_dir(&tmp);
+            // Another process made it first (the rename found it not empty).
+            if !dir.is_dir() {
+                return made.map_err(cache_err);
+            }
+        }
+    }
+    // An existing directory: empty (checked at open), or made by an older tiers.
     fs::create_dir_all(dir).map_err(|source| Error::CacheDir {
         path: dir.to_owned(),
         source,
     })?;
-    let tag = dir.join("CACHEDIR.TAG");
     if !tag.exists() {
-        write_atomic(
-            &tag,
-            b"Signature: 8a477f597d28d172789f06886806bc55\n\
-              # This file is a cache directory tag created by tiers.\n\
-              # For information about cache directory tags see https://bford.info/cachedir/\n",
-        )
-        .map_err(|e| match e {
-            Error::Io { path, source } => Error::CacheDir { path, source },
-            other => other,
-        })?;
+        write_atomic(&tag, CACHEDIR_TAG).map_err(cache_err)?;
     }
-    let ignore = dir.join(".gitignore");
     if !ignore.exists() {
-        write_atomic(&ignore, b"*\n").map_err(|e| match e {
-            Error::Io { path, source } => Error::CacheDir { path, source },
-            other => other,
-        })?;
+        write_atomic(&ignore, b"*\n").map_err(cache_err)?;
     }
     Ok(())
 }

@@ -126,6 +126,7 @@ pub struct Context {
     pub(crate) project: PathBuf,
     pub(crate) cache_dir: PathBuf,
     pub(crate) tier_root: PathBuf,
+    pub(crate) checkout: crate::store::Checkout,
     pub(crate) inputs: Arc<Inputs>,
     pub(crate) upstream: BTreeMap<String, Upstream>,
     pub(crate) verbose: bool,
@@ -167,24 +168,31 @@ impl Context {
     pub fn upstream(&self) -> &BTreeMap<String, Upstream> {
         &self.upstream
     }
-    /// The entry this tier's last successful build resolved to, for kinds that build
-    /// incrementally from it. It may be for other inputs; never write into it.
+    /// The entry this checkout's last successful build of the tier resolved to, for
+    /// kinds that build incrementally from it. It may be for other inputs; never write into it.
     pub fn previous(&self) -> Option<Entry> {
         self.previous
             .get_or_init(|| {
-                let store = crate::store::Store::new(&self.tier_root);
-                let marker = store.marker(&store.current()?).ok().flatten()?;
+                let store = self.store();
+                let marker = store
+                    .marker(&store.current(&self.checkout)?)
+                    .ok()
+                    .flatten()?;
                 Some(crate::engine::entry_of(&store, marker))
             })
             .clone()
     }
 
-    /// The directory of the tier's last entry, from its `current` pointer alone
+    /// The directory of the tier's last entry, from this checkout's pointer alone
     /// (no marker is read): for kinds that start reading [`Context::previous`]
     /// early. The entry may be gone by the time it is read.
     pub fn previous_dir(&self) -> Option<PathBuf> {
-        let store = crate::store::Store::new(&self.tier_root);
-        Some(store.entry_dir(&store.current()?))
+        let store = self.store();
+        Some(store.entry_dir(&store.current(&self.checkout)?))
+    }
+
+    fn store(&self) -> crate::store::Store {
+        crate::store::Store::new(&self.tier_root, &self.tier)
     }
 
     /// Whether the user asked for verbose output: kinds may stream tool output.
