@@ -48,6 +48,20 @@ run = {COPY}
 after = ["first"]
 """
 
+# A tier whose command fails, and one after it.
+FAILING = f"""
+[tiers.bad]
+kind = "command"
+inputs = ["a.txt"]
+run = {FAIL}
+
+[tiers.after-bad]
+kind = "command"
+inputs = ["a.txt"]
+run = ["true"]
+after = ["bad"]
+"""
+
 
 def write(root: Path, files: Mapping[str, str]) -> Path:
     for name, text in files.items():

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import BASIC, DEPFILE, FAIL, runs
+from conftest import BASIC, DEPFILE, FAILING, runs
 
 import tiers
 from tiers import BuildFailed, ConfigError, Project, Reason, Status, TierPath
@@ -84,24 +84,8 @@ def test_rebuild_and_eager_force_tiers_with_a_reason(project):
 
 
 def test_every_status_word_comes_through_as_the_enum(project):
-    toml = BASIC + f"""
-[tiers.depfile]
-kind = "command"
-inputs = ["a.txt", "b.txt"]
-run = {DEPFILE}
-
-[tiers.bad]
-kind = "command"
-inputs = ["a.txt"]
-run = {FAIL}
-
-[tiers.downstream]
-kind = "command"
-inputs = ["a.txt"]
-run = ["true"]
-after = ["bad"]
-"""
-    root = project(toml)
+    depfile = f'\n[tiers.depfile]\nkind = "command"\ninputs = ["a.txt", "b.txt"]\nrun = {DEPFILE}\n'
+    root = project(BASIC + depfile + FAILING)
     p = Project(root)
     seen = set()
 
@@ -121,28 +105,16 @@ after = ["bad"]
     assert restored.status is Status.RESTORED
     assert [(r.kind, dict(r.fields)) for r in restored.reasons] == [("unused-input-changed", {"path": "b.txt"})]
     with pytest.raises(BuildFailed) as failed:
-        p.build(["downstream"])
+        p.build(["after-bad"])
     report = note(failed.value.report)
     assert report["bad"].status is Status.FAILED
-    assert report["downstream"].status is Status.SKIPPED
-    assert report["downstream"].reasons[0].kind == "skipped"
+    assert report["after-bad"].status is Status.SKIPPED
+    assert report["after-bad"].reasons[0].kind == "skipped"
     assert seen == set(Status)
 
 
 def test_a_failed_command_raises_build_failed_with_every_tier_reported(project):
-    toml = BASIC + f"""
-[tiers.bad]
-kind = "command"
-inputs = ["a.txt"]
-run = {FAIL}
-
-[tiers.after-bad]
-kind = "command"
-inputs = ["a.txt"]
-run = ["true"]
-after = ["bad"]
-"""
-    root = project(toml)
+    root = project(BASIC + FAILING)
     with pytest.raises(BuildFailed) as caught:
         Project(root).build()
     err = caught.value
