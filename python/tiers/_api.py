@@ -147,7 +147,8 @@ class Project:
     `config` is the configuration file (default `<path>/tiers.toml`), `cache_dir`
     the cache dir (default from the configuration, else `<path>/.tiers`), `env`
     variables set for the `tiers` process over this process's environment
-    (`TIERS_CACHE_DIR`, an installer's index variables…).
+    (`TIERS_CACHE_DIR`, an installer's index variables…). The executable is
+    found once, here (`find_tiers_bin`; `TiersNotFound` when there is none).
     """
 
     def __init__(
@@ -180,17 +181,17 @@ class Project:
         `eager` policy is true (not venvs, by default). Raises `BuildFailed` when a
         tier failed, `ConfigError` on a configuration or usage error.
         """
-        args = ["build", *_names(tiers)]
+        args = ["build", "--json"]
         forced = _names(rebuild)
         if forced:
             args += ["--rebuild", ",".join(forced)]
         if eager:
             args.append("--eager")
-        return self._report([*args, "--json"])
+        return self._report([*args, "--", *_names(tiers)])
 
     def status(self, tiers: Iterable[str] | None = None) -> Report:
         """What `build` would do, and why (statuses `stale`, `missing`…). Builds nothing."""
-        return self._report(["status", *_names(tiers), "--json"])
+        return self._report(["status", "--json", "--", *_names(tiers)])
 
     def paths(self) -> dict[str, TierPath]:
         """The entry each tier last resolved to, by tier name. Computes no key."""
@@ -211,7 +212,7 @@ class Project:
 
     def explain(self, tier: str) -> str:
         """`tiers explain TIER`: the key document against the last entry's, as text."""
-        return self._run(["explain", tier]).stdout
+        return self._run(["explain", "--", tier]).stdout
 
     def _argv(self, args: Sequence[str]) -> list[str]:
         argv = [self.bin, "-C", os.fspath(self.path)]
