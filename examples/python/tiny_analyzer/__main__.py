@@ -1,0 +1,5 @@
+import sys
+
+from tiny_analyzer import main
+
+sys.exit(main())
