@@ -27,6 +27,7 @@
 
 pub mod backend;
 mod error;
+pub mod fs_write;
 pub mod location;
 pub mod pack;
 
