@@ -15,10 +15,16 @@
 //! a miss (one warning, a local build), and the upload after that build writes it
 //! again. Packing is deterministic, so machines that build the same bytes share blobs.
 //!
-//! Nothing in a downloaded archive is trusted: [`pack::unpack`] refuses absolute
+//! Nothing read from the remote is trusted. Records and candidate lists are refused
+//! unparsed above a byte cap ([`MAX_RECORD_BYTES`], [`MAX_CANDIDATES_BYTES`]) and
+//! parsed into types (keys are 64 hex digits, paths relative without `..`); a list
+//! is read up to [`CANDIDATE_LIMIT`] candidates. A blob is read up to the size its
+//! record gives and checked against its digest. [`pack::unpack`] refuses absolute
 //! paths, `..`, symlinks leaving the entry, hard links and devices, and never writes
 //! through a symlink. But a read-write remote can still place *valid* files that later
-//! runs use as their artifacts: give write access to trusted CI only.
+//! runs use as their artifacts: give write access to trusted CI only, and with
+//! `signing_key_env` ([`sign`]) readers holding the key accept only what a holder
+//! of the key wrote.
 //!
 //! Failure is a miss, never a failed build: see [`backend`] for timeouts, retries and
 //! how one failure switches the remote off for the rest of the run (not for later
@@ -30,6 +36,8 @@ mod error;
 pub mod fs_write;
 pub mod location;
 pub mod pack;
+pub mod sign;
+mod wire;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -38,11 +46,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiers_core::{async_trait, Candidate, Key, Marker, RemoteConfig, RemoteMode, SharedCache};
+use tiers_core::{
+    async_trait, Candidate, Key, Marker, RemoteConfig, RemoteMode, SharedCache, CANDIDATE_LIMIT,
+};
 
 pub use backend::Retry;
 pub use error::{RemoteError, UnpackError};
 pub use location::Location;
+pub use sign::SigningKey;
 
 /// Version of the record and candidate-list layout; another version is a miss.
 pub const RECORD_FORMAT: u32 = 1;
@@ -50,6 +61,20 @@ pub const RECORD_FORMAT: u32 = 1;
 /// Packed entries are cut into blobs of at most this many bytes: one request each,
 /// bounded memory, and under Redis's 512 MiB value limit.
 pub const CHUNK_BYTES: usize = 32 << 20;
+
+/// A record larger than this is refused before it is parsed (it is still downloaded
+/// whole: nginx's WebDAV and Redis answer no size without a body). A record is dominated by
+/// its key document, about 150 bytes per input: 64 MiB holds some 400,000 inputs,
+/// ten times the largest project tiers is measured on, while bounding what one hostile
+/// record costs a reader. A writer does not upload a record it would refuse.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+
+/// A candidate list larger than this is refused before it is parsed: 32 candidates of
+/// some 1,500 used inputs each. A writer drops its oldest candidates to stay below.
+pub const MAX_CANDIDATES_BYTES: usize = 8 << 20;
+
+/// No blob is larger: Redis's value limit, and far above [`CHUNK_BYTES`].
+pub const MAX_BLOB_BYTES: u64 = 512 << 20;
 
 /// `records/<tier>/<key>.json`: what a fetch needs to restore an entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,10 +96,10 @@ pub struct BlobRef {
     pub bytes: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct CandidateList {
+#[derive(Serialize)]
+struct CandidateList<'a> {
     format: u32,
-    candidates: Vec<Candidate>,
+    candidates: &'a [Candidate],
 }
 
 /// The shared cache at one location. Usually reached through [`open`] as an
@@ -83,6 +108,8 @@ pub struct Remote {
     backend: backend::Backend,
     writable: bool,
     chunk_bytes: usize,
+    /// With a key, records and lists are signed, and unsigned ones are misses.
+    signing: Option<SigningKey>,
 }
 
 /// Open the shared cache `config` names. Connects to nothing yet: the first request
@@ -99,12 +126,17 @@ impl Remote {
             .filter(|u| !u.trim().is_empty())
             .ok_or(RemoteError::NoUrl)?;
         let loc = Location::parse(url, &location::process_env)?;
-        Remote::at(
+        let signing = match config.signing_key_env.as_deref() {
+            Some(var) => Some(SigningKey::from_env(var, &location::process_env)?),
+            None => None,
+        };
+        Ok(Remote::at(
             &loc,
             config.mode == RemoteMode::ReadWrite,
             Duration::from_secs(config.timeout.max(1)),
             Retry::default(),
-        )
+        )?
+        .with_signing(signing))
     }
 
     /// A remote at `loc`, with explicit timeout and retry policy.
@@ -118,7 +150,14 @@ impl Remote {
             backend: backend::Backend::open(loc, timeout, retry)?,
             writable,
             chunk_bytes: CHUNK_BYTES,
+            signing: None,
         })
+    }
+
+    /// Sign what this remote writes with `key` and accept only what it signed.
+    pub fn with_signing(mut self, key: Option<SigningKey>) -> Self {
+        self.signing = key;
+        self
     }
 
     /// Cut packed entries into blobs of `bytes` (tests of multi-blob entries).
@@ -142,7 +181,10 @@ impl Remote {
     /// The record of `key`, checked against it; `None` when there is none.
     pub async fn record(&self, tier: &str, key: &Key) -> Result<Option<Record>, RemoteError> {
         let path = Self::record_path(tier, key)?;
-        let Some(bytes) = self.backend.get(&path).await? else {
+        let Some(body) = self
+            .read_object(&path, tier, key, "a record", MAX_RECORD_BYTES)
+            .await?
+        else {
             return Ok(None);
         };
         let bad = |why: String| RemoteError::Record {
@@ -150,12 +192,13 @@ impl Remote {
             path: path.clone(),
             why,
         };
-        let record: Record = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if record.format != RECORD_FORMAT {
+        let head: wire::Head = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        if head.format != RECORD_FORMAT {
             // Written by another version of tiers: not ours to read.
-            tracing::debug!("ignoring `{path}` of format {}", record.format);
+            tracing::debug!("ignoring `{path}` of format {}", head.format);
             return Ok(None);
         }
+        let record: Record = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         if record.key != *key || record.marker.key != *key || record.marker.doc.key() != *key {
             return Err(bad(format!(
                 "it describes key {} (its key document hashes to {}), not {key}",
@@ -163,7 +206,53 @@ impl Remote {
                 record.marker.doc.key()
             )));
         }
+        check_record(&record, tier).map_err(bad)?;
         Ok(Some(record))
+    }
+
+    /// The body of a record or candidate list: `None` when there is none; refused
+    /// when larger than `limit`; with a signing key, verified (and `None`, with one
+    /// warning, when it is not signed by that key).
+    async fn read_object(
+        &self,
+        path: &str,
+        tier: &str,
+        key: &Key,
+        what: &'static str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        let Some(stored) = self.backend.get(path).await? else {
+            return Ok(None);
+        };
+        if stored.len() > limit {
+            return Err(RemoteError::TooLarge {
+                remote: self.describe(),
+                path: path.to_owned(),
+                what,
+                limit: limit as u64,
+            });
+        }
+        match &self.signing {
+            None => Ok(Some(sign::strip(&stored).into_owned())),
+            Some(k) => match k.verify(path, &stored) {
+                Ok(body) => Ok(Some(body)),
+                Err(why) => Err(RemoteError::Unsigned {
+                    remote: self.describe(),
+                    path: path.to_owned(),
+                    tier: tier.to_owned(),
+                    key: key.to_string(),
+                    why,
+                }),
+            },
+        }
+    }
+
+    /// `body` as stored: signed for `path` when this remote has a key.
+    fn seal(&self, path: &str, body: Vec<u8>) -> Vec<u8> {
+        match &self.signing {
+            Some(k) => k.sign(path, &body),
+            None => body,
+        }
     }
 
     /// Whether a failure earlier in this run switched the remote off.
@@ -207,7 +296,7 @@ impl Remote {
                     record: record_path.clone(),
                 })?;
             let actual = Key::of_bytes(&bytes);
-            if actual != blob.sha256 {
+            if actual != blob.sha256 || bytes.len() as u64 != blob.bytes {
                 return Err(RemoteError::Digest {
                     remote: remote.clone(),
                     path,
@@ -290,7 +379,16 @@ impl Remote {
             marker: marker.clone(),
         };
         let json = serde_json::to_vec_pretty(&record).expect("a record always serializes");
-        self.backend.put(&record_path, json).await
+        let stored = self.seal(&record_path, json);
+        if stored.len() > MAX_RECORD_BYTES {
+            return Err(RemoteError::TooLarge {
+                remote: self.describe(),
+                path: record_path,
+                what: "a record",
+                limit: MAX_RECORD_BYTES as u64,
+            });
+        }
+        self.backend.put(&record_path, stored).await
     }
 
     /// Delete an object (tests, and tools that prune the store).
@@ -318,14 +416,15 @@ impl SharedCache for Remote {
         if self.off("a fetch") {
             return Ok(None);
         }
-        Ok(self.fetch_into(tier, key, dest).await?)
+        Ok(self.miss_if_untrusted(self.fetch_into(tier, key, dest).await)?)
     }
 
     async fn contains(&self, tier: &str, key: &Key) -> tiers_core::Result<bool> {
         if self.off("a lookup") {
             return Ok(false);
         }
-        Ok(self.record(tier, key).await?.is_some())
+        let record = self.miss_if_untrusted(self.record(tier, key).await)?;
+        Ok(record.is_some())
     }
 
     async fn store(&self, tier: &str, marker: &Marker, dir: &Path) -> tiers_core::Result<()> {
@@ -351,20 +450,8 @@ impl SharedCache for Remote {
         if self.off("a candidate lookup") {
             return Ok(Vec::new());
         }
-        let path = Self::candidates_path(tier, structure_key)?;
-        let Some(bytes) = self.backend.get(&path).await? else {
-            return Ok(Vec::new());
-        };
-        match serde_json::from_slice::<CandidateList>(&bytes) {
-            Ok(list) if list.format == RECORD_FORMAT => Ok(list.candidates),
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => Err(RemoteError::Record {
-                remote: self.describe(),
-                path,
-                why: e.to_string(),
-            }
-            .into()),
-        }
+        let read = self.candidate_list(tier, structure_key).await;
+        Ok(self.miss_if_untrusted(read)?.unwrap_or_default())
     }
 
     async fn store_candidates(
@@ -377,13 +464,111 @@ impl SharedCache for Remote {
             return Ok(());
         }
         let path = Self::candidates_path(tier, structure_key)?;
-        let json = serde_json::to_vec(&CandidateList {
-            format: RECORD_FORMAT,
-            candidates: list.to_vec(),
-        })
-        .expect("candidates always serialize");
-        Ok(self.backend.put(&path, json).await?)
+        // What readers would drop is not written: candidates that name no used input.
+        let mut list: Vec<Candidate> = list
+            .iter()
+            .filter(|c| !c.used.is_empty())
+            .take(CANDIDATE_LIMIT)
+            .cloned()
+            .collect();
+        loop {
+            let json = serde_json::to_vec(&CandidateList {
+                format: RECORD_FORMAT,
+                candidates: &list,
+            })
+            .expect("candidates always serialize");
+            let stored = self.seal(&path, json);
+            if stored.len() <= MAX_CANDIDATES_BYTES || list.is_empty() {
+                return Ok(self.backend.put(&path, stored).await?);
+            }
+            // Newest first: the oldest goes.
+            list.pop();
+        }
     }
+}
+
+impl Remote {
+    /// The candidate list of `skey`, parsed and capped; `None` when there is none.
+    async fn candidate_list(
+        &self,
+        tier: &str,
+        skey: &Key,
+    ) -> Result<Option<Vec<Candidate>>, RemoteError> {
+        let path = Self::candidates_path(tier, skey)?;
+        let Some(body) = self
+            .read_object(&path, tier, skey, "a candidate list", MAX_CANDIDATES_BYTES)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let bad = |e: serde_json::Error| RemoteError::Record {
+            remote: self.describe(),
+            path: path.clone(),
+            why: e.to_string(),
+        };
+        let head: wire::Head = serde_json::from_slice(&body).map_err(bad)?;
+        if head.format != RECORD_FORMAT {
+            tracing::debug!("ignoring `{path}` of format {}", head.format);
+            return Ok(None);
+        }
+        let mut list = serde_json::from_slice::<wire::CandidateList>(&body)
+            .map_err(bad)?
+            .candidates;
+        let before = list.len();
+        // A candidate that used no input would match every state of the project; no
+        // writer of tiers uploads one, so one from the shared cache is not trusted.
+        list.retain(|c| !c.used.is_empty());
+        if list.len() < before {
+            tracing::warn!(
+                "shared cache {}: `{path}` (tier `{tier}`, key {skey}): {} candidates that name no used input are not used",
+                self.describe(),
+                before - list.len()
+            );
+        }
+        Ok(Some(list))
+    }
+
+    /// An unsigned, mis-signed or oversized object is a miss with one warning; other
+    /// errors go to the engine (which warns and builds locally).
+    fn miss_if_untrusted<T: Default>(&self, got: Result<T, RemoteError>) -> Result<T, RemoteError> {
+        match got {
+            Err(e @ (RemoteError::Unsigned { .. } | RemoteError::TooLarge { .. })) => {
+                tracing::warn!("shared cache {}: {e}", self.describe());
+                Ok(T::default())
+            }
+            other => other,
+        }
+    }
+}
+
+/// What the checks of the key cannot tell: the record is of this tier, its blobs have
+/// sane sizes, and its paths stay inside the project.
+fn check_record(record: &Record, tier: &str) -> Result<(), String> {
+    if record.tier != tier {
+        return Err(format!("it is a record of tier `{}`", record.tier));
+    }
+    if let Some(b) = record
+        .blobs
+        .iter()
+        .find(|b| b.bytes == 0 || b.bytes > MAX_BLOB_BYTES)
+    {
+        return Err(format!(
+            "its blob {} has {} bytes (from 1 to {MAX_BLOB_BYTES})",
+            b.sha256, b.bytes
+        ));
+    }
+    let doc = &record.marker.doc;
+    if let Some(p) = doc.inputs.keys().find(|p| !wire::is_input_path(p)) {
+        return Err(format!("its key document names the input `{p}`"));
+    }
+    for p in record.marker.used_inputs.iter().flatten() {
+        if !doc.inputs.contains_key(p) {
+            return Err(format!(
+                "it names `{p}` as a used input, which its key document does not have"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A tier name as one path segment of an object name.

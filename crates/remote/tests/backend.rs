@@ -122,7 +122,7 @@ async fn candidates_round_trip(r: &Remote) {
     assert!(r.candidates("t", &skey).await.unwrap().is_empty());
     let list = vec![Candidate {
         entry: Key::of_bytes(b"entry"),
-        used: BTreeMap::from([("b.txt".to_owned(), "d1".to_owned())]),
+        used: BTreeMap::from([("b.txt".to_owned(), Key::of_bytes(b"b").to_string())]),
         recorded_unix: 7,
     }];
     r.store_candidates("t", &skey, &list).await.unwrap();
