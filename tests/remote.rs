@@ -595,7 +595,10 @@ fn a_signed_entry_is_restored_by_checkouts_with_and_without_the_key() {
     assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
     assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
     let record = std::fs::read(only_file(&nginx.root().join("signed/records/cmd"))).unwrap();
-    assert!(record.starts_with(b"{\"hmac\":\""), "the record is not signed");
+    assert!(
+        record.starts_with(b"{\"hmac\":\""),
+        "the record is not signed"
+    );
     assert!(!String::from_utf8_lossy(&record).contains(TEAM_KEY));
 
     let reader = plain_checkout(&signed(&url));
@@ -800,7 +803,11 @@ fn a_shared_candidate_that_names_no_used_input_restores_nothing() {
     let (_, run) = victim_builds(store.path());
     let warnings = remote_warnings(&run);
     assert_eq!(warnings.len(), 1, "{}", run.stderr);
-    assert!(warnings[0].contains("name no used input"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("name no used input"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -817,7 +824,10 @@ fn with_signing_on_an_unsigned_candidate_list_restores_nothing() {
     // A candidate claiming the writer's entry used only `src/b.txt`, unsigned.
     write_list(
         &list,
-        vec![candidate(&entry, serde_json::json!({"src/b.txt": sha256(b"beta\n")}))],
+        vec![candidate(
+            &entry,
+            serde_json::json!({"src/b.txt": sha256(b"beta\n")}),
+        )],
     );
     let p = dep_checkout(&signed(&url));
     p.write("src/a.txt", "changed\n");
@@ -889,7 +899,10 @@ run = ["sh", "-c", "head -c 100663296 /dev/urandom > \"$TIERS_OUT/noise.bin\""]
         }
         child.wait().unwrap();
     }
-    assert!(killed >= 2, "only {killed} of 3 builds were caught uploading");
+    assert!(
+        killed >= 2,
+        "only {killed} of 3 builds were caught uploading"
+    );
     let left = temporaries(store.path());
     assert!(!left.is_empty(), "the kills left nothing to clean up");
 

@@ -245,7 +245,12 @@ impl Backend {
         put
     }
 
-    async fn fs_put(&self, root: &std::path::Path, path: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+    async fn fs_put(
+        &self,
+        root: &std::path::Path,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), RemoteError> {
         let root = root.to_owned();
         let first = !self.swept.swap(true, Ordering::Relaxed);
         let name = path.to_owned();

@@ -62,8 +62,10 @@ pub enum RemoteError {
         why: crate::sign::Unsigned,
     },
 
-    /// An object larger than anything tiers writes there, refused unread.
-    #[error("`{path}` is not used: it is larger than {limit} bytes, the most tiers accepts for {what}")]
+    /// An object larger than anything tiers writes there, refused unparsed.
+    #[error(
+        "`{path}` is not used: it is larger than {limit} bytes, the most tiers accepts for {what}"
+    )]
     TooLarge {
         remote: String,
         path: String,
@@ -138,9 +140,7 @@ impl From<RemoteError> for tiers_core::Error {
             RemoteError::Url { .. }
             | RemoteError::NoUrl
             | RemoteError::Open { .. }
-            | RemoteError::SigningKey { .. } => {
-                tiers_core::Error::config(e.to_string())
-            }
+            | RemoteError::SigningKey { .. } => tiers_core::Error::config(e.to_string()),
             other => tiers_core::Error::Kind(Box::new(other)),
         }
     }

@@ -85,8 +85,8 @@ impl SigningKey {
     }
 
     fn mac(&self, name: &str, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .expect("HMAC takes a key of any length");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes a key of any length");
         mac.update(DOMAIN);
         mac.update(name.as_bytes());
         mac.update(b"\0");

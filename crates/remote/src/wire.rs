@@ -118,14 +118,29 @@ mod tests {
         for ok in ["a.txt", "src/pkg/util.py", ".hidden/x"] {
             assert!(is_input_path(ok), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a", "a\\b", "a/"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "./a",
+            "a\\b",
+            "a/",
+        ] {
             assert!(!is_input_path(bad), "{bad}");
         }
     }
 
     #[test]
     fn a_long_list_is_read_up_to_the_limit() {
-        let one = |n| format!(r#"{{"entry":"{}","used":{{"a.txt":"{}"}},"recorded_unix":{n}}}"#, key(n), key(n + 1));
+        let one = |n| {
+            format!(
+                r#"{{"entry":"{}","used":{{"a.txt":"{}"}},"recorded_unix":{n}}}"#,
+                key(n),
+                key(n + 1)
+            )
+        };
         let items: Vec<String> = (0..5000).map(one).collect();
         let json = format!(r#"{{"format":1,"candidates":[{}]}}"#, items.join(","));
         let list: CandidateList = serde_json::from_str(&json).unwrap();
