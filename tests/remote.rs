@@ -528,45 +528,37 @@ const SIGNING_VAR: &str = "TIERS_TEST_SIGNING_KEY";
 const TEAM_KEY: &str = "team-secret-0123456789abcdef-0123456789";
 const OTHER_KEY: &str = "other-secret-0123456789abcdef-012345678";
 
+/// A project of one tier (`toml`) with `src/a.txt` and `extra` files, against `remote`.
+fn one_tier(remote: &str, toml: &str, extra: (&str, &str)) -> Project {
+    project()
+        .file(
+            "tiers.toml",
+            format!("[remote]\n{remote}\ntimeout = 10\n\n{toml}"),
+        )
+        .file("src/a.txt", "alpha\n")
+        .file(extra.0, extra.1)
+        .build()
+}
+
 /// One command tier that reads only `src/a.txt` of its inputs and says so in its dep
 /// file (so its build records a candidate), counting its runs in `runs.log`.
 fn dep_checkout(remote: &str) -> Project {
-    let toml = format!(
-        r#"[remote]
-{remote}
-timeout = 10
-
-[tiers.dep]
+    let toml = r#"[tiers.dep]
 kind = "command"
 inputs = ["src/*.txt"]
 run = ["sh", "-c", "echo dep >> runs.log; echo src/a.txt > \"$TIERS_DEPFILE\"; cat src/a.txt > \"$TIERS_OUT/result.txt\""]
-"#
-    );
-    project()
-        .file("tiers.toml", toml)
-        .file("src/a.txt", "alpha\n")
-        .file("src/b.txt", "beta\n")
-        .build()
+"#;
+    one_tier(remote, toml, ("src/b.txt", "beta\n"))
 }
 
 /// One command tier without a dep file: a build looks up one record and no candidates.
 fn plain_checkout(remote: &str) -> Project {
-    let toml = format!(
-        r#"[remote]
-{remote}
-timeout = 10
-
-[tiers.cmd]
+    let toml = r#"[tiers.cmd]
 kind = "command"
 inputs = ["src/*.txt"]
 run = ["python3", "tool.py", "src/a.txt"]
-"#
-    );
-    project()
-        .file("tiers.toml", toml)
-        .file("tool.py", COUNTING_SCRIPT)
-        .file("src/a.txt", "alpha\n")
-        .build()
+"#;
+    one_tier(remote, toml, ("tool.py", COUNTING_SCRIPT))
 }
 
 fn signed(url: &str) -> String {

@@ -187,17 +187,7 @@ impl Remote {
         else {
             return Ok(None);
         };
-        let bad = |why: String| RemoteError::Record {
-            remote: self.backend.remote().to_owned(),
-            path: path.clone(),
-            why,
-        };
-        let head: wire::Head = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        if head.format != RECORD_FORMAT {
-            // Written by another version of tiers: not ours to read.
-            tracing::debug!("ignoring `{path}` of format {}", head.format);
-            return Ok(None);
-        }
+        let bad = |why: String| self.unusable(&path, why);
         let record: Record = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         if record.key != *key || record.marker.key != *key || record.marker.doc.key() != *key {
             return Err(bad(format!(
@@ -210,9 +200,8 @@ impl Remote {
         Ok(Some(record))
     }
 
-    /// The body of a record or candidate list: `None` when there is none; refused
-    /// when larger than `limit`; with a signing key, verified (and `None`, with one
-    /// warning, when it is not signed by that key).
+    /// The body of a record or candidate list: `None` when there is none or it is of
+    /// another format; refused when larger than `limit`; with a signing key, verified.
     async fn read_object(
         &self,
         path: &str,
@@ -232,18 +221,33 @@ impl Remote {
                 limit: limit as u64,
             });
         }
-        match &self.signing {
-            None => Ok(Some(sign::strip(&stored).into_owned())),
-            Some(k) => match k.verify(path, &stored) {
-                Ok(body) => Ok(Some(body)),
-                Err(why) => Err(RemoteError::Unsigned {
+        let body = match &self.signing {
+            None => sign::strip(&stored).into_owned(),
+            Some(k) => k
+                .verify(path, &stored)
+                .map_err(|why| RemoteError::Unsigned {
                     remote: self.describe(),
                     path: path.to_owned(),
                     tier: tier.to_owned(),
                     key: key.to_string(),
                     why,
-                }),
-            },
+                })?,
+        };
+        let head: wire::Head =
+            serde_json::from_slice(&body).map_err(|e| self.unusable(path, e.to_string()))?;
+        if head.format != RECORD_FORMAT {
+            // Written by another version of tiers: not ours to read.
+            tracing::debug!("ignoring `{path}` of format {}", head.format);
+            return Ok(None);
+        }
+        Ok(Some(body))
+    }
+
+    fn unusable(&self, path: &str, why: String) -> RemoteError {
+        RemoteError::Record {
+            remote: self.describe(),
+            path: path.to_owned(),
+            why,
         }
     }
 
@@ -501,18 +505,8 @@ impl Remote {
         else {
             return Ok(None);
         };
-        let bad = |e: serde_json::Error| RemoteError::Record {
-            remote: self.describe(),
-            path: path.clone(),
-            why: e.to_string(),
-        };
-        let head: wire::Head = serde_json::from_slice(&body).map_err(bad)?;
-        if head.format != RECORD_FORMAT {
-            tracing::debug!("ignoring `{path}` of format {}", head.format);
-            return Ok(None);
-        }
         let mut list = serde_json::from_slice::<wire::CandidateList>(&body)
-            .map_err(bad)?
+            .map_err(|e| self.unusable(&path, e.to_string()))?
             .candidates;
         let before = list.len();
         // A candidate that used no input would match every state of the project; no
