@@ -561,6 +561,16 @@ run = ["python3", "tool.py", "src/a.txt"]
     one_tier(remote, toml, ("tool.py", COUNTING_SCRIPT))
 }
 
+/// The run's only warning about the shared cache, which says each of `needles`.
+fn one_warning(run: &Run, needles: &[&str]) -> String {
+    let warnings = remote_warnings(run);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    for n in needles {
+        assert!(warnings[0].contains(n), "no `{n}` in: {}", warnings[0]);
+    }
+    warnings[0].clone()
+}
+
 fn signed(url: &str) -> String {
     format!("url = \"{url}\"\nsigning_key_env = \"{SIGNING_VAR}\"")
 }
@@ -632,13 +642,7 @@ fn untrusted_record_is_a_miss(writer_key: Option<&str>, tamper: bool, expect: &s
     let run = build(&reader, &[(SIGNING_VAR, TEAM_KEY)]);
     assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
     assert_eq!(runs(&reader, "cmd"), 1, "restored from an untrusted record");
-    let warnings = remote_warnings(&run);
-    assert_eq!(warnings.len(), 1, "{}", run.stderr);
-    let w = &warnings[0];
-    assert!(
-        w.contains("tier `cmd`") && w.contains(&key) && w.contains(expect),
-        "{w}"
-    );
+    let w = one_warning(&run, &["tier `cmd`", &key, expect]);
     assert!(!w.contains(TEAM_KEY), "{w}");
 }
 
@@ -743,13 +747,7 @@ fn hostile_candidate_keys_write_nothing_outside_the_cache_dir() {
         ],
     );
     let (p, run) = victim_builds(store.path());
-    let warnings = remote_warnings(&run);
-    assert_eq!(warnings.len(), 1, "{}", run.stderr);
-    assert!(
-        warnings[0].contains("is not a key") && warnings[0].contains("candidates/dep/"),
-        "{}",
-        warnings[0]
-    );
+    one_warning(&run, &["is not a key", "candidates/dep/"]);
     assert_eq!(support::snapshot(outside.path()), vec![]);
     // `../../../../x` from the tier's lock or staging dir: the project's parents.
     let mut dir = p.cache_dir().join("dep/.locks");
@@ -793,13 +791,7 @@ fn a_shared_candidate_that_names_no_used_input_restores_nothing() {
     // The writer's own entry, which exists in the store, offered for any state.
     write_list(&list, vec![candidate(&entry, serde_json::json!({}))]);
     let (_, run) = victim_builds(store.path());
-    let warnings = remote_warnings(&run);
-    assert_eq!(warnings.len(), 1, "{}", run.stderr);
-    assert!(
-        warnings[0].contains("name no used input"),
-        "{}",
-        warnings[0]
-    );
+    one_warning(&run, &["name no used input"]);
 }
 
 #[test]
