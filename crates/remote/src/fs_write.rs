@@ -4,10 +4,10 @@
 //! a writer killed before the rename leaves that file forever, and its name says
 //! neither who wrote it nor whether that writer still runs, so no later run can tell
 //! debris from a write in progress. Here every temporary is named for its writer —
-//! `.tmp/tiers-<host>-<pid>-<start>-<n>`, `start` being the process's start time in
-//! clock ticks since boot, so a reused pid is not mistaken for the writer — and the
-//! first upload of each run removes the temporaries of writers on this host that no
-//! longer run. Anything else in `.tmp` (another host's, or OpenDAL's names from an
+//! `.tmp/tiers-<host>-<pid>-<start>-<n>`, `host` being the host name and pid
+//! namespace and `start` the process's start time in clock ticks since boot, so a
+//! reused pid is not mistaken for the writer — and the first upload of each run
+//! removes the temporaries of writers on this host that no longer run. Anything else in `.tmp` (another host's, or OpenDAL's names from an
 //! older tiers) is removed once it is older than [`STALE_AFTER`]: no upload of one
 //! 32 MiB chunk takes that long.
 
@@ -45,15 +45,17 @@ fn me() -> &'static Writer {
     })
 }
 
-/// The host name as one safe name segment, when the platform tells it.
+/// Where a pid means this process: the host name and the pid namespace (containers
+/// that share a host name and a store but not their pids), as one safe name segment,
+/// when the platform tells both.
 fn host_name() -> Option<String> {
     let raw = fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let host: String = raw
-        .trim()
+    let ns = fs::read_link("/proc/self/ns/pid").ok()?;
+    let host: String = format!("{}_{}", raw.trim(), ns.to_string_lossy())
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
         .collect();
-    (!host.is_empty()).then_some(host)
+    Some(host)
 }
 
 /// Field 22 of `/proc/<pid>/stat`: when the process started, in ticks since boot.
