@@ -7,6 +7,7 @@
 //! <root>/blobs/<sha256>                         tar + zstd of an entry (in chunks)
 //! <root>/records/<tier>/<key>.json              the marker and the blobs' digests
 //! <root>/candidates/<tier>/<structure key>.json discovered-inputs candidates
+//! <root>/.tmp/tiers-<host>-<pid>-<start>-<n>     a directory store's uploads in progress
 //! ```
 //!
 //! An upload puts the blobs first and the record last, so a reader that finds a
@@ -18,8 +19,8 @@
 //! Nothing read from the remote is trusted. Records and candidate lists are refused
 //! unparsed above a byte cap ([`MAX_RECORD_BYTES`], [`MAX_CANDIDATES_BYTES`]) and
 //! parsed into types (keys are 64 hex digits, paths relative without `..`); a list
-//! is read up to [`CANDIDATE_LIMIT`] candidates. A blob is read up to the size its
-//! record gives and checked against its digest. [`pack::unpack`] refuses absolute
+//! is read up to [`CANDIDATE_LIMIT`] candidates. A blob must have the size its record
+//! gives and hash to its name. [`pack::unpack`] refuses absolute
 //! paths, `..`, symlinks leaving the entry, hard links and devices, and never writes
 //! through a symlink. But a read-write remote can still place *valid* files that later
 //! runs use as their artifacts: give write access to trusted CI only, and with
