@@ -896,3 +896,42 @@ run = ["sh", "-c", "head -c 100663296 /dev/urandom > \"$TIERS_OUT/noise.bin\""]
     assert_eq!(temporaries(store.path()), Vec::<String>::new());
     assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
 }
+
+/// A record or candidate list larger than anything tiers writes is refused before it
+/// is parsed: one warning each, a local build.
+#[test]
+fn oversized_records_and_candidate_lists_are_refused() {
+    let (store, list, entry) = hostile_setup();
+    // Valid JSON up to the end, padded past the caps with whitespace.
+    let pad = |path: &Path, cap: usize| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.resize(cap + 1, b' ');
+        std::fs::write(path, bytes).unwrap();
+    };
+    pad(&list, tiers_remote::MAX_CANDIDATES_BYTES);
+    let record = store
+        .path()
+        .join("records/dep")
+        .join(format!("{entry}.json"));
+    pad(&record, tiers_remote::MAX_RECORD_BYTES);
+
+    // The writer's own state: its exact record is the oversized one.
+    let p = dep_checkout(&url_line(&format!("file://{}", store.path().display())));
+    let run = build(&p, &[]);
+    assert_eq!(run.status("dep"), "built", "{}", run.stderr);
+    assert_eq!(runs(&p, "dep"), 1);
+    let warnings = remote_warnings(&run);
+    assert_eq!(warnings.len(), 2, "{}", run.stderr);
+    for object in [
+        format!("records/dep/{entry}.json"),
+        "candidates/dep/".to_owned(),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&object) && w.contains("larger than")),
+            "{object}: {}",
+            run.stderr
+        );
+    }
+}
