@@ -72,6 +72,8 @@ fn tiers(p: &Project, args: &[&str], env: &[(&str, &str)]) -> Run {
         "TIERS_REMOTE_USERNAME",
         "TIERS_REMOTE_PASSWORD",
         "TIERS_REMOTE_TOKEN",
+        "TIERS_REMOTE_SIGNING_KEY_ENV",
+        SIGNING_VAR,
     ] {
         c.env_remove(var);
     }
@@ -516,4 +518,420 @@ fn a_bad_url_is_a_configuration_error() {
         "{}",
         run.stderr
     );
+}
+
+// Issue 14: a shared cache is trusted for nothing. Signed entries, parsed and capped
+// candidate lists, no partial blobs after a killed upload.
+
+/// The variable the signing tests name in `signing_key_env`.
+const SIGNING_VAR: &str = "TIERS_TEST_SIGNING_KEY";
+const TEAM_KEY: &str = "team-secret-0123456789abcdef-0123456789";
+const OTHER_KEY: &str = "other-secret-0123456789abcdef-012345678";
+
+/// A project of one tier (`toml`) with `src/a.txt` and `extra` files, against `remote`.
+fn one_tier(remote: &str, toml: &str, extra: (&str, &str)) -> Project {
+    project()
+        .file(
+            "tiers.toml",
+            format!("[remote]\n{remote}\ntimeout = 10\n\n{toml}"),
+        )
+        .file("src/a.txt", "alpha\n")
+        .file(extra.0, extra.1)
+        .build()
+}
+
+/// One command tier that reads only `src/a.txt` of its inputs and says so in its dep
+/// file (so its build records a candidate), counting its runs in `runs.log`.
+fn dep_checkout(remote: &str) -> Project {
+    let toml = r#"[tiers.dep]
+kind = "command"
+inputs = ["src/*.txt"]
+run = ["sh", "-c", "echo dep >> runs.log; echo src/a.txt > \"$TIERS_DEPFILE\"; cat src/a.txt > \"$TIERS_OUT/result.txt\""]
+"#;
+    one_tier(remote, toml, ("src/b.txt", "beta\n"))
+}
+
+/// One command tier without a dep file: a build looks up one record and no candidates.
+fn plain_checkout(remote: &str) -> Project {
+    let toml = r#"[tiers.cmd]
+kind = "command"
+inputs = ["src/*.txt"]
+run = ["python3", "tool.py", "src/a.txt"]
+"#;
+    one_tier(remote, toml, ("tool.py", COUNTING_SCRIPT))
+}
+
+/// The run's only warning about the shared cache, which says each of `needles`.
+fn one_warning(run: &Run, needles: &[&str]) -> String {
+    let warnings = remote_warnings(run);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    for n in needles {
+        assert!(warnings[0].contains(n), "no `{n}` in: {}", warnings[0]);
+    }
+    warnings[0].clone()
+}
+
+fn signed(url: &str) -> String {
+    format!("url = \"{url}\"\nsigning_key_env = \"{SIGNING_VAR}\"")
+}
+
+/// The only file in `dir`.
+fn only_file(dir: &Path) -> PathBuf {
+    let files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files[0].clone()
+}
+
+/// A signed entry written by one checkout is restored by another holding the key,
+/// and by one without a key (which ignores signatures); through nginx's WebDAV.
+#[test]
+fn a_signed_entry_is_restored_by_checkouts_with_and_without_the_key() {
+    let nginx = Nginx::start();
+    let url = nginx.webdav_url("signed");
+    let key = [(SIGNING_VAR, TEAM_KEY)];
+    let writer = plain_checkout(&signed(&url));
+    let run = build(&writer, &key);
+    assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
+    assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
+    let record = std::fs::read(only_file(&nginx.root().join("signed/records/cmd"))).unwrap();
+    assert!(
+        record.starts_with(b"{\"hmac\":\""),
+        "the record is not signed"
+    );
+    assert!(!String::from_utf8_lossy(&record).contains(TEAM_KEY));
+
+    let reader = plain_checkout(&signed(&url));
+    let run = build(&reader, &key);
+    assert_eq!(run.status("cmd"), "restored", "{}", run.stderr);
+    assert_eq!(runs(&reader, "cmd"), 0);
+    assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
+
+    let keyless = plain_checkout(&url_line(&url));
+    let run = build(&keyless, &[]);
+    assert_eq!(run.status("cmd"), "restored", "{}", run.stderr);
+    assert_eq!(runs(&keyless, "cmd"), 0);
+}
+
+/// With signing on, a record written without the key, with another key, or altered
+/// after signing is a miss: one warning naming the tier and the key, a local build.
+fn untrusted_record_is_a_miss(writer_key: Option<&str>, tamper: bool, expect: &str) {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let (writer, env) = match writer_key {
+        Some(k) => (plain_checkout(&signed(&url)), vec![(SIGNING_VAR, k)]),
+        None => (plain_checkout(&url_line(&url)), vec![]),
+    };
+    let key = build(&writer, &env).tier("cmd")["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = only_file(&store.path().join("records/cmd"));
+    if tamper {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let altered = text.replacen("\"build_seconds\": ", "\"build_seconds\": 1", 1);
+        assert_ne!(text, altered);
+        std::fs::write(&path, altered).unwrap();
+    }
+
+    let reader = plain_checkout(&signed(&url));
+    let status = tiers(&reader, &["status", "--json"], &[(SIGNING_VAR, TEAM_KEY)]).expect_code(0);
+    assert_eq!(status.tier("cmd")["available_remotely"], Value::Bool(false));
+    let run = build(&reader, &[(SIGNING_VAR, TEAM_KEY)]);
+    assert_eq!(run.status("cmd"), "built", "{}", run.stderr);
+    assert_eq!(runs(&reader, "cmd"), 1, "restored from an untrusted record");
+    let w = one_warning(&run, &["tier `cmd`", &key, expect]);
+    assert!(!w.contains(TEAM_KEY), "{w}");
+}
+
+#[test]
+fn with_signing_on_an_unsigned_record_is_a_miss_with_one_warning() {
+    untrusted_record_is_a_miss(None, false, "is not signed");
+}
+
+#[test]
+fn with_signing_on_a_record_signed_with_another_key_is_a_miss() {
+    untrusted_record_is_a_miss(Some(OTHER_KEY), false, "does not match the signing key");
+}
+
+#[test]
+fn with_signing_on_a_record_altered_after_signing_is_a_miss() {
+    untrusted_record_is_a_miss(Some(TEAM_KEY), true, "does not match the signing key");
+}
+
+#[test]
+fn a_missing_or_short_signing_key_is_a_configuration_error() {
+    let store = tempfile::tempdir().unwrap();
+    let p = plain_checkout(&signed(&format!("file://{}", store.path().display())));
+    let run = tiers(&p, &["build"], &[]).expect_code(2);
+    assert!(
+        run.stderr.contains(SIGNING_VAR) && run.stderr.contains("not set"),
+        "{}",
+        run.stderr
+    );
+    let short = "sixteen-byte-key";
+    for cmd in ["build", "status"] {
+        let run = tiers(&p, &[cmd], &[(SIGNING_VAR, short)]).expect_code(2);
+        assert!(
+            run.stderr.contains(SIGNING_VAR) && run.stderr.contains("16 bytes"),
+            "{}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(short), "the secret was printed");
+    }
+    assert_eq!(runs(&p, "cmd"), 0);
+    // The variable's name may also come from the environment.
+    let env_named = plain_checkout(&url_line(&format!("file://{}", store.path().display())));
+    let run = tiers(
+        &env_named,
+        &["build"],
+        &[("TIERS_REMOTE_SIGNING_KEY_ENV", SIGNING_VAR)],
+    )
+    .expect_code(2);
+    assert!(run.stderr.contains(SIGNING_VAR), "{}", run.stderr);
+}
+
+/// A writer builds `dep` into a directory store, uploading its record and candidate
+/// list; returns the store, the list's path and the entry's key.
+fn hostile_setup() -> (tempfile::TempDir, PathBuf, String) {
+    let store = tempfile::tempdir().unwrap();
+    let url = url_line(&format!("file://{}", store.path().display()));
+    let writer = dep_checkout(&url);
+    let run = build(&writer, &[]);
+    assert_eq!(run.status("dep"), "built", "{}", run.stderr);
+    let list = only_file(&store.path().join("candidates/dep"));
+    let entry = run.tier("dep")["key"].as_str().unwrap().to_owned();
+    (store, list, entry)
+}
+
+/// A checkout whose used input `src/a.txt` differs from the writer's, building against
+/// the hostile store: it must run its own command once and restore nothing.
+fn victim_builds(store: &Path) -> (Project, Run) {
+    let p = dep_checkout(&url_line(&format!("file://{}", store.display())));
+    p.write("src/a.txt", "changed\n");
+    let run = build(&p, &[]);
+    assert_eq!(run.status("dep"), "built", "{}", run.stderr);
+    assert_eq!(runs(&p, "dep"), 1);
+    let out = PathBuf::from(run.tier("dep")["path"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(out.join("result.txt")).unwrap(),
+        "changed\n"
+    );
+    (p, run)
+}
+
+fn candidate(entry: &str, used: Value) -> Value {
+    serde_json::json!({"entry": entry, "used": used, "recorded_unix": 1_700_000_000u64})
+}
+
+fn write_list(path: &Path, candidates: Vec<Value>) {
+    let list = serde_json::json!({"format": 1, "candidates": candidates});
+    std::fs::write(path, serde_json::to_vec(&list).unwrap()).unwrap();
+}
+
+#[test]
+fn hostile_candidate_keys_write_nothing_outside_the_cache_dir() {
+    let (store, list, _) = hostile_setup();
+    let outside = tempfile::tempdir().unwrap();
+    let name = format!("tiers-hostile-{}", std::process::id());
+    let traversal = format!("../../../../{name}");
+    let absolute = outside.path().join("x").display().to_string();
+    let digest = sha256(b"changed\n");
+    write_list(
+        &list,
+        vec![
+            candidate(&traversal, serde_json::json!({"src/a.txt": digest})),
+            candidate(&absolute, serde_json::json!({"src/a.txt": digest})),
+        ],
+    );
+    let (p, run) = victim_builds(store.path());
+    one_warning(&run, &["is not a key", "candidates/dep/"]);
+    assert_eq!(support::snapshot(outside.path()), vec![]);
+    // `../../../../x` from the tier's lock or staging dir: the project's parents.
+    let mut dir = p.cache_dir().join("dep/.locks");
+    for _ in 0..4 {
+        for suffix in ["", ".lock", ".json"] {
+            let at = dir.join(format!("{name}{suffix}"));
+            assert!(!at.exists(), "{}", at.display());
+        }
+        dir = dir.join("..");
+    }
+}
+
+#[test]
+fn five_thousand_candidates_cost_what_the_limit_does() {
+    let (store, list, _) = hostile_setup();
+    let digest = sha256(b"changed\n");
+    // Each matches the victim's used input and names an entry no one has.
+    let many: Vec<Value> = (0..5000)
+        .map(|i| {
+            candidate(
+                &sha256(format!("entry {i}").as_bytes()),
+                serde_json::json!({"src/a.txt": digest}),
+            )
+        })
+        .collect();
+    write_list(&list, many);
+    let started = std::time::Instant::now();
+    let (p, _) = victim_builds(store.path());
+    let secs = started.elapsed().as_secs_f64();
+    let locks = std::fs::read_dir(p.cache_dir().join("dep/.locks"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    // The victim's own key, and at most CANDIDATE_LIMIT candidates tried.
+    assert!(locks <= 1 + 32, "{locks} lock files");
+    assert!(secs < 5.0, "{secs} s");
+}
+
+#[test]
+fn a_shared_candidate_that_names_no_used_input_restores_nothing() {
+    let (store, list, entry) = hostile_setup();
+    // The writer's own entry, which exists in the store, offered for any state.
+    write_list(&list, vec![candidate(&entry, serde_json::json!({}))]);
+    let (_, run) = victim_builds(store.path());
+    one_warning(&run, &["name no used input"]);
+}
+
+#[test]
+fn with_signing_on_an_unsigned_candidate_list_restores_nothing() {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let key = [(SIGNING_VAR, TEAM_KEY)];
+    let writer = dep_checkout(&signed(&url));
+    let entry = build(&writer, &key).tier("dep")["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let list = only_file(&store.path().join("candidates/dep"));
+    // A candidate claiming the writer's entry used only `src/b.txt`, unsigned.
+    write_list(
+        &list,
+        vec![candidate(
+            &entry,
+            serde_json::json!({"src/b.txt": sha256(b"beta\n")}),
+        )],
+    );
+    let p = dep_checkout(&signed(&url));
+    p.write("src/a.txt", "changed\n");
+    let run = build(&p, &key);
+    assert_eq!(run.status("dep"), "built", "{}", run.stderr);
+    assert_eq!(runs(&p, "dep"), 1);
+    let warnings = remote_warnings(&run);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("candidates/dep/") && w.contains("is not signed")),
+        "{}",
+        run.stderr
+    );
+}
+
+/// Temporaries of uploads left in a directory store's `.tmp`.
+fn temporaries(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join(".tmp"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGKILL `tiers build` while it uploads a 96 MiB entry (three blobs) to a
+/// directory store, three times; the next upload leaves no temporaries behind.
+#[test]
+fn killed_uploads_leave_no_partial_blobs_once_the_next_upload_ran() {
+    let store = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"[remote]
+url = "file://{}"
+
+[tiers.big]
+kind = "command"
+inputs = ["src/*.txt"]
+run = ["sh", "-c", "head -c 100663296 /dev/urandom > \"$TIERS_OUT/noise.bin\""]
+"#,
+        store.path().display()
+    );
+    let p = project()
+        .file("tiers.toml", toml)
+        .file("src/a.txt", "0\n")
+        .build();
+    let mut killed = 0;
+    for round in 1..=3 {
+        p.write("src/a.txt", format!("{round}\n"));
+        let mut child = p
+            .cmd(&["build", "--json"])
+            .env_remove("TIERS_REMOTE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            if !temporaries(store.path()).is_empty() {
+                child.kill().unwrap();
+                killed += 1;
+                break;
+            }
+            if child.try_wait().unwrap().is_some() || std::time::Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        killed >= 2,
+        "only {killed} of 3 builds were caught uploading"
+    );
+    let left = temporaries(store.path());
+    assert!(!left.is_empty(), "the kills left nothing to clean up");
+
+    p.write("src/a.txt", "last\n");
+    let run = build(&p, &[]);
+    assert_eq!(run.status("big"), "built", "{}", run.stderr);
+    assert_eq!(temporaries(store.path()), Vec::<String>::new());
+    assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
+}
+
+/// A record or candidate list larger than anything tiers writes is refused before it
+/// is parsed: one warning each, a local build.
+#[test]
+fn oversized_records_and_candidate_lists_are_refused() {
+    let (store, list, entry) = hostile_setup();
+    // Valid JSON up to the end, padded past the caps with whitespace.
+    let pad = |path: &Path, cap: usize| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.resize(cap + 1, b' ');
+        std::fs::write(path, bytes).unwrap();
+    };
+    pad(&list, tiers_remote::MAX_CANDIDATES_BYTES);
+    let record = store
+        .path()
+        .join("records/dep")
+        .join(format!("{entry}.json"));
+    pad(&record, tiers_remote::MAX_RECORD_BYTES);
+
+    // The writer's own state: its exact record is the oversized one.
+    let p = dep_checkout(&url_line(&format!("file://{}", store.path().display())));
+    let run = build(&p, &[]);
+    assert_eq!(run.status("dep"), "built", "{}", run.stderr);
+    assert_eq!(runs(&p, "dep"), 1);
+    let warnings = remote_warnings(&run);
+    assert_eq!(warnings.len(), 2, "{}", run.stderr);
+    for object in [
+        format!("records/dep/{entry}.json"),
+        "candidates/dep/".to_owned(),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(&object) && w.contains("larger than")),
+            "{object}: {}",
+            run.stderr
+        );
+    }
 }

@@ -52,6 +52,10 @@ pub struct RemoteConfig {
     /// Seconds one request may take.
     #[serde(default = "default_timeout")]
     pub timeout: u64,
+    /// The environment variable holding the secret (at least 32 bytes) that signs
+    /// records and candidate lists; with it, unsigned ones are misses.
+    #[serde(default)]
+    pub signing_key_env: Option<String>,
 }
 
 impl Default for RemoteConfig {
@@ -60,6 +64,7 @@ impl Default for RemoteConfig {
             url: None,
             mode: RemoteMode::default(),
             timeout: default_timeout(),
+            signing_key_env: None,
         }
     }
 }
@@ -198,6 +203,7 @@ pub fn load(src: &ConfigSource) -> Result<Loaded> {
         for (var, key) in [
             ("TIERS_REMOTE_URL", "remote.url"),
             ("TIERS_REMOTE_MODE", "remote.mode"),
+            ("TIERS_REMOTE_SIGNING_KEY_ENV", "remote.signing_key_env"),
         ] {
             if let Some(v) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
                 figment = figment.merge(Serialized::default(key, v));

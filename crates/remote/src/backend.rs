@@ -7,8 +7,12 @@
 //! requests of the same run are answered as misses at once, so a server that is down
 //! costs one warning and one timeout per run, not one per tier. Nothing is recorded:
 //! the next run tries again.
+//!
+//! Writes to a directory go through [`crate::fs_write`], not OpenDAL, so that a
+//! killed upload leaves nothing a later one cannot remove.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
@@ -57,6 +61,10 @@ pub struct Backend {
     /// every attempt its whole timeout instead of one refused connection.
     probe: Option<String>,
     reached: AtomicBool,
+    /// A directory store: written through [`crate::fs_write`].
+    fs_root: Option<PathBuf>,
+    /// Whether this run removed dead writers' temporaries yet (directory stores).
+    swept: AtomicBool,
 }
 
 /// TLS for https, rediss and S3 through rustls with the ring provider, installed once
@@ -87,12 +95,8 @@ impl Backend {
         };
         let (op, mkcol) = match loc {
             Location::Fs { root } => {
-                let root = root.to_string_lossy();
-                // Written beside, then renamed: a reader never sees half a blob.
-                let tmp = format!("{}/.tmp", root.trim_end_matches('/'));
-                let b = opendal::services::Fs::default()
-                    .root(&root)
-                    .atomic_write_dir(&tmp);
+                // Reads and deletes only: writes are `fs_write`'s.
+                let b = opendal::services::Fs::default().root(&root.to_string_lossy());
                 (Operator::new(b).map_err(|e| open_err(e, ""))?, None)
             }
             Location::Redis {
@@ -148,6 +152,10 @@ impl Backend {
                 (Operator::new(b).map_err(|e| open_err(e, hint))?, None)
             }
         };
+        let fs_root = match loc {
+            Location::Fs { root } => Some(root.clone()),
+            _ => None,
+        };
         Ok(Backend {
             op,
             mkcol,
@@ -157,6 +165,8 @@ impl Backend {
             failed: Mutex::new(None),
             probe,
             reached: AtomicBool::new(false),
+            fs_root,
+            swept: AtomicBool::new(false),
         })
     }
 
@@ -195,6 +205,13 @@ impl Backend {
     }
 
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        if let Some(root) = &self.fs_root {
+            let put = self.fs_put(root, path, bytes).await;
+            if let Err(e) = &put {
+                self.fail(e);
+            }
+            return put;
+        }
         let buf = opendal::Buffer::from(bytes);
         let mut put = self
             .call("write", path, || async {
@@ -226,6 +243,48 @@ impl Backend {
             self.fail(e);
         }
         put
+    }
+
+    async fn fs_put(
+        &self,
+        root: &std::path::Path,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), RemoteError> {
+        let root = root.to_owned();
+        let first = !self.swept.swap(true, Ordering::Relaxed);
+        let name = path.to_owned();
+        let written = tokio::task::spawn_blocking(move || {
+            if first {
+                let (n, bytes) = crate::fs_write::sweep(&root);
+                if n > 0 {
+                    tracing::debug!(
+                        "removed {n} temporaries ({bytes} bytes) of killed uploads from `{}`",
+                        root.join(crate::fs_write::TMP_DIR).display()
+                    );
+                }
+            }
+            crate::fs_write::put(&root, &name, &bytes)
+        });
+        match tokio::time::timeout(self.timeout, written).await {
+            Ok(joined) => joined
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| RemoteError::Request {
+                    remote: self.remote.clone(),
+                    op: "write",
+                    path: path.to_owned(),
+                    status: None,
+                    why: e.to_string(),
+                }),
+            Err(_) => Err(RemoteError::Timeout {
+                remote: self.remote.clone(),
+                op: "write",
+                path: path.to_owned(),
+                secs: self.timeout.as_secs_f64(),
+                attempts: 1,
+            }),
+        }
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), RemoteError> {

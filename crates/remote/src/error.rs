@@ -46,6 +46,33 @@ pub enum RemoteError {
     #[error("`{name}` cannot be part of an object name (letters, digits, `-`, `_`, `.`)")]
     Name { name: String },
 
+    /// `signing_key_env` names a variable that holds no usable secret. The secret
+    /// itself is never part of a message.
+    #[error("the shared cache's signing key is not usable: `[remote] signing_key_env` names the environment variable `{var}`, but {why}\nhint: give trusted writers a secret of at least 32 bytes in `{var}`, or remove `signing_key_env`")]
+    SigningKey { var: String, why: String },
+
+    /// With a signing key: a record or candidate list that is unsigned, or signed
+    /// with another key or for another name.
+    #[error("`{path}` (tier `{tier}`, key {key}) is not used: {why}")]
+    Unsigned {
+        remote: String,
+        path: String,
+        tier: String,
+        key: String,
+        why: crate::sign::Unsigned,
+    },
+
+    /// An object larger than anything tiers writes there, refused unparsed.
+    #[error(
+        "`{path}` is not used: it is larger than {limit} bytes, the most tiers accepts for {what}"
+    )]
+    TooLarge {
+        remote: String,
+        path: String,
+        what: &'static str,
+        limit: u64,
+    },
+
     #[error("the record `{path}` is not usable: {why}")]
     Record {
         remote: String,
@@ -110,9 +137,10 @@ impl From<RemoteError> for tiers_core::Error {
         match e {
             // A url or service set up wrong is the user's configuration (exit 2);
             // a server that misbehaves later is only ever a warning.
-            RemoteError::Url { .. } | RemoteError::NoUrl | RemoteError::Open { .. } => {
-                tiers_core::Error::config(e.to_string())
-            }
+            RemoteError::Url { .. }
+            | RemoteError::NoUrl
+            | RemoteError::Open { .. }
+            | RemoteError::SigningKey { .. } => tiers_core::Error::config(e.to_string()),
             other => tiers_core::Error::Kind(Box::new(other)),
         }
     }

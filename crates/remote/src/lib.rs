@@ -7,6 +7,7 @@
 //! <root>/blobs/<sha256>                         tar + zstd of an entry (in chunks)
 //! <root>/records/<tier>/<key>.json              the marker and the blobs' digests
 //! <root>/candidates/<tier>/<structure key>.json discovered-inputs candidates
+//! <root>/.tmp/tiers-<host>-<pid>-<start>-<n>     a directory store's uploads in progress
 //! ```
 //!
 //! An upload puts the blobs first and the record last, so a reader that finds a
@@ -15,10 +16,16 @@
 //! a miss (one warning, a local build), and the upload after that build writes it
 //! again. Packing is deterministic, so machines that build the same bytes share blobs.
 //!
-//! Nothing in a downloaded archive is trusted: [`pack::unpack`] refuses absolute
+//! Nothing read from the remote is trusted. Records and candidate lists are refused
+//! unparsed above a byte cap ([`MAX_RECORD_BYTES`], [`MAX_CANDIDATES_BYTES`]) and
+//! parsed into types (keys are 64 hex digits, paths relative without `..`); a list
+//! is read up to [`CANDIDATE_LIMIT`] candidates. A blob must have the size its record
+//! gives and hash to its name. [`pack::unpack`] refuses absolute
 //! paths, `..`, symlinks leaving the entry, hard links and devices, and never writes
 //! through a symlink. But a read-write remote can still place *valid* files that later
-//! runs use as their artifacts: give write access to trusted CI only.
+//! runs use as their artifacts: give write access to trusted CI only, and with
+//! `signing_key_env` ([`sign`]) readers holding the key accept only what a holder
+//! of the key wrote.
 //!
 //! Failure is a miss, never a failed build: see [`backend`] for timeouts, retries and
 //! how one failure switches the remote off for the rest of the run (not for later
@@ -27,8 +34,11 @@
 
 pub mod backend;
 mod error;
+pub mod fs_write;
 pub mod location;
 pub mod pack;
+pub mod sign;
+mod wire;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -37,11 +47,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiers_core::{async_trait, Candidate, Key, Marker, RemoteConfig, RemoteMode, SharedCache};
+use tiers_core::{
+    async_trait, Candidate, Key, Marker, RemoteConfig, RemoteMode, SharedCache, CANDIDATE_LIMIT,
+};
 
 pub use backend::Retry;
 pub use error::{RemoteError, UnpackError};
 pub use location::Location;
+pub use sign::SigningKey;
 
 /// Version of the record and candidate-list layout; another version is a miss.
 pub const RECORD_FORMAT: u32 = 1;
@@ -49,6 +62,20 @@ pub const RECORD_FORMAT: u32 = 1;
 /// Packed entries are cut into blobs of at most this many bytes: one request each,
 /// bounded memory, and under Redis's 512 MiB value limit.
 pub const CHUNK_BYTES: usize = 32 << 20;
+
+/// A record larger than this is refused before it is parsed (it is still downloaded
+/// whole: nginx's WebDAV and Redis answer no size without a body). A record is dominated by
+/// its key document, about 150 bytes per input: 64 MiB holds some 400,000 inputs,
+/// ten times the largest project tiers is measured on, while bounding what one hostile
+/// record costs a reader. A writer does not upload a record it would refuse.
+pub const MAX_RECORD_BYTES: usize = 64 << 20;
+
+/// A candidate list larger than this is refused before it is parsed: 32 candidates of
+/// some 1,500 used inputs each. A writer drops its oldest candidates to stay below.
+pub const MAX_CANDIDATES_BYTES: usize = 8 << 20;
+
+/// No blob is larger: Redis's value limit, and far above [`CHUNK_BYTES`].
+pub const MAX_BLOB_BYTES: u64 = 512 << 20;
 
 /// `records/<tier>/<key>.json`: what a fetch needs to restore an entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -70,10 +97,10 @@ pub struct BlobRef {
     pub bytes: u64,
 }
 
-#[derive(Serialize, Deserialize)]
-struct CandidateList {
+#[derive(Serialize)]
+struct CandidateList<'a> {
     format: u32,
-    candidates: Vec<Candidate>,
+    candidates: &'a [Candidate],
 }
 
 /// The shared cache at one location. Usually reached through [`open`] as an
@@ -82,6 +109,8 @@ pub struct Remote {
     backend: backend::Backend,
     writable: bool,
     chunk_bytes: usize,
+    /// With a key, records and lists are signed, and unsigned ones are misses.
+    signing: Option<SigningKey>,
 }
 
 /// Open the shared cache `config` names. Connects to nothing yet: the first request
@@ -98,12 +127,17 @@ impl Remote {
             .filter(|u| !u.trim().is_empty())
             .ok_or(RemoteError::NoUrl)?;
         let loc = Location::parse(url, &location::process_env)?;
-        Remote::at(
+        let signing = match config.signing_key_env.as_deref() {
+            Some(var) => Some(SigningKey::from_env(var, &location::process_env)?),
+            None => None,
+        };
+        Ok(Remote::at(
             &loc,
             config.mode == RemoteMode::ReadWrite,
             Duration::from_secs(config.timeout.max(1)),
             Retry::default(),
-        )
+        )?
+        .with_signing(signing))
     }
 
     /// A remote at `loc`, with explicit timeout and retry policy.
@@ -117,7 +151,14 @@ impl Remote {
             backend: backend::Backend::open(loc, timeout, retry)?,
             writable,
             chunk_bytes: CHUNK_BYTES,
+            signing: None,
         })
+    }
+
+    /// Sign what this remote writes with `key` and accept only what it signed.
+    pub fn with_signing(mut self, key: Option<SigningKey>) -> Self {
+        self.signing = key;
+        self
     }
 
     /// Cut packed entries into blobs of `bytes` (tests of multi-blob entries).
@@ -141,20 +182,14 @@ impl Remote {
     /// The record of `key`, checked against it; `None` when there is none.
     pub async fn record(&self, tier: &str, key: &Key) -> Result<Option<Record>, RemoteError> {
         let path = Self::record_path(tier, key)?;
-        let Some(bytes) = self.backend.get(&path).await? else {
+        let Some(body) = self
+            .read_object(&path, tier, key, "a record", MAX_RECORD_BYTES)
+            .await?
+        else {
             return Ok(None);
         };
-        let bad = |why: String| RemoteError::Record {
-            remote: self.backend.remote().to_owned(),
-            path: path.clone(),
-            why,
-        };
-        let record: Record = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
-        if record.format != RECORD_FORMAT {
-            // Written by another version of tiers: not ours to read.
-            tracing::debug!("ignoring `{path}` of format {}", record.format);
-            return Ok(None);
-        }
+        let bad = |why: String| self.unusable(&path, why);
+        let record: Record = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         if record.key != *key || record.marker.key != *key || record.marker.doc.key() != *key {
             return Err(bad(format!(
                 "it describes key {} (its key document hashes to {}), not {key}",
@@ -162,7 +197,67 @@ impl Remote {
                 record.marker.doc.key()
             )));
         }
+        check_record(&record, tier).map_err(bad)?;
         Ok(Some(record))
+    }
+
+    /// The body of a record or candidate list: `None` when there is none or it is of
+    /// another format; refused when larger than `limit`; with a signing key, verified.
+    async fn read_object(
+        &self,
+        path: &str,
+        tier: &str,
+        key: &Key,
+        what: &'static str,
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        let Some(stored) = self.backend.get(path).await? else {
+            return Ok(None);
+        };
+        if stored.len() > limit {
+            return Err(RemoteError::TooLarge {
+                remote: self.describe(),
+                path: path.to_owned(),
+                what,
+                limit: limit as u64,
+            });
+        }
+        let body = match &self.signing {
+            None => sign::strip(&stored).into_owned(),
+            Some(k) => k
+                .verify(path, &stored)
+                .map_err(|why| RemoteError::Unsigned {
+                    remote: self.describe(),
+                    path: path.to_owned(),
+                    tier: tier.to_owned(),
+                    key: key.to_string(),
+                    why,
+                })?,
+        };
+        let head: wire::Head =
+            serde_json::from_slice(&body).map_err(|e| self.unusable(path, e.to_string()))?;
+        if head.format != RECORD_FORMAT {
+            // Written by another version of tiers: not ours to read.
+            tracing::debug!("ignoring `{path}` of format {}", head.format);
+            return Ok(None);
+        }
+        Ok(Some(body))
+    }
+
+    fn unusable(&self, path: &str, why: String) -> RemoteError {
+        RemoteError::Record {
+            remote: self.describe(),
+            path: path.to_owned(),
+            why,
+        }
+    }
+
+    /// `body` as stored: signed for `path` when this remote has a key.
+    fn seal(&self, path: &str, body: Vec<u8>) -> Vec<u8> {
+        match &self.signing {
+            Some(k) => k.sign(path, &body),
+            None => body,
+        }
     }
 
     /// Whether a failure earlier in this run switched the remote off.
@@ -206,7 +301,7 @@ impl Remote {
                     record: record_path.clone(),
                 })?;
             let actual = Key::of_bytes(&bytes);
-            if actual != blob.sha256 {
+            if actual != blob.sha256 || bytes.len() as u64 != blob.bytes {
                 return Err(RemoteError::Digest {
                     remote: remote.clone(),
                     path,
@@ -289,7 +384,16 @@ impl Remote {
             marker: marker.clone(),
         };
         let json = serde_json::to_vec_pretty(&record).expect("a record always serializes");
-        self.backend.put(&record_path, json).await
+        let stored = self.seal(&record_path, json);
+        if stored.len() > MAX_RECORD_BYTES {
+            return Err(RemoteError::TooLarge {
+                remote: self.describe(),
+                path: record_path,
+                what: "a record",
+                limit: MAX_RECORD_BYTES as u64,
+            });
+        }
+        self.backend.put(&record_path, stored).await
     }
 
     /// Delete an object (tests, and tools that prune the store).
@@ -317,14 +421,15 @@ impl SharedCache for Remote {
         if self.off("a fetch") {
             return Ok(None);
         }
-        Ok(self.fetch_into(tier, key, dest).await?)
+        Ok(self.miss_if_untrusted(self.fetch_into(tier, key, dest).await)?)
     }
 
     async fn contains(&self, tier: &str, key: &Key) -> tiers_core::Result<bool> {
         if self.off("a lookup") {
             return Ok(false);
         }
-        Ok(self.record(tier, key).await?.is_some())
+        let record = self.miss_if_untrusted(self.record(tier, key).await)?;
+        Ok(record.is_some())
     }
 
     async fn store(&self, tier: &str, marker: &Marker, dir: &Path) -> tiers_core::Result<()> {
@@ -350,20 +455,8 @@ impl SharedCache for Remote {
         if self.off("a candidate lookup") {
             return Ok(Vec::new());
         }
-        let path = Self::candidates_path(tier, structure_key)?;
-        let Some(bytes) = self.backend.get(&path).await? else {
-            return Ok(Vec::new());
-        };
-        match serde_json::from_slice::<CandidateList>(&bytes) {
-            Ok(list) if list.format == RECORD_FORMAT => Ok(list.candidates),
-            Ok(_) => Ok(Vec::new()),
-            Err(e) => Err(RemoteError::Record {
-                remote: self.describe(),
-                path,
-                why: e.to_string(),
-            }
-            .into()),
-        }
+        let read = self.candidate_list(tier, structure_key).await;
+        Ok(self.miss_if_untrusted(read)?.unwrap_or_default())
     }
 
     async fn store_candidates(
@@ -376,13 +469,101 @@ impl SharedCache for Remote {
             return Ok(());
         }
         let path = Self::candidates_path(tier, structure_key)?;
-        let json = serde_json::to_vec(&CandidateList {
-            format: RECORD_FORMAT,
-            candidates: list.to_vec(),
-        })
-        .expect("candidates always serialize");
-        Ok(self.backend.put(&path, json).await?)
+        // What readers would drop is not written: candidates that name no used input.
+        let mut list: Vec<Candidate> = list
+            .iter()
+            .filter(|c| !c.used.is_empty())
+            .take(CANDIDATE_LIMIT)
+            .cloned()
+            .collect();
+        loop {
+            let json = serde_json::to_vec(&CandidateList {
+                format: RECORD_FORMAT,
+                candidates: &list,
+            })
+            .expect("candidates always serialize");
+            let stored = self.seal(&path, json);
+            if stored.len() <= MAX_CANDIDATES_BYTES || list.is_empty() {
+                return Ok(self.backend.put(&path, stored).await?);
+            }
+            // Newest first: the oldest goes.
+            list.pop();
+        }
     }
+}
+
+impl Remote {
+    /// The candidate list of `skey`, parsed and capped; `None` when there is none.
+    async fn candidate_list(
+        &self,
+        tier: &str,
+        skey: &Key,
+    ) -> Result<Option<Vec<Candidate>>, RemoteError> {
+        let path = Self::candidates_path(tier, skey)?;
+        let Some(body) = self
+            .read_object(&path, tier, skey, "a candidate list", MAX_CANDIDATES_BYTES)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut list = serde_json::from_slice::<wire::CandidateList>(&body)
+            .map_err(|e| self.unusable(&path, e.to_string()))?
+            .candidates;
+        let before = list.len();
+        // A candidate that used no input would match every state of the project; no
+        // writer of tiers uploads one, so one from the shared cache is not trusted.
+        list.retain(|c| !c.used.is_empty());
+        if list.len() < before {
+            tracing::warn!(
+                "shared cache {}: `{path}` (tier `{tier}`, key {skey}): {} candidates that name no used input are not used",
+                self.describe(),
+                before - list.len()
+            );
+        }
+        Ok(Some(list))
+    }
+
+    /// An unsigned, mis-signed or oversized object is a miss with one warning; other
+    /// errors go to the engine (which warns and builds locally).
+    fn miss_if_untrusted<T: Default>(&self, got: Result<T, RemoteError>) -> Result<T, RemoteError> {
+        match got {
+            Err(e @ (RemoteError::Unsigned { .. } | RemoteError::TooLarge { .. })) => {
+                tracing::warn!("shared cache {}: {e}", self.describe());
+                Ok(T::default())
+            }
+            other => other,
+        }
+    }
+}
+
+/// What the checks of the key cannot tell: the record is of this tier, its blobs have
+/// sane sizes, and its paths stay inside the project.
+fn check_record(record: &Record, tier: &str) -> Result<(), String> {
+    if record.tier != tier {
+        return Err(format!("it is a record of tier `{}`", record.tier));
+    }
+    if let Some(b) = record
+        .blobs
+        .iter()
+        .find(|b| b.bytes == 0 || b.bytes > MAX_BLOB_BYTES)
+    {
+        return Err(format!(
+            "its blob {} has {} bytes (from 1 to {MAX_BLOB_BYTES})",
+            b.sha256, b.bytes
+        ));
+    }
+    let doc = &record.marker.doc;
+    if let Some(p) = doc.inputs.keys().find(|p| !wire::is_input_path(p)) {
+        return Err(format!("its key document names the input `{p}`"));
+    }
+    for p in record.marker.used_inputs.iter().flatten() {
+        if !doc.inputs.contains_key(p) {
+            return Err(format!(
+                "it names `{p}` as a used input, which its key document does not have"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A tier name as one path segment of an object name.

@@ -122,7 +122,7 @@ async fn candidates_round_trip(r: &Remote) {
     assert!(r.candidates("t", &skey).await.unwrap().is_empty());
     let list = vec![Candidate {
         entry: Key::of_bytes(b"entry"),
-        used: BTreeMap::from([("b.txt".to_owned(), "d1".to_owned())]),
+        used: BTreeMap::from([("b.txt".to_owned(), Key::of_bytes(b"b").to_string())]),
         recorded_unix: 7,
     }];
     r.store_candidates("t", &skey, &list).await.unwrap();
@@ -463,4 +463,46 @@ async fn a_redis_that_is_not_there_is_one_error_then_quiet_misses() {
         started.elapsed() < Duration::from_secs(2),
         "not one timeout per attempt"
     );
+}
+
+/// Issue 14: with a signing key, records and candidate lists are signed; a reader with
+/// another key (or a writer without one) gets misses, a reader without a key hits.
+#[tokio::test]
+async fn redis_signed_objects_verify_only_under_their_key() {
+    let redis = Redis::start();
+    let key = |b: u8| Some(tiers_remote::SigningKey::new(&[b; 32]).unwrap());
+    let signer = remote(&redis.url(), true).with_signing(key(1));
+    let m = round_trip(&signer, 1000).await;
+    candidates_round_trip(&signer).await;
+    let raw = redis
+        .keys()
+        .into_iter()
+        .find(|k| k.ends_with(&format!("records/t/{}.json", m.key)))
+        .and_then(|k| redis.get(&k))
+        .unwrap();
+    assert!(raw.starts_with(b"{\"hmac\":\""));
+
+    let skey = Key::of_bytes(b"structure");
+    let dest = tempfile::tempdir().unwrap();
+    let other = remote(&redis.url(), true).with_signing(key(2));
+    assert!(!other.contains("t", &m.key).await.unwrap());
+    assert!(other
+        .fetch("t", &m.key, dest.path())
+        .await
+        .unwrap()
+        .is_none());
+    assert!(other.candidates("t", &skey).await.unwrap().is_empty());
+    assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
+
+    let keyless = remote(&redis.url(), true);
+    assert!(keyless
+        .fetch("t", &m.key, dest.path())
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(keyless.candidates("t", &skey).await.unwrap().len(), 1);
+
+    // An unsigned upload over the signed one: the signer no longer accepts it.
+    keyless.store("t", &m, entry_dir(10).path()).await.unwrap();
+    assert!(!signer.contains("t", &m.key).await.unwrap());
 }
