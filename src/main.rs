@@ -399,6 +399,8 @@ fn print_explanation(ex: &tiers::Explanation) {
         for r in &ex.reasons {
             out!("  - {r}");
         }
+    } else if let (true, Some(by)) = (ex.fresh, &ex.served_by) {
+        out!("fresh: served by entry {by}, built for inputs that differ only in ones its build did not use");
     } else if ex.fresh {
         out!("fresh: nothing changed");
     } else if ex.reasons.is_empty() {

@@ -221,6 +221,11 @@ fn explain_shows_used_inputs_and_candidate_verdicts() {
         "{out}"
     );
     assert!(out.contains("rejected: b.txt changed"), "{out}");
+
+    // Once restored, the key is fresh, served by the entry built for other inputs.
+    assert_eq!(p.build(&[]).status("t"), "restored");
+    let out = p.tiers(&["explain", "t"]).expect_code(0).stdout;
+    assert!(out.contains("fresh: served by entry "), "{out}");
 }
 
 #[test]

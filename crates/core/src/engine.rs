@@ -124,6 +124,9 @@ pub struct Explanation {
     pub used_inputs: Option<Vec<String>>,
     /// Entry reused through discovered inputs, when one would be.
     pub restored_from: Option<Key>,
+    /// The entry serving this key when it is another key's (restored earlier
+    /// through discovered inputs).
+    pub served_by: Option<Key>,
     /// Every candidate of this key's structure key, with why it matches or not.
     pub candidates: Vec<CandidateVerdict>,
 }
@@ -448,6 +451,11 @@ impl Engine {
                 }
             })
             .collect();
+        let served_by = look
+            .serving
+            .as_ref()
+            .map(|e| e.key.clone())
+            .filter(|k| *k != look.key);
         let (fresh, reasons) = match (look.freshness, &look.restored) {
             (Freshness::Fresh, _) => (true, Vec::new()),
             (_, Some((_, why))) => (false, why.clone()),
@@ -465,6 +473,7 @@ impl Engine {
             reasons,
             used_inputs,
             restored_from: look.restored.map(|(m, _)| m.key),
+            served_by,
             candidates,
         })
     }
