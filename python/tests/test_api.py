@@ -99,6 +99,11 @@ def test_every_status_word_comes_through_as_the_enum(project):
     (root / "a.txt").write_text("edited\n")
     assert note(p.status(["first"]))["first"].status is Status.STALE
     assert note(p.build(["first"]))["first"].status is Status.REBUILT
+    # status takes build's arguments and says what that build would do.
+    forced = p.status(["first"], rebuild=["first"])["first"]
+    assert forced.status is Status.STALE
+    assert [r.kind for r in forced.reasons] == ["forced"]
+    assert p.status(["first"])["first"].status is Status.FRESH
     note(p.build(["depfile"]))
     (root / "b.txt").write_text("edited\n")
     restored = note(p.build(["depfile"]))["depfile"]

@@ -181,17 +181,19 @@ class Project:
         `eager` policy is true (not venvs, by default). Raises `BuildFailed` when a
         tier failed, `ConfigError` on a configuration or usage error.
         """
-        args = ["build", "--json"]
-        forced = _names(rebuild)
-        if forced:
-            args += ["--rebuild", ",".join(forced)]
-        if eager:
-            args.append("--eager")
-        return self._report([*args, "--", *_names(tiers)])
+        return self._report(_request("build", tiers, rebuild, eager))
 
-    def status(self, tiers: Iterable[str] | None = None) -> Report:
-        """What `build` would do, and why (statuses `stale`, `missing`…). Builds nothing."""
-        return self._report(["status", "--json", "--", *_names(tiers)])
+    def status(
+        self,
+        tiers: Iterable[str] | None = None,
+        *,
+        rebuild: str | Iterable[str] = (),
+        eager: bool = False,
+    ) -> Report:
+        """What `build` with the same arguments would do, and why (statuses `stale`,
+        `missing`…; `available_remotely` when the shared cache would restore it).
+        Builds nothing."""
+        return self._report(_request("status", tiers, rebuild, eager))
 
     def paths(self) -> dict[str, TierPath]:
         """The entry each tier last resolved to, by tier name. Computes no key."""
@@ -253,6 +255,21 @@ class Project:
                 raise TiersError(message, returncode=1, stderr=proc.stderr) from None
             raise BuildFailed(_parse_report(data), returncode=1, stderr=proc.stderr)
         return _parse_report(_parse_json(proc))
+
+
+def _request(
+    command: str,
+    tiers: Iterable[str] | None,
+    rebuild: str | Iterable[str],
+    eager: bool,
+) -> list[str]:
+    args = [command, "--json"]
+    forced = _names(rebuild)
+    if forced:
+        args += ["--rebuild", ",".join(forced)]
+    if eager:
+        args.append("--eager")
+    return [*args, "--", *_names(tiers)]
 
 
 def _names(names: str | Iterable[str] | None) -> list[str]:
