@@ -81,6 +81,25 @@ impl Backend for Pip {
         .args(job.index_args());
         job.run(pip).await
     }
+
+    /// `pip install --no-deps --force-reinstall -e .`: the project alone.
+    async fn reinstall_project(&self, job: &Job<'_>) -> Result<bool, VenvError> {
+        let mut pip = job.command(job.venv_python());
+        pip.args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--no-deps",
+            "--force-reinstall",
+            "-e",
+            &job.project_spec(),
+        ])
+        .args(job.index_args());
+        job.run(pip).await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

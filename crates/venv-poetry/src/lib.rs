@@ -107,6 +107,22 @@ impl Backend for Poetry {
         }
         job.run(install).await
     }
+
+    /// `poetry install --only-root`: the project alone, its locked dependencies left
+    /// as they are.
+    async fn reinstall_project(&self, job: &Job<'_>) -> Result<bool, VenvError> {
+        let poetry = &job
+            .tool
+            .expect("the poetry backend always has its tool")
+            .path;
+        let mut install = job.command(poetry);
+        install
+            .args(["install", "--only-root", "--no-interaction", "--no-ansi"])
+            .env("VIRTUAL_ENV", job.venv)
+            .env("PATH", path_with(&job.venv.join("bin")));
+        job.run(install).await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
