@@ -273,6 +273,35 @@ struct Resolved {
     doc: KeyDoc,
 }
 
+impl Resolved {
+    /// The backend's view of a build into `venv`.
+    fn job<'a>(&'a self, cx: &'a Context, options: &'a Options, venv: &'a Path) -> Job<'a> {
+        Job {
+            tier: cx.tier(),
+            project: cx.project(),
+            venv,
+            python: &self.python,
+            tool: self.tool.as_ref(),
+            manifests: &self.manifests,
+            options,
+            verbose: cx.verbose(),
+        }
+    }
+
+    /// The venv the backend left at `venv` passes the health check.
+    fn healthy(&self, cx: &Context, venv: &Path) -> Result<(), VenvError> {
+        match health::check(venv, &self.python) {
+            None => Ok(()),
+            Some(why) => Err(VenvError::Unhealthy {
+                tier: cx.tier().to_owned(),
+                backend: self.backend.name().to_owned(),
+                venv: venv.to_owned(),
+                why,
+            }),
+        }
+    }
+}
+
 impl VenvTier {
     /// A tier of `kind` bound to `backend`.
     pub fn fixed(spec: &TierSpec<'_>, kind: &str, backend: Arc<dyn Backend>) -> Result<Self> {
@@ -790,26 +819,9 @@ impl Tier for VenvTier {
             }
             .into());
         }
-        let job = Job {
-            tier: cx.tier(),
-            project: cx.project(),
-            venv: &entry.build_dir,
-            python: &r.python,
-            tool: r.tool.as_ref(),
-            manifests: &r.manifests,
-            options: &self.options,
-            verbose: cx.verbose(),
-        };
+        let job = r.job(cx, &self.options, &entry.build_dir);
         r.backend.install(&job).await?;
-        if let Some(why) = health::check(&entry.build_dir, &r.python) {
-            return Err(VenvError::Unhealthy {
-                tier: cx.tier().to_owned(),
-                backend: r.backend.name().to_owned(),
-                venv: entry.build_dir.clone(),
-                why,
-            }
-            .into());
-        }
+        r.healthy(cx, &entry.build_dir)?;
         let read = r.read.clone();
         let summary = match read.is_empty() {
             true => format!("installed with {}", r.backend.name()),
@@ -842,31 +854,14 @@ impl Tier for VenvTier {
             return Ok(None);
         }
         let changed = self.project_changes(cx, &entry.data)?;
-        let job = Job {
-            tier: cx.tier(),
-            project: cx.project(),
-            venv: &entry.dir,
-            python: &r.python,
-            tool: r.tool.as_ref(),
-            manifests: &r.manifests,
-            options: &self.options,
-            verbose: cx.verbose(),
-        };
+        let job = r.job(cx, &self.options, &entry.dir);
         if changed.is_empty() || !job.installs_project() {
             return Ok(None);
         }
         if !r.backend.reinstall_project(&job).await? {
             return Ok(None);
         }
-        if let Some(why) = health::check(&entry.dir, &r.python) {
-            return Err(VenvError::Unhealthy {
-                tier: cx.tier().to_owned(),
-                backend: r.backend.name().to_owned(),
-                venv: entry.dir.clone(),
-                why,
-            }
-            .into());
-        }
+        r.healthy(cx, &entry.dir)?;
         let read = r.read.clone();
         Ok(Some(BuildOutcome {
             summary: Some(format!(
