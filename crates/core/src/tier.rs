@@ -159,6 +159,29 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context outside the engine, for a kind's own tests and for tools that
+    /// drive one tier by hand: no upstream tiers, not verbose. `tier_root` holds
+    /// the tier's entries; `inputs` must be the project's, with the cache dir and
+    /// `tier_root` among its skipped directories.
+    pub fn new(
+        tier: impl Into<String>,
+        project: PathBuf,
+        cache_dir: PathBuf,
+        tier_root: PathBuf,
+        inputs: Arc<Inputs>,
+    ) -> Context {
+        Context {
+            tier: tier.into(),
+            project,
+            cache_dir,
+            tier_root,
+            inputs,
+            upstream: BTreeMap::new(),
+            verbose: false,
+            previous: Default::default(),
+        }
+    }
+
     /// The tier's name in `tiers.toml`.
     pub fn tier(&self) -> &str {
         &self.tier
