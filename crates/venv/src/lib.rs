@@ -363,16 +363,41 @@ impl VenvTier {
         Self::new(spec, kind, options, choice)
     }
 
+    /// A tier named `tier` of `kind` bound to `backend`, from options already read:
+    /// for embedders and tests that make a tier without a configuration file.
+    pub fn with_options(
+        tier: &str,
+        kind: &str,
+        options: Options,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self> {
+        let patterns = manifests::patterns(options.manifests.as_deref(), &options.extra_manifests);
+        if patterns.is_empty() {
+            return Err(tiers_core::Error::config(format!(
+                "tier `{tier}`: {NO_MANIFESTS}"
+            )));
+        }
+        Self::assemble(tier, kind, options, Choice::Fixed(backend), patterns)
+    }
+
     fn new(spec: &TierSpec<'_>, kind: &str, options: Options, choice: Choice) -> Result<Self> {
         let patterns = manifests::patterns(options.manifests.as_deref(), &options.extra_manifests);
         if patterns.is_empty() {
-            return Err(
-                spec.error("`manifests` is empty: a venv needs at least one manifest to key on")
-            );
+            return Err(spec.error(NO_MANIFESTS));
         }
+        Self::assemble(spec.name, kind, options, choice, patterns)
+    }
+
+    fn assemble(
+        tier: &str,
+        kind: &str,
+        options: Options,
+        choice: Choice,
+        patterns: Vec<String>,
+    ) -> Result<Self> {
         Ok(VenvTier {
             kind: kind.to_owned(),
-            spec: InputSpec::new(spec.name, &patterns, &[])?,
+            spec: InputSpec::new(tier, &patterns, &[])?,
             patterns,
             options,
             choice,
@@ -400,7 +425,7 @@ impl VenvTier {
             .into());
         }
         let readings = match self.options.key {
-            KeyMode::Dependencies => read_manifests(cx.tier(), cx.project(), &inputs)?,
+            KeyMode::Dependencies => read_manifests(cx.tier(), cx.project(), &inputs, &cache)?,
             KeyMode::Bytes => BTreeMap::new(),
         };
         let read = with_includes(backend.reads(&manifests, &self.options), &readings);
@@ -677,6 +702,8 @@ fn with_includes(mut read: Vec<String>, readings: &BTreeMap<String, Reading>) ->
     read
 }
 
+const NO_MANIFESTS: &str = "`manifests` is empty: a venv needs at least one manifest to key on";
+
 /// The manifest that holds the project's own metadata.
 const PROJECT_MANIFEST: &str = "pyproject.toml";
 
@@ -686,14 +713,18 @@ fn read_manifests(
     tier: &str,
     project: &Path,
     inputs: &InputSet,
+    cache: &ProbeCache,
 ) -> Result<BTreeMap<String, Reading>, VenvError> {
     let mut out = BTreeMap::new();
     let mut todo: Vec<String> = Vec::new();
     for (rel, digest) in inputs.iter() {
-        if deps::is_parsed(rel.rsplit('/').next().unwrap_or(rel)) {
-            todo.push(rel.to_owned());
-        } else {
+        if !deps::is_parsed(rel.rsplit('/').next().unwrap_or(rel)) {
             out.insert(rel.to_owned(), Reading::bytes(digest, None));
+        } else if let Some(kept) = cache.reading(rel, digest) {
+            todo.extend(kept.includes.iter().cloned());
+            out.insert(rel.to_owned(), kept);
+        } else {
+            todo.push(rel.to_owned());
         }
     }
     while let Some(rel) = todo.pop() {
@@ -702,7 +733,14 @@ fn read_manifests(
         }
         let path = project.join(&rel);
         let reading = match std::fs::read(&path) {
-            Ok(bytes) => deps::read(&rel, &bytes),
+            Ok(bytes) => {
+                let reading = deps::read(&rel, &bytes);
+                // Kept only when these are the bytes the input walk hashed.
+                if inputs.get(&rel) == Some(reading.file_digest.as_str()) {
+                    cache.keep_reading(&rel, &reading);
+                }
+                reading
+            }
             // An included file that is not there: the installer will say so.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Reading {
                 keyed_on: "missing".to_owned(),
