@@ -863,13 +863,20 @@ fn a_comment_or_a_tool_table_leaves_the_venv_and_explain_names_the_table() {
         "uncovered tables are not in the key document:\n{}",
         ex.stdout
     );
-    assert!(
-        ex.stderr.contains(
-            "`pyproject.toml`: [tool.pytest.ini_options] was added, [tool.ruff] changed; the key does not cover them"
-        ),
-        "{}",
-        ex.stderr
-    );
+    let note = "`pyproject.toml`: [tool.pytest.ini_options] was added, [tool.ruff] changed; the key does not cover them";
+    assert!(ex.stderr.contains(note), "{}", ex.stderr);
+    // What `tiers explain` prints once the engine asks the kind.
+    let by_hand = ByHand::new(&p, "venv-uv", tiers_venv_uv::backend());
+    let cx = by_hand.cx(&p);
+    let notes = by_hand
+        .rt
+        .block_on(tiers_core::Tier::uncovered_changes(
+            &by_hand.tier,
+            &cx,
+            &by_hand.entry,
+        ))
+        .unwrap();
+    assert_eq!(notes, [note]);
 }
 
 /// Issue 18: every edit of what the installer reads rebuilds, naming the table.
@@ -987,77 +994,170 @@ fn a_version_bump_is_named_and_installs_the_new_version() {
     assert_eq!(build(&p, &[]).status("venv"), "fresh");
 }
 
-/// What the engine runs through `Tier::update_in_place` for a version bump: the
-/// backend re-installs the project alone into the venv, its dependencies untouched.
-fn reinstall_alone(kind: &str, backend: std::sync::Arc<dyn tiers_venv::Backend>) {
-    let p = myproj_project(kind, "\"tinyb\"", "");
-    assert_eq!(build(&p, &[]).status("venv"), "built");
-    let venv = venv_path(&p);
-    let sentinel = venv.join("sentinel");
-    std::fs::write(&sentinel, "").unwrap();
-    let runs = std::fs::read_to_string(p.path("spy/uv.log"))
-        .unwrap_or_default()
-        .lines()
-        .count();
-    p.write("pyproject.toml", myproj("\"tinyb\"", "0.2", ""));
+/// A venv tier of `p` made by hand, with its current entry: what the engine hands a
+/// kind, for the calls the engine does not make yet (issue 18).
+struct ByHand {
+    tier: tiers_venv::VenvTier,
+    entry: tiers_core::Entry,
+    root: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
 
-    let m = marker(&p);
-    let python: tiers_venv::Interpreter =
-        serde_json::from_value(m["data"]["python"].clone()).unwrap();
-    let tool = tiers_venv::Tool {
-        path: p.path("spy/uv"),
-        version: m["data"]["tool"].as_str().unwrap_or_default().to_owned(),
-    };
-    let manifests = tiers_venv::Manifests::new(["pyproject.toml"]);
-    let options = tiers_venv::Options {
-        find_links: vec!["wheels".into()],
-        no_index: true,
-        ..tiers_venv::Options::default()
-    };
-    let job = tiers_venv::Job {
-        tier: "venv",
-        project: p.root(),
-        venv: &venv,
-        python: &python,
-        tool: Some(&tool),
-        manifests: &manifests,
-        options: &options,
-        verbose: false,
-    };
-    let done = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(backend.reinstall_project(&job));
-    assert!(matches!(done, Ok(true)), "{done:?}");
-    assert!(sentinel.exists(), "the venv is the same");
-    assert_eq!(myproj_version(&p), "0.2");
-    assert!(
-        imports(&p, "tinya") && imports(&p, "tinyb"),
-        "the dependencies stay"
-    );
-    if kind == "venv-uv" {
-        let log = p.read("spy/uv.log");
-        let new: Vec<&str> = log
-            .lines()
-            .skip(runs)
-            .filter(|l| *l != "--version")
-            .collect();
-        assert!(
-            new.len() == 1 && new[0].starts_with("pip install --no-deps --reinstall --python "),
-            "only the project is installed: {new:?}"
-        );
+impl ByHand {
+    /// `p`'s tier, configured as [`myproj_project`] configures it.
+    fn new(p: &Project, kind: &str, backend: std::sync::Arc<dyn tiers_venv::Backend>) -> ByHand {
+        let options = tiers_venv::Options {
+            find_links: vec!["wheels".into()],
+            no_index: true,
+            uv: (kind == "venv-uv").then(|| "spy/uv".into()),
+            ..tiers_venv::Options::default()
+        };
+        let tier = tiers_venv::VenvTier::with_options("venv", kind, options, backend).unwrap();
+        let root = p.cache_dir().join("venv");
+        let store = tiers_core::Store::new(&root);
+        let key = store.current().expect("a current entry");
+        let marker = store.marker(&key).unwrap().expect("its marker");
+        let dir = store.entry_dir(&key);
+        let entry = tiers_core::Entry {
+            key,
+            build_dir: dir.clone(),
+            dir,
+            doc: std::sync::Arc::new(marker.doc),
+            data: marker.data,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        ByHand {
+            tier,
+            entry,
+            root,
+            rt,
+        }
+    }
+
+    /// The engine's view of one run: inputs are hashed once per run.
+    fn cx(&self, p: &Project) -> tiers_core::Context {
+        let inputs = std::sync::Arc::new(tiers_core::Inputs::new(p.root(), vec![p.cache_dir()]));
+        tiers_core::Context::new(
+            "venv",
+            p.root().to_owned(),
+            p.cache_dir(),
+            self.root.clone(),
+            inputs,
+        )
     }
 }
 
-#[test]
-fn uv_reinstalls_the_project_alone() {
-    reinstall_alone("venv-uv", tiers_venv_uv::backend());
+/// The inode of `tinyb/__init__.py` in the venv: a re-install of the dependency
+/// writes a new file.
+fn tinyb_inode(p: &Project) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let file = py(p, "import tinyb; print(tinyb.__file__)");
+    std::fs::metadata(file).unwrap().ino()
+}
+
+/// Issue 18: what the engine does through `Tier::update_in_place` when the probe
+/// finds a venv of the same key stale: the tier re-installs the project alone
+/// (`--no-deps`), its dependencies untouched, and records the new metadata.
+fn update_in_place_reinstalls_the_project_alone(
+    kind: &str,
+    backend: std::sync::Arc<dyn tiers_venv::Backend>,
+) {
+    use tiers_core::{Freshness, Tier};
+
+    let p = myproj_project(kind, "\"tinyb\"", "");
+    // Built with the environment this process keys in: without `PIP_NO_INDEX`,
+    // an index variable pip's key holds (`find_links` and `no_index` are set).
+    let out = p
+        .cmd(&["build", "--json"])
+        .env("UV_OFFLINE", "1")
+        .env("PATH", wheels::tools_path())
+        .env_remove("VIRTUAL_ENV")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let venv = venv_path(&p);
+    std::fs::write(venv.join("sentinel"), "").unwrap();
+    let dependency = tinyb_inode(&p);
+    let runs = installer_runs(&p, "uv").len();
+
+    let by_hand = ByHand::new(&p, kind, backend);
+    let (tier, rt) = (&by_hand.tier, &by_hand.rt);
+    let mut entry = by_hand.entry.clone();
+
+    p.write("pyproject.toml", myproj("\"tinyb\"", "0.2", ""));
+    let cx = by_hand.cx(&p);
+    assert_eq!(
+        rt.block_on(tier.key(&cx)).unwrap().key(),
+        entry.key,
+        "the same key"
+    );
+    let Freshness::Stale(reasons) = rt.block_on(tier.probe(&cx, &entry)).unwrap() else {
+        panic!("a version bump makes the venv stale");
+    };
+    let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reasons,
+        ["the option `pyproject.toml: [project] version` changed from \"0.1\" to \"0.2\""]
+    );
+    let outcome = rt
+        .block_on(tier.update_in_place(&cx, &entry))
+        .unwrap()
+        .expect("updated in place");
+    let backend_name = kind.trim_start_matches("venv-");
+    assert_eq!(
+        outcome.summary.as_deref(),
+        Some(format!("re-installed the project alone with {backend_name} (its dependencies are unchanged)").as_str())
+    );
+    assert_eq!(outcome.data["project"]["[project] version"], "0.2");
+    assert_eq!(myproj_version(&p), "0.2", "the new version is the venv's");
+    assert!(venv.join("sentinel").exists(), "the same venv");
+    assert_eq!(
+        tinyb_inode(&p),
+        dependency,
+        "the dependency was not re-installed"
+    );
+    if kind == "venv-uv" {
+        let new = installer_runs(&p, "uv")[runs..].to_vec();
+        assert!(
+            new.len() == 1 && new[0].starts_with("pip install --no-deps --reinstall --python "),
+            "one uv run, for the project alone: {new:?}"
+        );
+    }
+    entry.data = outcome.data;
+    assert_eq!(
+        rt.block_on(tier.probe(&cx, &entry)).unwrap(),
+        Freshness::Fresh
+    );
+
+    // A dependency change is no update: the key changes.
+    p.write(
+        "pyproject.toml",
+        myproj("\"tinyb\", \"tinya==1.0\"", "0.3", ""),
+    );
+    let cx = by_hand.cx(&p);
+    assert_ne!(rt.block_on(tier.key(&cx)).unwrap().key(), entry.key);
+    assert!(rt
+        .block_on(tier.update_in_place(&cx, &entry))
+        .unwrap()
+        .is_none());
+    assert_eq!(myproj_version(&p), "0.2", "nothing was installed");
 }
 
 #[test]
-fn pip_reinstalls_the_project_alone() {
-    reinstall_alone("venv-pip", tiers_venv_pip::backend());
+fn uv_updates_a_version_bump_in_place() {
+    update_in_place_reinstalls_the_project_alone("venv-uv", tiers_venv_uv::backend());
+}
+
+#[test]
+fn pip_updates_a_version_bump_in_place() {
+    update_in_place_reinstalls_the_project_alone("venv-pip", tiers_venv_pip::backend());
 }
 
 /// Issue 18: a requirement file's comments are not requirements; a file it
@@ -1130,7 +1230,8 @@ fn a_pyproject_that_does_not_parse_is_keyed_on_its_bytes_and_says_why() {
         ex.stdout
     );
     assert!(
-        !ex.stdout.contains("option pyproject.toml: [project] dependencies ="),
+        !ex.stdout
+            .contains("option pyproject.toml: [project] dependencies ="),
         "{}",
         ex.stdout
     );
