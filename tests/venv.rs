@@ -1012,6 +1012,16 @@ impl ByHand {
             uv: (kind == "venv-uv").then(|| "spy/uv".into()),
             ..tiers_venv::Options::default()
         };
+        ByHand::with(p, kind, options, backend)
+    }
+
+    /// `p`'s tier of `kind` with `options` (those of its `tiers.toml`).
+    fn with(
+        p: &Project,
+        kind: &str,
+        options: tiers_venv::Options,
+        backend: std::sync::Arc<dyn tiers_venv::Backend>,
+    ) -> ByHand {
         let tier = tiers_venv::VenvTier::with_options("venv", kind, options, backend).unwrap();
         let root = p.cache_dir().join("venv");
         let store = tiers_core::Store::new(&root);
@@ -1158,6 +1168,69 @@ fn uv_updates_a_version_bump_in_place() {
 #[test]
 fn pip_updates_a_version_bump_in_place() {
     update_in_place_reinstalls_the_project_alone("venv-pip", tiers_venv_pip::backend());
+}
+
+/// A poetry package (`[tool.poetry] version`) with locked path dependencies.
+fn poetry_package(version: &str) -> String {
+    format!(
+        "[tool.poetry]\nname = \"myproj\"\nversion = \"{version}\"\ndescription = \"\"\nauthors = []\npackages = [{{ include = \"myproj\" }}]\n\n[tool.poetry.dependencies]\npython = \">=3.8\"\ntinyb = {{ path = \"wheels/tinyb-1.0-py3-none-any.whl\" }}\ntinya = {{ path = \"wheels/tinya-1.0-py3-none-any.whl\" }}\n\n[build-system]\nrequires = [\"poetry-core\"]\nbuild-backend = \"poetry.core.masonry.api\"\n"
+    )
+}
+
+#[test]
+fn poetry_updates_a_version_bump_in_place() {
+    use tiers_core::{Freshness, Tier};
+
+    let p = project()
+        .file("pyproject.toml", poetry_package("0.1"))
+        .file("myproj/__init__.py", "X = 1\n")
+        .file(
+            "tiers.toml",
+            "[tiers.venv]\nkind = \"venv-poetry\"\npoetry = \"spy/poetry\"\n",
+        )
+        .build();
+    wheelhouse(&p);
+    spy(&p, "poetry");
+    poetry_lock(&p);
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(myproj_version(&p), "0.1");
+    let dependency = tinyb_inode(&p);
+    let runs = installer_runs(&p, "poetry").len();
+
+    let options = tiers_venv::Options {
+        poetry: Some("spy/poetry".into()),
+        ..tiers_venv::Options::default()
+    };
+    let by_hand = ByHand::with(&p, "venv-poetry", options, tiers_venv_poetry::backend());
+    p.write("pyproject.toml", poetry_package("0.2"));
+    let cx = by_hand.cx(&p);
+    let (tier, entry) = (&by_hand.tier, &by_hand.entry);
+    assert_eq!(by_hand.rt.block_on(tier.key(&cx)).unwrap().key(), entry.key);
+    assert_eq!(
+        by_hand.rt.block_on(tier.probe(&cx, entry)).unwrap(),
+        Freshness::Stale(vec![tiers_core::Reason::OptionChanged {
+            name: "pyproject.toml: [tool.poetry] version".into(),
+            old: Some("0.1".into()),
+            new: Some("0.2".into()),
+        }])
+    );
+    let outcome = by_hand
+        .rt
+        .block_on(tier.update_in_place(&cx, entry))
+        .unwrap()
+        .expect("updated in place");
+    assert_eq!(outcome.data["project"]["[tool.poetry] version"], "0.2");
+    assert_eq!(myproj_version(&p), "0.2");
+    assert_eq!(
+        tinyb_inode(&p),
+        dependency,
+        "the dependency was not re-installed"
+    );
+    let new = installer_runs(&p, "poetry")[runs..].to_vec();
+    assert!(
+        new.len() == 1 && new[0].starts_with("install --no-interaction --no-ansi --only-root"),
+        "one poetry run, for the project alone: {new:?}"
+    );
 }
 
 /// Issue 18: a requirement file's comments are not requirements; a file it
