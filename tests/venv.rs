@@ -68,6 +68,13 @@ fn spy(p: &Project, name: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// `tiers build`, expecting the venv rebuilt for exactly `reasons`.
+fn expect_rebuilt(p: &Project, reasons: &[&str]) {
+    let run = build(p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt", "{}", run.stdout);
+    assert_eq!(run.reasons("venv"), reasons);
+}
+
 /// The commands the spy of `name` ran, version probes left out.
 fn installer_runs(p: &Project, name: &str) -> Vec<String> {
     p.read(&format!("spy/{name}.log"))
@@ -275,15 +282,13 @@ fn editing_a_manifest_rebuilds_and_going_back_reuses_the_earlier_venv() {
 
     // A third state: retention keeps two venvs, the one in use among them.
     p.write("requirements-dev.txt", "tinyb\n");
-    let run = build(&p, &[]);
-    assert_eq!(run.status("venv"), "rebuilt");
-    assert_eq!(
-        run.reasons("venv"),
-        [
+    expect_rebuilt(
+        &p,
+        &[
             "the option `requirements-dev.txt: keyed on` changed from nothing to \"its requirement lines\"",
             "the option `requirements-dev.txt: requirements` changed from nothing to [\"tinyb\"]",
             "the input `requirements-dev.txt` was added",
-        ]
+        ],
     );
     assert_eq!(entries(&p), 2);
     assert!(!first.exists(), "the least recently used venv went");
@@ -520,14 +525,12 @@ fn pip_installs_the_requirements_and_the_project_editable() {
     assert!(sentinel.exists(), "the venv was not rebuilt");
 
     p.write("requirements.txt", "tinyb\ntinya==1.0\n");
-    let run = build(&p, &[]);
-    assert_eq!(run.status("venv"), "rebuilt");
-    assert_eq!(
-        run.reasons("venv"),
-        [
+    expect_rebuilt(
+        &p,
+        &[
             "the option `requirements.txt: requirements` changed from [\"tinyb\"] to [\"tinyb\",\"tinya==1.0\"]",
             "the input `requirements.txt` changed",
-        ]
+        ],
     );
     assert_eq!(py(&p, "import mypkg, tinyb; print(mypkg.X)"), "2");
 }
@@ -554,20 +557,31 @@ fn poetry_lock(p: &Project) {
     );
 }
 
-#[test]
-fn poetry_installs_the_locked_dependencies_into_the_tiers_venv() {
-    let p = project()
-        .file("pyproject.toml", poetry_pyproject("1.0"))
-        .file("requirements-dev.txt", "nosuchpkg\n")
-        .file("app.py", "print('hello')\n")
-        .file(
-            "tiers.toml",
-            "[tiers.venv]\nkind = \"venv-poetry\"\npoetry = \"spy/poetry\"\n",
-        )
-        .build();
+/// A venv-poetry project of `pyproject` and `files`, locked, its poetry a spy.
+fn poetry_project(pyproject: &str, files: &[(&str, &str)]) -> Project {
+    let mut b = project().file("pyproject.toml", pyproject).file(
+        "tiers.toml",
+        "[tiers.venv]\nkind = \"venv-poetry\"\npoetry = \"spy/poetry\"\n",
+    );
+    for (path, text) in files {
+        b = b.file(path, text);
+    }
+    let p = b.build();
     wheelhouse(&p);
     spy(&p, "poetry");
     poetry_lock(&p);
+    p
+}
+
+#[test]
+fn poetry_installs_the_locked_dependencies_into_the_tiers_venv() {
+    let p = poetry_project(
+        &poetry_pyproject("1.0"),
+        &[
+            ("requirements-dev.txt", "nosuchpkg\n"),
+            ("app.py", "print('hello')\n"),
+        ],
+    );
 
     assert_eq!(build(&p, &[]).status("venv"), "built");
     assert_eq!(py(&p, "import tinyb, tinya; print(tinya.VERSION)"), "1.0");
@@ -1181,17 +1195,7 @@ fn poetry_package(version: &str) -> String {
 fn poetry_updates_a_version_bump_in_place() {
     use tiers_core::{Freshness, Tier};
 
-    let p = project()
-        .file("pyproject.toml", poetry_package("0.1"))
-        .file("myproj/__init__.py", "X = 1\n")
-        .file(
-            "tiers.toml",
-            "[tiers.venv]\nkind = \"venv-poetry\"\npoetry = \"spy/poetry\"\n",
-        )
-        .build();
-    wheelhouse(&p);
-    spy(&p, "poetry");
-    poetry_lock(&p);
+    let p = poetry_project(&poetry_package("0.1"), &[("myproj/__init__.py", "X = 1\n")]);
     assert_eq!(build(&p, &[]).status("venv"), "built");
     assert_eq!(myproj_version(&p), "0.1");
     let dependency = tinyb_inode(&p);
@@ -1264,14 +1268,12 @@ fn a_requirement_comment_leaves_the_venv_and_an_included_file_is_a_manifest() {
     );
 
     p.write("base.txt", "tinya==2.0\n");
-    let run = build(&p, &[]);
-    assert_eq!(run.status("venv"), "rebuilt");
-    assert_eq!(
-        run.reasons("venv"),
-        [
+    expect_rebuilt(
+        &p,
+        &[
             "the option `base.txt: requirements` changed from [\"tinya==1.0\"] to [\"tinya==2.0\"]",
             "the input `base.txt` changed",
-        ]
+        ],
     );
     assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "2.0");
 }

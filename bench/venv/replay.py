@@ -18,6 +18,7 @@ re-install once the engine calls it.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -204,6 +205,19 @@ def generate(root, uv, env):
     return repo
 
 
+@contextlib.contextmanager
+def workdir(keep):
+    """A temporary directory, removed at the end unless `keep`."""
+    root = tempfile.mkdtemp(prefix="tiers-venv-replay-")
+    try:
+        yield root
+    finally:
+        if keep:
+            print("project kept at", root)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tiers", required=True, help="the tiers binary")
@@ -216,8 +230,7 @@ def main():
     env = dict(os.environ, UV_OFFLINE="1")
     env.pop("VIRTUAL_ENV", None)
 
-    root = tempfile.mkdtemp(prefix="tiers-venv-replay-")
-    try:
+    with workdir(args.keep) as root:
         repo = generate(root, uv, env)
         commits = run(["git", "rev-list", "--reverse", "HEAD"], repo).stdout.split()
         byte_states, keys = set(), {"bytes": set(), "deps": set()}
@@ -258,11 +271,6 @@ def main():
         print("venv builds, dependency key           %3d" % builds["deps"])
         print("  of which the project's own metadata %3d  (a project-alone re-install with update_in_place)" % project_only)
         print("  full builds                         %3d" % (builds["deps"] - project_only))
-    finally:
-        if args.keep:
-            print("project kept at", root)
-        else:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
