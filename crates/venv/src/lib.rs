@@ -611,21 +611,10 @@ impl VenvTier {
         let Some(old) = data.get("project").and_then(|p| p.as_object()) else {
             return Ok(Vec::new());
         };
-        let path = cx.project().join(PROJECT_MANIFEST);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            // Gone: the key changed, and the lookup says so.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => {
-                return Err(VenvError::Manifest {
-                    tier: cx.tier().to_owned(),
-                    path,
-                    source,
-                }
-                .into())
-            }
+        // Gone: the key changed, and the lookup says so.
+        let Some(now) = reading_now(cx, PROJECT_MANIFEST)? else {
+            return Ok(Vec::new());
         };
-        let now = deps::read(PROJECT_MANIFEST, &bytes);
         if now.by_bytes {
             // Keyed on its bytes now: any change is a new key.
             return Ok(Vec::new());
@@ -656,13 +645,9 @@ impl VenvTier {
             if rec.get("bytes").and_then(|b| b.as_str()) == Some(digest.as_str()) {
                 continue;
             }
-            let path = cx.project().join(rel);
-            let bytes = std::fs::read(&path).map_err(|source| VenvError::Manifest {
-                tier: cx.tier().to_owned(),
-                path,
-                source,
-            })?;
-            let now = deps::read(rel, &bytes);
+            let Some(now) = reading_now(cx, rel)? else {
+                continue;
+            };
             let old: BTreeMap<String, String> = rec
                 .get("tables")
                 .and_then(|t| serde_json::from_value(t.clone()).ok())
@@ -706,6 +691,29 @@ const NO_MANIFESTS: &str = "`manifests` is empty: a venv needs at least one mani
 
 /// The manifest that holds the project's own metadata.
 const PROJECT_MANIFEST: &str = "pyproject.toml";
+
+/// How the key reads the project file `rel` now, `None` when it is gone: the kept
+/// reading while the stat cache's digest matches, else a parse.
+fn reading_now(cx: &Context, rel: &str) -> Result<Option<Reading>> {
+    let Some(digest) = cx.digest_of(rel)? else {
+        return Ok(None);
+    };
+    let cache = ProbeCache::new(cx.cache_dir());
+    if let Some(kept) = cache.reading(rel, &digest) {
+        return Ok(Some(kept));
+    }
+    let path = cx.project().join(rel);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(deps::read(rel, &bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(VenvError::Manifest {
+            tier: cx.tier().to_owned(),
+            path,
+            source,
+        }
+        .into()),
+    }
+}
 
 /// How the key reads each manifest in `inputs`, and each file their `-r`/`-c`
 /// lines include (a manifest too, whatever its name).
@@ -839,9 +847,13 @@ impl Tier for VenvTier {
         if !changed.is_empty() {
             return Ok(Freshness::Stale(changed));
         }
+        // Only said with `-v`: a note that cannot be made fails nothing.
         if tracing::enabled!(tracing::Level::DEBUG) {
-            for note in self.uncovered_notes(cx, &entry.data)? {
-                tracing::debug!(tier = cx.tier(), "{note}");
+            match self.uncovered_notes(cx, &entry.data) {
+                Ok(notes) => notes
+                    .iter()
+                    .for_each(|note| tracing::debug!(tier = cx.tier(), "{note}")),
+                Err(e) => tracing::debug!(tier = cx.tier(), "cannot tell what changed: {e}"),
             }
         }
         Ok(Freshness::Fresh)
