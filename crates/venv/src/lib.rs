@@ -14,7 +14,9 @@
 //! venv. Its own installed metadata (version, scripts, entry points) is not in the
 //! key either: the entry records it, [`Tier::probe`] compares, and a change re-installs
 //! the project alone into the venv ([`Tier::update_in_place`], `--no-deps`).
-//! `key = "bytes"` keys on every byte of every manifest instead. The interpreter and installer are probed once per binary and the answers kept
+//! `key = "bytes"` keys on every byte of every manifest instead.
+//!
+//! The interpreter and installer are probed once per binary and the answers kept
 //! on the binaries' stat data ([`probe`]), so a warm check runs no process. Venvs are
 //! not relocatable: a venv is built in its entry directory under the key's lock, and a
 //! hit re-checks its health cheaply ([`health`]).
