@@ -1038,12 +1038,11 @@ impl ByHand {
     ) -> ByHand {
         let tier = tiers_venv::VenvTier::with_options("venv", kind, options, backend).unwrap();
         let root = p.cache_dir().join("venv");
-        let store = tiers_core::Store::new(&root);
-        let key = store.current().expect("a current entry");
-        let marker = store.marker(&key).unwrap().expect("its marker");
-        let dir = store.entry_dir(&key);
+        // The entry `paths` reports, read from its marker as the engine reads it.
+        let dir = venv_path(p);
+        let marker: tiers_core::Marker = serde_json::from_value(marker(p)).unwrap();
         let entry = tiers_core::Entry {
-            key,
+            key: marker.key,
             build_dir: dir.clone(),
             dir,
             doc: std::sync::Arc::new(marker.doc),
