@@ -68,6 +68,13 @@ fn spy(p: &Project, name: &str) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// `tiers build`, expecting the venv rebuilt for exactly `reasons`.
+fn expect_rebuilt(p: &Project, reasons: &[&str]) {
+    let run = build(p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt", "{}", run.stdout);
+    assert_eq!(run.reasons("venv"), reasons);
+}
+
 /// The commands the spy of `name` ran, version probes left out.
 fn installer_runs(p: &Project, name: &str) -> Vec<String> {
     p.read(&format!("spy/{name}.log"))
@@ -243,13 +250,14 @@ fn editing_a_manifest_rebuilds_and_going_back_reuses_the_earlier_venv() {
     p.write("requirements.txt", "tinya==1.0\ntinyb\n");
     let st = status(&p);
     assert_eq!(st.status("venv"), "stale");
-    assert_eq!(st.reasons("venv"), ["the input `requirements.txt` changed"]);
+    let changed = [
+        "the option `requirements.txt: requirements` changed from [\"tinya==1.0\"] to [\"tinya==1.0\",\"tinyb\"]",
+        "the input `requirements.txt` changed",
+    ];
+    assert_eq!(st.reasons("venv"), changed);
     let run = build(&p, &[]);
     assert_eq!(run.status("venv"), "rebuilt");
-    assert_eq!(
-        run.reasons("venv"),
-        ["the input `requirements.txt` changed"]
-    );
+    assert_eq!(run.reasons("venv"), changed);
     let second = venv_path(&p);
     assert_ne!(first, second);
     assert!(
@@ -274,11 +282,13 @@ fn editing_a_manifest_rebuilds_and_going_back_reuses_the_earlier_venv() {
 
     // A third state: retention keeps two venvs, the one in use among them.
     p.write("requirements-dev.txt", "tinyb\n");
-    let run = build(&p, &[]);
-    assert_eq!(run.status("venv"), "rebuilt");
-    assert_eq!(
-        run.reasons("venv"),
-        ["the input `requirements-dev.txt` was added"]
+    expect_rebuilt(
+        &p,
+        &[
+            "the option `requirements-dev.txt: keyed on` changed from nothing to \"its requirement lines\"",
+            "the option `requirements-dev.txt: requirements` changed from nothing to [\"tinyb\"]",
+            "the input `requirements-dev.txt` was added",
+        ],
     );
     assert_eq!(entries(&p), 2);
     assert!(!first.exists(), "the least recently used venv went");
@@ -500,12 +510,27 @@ fn pip_installs_the_requirements_and_the_project_editable() {
     assert_eq!(build(&p, &["--eager"]).status("venv"), "fresh");
     assert_eq!(py(&p, "import mypkg; print(mypkg.X)"), "2");
 
+    // Issue 18: a comment and a test-runner table are not what pip reads. A file
+    // planted in the venv shows it was not rebuilt.
+    let sentinel = venv_path(&p).join("sentinel");
+    std::fs::write(&sentinel, "").unwrap();
+    p.write(
+        "pyproject.toml",
+        format!(
+            "# myproj\n{}\n[tool.pytest.ini_options]\naddopts = \"-q\"\n",
+            p.read("pyproject.toml")
+        ),
+    );
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+    assert!(sentinel.exists(), "the venv was not rebuilt");
+
     p.write("requirements.txt", "tinyb\ntinya==1.0\n");
-    let run = build(&p, &[]);
-    assert_eq!(run.status("venv"), "rebuilt");
-    assert_eq!(
-        run.reasons("venv"),
-        ["the input `requirements.txt` changed"]
+    expect_rebuilt(
+        &p,
+        &[
+            "the option `requirements.txt: requirements` changed from [\"tinyb\"] to [\"tinyb\",\"tinya==1.0\"]",
+            "the input `requirements.txt` changed",
+        ],
     );
     assert_eq!(py(&p, "import mypkg, tinyb; print(mypkg.X)"), "2");
 }
@@ -532,20 +557,31 @@ fn poetry_lock(p: &Project) {
     );
 }
 
-#[test]
-fn poetry_installs_the_locked_dependencies_into_the_tiers_venv() {
-    let p = project()
-        .file("pyproject.toml", poetry_pyproject("1.0"))
-        .file("requirements-dev.txt", "nosuchpkg\n")
-        .file("app.py", "print('hello')\n")
-        .file(
-            "tiers.toml",
-            "[tiers.venv]\nkind = \"venv-poetry\"\npoetry = \"spy/poetry\"\n",
-        )
-        .build();
+/// A venv-poetry project of `pyproject` and `files`, locked, its poetry a spy.
+fn poetry_project(pyproject: &str, files: &[(&str, &str)]) -> Project {
+    let mut b = project().file("pyproject.toml", pyproject).file(
+        "tiers.toml",
+        "[tiers.venv]\nkind = \"venv-poetry\"\npoetry = \"spy/poetry\"\n",
+    );
+    for (path, text) in files {
+        b = b.file(path, text);
+    }
+    let p = b.build();
     wheelhouse(&p);
     spy(&p, "poetry");
     poetry_lock(&p);
+    p
+}
+
+#[test]
+fn poetry_installs_the_locked_dependencies_into_the_tiers_venv() {
+    let p = poetry_project(
+        &poetry_pyproject("1.0"),
+        &[
+            ("requirements-dev.txt", "nosuchpkg\n"),
+            ("app.py", "print('hello')\n"),
+        ],
+    );
 
     assert_eq!(build(&p, &[]).status("venv"), "built");
     assert_eq!(py(&p, "import tinyb, tinya; print(tinya.VERSION)"), "1.0");
@@ -566,16 +602,35 @@ fn poetry_installs_the_locked_dependencies_into_the_tiers_venv() {
     assert_eq!(build(&p, &["--eager"]).status("venv"), "fresh");
     assert_eq!(installer_runs(&p, "poetry").len(), 1);
 
+    // Issue 18: tables poetry does not read, and comments, leave the venv.
+    p.write(
+        "pyproject.toml",
+        format!(
+            "# linters\n{}\n[tool.ruff]\nline-length = 99\n",
+            poetry_pyproject("1.0")
+        ),
+    );
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+    assert_eq!(installer_runs(&p, "poetry").len(), 1);
+
     p.write("pyproject.toml", poetry_pyproject("2.0"));
     poetry_lock(&p);
     let run = build(&p, &[]);
     assert_eq!(run.status("venv"), "rebuilt");
+    let reasons = run.reasons("venv");
     assert_eq!(
-        run.reasons("venv"),
+        reasons[1..],
         [
             "the input `poetry.lock` changed",
             "the input `pyproject.toml` changed"
         ]
+    );
+    assert!(
+        reasons.len() == 3
+            && reasons[0]
+                .starts_with("the option `pyproject.toml: [tool.poetry] dependencies` changed")
+            && reasons[0].contains("tinya-2.0-py3-none-any.whl"),
+        "{reasons:?}"
     );
     assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "2.0");
 }
@@ -746,4 +801,545 @@ fn a_venv_directory_without_its_marker_is_debris_and_is_rebuilt() {
     assert_eq!(venv_path(&p), planned);
     assert!(!planned.join("lib/half-installed.py").exists());
     assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "1.0");
+}
+
+/// `pyproject.toml` of `myproj`, installed editable by the tiny backend.
+fn myproj(deps: &str, version: &str, tail: &str) -> String {
+    format!(
+        "[project]\nname = \"myproj\"\nversion = \"{version}\"\nrequires-python = \">=3.8\"\ndependencies = [{deps}]\n\n[build-system]\nrequires = []\nbuild-backend = \"tiny_backend\"\nbackend-path = [\"_backend\"]\n{tail}"
+    )
+}
+
+/// A `myproj` project with a tier of `kind` installing from the test wheels; uv,
+/// when it runs, is a spy.
+fn myproj_project(kind: &str, deps: &str, tail: &str) -> Project {
+    let uv = if kind == "venv-uv" {
+        "uv = \"spy/uv\"\n"
+    } else {
+        ""
+    };
+    let p = project()
+        .file("pyproject.toml", myproj(deps, "0.1", tail))
+        .file("_backend/tiny_backend.py", wheels::TINY_BACKEND)
+        .file("myproj/__init__.py", "X = 1\n")
+        .file(
+            "tiers.toml",
+            format!(
+                "[tiers.venv]\nkind = \"{kind}\"\nfind_links = [\"wheels\"]\nno_index = true\n{uv}"
+            ),
+        )
+        .build();
+    wheelhouse(&p);
+    spy(&p, "uv");
+    p
+}
+
+/// The installed version of `myproj`, from the venv's metadata.
+fn myproj_version(p: &Project) -> String {
+    py(
+        p,
+        "import importlib.metadata as m; print(m.version('myproj'))",
+    )
+}
+
+/// Issue 18: the key covers what installers read; a comment or a linter's table
+/// is not that, and `explain` says which tables changed outside the key.
+#[test]
+fn a_comment_or_a_tool_table_leaves_the_venv_and_explain_names_the_table() {
+    let p = myproj_project(
+        "venv-uv",
+        "\"tinya==1.0\"",
+        "\n[tool.ruff]\nline-length = 100\n",
+    );
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    let runs = installer_runs(&p, "uv").len();
+    let key = status(&p).tier("venv")["key"].clone();
+
+    let edited = p
+        .read("pyproject.toml")
+        .replace("[project]\n", "# what we ship\n[project]\n")
+        .replace("line-length = 100", "line-length = 120  # wider")
+        + "\n[tool.pytest.ini_options]\naddopts = \"-q\"\n";
+    p.write("pyproject.toml", edited);
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "fresh", "{}", st.stdout);
+    assert_eq!(st.tier("venv")["key"], key, "the key is unchanged");
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+    assert_eq!(installer_runs(&p, "uv").len(), runs, "no installer ran");
+
+    let ex = tiers(&p, &["-v", "explain", "venv"]).expect_code(0);
+    assert!(
+        ex.stdout.contains("fresh: nothing changed"),
+        "{}",
+        ex.stdout
+    );
+    for line in [
+        "option pyproject.toml: keyed on = \"its dependency tables\"",
+        "option pyproject.toml: [project] dependencies = [\"tinya==1.0\"]",
+        "option pyproject.toml: [build-system] = {\"backend-path\":[\"_backend\"],\"build-backend\":\"tiny_backend\",\"requires\":[]}",
+    ] {
+        assert!(ex.stdout.contains(line), "no `{line}` in:\n{}", ex.stdout);
+    }
+    assert!(
+        !ex.stdout.contains("tool.ruff"),
+        "uncovered tables are not in the key document:\n{}",
+        ex.stdout
+    );
+    let note = "`pyproject.toml`: [tool.pytest.ini_options] was added, [tool.ruff] changed; the key does not cover them";
+    assert!(ex.stderr.contains(note), "{}", ex.stderr);
+    // What `tiers explain` prints once the engine asks the kind.
+    let by_hand = ByHand::new(&p, "venv-uv", tiers_venv_uv::backend());
+    let cx = by_hand.cx(&p);
+    let notes = by_hand
+        .rt
+        .block_on(tiers_core::Tier::uncovered_changes(
+            &by_hand.tier,
+            &cx,
+            &by_hand.entry,
+        ))
+        .unwrap();
+    assert_eq!(notes, [note]);
+}
+
+/// Issue 18: every edit of what the installer reads rebuilds, naming the table.
+#[test]
+fn each_dependency_edit_rebuilds_naming_its_table() {
+    let p = myproj_project("venv-uv", "\"tinya==1.0\"", "");
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert!(!imports(&p, "tinyb"));
+    let edits: &[(&str, &str, &str, &str)] = &[
+        (
+            "a dependency added",
+            "\"tinya==1.0\"]",
+            "\"tinya==1.0\", \"tinyb\"]",
+            "[project] dependencies",
+        ),
+        (
+            "a specifier changed",
+            "\"tinya==1.0\",",
+            "\"tinya==2.0\",",
+            "[project] dependencies",
+        ),
+        (
+            "requires-python",
+            "\">=3.8\"",
+            "\">=3.9\"",
+            "[project] requires-python",
+        ),
+        (
+            "an extra",
+            "\n[build-system]",
+            "\n[project.optional-dependencies]\ntest = [\"tinyb\"]\n\n[build-system]",
+            "[project] optional-dependencies",
+        ),
+        (
+            "a group",
+            "[build-system]",
+            "[dependency-groups]\ndev = [\"tinyb\"]\n\n[build-system]",
+            "[dependency-groups]",
+        ),
+    ];
+    let mut runs = installer_runs(&p, "uv").len();
+    for (what, from, to, table) in edits {
+        let text = p.read("pyproject.toml");
+        assert!(text.contains(from), "{what}: no `{from}` in:\n{text}");
+        p.write("pyproject.toml", text.replacen(from, to, 1));
+        let run = build(&p, &[]);
+        assert_eq!(run.status("venv"), "rebuilt", "{what}: {}", run.stdout);
+        let reasons = run.reasons("venv");
+        let named = format!("the option `pyproject.toml: {table}` changed from ");
+        assert!(
+            reasons.iter().any(|r| r.starts_with(&named))
+                && reasons.contains(&"the input `pyproject.toml` changed".to_owned()),
+            "{what}: {reasons:?}"
+        );
+        let now = installer_runs(&p, "uv").len();
+        assert_eq!(
+            now,
+            runs + 2,
+            "{what}: a full rebuild (uv venv, uv pip install)"
+        );
+        runs = now;
+    }
+    assert_eq!(py(&p, "import tinya, tinyb; print(tinya.VERSION)"), "2.0");
+
+    // An index: what uv resolves from changes (not built: it is not reachable).
+    p.write(
+        "pyproject.toml",
+        p.read("pyproject.toml")
+            + "\n[[tool.uv.index]]\nname = \"mirror\"\nurl = \"https://mirror.invalid/simple\"\n",
+    );
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "stale");
+    assert!(
+        st.reasons("venv").iter().any(|r| r.starts_with(
+            "the option `pyproject.toml: [tool.uv] index` changed from nothing to [{"
+        )),
+        "{:?}",
+        st.reasons("venv")
+    );
+}
+
+/// Issue 18: a version bump is the project's own metadata, not a dependency change.
+#[test]
+fn a_version_bump_is_named_and_installs_the_new_version() {
+    let p = myproj_project("venv-uv", "\"tinya==1.0\"", "");
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(myproj_version(&p), "0.1");
+    let key = status(&p).tier("venv")["key"].clone();
+    let venv = venv_path(&p);
+
+    p.write("pyproject.toml", myproj("\"tinya==1.0\"", "0.2", ""));
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "stale");
+    assert_eq!(
+        st.tier("venv")["key"],
+        key,
+        "the dependencies key is unchanged"
+    );
+    let bumped = ["the option `pyproject.toml: [project] version` changed from \"0.1\" to \"0.2\""];
+    assert_eq!(st.reasons("venv"), bumped);
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    assert_eq!(run.reasons("venv"), bumped);
+    assert_eq!(venv_path(&p), venv, "the same entry");
+    assert_eq!(myproj_version(&p), "0.2");
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+
+    // Without the project installed, its version is not the venv's business.
+    p.write(
+        "tiers.toml",
+        format!("{}install_project = false\n", p.read("tiers.toml")),
+    );
+    assert_eq!(build(&p, &[]).status("venv"), "rebuilt");
+    p.write("pyproject.toml", myproj("\"tinya==1.0\"", "0.3", ""));
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+}
+
+/// A venv tier of `p` made by hand, with its current entry: what the engine hands a
+/// kind, for the calls the engine does not make yet (issue 18).
+struct ByHand {
+    tier: tiers_venv::VenvTier,
+    entry: tiers_core::Entry,
+    root: PathBuf,
+    rt: tokio::runtime::Runtime,
+}
+
+impl ByHand {
+    /// `p`'s tier, configured as [`myproj_project`] configures it.
+    fn new(p: &Project, kind: &str, backend: std::sync::Arc<dyn tiers_venv::Backend>) -> ByHand {
+        let options = tiers_venv::Options {
+            find_links: vec!["wheels".into()],
+            no_index: true,
+            uv: (kind == "venv-uv").then(|| "spy/uv".into()),
+            ..tiers_venv::Options::default()
+        };
+        ByHand::with(p, kind, options, backend)
+    }
+
+    /// `p`'s tier of `kind` with `options` (those of its `tiers.toml`).
+    fn with(
+        p: &Project,
+        kind: &str,
+        options: tiers_venv::Options,
+        backend: std::sync::Arc<dyn tiers_venv::Backend>,
+    ) -> ByHand {
+        let tier = tiers_venv::VenvTier::with_options("venv", kind, options, backend).unwrap();
+        let root = p.cache_dir().join("venv");
+        // The entry `paths` reports, read from its marker as the engine reads it.
+        let dir = venv_path(p);
+        let marker: tiers_core::Marker = serde_json::from_value(marker(p)).unwrap();
+        let entry = tiers_core::Entry {
+            key: marker.key,
+            build_dir: dir.clone(),
+            dir,
+            doc: std::sync::Arc::new(marker.doc),
+            data: marker.data,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        ByHand {
+            tier,
+            entry,
+            root,
+            rt,
+        }
+    }
+
+    /// The engine's view of one run: inputs are hashed once per run.
+    fn cx(&self, p: &Project) -> tiers_core::Context {
+        let inputs = std::sync::Arc::new(tiers_core::Inputs::new(p.root(), vec![p.cache_dir()]));
+        tiers_core::Context::new(
+            "venv",
+            p.root().to_owned(),
+            p.cache_dir(),
+            self.root.clone(),
+            inputs,
+        )
+    }
+}
+
+/// The inode of `tinyb/__init__.py` in the venv: a re-install of the dependency
+/// writes a new file.
+fn tinyb_inode(p: &Project) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let file = py(p, "import tinyb; print(tinyb.__file__)");
+    std::fs::metadata(file).unwrap().ino()
+}
+
+/// Issue 18: what the engine does through `Tier::update_in_place` when the probe
+/// finds a venv of the same key stale: the tier re-installs the project alone
+/// (`--no-deps`), its dependencies untouched, and records the new metadata.
+fn update_in_place_reinstalls_the_project_alone(
+    kind: &str,
+    backend: std::sync::Arc<dyn tiers_venv::Backend>,
+) {
+    use tiers_core::{Freshness, Tier};
+
+    let p = myproj_project(kind, "\"tinyb\"", "");
+    // Built with the environment this process keys in: without `PIP_NO_INDEX`,
+    // an index variable pip's key holds (`find_links` and `no_index` are set).
+    let out = p
+        .cmd(&["build", "--json"])
+        .env("UV_OFFLINE", "1")
+        .env("PATH", wheels::tools_path())
+        .env_remove("VIRTUAL_ENV")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let venv = venv_path(&p);
+    std::fs::write(venv.join("sentinel"), "").unwrap();
+    let dependency = tinyb_inode(&p);
+    let runs = installer_runs(&p, "uv").len();
+
+    let by_hand = ByHand::new(&p, kind, backend);
+    let (tier, rt) = (&by_hand.tier, &by_hand.rt);
+    let mut entry = by_hand.entry.clone();
+
+    p.write("pyproject.toml", myproj("\"tinyb\"", "0.2", ""));
+    let cx = by_hand.cx(&p);
+    assert_eq!(
+        rt.block_on(tier.key(&cx)).unwrap().key(),
+        entry.key,
+        "the same key"
+    );
+    let Freshness::Stale(reasons) = rt.block_on(tier.probe(&cx, &entry)).unwrap() else {
+        panic!("a version bump makes the venv stale");
+    };
+    let reasons: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        reasons,
+        ["the option `pyproject.toml: [project] version` changed from \"0.1\" to \"0.2\""]
+    );
+    let outcome = rt
+        .block_on(tier.update_in_place(&cx, &entry))
+        .unwrap()
+        .expect("updated in place");
+    let backend_name = kind.trim_start_matches("venv-");
+    assert_eq!(
+        outcome.summary.as_deref(),
+        Some(format!("re-installed the project alone with {backend_name} (its dependencies are unchanged)").as_str())
+    );
+    assert_eq!(outcome.data["project"]["[project] version"], "0.2");
+    assert_eq!(myproj_version(&p), "0.2", "the new version is the venv's");
+    assert!(venv.join("sentinel").exists(), "the same venv");
+    assert_eq!(
+        tinyb_inode(&p),
+        dependency,
+        "the dependency was not re-installed"
+    );
+    if kind == "venv-uv" {
+        let new = installer_runs(&p, "uv")[runs..].to_vec();
+        assert!(
+            new.len() == 1 && new[0].starts_with("pip install --no-deps --reinstall --python "),
+            "one uv run, for the project alone: {new:?}"
+        );
+    }
+    entry.data = outcome.data;
+    assert_eq!(
+        rt.block_on(tier.probe(&cx, &entry)).unwrap(),
+        Freshness::Fresh
+    );
+
+    // A dependency change is no update: the key changes.
+    p.write(
+        "pyproject.toml",
+        myproj("\"tinyb\", \"tinya==1.0\"", "0.3", ""),
+    );
+    let cx = by_hand.cx(&p);
+    assert_ne!(rt.block_on(tier.key(&cx)).unwrap().key(), entry.key);
+    assert!(rt
+        .block_on(tier.update_in_place(&cx, &entry))
+        .unwrap()
+        .is_none());
+    assert_eq!(myproj_version(&p), "0.2", "nothing was installed");
+}
+
+#[test]
+fn uv_updates_a_version_bump_in_place() {
+    update_in_place_reinstalls_the_project_alone("venv-uv", tiers_venv_uv::backend());
+}
+
+#[test]
+fn pip_updates_a_version_bump_in_place() {
+    update_in_place_reinstalls_the_project_alone("venv-pip", tiers_venv_pip::backend());
+}
+
+/// A poetry package (`[tool.poetry] version`) with locked path dependencies.
+fn poetry_package(version: &str) -> String {
+    format!(
+        "[tool.poetry]\nname = \"myproj\"\nversion = \"{version}\"\ndescription = \"\"\nauthors = []\npackages = [{{ include = \"myproj\" }}]\n\n[tool.poetry.dependencies]\npython = \">=3.8\"\ntinyb = {{ path = \"wheels/tinyb-1.0-py3-none-any.whl\" }}\ntinya = {{ path = \"wheels/tinya-1.0-py3-none-any.whl\" }}\n\n[build-system]\nrequires = [\"poetry-core\"]\nbuild-backend = \"poetry.core.masonry.api\"\n"
+    )
+}
+
+#[test]
+fn poetry_updates_a_version_bump_in_place() {
+    use tiers_core::{Freshness, Tier};
+
+    let p = poetry_project(&poetry_package("0.1"), &[("myproj/__init__.py", "X = 1\n")]);
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(myproj_version(&p), "0.1");
+    let dependency = tinyb_inode(&p);
+    let runs = installer_runs(&p, "poetry").len();
+
+    let options = tiers_venv::Options {
+        poetry: Some("spy/poetry".into()),
+        ..tiers_venv::Options::default()
+    };
+    let by_hand = ByHand::with(&p, "venv-poetry", options, tiers_venv_poetry::backend());
+    p.write("pyproject.toml", poetry_package("0.2"));
+    let cx = by_hand.cx(&p);
+    let (tier, entry) = (&by_hand.tier, &by_hand.entry);
+    assert_eq!(by_hand.rt.block_on(tier.key(&cx)).unwrap().key(), entry.key);
+    assert_eq!(
+        by_hand.rt.block_on(tier.probe(&cx, entry)).unwrap(),
+        Freshness::Stale(vec![tiers_core::Reason::OptionChanged {
+            name: "pyproject.toml: [tool.poetry] version".into(),
+            old: Some("0.1".into()),
+            new: Some("0.2".into()),
+        }])
+    );
+    let outcome = by_hand
+        .rt
+        .block_on(tier.update_in_place(&cx, entry))
+        .unwrap()
+        .expect("updated in place");
+    assert_eq!(outcome.data["project"]["[tool.poetry] version"], "0.2");
+    assert_eq!(myproj_version(&p), "0.2");
+    assert_eq!(
+        tinyb_inode(&p),
+        dependency,
+        "the dependency was not re-installed"
+    );
+    let new = installer_runs(&p, "poetry")[runs..].to_vec();
+    assert!(
+        new.len() == 1 && new[0].starts_with("install --no-interaction --no-ansi --only-root"),
+        "one poetry run, for the project alone: {new:?}"
+    );
+}
+
+/// Issue 18: a requirement file's comments are not requirements; a file it
+/// includes with `-r` is a manifest.
+#[test]
+fn a_requirement_comment_leaves_the_venv_and_an_included_file_is_a_manifest() {
+    let p = uv_project("-r base.txt\n", "");
+    p.write("base.txt", "tinya==1.0\n");
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "1.0");
+    let m = marker(&p);
+    assert_eq!(
+        m["used_inputs"],
+        serde_json::json!(["base.txt", "requirements.txt"])
+    );
+    let runs = installer_runs(&p, "uv").len();
+
+    p.write(
+        "requirements.txt",
+        "# pinned in base.txt\n-r base.txt   # the base\n\n",
+    );
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+    assert_eq!(installer_runs(&p, "uv").len(), runs);
+    let ex = tiers(&p, &["-v", "explain", "venv"]).expect_code(0);
+    assert!(
+        ex.stderr.contains(
+            "`requirements.txt` changed only in comments, blank lines or formatting, which the key does not cover"
+        ),
+        "{}",
+        ex.stderr
+    );
+
+    p.write("base.txt", "tinya==2.0\n");
+    expect_rebuilt(
+        &p,
+        &[
+            "the option `base.txt: requirements` changed from [\"tinya==1.0\"] to [\"tinya==2.0\"]",
+            "the input `base.txt` changed",
+        ],
+    );
+    assert_eq!(py(&p, "import tinya; print(tinya.VERSION)"), "2.0");
+}
+
+/// Issue 18: a pyproject.toml that does not parse is keyed on its bytes, and the
+/// key document says why.
+#[test]
+fn a_pyproject_that_does_not_parse_is_keyed_on_its_bytes_and_says_why() {
+    let p = myproj_project("venv-uv", "\"tinya==1.0\"", "");
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    p.write(
+        "pyproject.toml",
+        p.read("pyproject.toml") + "\n[tool.ruff\n",
+    );
+    let st = status(&p);
+    assert_eq!(st.status("venv"), "stale");
+    let reasons = st.reasons("venv");
+    assert!(
+        reasons.iter().any(|r| r.starts_with(
+            "the option `pyproject.toml: keyed on` changed from \"its dependency tables\" to \"its bytes: it does not parse as TOML ("
+        )),
+        "{reasons:?}"
+    );
+    let ex = tiers(&p, &["explain", "venv"]).expect_code(0);
+    assert!(
+        ex.stdout
+            .contains("option pyproject.toml: keyed on = \"its bytes: it does not parse as TOML ("),
+        "{}",
+        ex.stdout
+    );
+    assert!(
+        !ex.stdout
+            .contains("option pyproject.toml: [project] dependencies ="),
+        "{}",
+        ex.stdout
+    );
+}
+
+/// Issue 18: `key = "bytes"` keys on every byte, as tiers did before.
+#[test]
+fn key_bytes_rebuilds_for_any_byte() {
+    let p = uv_project("tinya==1.0\n", "key = \"bytes\"\n");
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    p.write("requirements.txt", "# a comment\ntinya==1.0\n");
+    let run = build(&p, &[]);
+    assert_eq!(run.status("venv"), "rebuilt");
+    assert_eq!(
+        run.reasons("venv"),
+        ["the input `requirements.txt` changed"]
+    );
+
+    p.write(
+        "tiers.toml",
+        p.read("tiers.toml").replace("\"bytes\"", "\"words\""),
+    );
+    let bad = tiers(&p, &["status"]).expect_code(2);
+    assert!(
+        bad.stderr.contains("words") && bad.stderr.contains("key"),
+        "{}",
+        bad.stderr
+    );
 }

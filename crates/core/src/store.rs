@@ -388,6 +388,20 @@ impl Store {
         Ok(dir)
     }
 
+    /// Take the marker of an entry built in place away before it is updated in
+    /// place ([`Tier::update_in_place`](crate::Tier::update_in_place)): until
+    /// [`Store::publish_in_place`] writes the new one, the directory is debris, so an
+    /// update that fails or is killed is never mistaken for a complete entry.
+    pub fn unpublish_in_place(&self, key: &Key, _lock: &KeyLock) -> Result<PathBuf> {
+        let dir = self.entry_dir(key);
+        let marker = dir.join(MARKER);
+        match fs::remove_file(&marker) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(dir),
+            Err(e) => Err(Error::io(&marker, e)),
+        }
+    }
+
     /// Move a directory out of the way, then delete it: readers never see it half gone.
     fn discard(&self, dir: &Path) -> Result<()> {
         self.ensure_dirs()?;

@@ -49,6 +49,30 @@ pub trait Tier: Send + Sync {
         false
     }
 
+    /// For kinds that [build in place](Tier::builds_in_place): bring `entry` — the
+    /// published entry of this very key, which [`Tier::probe`] found stale — up to
+    /// date where it stands, instead of building it again from nothing (a venv whose
+    /// dependencies are unchanged re-installs only the project itself).
+    ///
+    /// `entry.data` is the marker's. `Ok(None)`: the kind cannot, and the engine
+    /// rebuilds as usual. `Ok(Some(outcome))`: done; the engine writes a marker with
+    /// `outcome` (same key, same document) and reports the tier `rebuilt` with the
+    /// probe's reasons. The engine calls it only when the rebuild is not forced,
+    /// under the key's lock, after taking the marker away, so an update that fails
+    /// or is killed leaves a directory without a marker: debris, rebuilt next time.
+    async fn update_in_place(&self, cx: &Context, entry: &Entry) -> Result<Option<BuildOutcome>> {
+        let _ = (cx, entry);
+        Ok(None)
+    }
+
+    /// What changed since `entry` was built that its key does not cover, one
+    /// sentence each, for `tiers explain` ("`pyproject.toml`: [tool.ruff] changed;
+    /// the key does not cover it"). `entry` is the one serving the current key.
+    async fn uncovered_changes(&self, cx: &Context, entry: &Entry) -> Result<Vec<String>> {
+        let _ = (cx, entry);
+        Ok(Vec::new())
+    }
+
     /// The `eager` policy when the configuration does not set one: whether
     /// `tiers build --eager` forces this tier.
     fn eager_default(&self) -> bool {
@@ -136,6 +160,30 @@ pub struct Context {
 }
 
 impl Context {
+    /// A context outside the engine, for a kind's own tests and for tools that
+    /// drive one tier by hand: no upstream tiers, not verbose. `tier_root` holds
+    /// the tier's entries; `inputs` must be the project's, with the cache dir and
+    /// `tier_root` among its skipped directories.
+    pub fn new(
+        tier: impl Into<String>,
+        project: PathBuf,
+        cache_dir: PathBuf,
+        tier_root: PathBuf,
+        inputs: Arc<Inputs>,
+    ) -> Context {
+        Context {
+            tier: tier.into(),
+            checkout: crate::store::Checkout::of(&project),
+            project,
+            cache_dir,
+            tier_root,
+            inputs,
+            upstream: BTreeMap::new(),
+            verbose: false,
+            previous: Default::default(),
+        }
+    }
+
     /// The tier's name in `tiers.toml`.
     pub fn tier(&self) -> &str {
         &self.tier

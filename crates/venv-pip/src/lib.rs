@@ -69,18 +69,32 @@ impl Backend for Pip {
         if requirements.is_empty() {
             return Ok(());
         }
-        let mut pip = job.command(job.venv_python());
-        pip.args([
-            "-m",
-            "pip",
-            "install",
-            "--disable-pip-version-check",
-            "--no-input",
-        ])
-        .args(requirements)
-        .args(job.index_args());
+        let mut pip = pip_install(job);
+        pip.args(requirements).args(job.index_args());
         job.run(pip).await
     }
+
+    /// `pip install --no-deps --force-reinstall -e .`: the project alone.
+    async fn reinstall_project(&self, job: &Job<'_>) -> Result<bool, VenvError> {
+        let mut pip = pip_install(job);
+        pip.args(["--no-deps", "--force-reinstall", "-e", &job.project_spec()])
+            .args(job.index_args());
+        job.run(pip).await?;
+        Ok(true)
+    }
+}
+
+/// `pip install` of the venv's own pip, quiet about itself.
+fn pip_install(job: &Job<'_>) -> tokio::process::Command {
+    let mut pip = job.command(job.venv_python());
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-input",
+    ]);
+    pip
 }
 
 #[cfg(test)]

@@ -87,15 +87,7 @@ impl Backend for Poetry {
             }
         }
         job.create_with_venv_module().await?;
-        let poetry = &job
-            .tool
-            .expect("the poetry backend always has its tool")
-            .path;
-        let mut install = job.command(poetry);
-        install
-            .args(["install", "--no-interaction", "--no-ansi"])
-            .env("VIRTUAL_ENV", job.venv)
-            .env("PATH", path_with(&job.venv.join("bin")));
+        let mut install = poetry_install(job);
         if !job.options.install_project {
             install.arg("--no-root");
         }
@@ -107,6 +99,29 @@ impl Backend for Poetry {
         }
         job.run(install).await
     }
+
+    /// `poetry install --only-root`: the project alone, its locked dependencies left
+    /// as they are.
+    async fn reinstall_project(&self, job: &Job<'_>) -> Result<bool, VenvError> {
+        let mut install = poetry_install(job);
+        install.arg("--only-root");
+        job.run(install).await?;
+        Ok(true)
+    }
+}
+
+/// `poetry install` into the venv being built, announced as the active one.
+fn poetry_install(job: &Job<'_>) -> tokio::process::Command {
+    let poetry = &job
+        .tool
+        .expect("the poetry backend always has its tool")
+        .path;
+    let mut install = job.command(poetry);
+    install
+        .args(["install", "--no-interaction", "--no-ansi"])
+        .env("VIRTUAL_ENV", job.venv)
+        .env("PATH", path_with(&job.venv.join("bin")));
+    install
 }
 
 #[cfg(test)]

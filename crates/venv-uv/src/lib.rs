@@ -113,6 +113,20 @@ impl Backend for Uv {
             .args(job.index_args());
         job.run(install).await
     }
+
+    /// `uv pip install --no-deps --reinstall -e .`: the project alone, into a venv
+    /// made by `uv sync` or `uv pip install` alike.
+    async fn reinstall_project(&self, job: &Job<'_>) -> Result<bool, VenvError> {
+        let uv = &job.tool.expect("the uv backend always has its tool").path;
+        let mut install = job.command(uv);
+        install
+            .args(["pip", "install", "--no-deps", "--reinstall", "--python"])
+            .arg(job.venv_python())
+            .args(["-e", &job.project_spec()])
+            .args(job.index_args());
+        job.run(install).await?;
+        Ok(true)
+    }
 }
 
 #[cfg(test)]

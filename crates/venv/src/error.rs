@@ -85,6 +85,15 @@ pub enum VenvError {
         why: String,
     },
 
+    /// A manifest (or a file one includes) cannot be read.
+    #[error("tier `{tier}`: cannot read the manifest `{}`: {source}", path.display())]
+    Manifest {
+        tier: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// What the key was computed from changed before the build started.
     #[error("tier `{tier}`: the manifests, interpreter or tools changed while the venv was being built; run the build again")]
     Moved { tier: String },

@@ -36,7 +36,8 @@ pub struct Job<'a> {
     pub tool: Option<&'a Tool>,
     pub manifests: &'a Manifests,
     pub options: &'a Options,
-    pub(crate) verbose: bool,
+    /// Stream the installer's output.
+    pub verbose: bool,
 }
 
 impl Job<'_> {

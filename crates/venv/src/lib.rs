@@ -5,13 +5,18 @@
 //!
 //! | part | why |
 //! | --- | --- |
-//! | the manifests that exist (`requirements*.txt`, `pyproject.toml`, the lock files…; `manifests`, `extra_manifests`) | they name what gets installed |
+//! | what installers read of the manifests that exist (`requirements*.txt`, `pyproject.toml`, the lock files…; `manifests`, `extra_manifests`): see [`deps`] | they name what gets installed |
 //! | the interpreter's identity: real path, full version, implementation, platform | a venv is bound to its interpreter |
 //! | the backend and its installer's version (`uv 0.5.1`, `poetry 2.0.1`, the bundled pip) | another installer may resolve differently |
 //! | `extras`, `groups`, the index options and the index variables (`PIP_INDEX_URL`, `UV_FIND_LINKS`…) | they change what resolves |
 //!
 //! The project itself is installed editable, so editing a `.py` file never touches the
-//! venv. The interpreter and installer are probed once per binary and the answers kept
+//! venv. Its own installed metadata (version, scripts, entry points) is not in the
+//! key either: the entry records it, [`Tier::probe`] compares, and a change re-installs
+//! the project alone into the venv ([`Tier::update_in_place`], `--no-deps`).
+//! `key = "bytes"` keys on every byte of every manifest instead.
+//!
+//! The interpreter and installer are probed once per binary and the answers kept
 //! on the binaries' stat data ([`probe`]), so a warm check runs no process. Venvs are
 //! not relocatable: a venv is built in its entry directory under the key's lock, and a
 //! hit re-checks its health cheaply ([`health`]).
@@ -22,6 +27,7 @@
 //! `backend = "auto"`): poetry for a project with `poetry.lock` when poetry is
 //! installed, else uv when uv is installed, else pip.
 
+pub mod deps;
 mod error;
 pub mod health;
 mod job;
@@ -39,6 +45,7 @@ use tiers_core::{
     Registry, Result, Tier, TierSpec,
 };
 
+pub use deps::{KeyMode, Reading};
 pub use error::VenvError;
 pub use health::venv_python;
 pub use job::Job;
@@ -46,7 +53,7 @@ pub use manifests::{Manifests, DEFAULT_MANIFESTS};
 pub use probe::{Interpreter, ProbeCache, Tool};
 
 /// Bumped whenever the way any venv backend builds changes: old entries then miss.
-pub const KIND_VERSION: u32 = 1;
+pub const KIND_VERSION: u32 = 2;
 
 /// The kind that picks its backend (`backend = "auto"` by default).
 pub const AUTO_KIND: &str = "venv";
@@ -61,6 +68,10 @@ fn default_python() -> String {
 
 fn yes() -> bool {
     true
+}
+
+fn default_key() -> KeyMode {
+    KeyMode::Dependencies
 }
 
 /// The keys of a venv tier's table, shared by every venv kind.
@@ -115,6 +126,10 @@ pub struct Options {
     /// `kind = "venv"` only: `auto`, or a backend's name.
     #[serde(default)]
     pub backend: Option<String>,
+    /// `dependencies`: the key covers what installers read of each manifest
+    /// ([`deps`]); `bytes`: every byte of every manifest.
+    #[serde(default = "default_key")]
+    pub key: KeyMode,
 }
 
 impl Default for Options {
@@ -134,6 +149,7 @@ impl Default for Options {
             uv: None,
             poetry: None,
             backend: None,
+            key: default_key(),
         }
     }
 }
@@ -219,6 +235,15 @@ pub trait Backend: Send + Sync {
 
     /// Create the venv at `job.venv` (an empty directory) and install into it.
     async fn install(&self, job: &Job<'_>) -> Result<(), VenvError>;
+
+    /// Re-install the project alone (its dependencies untouched) into the healthy
+    /// venv at `job.venv`, built by [`Backend::install`] from the same key: its own
+    /// metadata (version, scripts, entry points) changed. `Ok(false)`: this backend
+    /// cannot, and the venv is rebuilt.
+    async fn reinstall_project(&self, job: &Job<'_>) -> Result<bool, VenvError> {
+        let _ = job;
+        Ok(false)
+    }
 }
 
 enum Choice {
@@ -240,9 +265,43 @@ pub struct VenvTier {
 struct Resolved {
     backend: Arc<dyn Backend>,
     manifests: Manifests,
+    /// How the key read each manifest (and each file they include); empty with
+    /// `key = "bytes"`.
+    readings: BTreeMap<String, Reading>,
+    /// The manifests the backend reads, with the files they include.
+    read: Vec<String>,
     python: Interpreter,
     tool: Option<Tool>,
     doc: KeyDoc,
+}
+
+impl Resolved {
+    /// The backend's view of a build into `venv`.
+    fn job<'a>(&'a self, cx: &'a Context, options: &'a Options, venv: &'a Path) -> Job<'a> {
+        Job {
+            tier: cx.tier(),
+            project: cx.project(),
+            venv,
+            python: &self.python,
+            tool: self.tool.as_ref(),
+            manifests: &self.manifests,
+            options,
+            verbose: cx.verbose(),
+        }
+    }
+
+    /// The venv the backend left at `venv` passes the health check.
+    fn healthy(&self, cx: &Context, venv: &Path) -> Result<(), VenvError> {
+        match health::check(venv, &self.python) {
+            None => Ok(()),
+            Some(why) => Err(VenvError::Unhealthy {
+                tier: cx.tier().to_owned(),
+                backend: self.backend.name().to_owned(),
+                venv: venv.to_owned(),
+                why,
+            }),
+        }
+    }
 }
 
 impl VenvTier {
@@ -306,16 +365,41 @@ impl VenvTier {
         Self::new(spec, kind, options, choice)
     }
 
+    /// A tier named `tier` of `kind` bound to `backend`, from options already read:
+    /// for embedders and tests that make a tier without a configuration file.
+    pub fn with_options(
+        tier: &str,
+        kind: &str,
+        options: Options,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Self> {
+        let patterns = manifests::patterns(options.manifests.as_deref(), &options.extra_manifests);
+        if patterns.is_empty() {
+            return Err(tiers_core::Error::config(format!(
+                "tier `{tier}`: {NO_MANIFESTS}"
+            )));
+        }
+        Self::assemble(tier, kind, options, Choice::Fixed(backend), patterns)
+    }
+
     fn new(spec: &TierSpec<'_>, kind: &str, options: Options, choice: Choice) -> Result<Self> {
         let patterns = manifests::patterns(options.manifests.as_deref(), &options.extra_manifests);
         if patterns.is_empty() {
-            return Err(
-                spec.error("`manifests` is empty: a venv needs at least one manifest to key on")
-            );
+            return Err(spec.error(NO_MANIFESTS));
         }
+        Self::assemble(spec.name, kind, options, choice, patterns)
+    }
+
+    fn assemble(
+        tier: &str,
+        kind: &str,
+        options: Options,
+        choice: Choice,
+        patterns: Vec<String>,
+    ) -> Result<Self> {
         Ok(VenvTier {
             kind: kind.to_owned(),
-            spec: InputSpec::new(spec.name, &patterns, &[])?,
+            spec: InputSpec::new(tier, &patterns, &[])?,
             patterns,
             options,
             choice,
@@ -342,10 +426,24 @@ impl VenvTier {
             }
             .into());
         }
-        let doc = self.doc(backend.as_ref(), &python, tool.as_ref(), &inputs);
+        let readings = match self.options.key {
+            KeyMode::Dependencies => read_manifests(cx.tier(), cx.project(), &inputs, &cache)?,
+            KeyMode::Bytes => BTreeMap::new(),
+        };
+        let read = with_includes(backend.reads(&manifests, &self.options), &readings);
+        let doc = self.doc(
+            backend.as_ref(),
+            &python,
+            tool.as_ref(),
+            &inputs,
+            &readings,
+            &read,
+        );
         Ok(Resolved {
             backend,
             manifests,
+            readings,
+            read,
             python,
             tool,
             doc,
@@ -421,9 +519,12 @@ impl VenvTier {
         python: &Interpreter,
         tool: Option<&Tool>,
         inputs: &InputSet,
+        readings: &BTreeMap<String, Reading>,
+        read: &[String],
     ) -> KeyDoc {
         let o = &self.options;
         let mut doc = KeyDoc::new(&self.kind, KIND_VERSION)
+            .option("key", o.key)
             .option("backend", backend.name())
             .option("manifests", &self.patterns)
             .option("extras", &o.extras)
@@ -446,8 +547,233 @@ impl VenvTier {
         for (name, value) in index_env(backend) {
             doc = doc.option(format!("${name}"), value);
         }
-        doc.inputs(inputs)
+        if o.key == KeyMode::Bytes {
+            return doc.inputs(inputs);
+        }
+        for (rel, r) in readings {
+            // What the backend does not read is in the key by digest only: the
+            // structure key (options included) stays the same when it changes, so
+            // the entry is still found through discovered inputs.
+            if read.contains(rel) {
+                doc = doc.option(format!("{rel}: keyed on"), &r.keyed_on);
+                for (table, value) in &r.covered {
+                    doc = doc.option(format!("{rel}: {table}"), value);
+                }
+            } else {
+                doc = doc.option(
+                    format!("{rel}: keyed on"),
+                    format!(
+                        "its digest only: the {} backend does not read it",
+                        backend.name()
+                    ),
+                );
+            }
+            if !r.digest.is_empty() {
+                doc.inputs.insert(rel.clone(), r.digest.clone());
+            }
+        }
+        doc
     }
+
+    /// What the entry records besides its key: the backend, the manifests read, the
+    /// interpreter, and — keyed on dependencies — the project's own installed
+    /// metadata and digests of what the key does not cover.
+    fn data(&self, r: &Resolved, job: &Job<'_>, read: &[String]) -> serde_json::Value {
+        let uncovered: BTreeMap<&str, serde_json::Value> = r
+            .readings
+            .iter()
+            .filter(|(_, m)| !m.file_digest.is_empty() && !m.by_bytes)
+            .map(|(rel, m)| {
+                (
+                    rel.as_str(),
+                    json!({"bytes": m.file_digest, "tables": m.uncovered}),
+                )
+            })
+            .collect();
+        let own = r
+            .readings
+            .get(PROJECT_MANIFEST)
+            .filter(|_| job.installs_project())
+            .filter(|m| !m.by_bytes)
+            .map(|m| &m.own);
+        json!({
+            "backend": r.backend.name(),
+            "tool": r.tool.as_ref().map(|t| &t.version),
+            "manifests": read,
+            "python": r.python,
+            "key": self.options.key,
+            "uncovered": uncovered,
+            "project": own,
+        })
+    }
+
+    /// How the project's own installed metadata differs from what `data` recorded
+    /// when the entry was built: one reason per changed table.
+    fn project_changes(&self, cx: &Context, data: &serde_json::Value) -> Result<Vec<Reason>> {
+        let Some(old) = data.get("project").and_then(|p| p.as_object()) else {
+            return Ok(Vec::new());
+        };
+        // Gone: the key changed, and the lookup says so.
+        let Some(now) = reading_now(cx, PROJECT_MANIFEST)? else {
+            return Ok(Vec::new());
+        };
+        if now.by_bytes {
+            // Keyed on its bytes now: any change is a new key.
+            return Ok(Vec::new());
+        }
+        let labels: std::collections::BTreeSet<&String> =
+            old.keys().chain(now.own.keys()).collect();
+        Ok(labels
+            .into_iter()
+            .filter(|l| old.get(*l) != now.own.get(*l))
+            .map(|l| Reason::OptionChanged {
+                name: format!("{PROJECT_MANIFEST}: {l}"),
+                old: old.get(l).cloned(),
+                new: now.own.get(l).cloned(),
+            })
+            .collect())
+    }
+
+    /// What changed since the entry was built that its key does not cover.
+    fn uncovered_notes(&self, cx: &Context, data: &serde_json::Value) -> Result<Vec<String>> {
+        let Some(recorded) = data.get("uncovered").and_then(|u| u.as_object()) else {
+            return Ok(Vec::new());
+        };
+        let mut notes = Vec::new();
+        for (rel, rec) in recorded {
+            let Some(digest) = cx.digest_of(rel)? else {
+                continue;
+            };
+            if rec.get("bytes").and_then(|b| b.as_str()) == Some(digest.as_str()) {
+                continue;
+            }
+            let Some(now) = reading_now(cx, rel)? else {
+                continue;
+            };
+            let old: BTreeMap<String, String> = rec
+                .get("tables")
+                .and_then(|t| serde_json::from_value(t.clone()).ok())
+                .unwrap_or_default();
+            let changed = deps::changed_tables(&old, &now.uncovered);
+            notes.push(match changed.len() {
+                0 => format!(
+                    "`{rel}` changed only in comments, blank lines or formatting, which the key does not cover"
+                ),
+                1 => format!("`{rel}`: {}; the key does not cover it", changed[0]),
+                _ => format!(
+                    "`{rel}`: {}; the key does not cover them",
+                    changed.join(", ")
+                ),
+            });
+        }
+        Ok(notes)
+    }
+}
+
+/// `read`, and the files each of them includes (`-r`/`-c`), sorted.
+fn with_includes(mut read: Vec<String>, readings: &BTreeMap<String, Reading>) -> Vec<String> {
+    let mut todo = read.clone();
+    while let Some(rel) = todo.pop() {
+        for inc in readings
+            .get(&rel)
+            .map(|r| r.includes.as_slice())
+            .unwrap_or_default()
+        {
+            if readings.get(inc).is_some_and(|r| !r.digest.is_empty()) && !read.contains(inc) {
+                read.push(inc.clone());
+                todo.push(inc.clone());
+            }
+        }
+    }
+    read.sort();
+    read
+}
+
+const NO_MANIFESTS: &str = "`manifests` is empty: a venv needs at least one manifest to key on";
+
+/// The manifest that holds the project's own metadata.
+const PROJECT_MANIFEST: &str = "pyproject.toml";
+
+/// How the key reads the project file `rel` now, `None` when it is gone: the kept
+/// reading while the stat cache's digest matches, else a parse.
+fn reading_now(cx: &Context, rel: &str) -> Result<Option<Reading>> {
+    let Some(digest) = cx.digest_of(rel)? else {
+        return Ok(None);
+    };
+    let cache = ProbeCache::new(cx.cache_dir());
+    if let Some(kept) = cache.reading(rel, &digest) {
+        return Ok(Some(kept));
+    }
+    let path = cx.project().join(rel);
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(deps::read(rel, &bytes))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(VenvError::Manifest {
+            tier: cx.tier().to_owned(),
+            path,
+            source,
+        }
+        .into()),
+    }
+}
+
+/// How the key reads each manifest in `inputs`, and each file their `-r`/`-c`
+/// lines include (a manifest too, whatever its name).
+fn read_manifests(
+    tier: &str,
+    project: &Path,
+    inputs: &InputSet,
+    cache: &ProbeCache,
+) -> Result<BTreeMap<String, Reading>, VenvError> {
+    let mut out = BTreeMap::new();
+    let mut todo: Vec<String> = Vec::new();
+    for (rel, digest) in inputs.iter() {
+        if !deps::is_parsed(rel.rsplit('/').next().unwrap_or(rel)) {
+            out.insert(rel.to_owned(), Reading::bytes(digest, None));
+        } else if let Some(kept) = cache.reading(rel, digest) {
+            todo.extend(kept.includes.iter().cloned());
+            out.insert(rel.to_owned(), kept);
+        } else {
+            todo.push(rel.to_owned());
+        }
+    }
+    while let Some(rel) = todo.pop() {
+        if out.contains_key(&rel) {
+            continue;
+        }
+        let path = project.join(&rel);
+        let reading = match std::fs::read(&path) {
+            Ok(bytes) => {
+                let reading = deps::read(&rel, &bytes);
+                // Kept only when these are the bytes the input walk hashed.
+                if inputs.get(&rel) == Some(reading.file_digest.as_str()) {
+                    cache.keep_reading(&rel, &reading);
+                }
+                reading
+            }
+            // An included file that is not there: the installer will say so.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Reading {
+                keyed_on: "missing".to_owned(),
+                ..Reading::default()
+            },
+            Err(source) => {
+                return Err(VenvError::Manifest {
+                    tier: tier.to_owned(),
+                    path,
+                    source,
+                })
+            }
+        };
+        todo.extend(
+            reading
+                .includes
+                .iter()
+                .filter(|i| !out.contains_key(*i))
+                .cloned(),
+        );
+        out.insert(rel, reading);
+    }
+    Ok(out)
 }
 
 /// The set index variables `backend` reads, values redacted.
@@ -506,7 +832,7 @@ impl Tier for VenvTier {
         Ok(self.resolve(cx).await?.doc)
     }
 
-    async fn probe(&self, _cx: &Context, entry: &Entry) -> Result<Freshness> {
+    async fn probe(&self, cx: &Context, entry: &Entry) -> Result<Freshness> {
         let recorded = entry
             .data
             .get("python")
@@ -516,15 +842,28 @@ impl Tier for VenvTier {
             Some(python) => health::check(&entry.dir, &python),
             None => Some("the entry records no interpreter".to_owned()),
         };
-        Ok(match why {
-            None => Freshness::Fresh,
-            Some(why) => Freshness::Stale(vec![Reason::Corrupt { why }]),
-        })
+        if let Some(why) = why {
+            return Ok(Freshness::Stale(vec![Reason::Corrupt { why }]));
+        }
+        let changed = self.project_changes(cx, &entry.data)?;
+        if !changed.is_empty() {
+            return Ok(Freshness::Stale(changed));
+        }
+        // Only said with `-v`: a note that cannot be made fails nothing.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            match self.uncovered_notes(cx, &entry.data) {
+                Ok(notes) => notes
+                    .iter()
+                    .for_each(|note| tracing::debug!(tier = cx.tier(), "{note}")),
+                Err(e) => tracing::debug!(tier = cx.tier(), "cannot tell what changed: {e}"),
+            }
+        }
+        Ok(Freshness::Fresh)
     }
 
     async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome> {
         let r = self.resolve(cx).await?;
-        let mut doc = r.doc;
+        let mut doc = r.doc.clone();
         doc.upstream = entry.doc.upstream.clone();
         if doc != *entry.doc {
             return Err(VenvError::Moved {
@@ -532,27 +871,10 @@ impl Tier for VenvTier {
             }
             .into());
         }
-        let job = Job {
-            tier: cx.tier(),
-            project: cx.project(),
-            venv: &entry.build_dir,
-            python: &r.python,
-            tool: r.tool.as_ref(),
-            manifests: &r.manifests,
-            options: &self.options,
-            verbose: cx.verbose(),
-        };
+        let job = r.job(cx, &self.options, &entry.build_dir);
         r.backend.install(&job).await?;
-        if let Some(why) = health::check(&entry.build_dir, &r.python) {
-            return Err(VenvError::Unhealthy {
-                tier: cx.tier().to_owned(),
-                backend: r.backend.name().to_owned(),
-                venv: entry.build_dir.clone(),
-                why,
-            }
-            .into());
-        }
-        let read = r.backend.reads(&r.manifests, &self.options);
+        r.healthy(cx, &entry.build_dir)?;
+        let read = r.read.clone();
         let summary = match read.is_empty() {
             true => format!("installed with {}", r.backend.name()),
             false => format!(
@@ -563,14 +885,48 @@ impl Tier for VenvTier {
         };
         Ok(BuildOutcome {
             summary: Some(summary),
-            used_inputs: Some(read.clone()),
-            data: json!({
-                "backend": r.backend.name(),
-                "tool": r.tool.as_ref().map(|t| &t.version),
-                "manifests": read,
-                "python": r.python,
-            }),
+            data: self.data(&r, &job, &read),
+            used_inputs: Some(read),
         })
+    }
+
+    /// A venv whose dependencies are unchanged but whose project's own metadata
+    /// changed re-installs the project alone (`--no-deps`).
+    async fn update_in_place(&self, cx: &Context, entry: &Entry) -> Result<Option<BuildOutcome>> {
+        let r = self.resolve(cx).await?;
+        let mut doc = r.doc.clone();
+        doc.upstream = entry.doc.upstream.clone();
+        if doc != *entry.doc || health::check(&entry.dir, &r.python).is_some() {
+            return Ok(None);
+        }
+        let recorded = entry.data.get("python").cloned();
+        if recorded.and_then(|p| serde_json::from_value::<Interpreter>(p).ok())
+            != Some(r.python.clone())
+        {
+            return Ok(None);
+        }
+        let changed = self.project_changes(cx, &entry.data)?;
+        let job = r.job(cx, &self.options, &entry.dir);
+        if changed.is_empty() || !job.installs_project() {
+            return Ok(None);
+        }
+        if !r.backend.reinstall_project(&job).await? {
+            return Ok(None);
+        }
+        r.healthy(cx, &entry.dir)?;
+        let read = r.read.clone();
+        Ok(Some(BuildOutcome {
+            summary: Some(format!(
+                "re-installed the project alone with {} (its dependencies are unchanged)",
+                r.backend.name()
+            )),
+            data: self.data(&r, &job, &read),
+            used_inputs: Some(read),
+        }))
+    }
+
+    async fn uncovered_changes(&self, cx: &Context, entry: &Entry) -> Result<Vec<String>> {
+        self.uncovered_notes(cx, &entry.data)
     }
 
     /// The venv is the entry directory itself: `bin/python` is beside `entry.json`.

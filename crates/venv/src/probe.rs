@@ -291,6 +291,51 @@ impl ProbeCache {
     }
 }
 
+/// Version of the kept manifest readings; bump when [`crate::deps`] reads
+/// differently.
+const READING_FORMAT: u32 = 1;
+
+/// How the key read one manifest, kept beside the digest of the bytes it read.
+#[derive(Serialize, Deserialize)]
+struct KeptReading {
+    format: u32,
+    rel: String,
+    digest: String,
+    reading: crate::deps::Reading,
+}
+
+impl ProbeCache {
+    /// The kept reading of the manifest `rel` whose bytes have `digest`. Parsing a
+    /// large `uv.lock` on every warm check would cost milliseconds; its digest comes
+    /// through the stat cache. One file per manifest path, replaced when it changes.
+    pub fn reading(&self, rel: &str, digest: &str) -> Option<crate::deps::Reading> {
+        let bytes = fs::read(self.file("manifest", Path::new(rel))?).ok()?;
+        let kept: KeptReading = serde_json::from_slice(&bytes).ok()?;
+        (kept.format == READING_FORMAT && kept.rel == rel && kept.digest == digest)
+            .then_some(kept.reading)
+    }
+
+    /// Keep `reading` of `rel` for [`ProbeCache::reading`]; a failure only costs a parse.
+    pub fn keep_reading(&self, rel: &str, reading: &crate::deps::Reading) {
+        let Some(file) = self.file("manifest", Path::new(rel)) else {
+            return;
+        };
+        let kept = KeptReading {
+            format: READING_FORMAT,
+            rel: rel.to_owned(),
+            digest: reading.file_digest.clone(),
+            reading: reading.clone(),
+        };
+        let bytes = serde_json::to_vec(&kept).expect("a reading serializes");
+        if let Some(dir) = file.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        if let Err(e) = write_atomic(&file, &bytes) {
+            tracing::debug!("cannot keep the reading of `{rel}`: {e}");
+        }
+    }
+}
+
 fn interpreter_resolved(i: &Interpreter) -> Vec<String> {
     vec![stat_line(&i.executable, true)]
 }
@@ -428,6 +473,28 @@ mod tests {
     fn write_exe(path: &Path, text: &str) {
         fs::write(path, text).unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn a_manifest_reading_is_kept_for_its_bytes_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ProbeCache::new(dir.path());
+        let a = crate::deps::read("requirements.txt", b"tinya\n");
+        let b = crate::deps::read("requirements.txt", b"tinyb\n");
+        assert_eq!(cache.reading("requirements.txt", &a.file_digest), None);
+        cache.keep_reading("requirements.txt", &a);
+        assert_eq!(
+            cache.reading("requirements.txt", &a.file_digest),
+            Some(a.clone())
+        );
+        assert_eq!(cache.reading("requirements.txt", &b.file_digest), None);
+        assert_eq!(cache.reading("dev/requirements.txt", &a.file_digest), None);
+        cache.keep_reading("requirements.txt", &b);
+        assert_eq!(cache.reading("requirements.txt", &a.file_digest), None);
+        assert_eq!(cache.reading("requirements.txt", &b.file_digest), Some(b));
+        assert!(ProbeCache::disabled()
+            .reading("requirements.txt", &a.file_digest)
+            .is_none());
     }
 
     #[test]
