@@ -401,6 +401,11 @@ fn print_explanation(ex: &tiers::Explanation) {
         }
     } else if let (true, Some(by)) = (ex.fresh, &ex.served_by) {
         out!("fresh: served by entry {by}, built for inputs that differ only in ones its build did not use");
+    } else if ex.fresh && !ex.uncovered.is_empty() {
+        out!("fresh: nothing the key covers changed");
+        for u in &ex.uncovered {
+            out!("  - {u}");
+        }
     } else if ex.fresh {
         out!("fresh: nothing changed");
     } else if ex.reasons.is_empty() {

@@ -127,6 +127,9 @@ pub struct Explanation {
     /// The entry serving this key when it is another key's (restored earlier
     /// through discovered inputs).
     pub served_by: Option<Key>,
+    /// What changed since the serving entry was built that its key does not cover
+    /// ([`Tier::uncovered_changes`]), one sentence each.
+    pub uncovered: Vec<String>,
     /// Every candidate of this key's structure key, with why it matches or not.
     pub candidates: Vec<CandidateVerdict>,
 }
@@ -456,6 +459,10 @@ impl Engine {
             .as_ref()
             .map(|e| e.key.clone())
             .filter(|k| *k != look.key);
+        let uncovered = match (&look.freshness, &look.serving) {
+            (Freshness::Fresh, Some(entry)) => t.tier.uncovered_changes(&cx, entry).await?,
+            _ => Vec::new(),
+        };
         let (fresh, reasons) = match (look.freshness, &look.restored) {
             (Freshness::Fresh, _) => (true, Vec::new()),
             (_, Some((_, why))) => (false, why.clone()),
@@ -474,6 +481,7 @@ impl Engine {
             used_inputs,
             restored_from: look.restored.map(|(m, _)| m.key),
             served_by,
+            uncovered,
             candidates,
         })
     }
@@ -711,13 +719,25 @@ impl Engine {
             Ok(l) => l,
             Err(e) => return failed_or_skipped(t, Some(look.key.clone()), e),
         };
-        // Another process may have published this key while we waited for the lock.
         if !forced {
+            // Another process may have published this key while we waited for the
+            // lock; or the key's own entry, built in place, can be brought up to
+            // date where it stands.
             if let Ok(Some(marker)) = t.store.marker(&look.key) {
                 let entry = entry_of(&t.store, marker);
-                if let Ok(Freshness::Fresh) = t.tier.probe(cx, &entry).await {
-                    drop(lock);
-                    return self.reuse(t, look, &entry, Status::Fresh, vec![]);
+                match t.tier.probe(cx, &entry).await {
+                    Ok(Freshness::Fresh) => {
+                        drop(lock);
+                        return self.reuse(t, look, &entry, Status::Fresh, vec![]);
+                    }
+                    Ok(Freshness::Stale(_)) if t.tier.builds_in_place() => {
+                        if let Some(report) =
+                            self.update_in_place(t, cx, look, &entry, &lock, &reasons).await
+                        {
+                            return report;
+                        }
+                    }
+                    _ => {}
                 }
             }
             if let Some(report) = self.restore_from_shared(t, cx, look, &lock).await {
@@ -970,39 +990,65 @@ impl Engine {
             )));
         }
         check_used_inputs(&look.doc, &outcome.used_inputs)?;
-        let marker = Marker {
-            format: store::MARKER_FORMAT,
-            tier: t.name.clone(),
-            key: look.key.clone(),
-            doc: (*look.doc).clone(),
-            created_unix: store::now_unix(),
-            build_seconds: started.elapsed().as_secs_f64(),
-            used_inputs: outcome.used_inputs,
-            data: outcome.data,
-        };
+        let marker = marker_for(t, look, outcome.used_inputs, outcome.data, started);
         if in_place {
             t.store.publish_in_place(&marker, lock)?;
         } else {
             t.store.publish(build_dir.path(), &marker, lock)?;
         }
         build_dir.disarm();
-        if let Some(used) = &marker.used_inputs {
-            let used = used
-                .iter()
-                .filter_map(|p| look.doc.inputs.get(p).map(|d| (p.clone(), d.clone())))
-                .collect();
-            let recorded = Candidates::new(t.store.root()).touch(
-                &look.doc.structure_key(),
-                &look.key,
-                Some(used),
-            );
-            if let Err(e) = recorded {
-                tracing::warn!(tier = %t.name, "cannot record the inputs this build used: {e}");
-            }
-        }
+        record_candidate(t, look, &marker);
         entry.build_dir = entry.dir.clone();
         entry.data = marker.data;
         Ok((t.tier.path(&entry), outcome.summary))
+    }
+
+    /// The key's own entry, built in place, that its probe found stale: let the kind
+    /// bring it up to date where it stands ([`Tier::update_in_place`]). Its marker
+    /// goes first, so an update that fails or is killed leaves debris that the
+    /// next build replaces. `None` when the kind cannot: the build goes on as usual.
+    async fn update_in_place(
+        &self,
+        t: &Planned,
+        cx: &Context,
+        look: &Lookup,
+        entry: &Entry,
+        lock: &KeyLock,
+        reasons: &[Reason],
+    ) -> Option<TierReport> {
+        let attempt = async {
+            t.store.unpublish_in_place(&look.key, lock)?;
+            let started = Instant::now();
+            let updated =
+                process::owned_by(entry.dir.clone(), t.tier.update_in_place(cx, entry)).await?;
+            let Some(outcome) = updated else {
+                return Ok(None);
+            };
+            check_used_inputs(&look.doc, &outcome.used_inputs)?;
+            let marker = marker_for(t, look, outcome.used_inputs, outcome.data, started);
+            t.store.publish_in_place(&marker, lock)?;
+            record_candidate(t, look, &marker);
+            Ok::<_, Error>(Some((marker, outcome.summary)))
+        };
+        let (marker, summary) = match attempt.await {
+            Ok(Some(done)) => done,
+            Ok(None) => return None,
+            Err(e) => return Some(failed_or_skipped(t, Some(look.key.clone()), e)),
+        };
+        tracing::info!(tier = %t.name, key = look.key.short(), "updated in place");
+        if let Err(e) = t.store.set_current(&self.checkout, &look.key) {
+            return Some(failed_or_skipped(t, Some(look.key.clone()), e));
+        }
+        let path = t.tier.path(&entry_of(&t.store, marker));
+        let mut report = tier_report(
+            t,
+            Some(look.key.clone()),
+            Some(path),
+            Status::Rebuilt,
+            reasons.to_vec(),
+        );
+        report.summary = summary;
+        Some(report)
     }
 
     /// Serve `look.key` with `marker`'s entry, built for other inputs this build does
@@ -1056,6 +1102,43 @@ impl Engine {
         let mut pointed: BTreeSet<Key> = t.store.pointed(self.pointer_ttl).into_iter().collect();
         pointed.extend(t.store.current(&self.checkout));
         retain(t, how, &pointed)
+    }
+}
+
+/// The marker of a build of `look.key` that started at `started`.
+fn marker_for(
+    t: &Planned,
+    look: &Lookup,
+    used_inputs: Option<Vec<String>>,
+    data: Value,
+    started: Instant,
+) -> Marker {
+    Marker {
+        format: store::MARKER_FORMAT,
+        tier: t.name.clone(),
+        key: look.key.clone(),
+        doc: (*look.doc).clone(),
+        created_unix: store::now_unix(),
+        build_seconds: started.elapsed().as_secs_f64(),
+        used_inputs,
+        data,
+    }
+}
+
+/// Record the inputs a published build of `look.key` used, as a candidate of its
+/// structure key. Best effort: a lost candidate costs a rebuild later.
+fn record_candidate(t: &Planned, look: &Lookup, marker: &Marker) {
+    let Some(used) = &marker.used_inputs else {
+        return;
+    };
+    let used = used
+        .iter()
+        .filter_map(|p| look.doc.inputs.get(p).map(|d| (p.clone(), d.clone())))
+        .collect();
+    let recorded =
+        Candidates::new(t.store.root()).touch(&look.doc.structure_key(), &look.key, Some(used));
+    if let Err(e) = recorded {
+        tracing::warn!(tier = %t.name, "cannot record the inputs this build used: {e}");
     }
 }
 
