@@ -490,7 +490,9 @@ impl Tier for CodeqlTier {
         };
         let cmd = self.create_command(cli, cx, &db, config_file.as_deref());
         tracing::info!(tier = cx.tier(), version = %cli.version, "codeql database create");
-        let done = process::run(cmd, process::Echo::choose(cx.verbose()), "codeql")
+        cx.progress().phase("creating the database");
+        let echo = process::Echo::choose(cx.verbose(), cx.progress());
+        let done = process::run(cmd, echo, "codeql")
             .await
             .map_err(|source| CodeqlError::Spawn {
                 tier: cx.tier().to_owned(),

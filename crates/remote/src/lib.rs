@@ -37,7 +37,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tiers_core::{async_trait, Candidate, Key, Marker, RemoteConfig, RemoteMode, SharedCache};
+use tiers_core::{
+    async_trait, Candidate, Key, Marker, Progress, RemoteConfig, RemoteMode, Reporter,
+    SharedCache, Unit,
+};
 
 pub use backend::Retry;
 pub use error::{RemoteError, UnpackError};
@@ -82,6 +85,8 @@ pub struct Remote {
     backend: backend::Backend,
     writable: bool,
     chunk_bytes: usize,
+    /// Where the bytes moved for a tier are reported: on that tier's line.
+    progress: Reporter,
 }
 
 /// Open the shared cache `config` names. Connects to nothing yet: the first request
@@ -117,7 +122,15 @@ impl Remote {
             backend: backend::Backend::open(loc, timeout, retry)?,
             writable,
             chunk_bytes: CHUNK_BYTES,
+            progress: Reporter::default(),
         })
+    }
+
+    /// Report the bytes downloaded, unpacked and uploaded for a tier on that
+    /// tier's progress line (the engine's [`Reporter`]).
+    pub fn with_progress(mut self, reporter: Reporter) -> Self {
+        self.progress = reporter;
+        self
     }
 
     /// Cut packed entries into blobs of `bytes` (tests of multi-blob entries).
@@ -190,6 +203,9 @@ impl Remote {
         };
         let record_path = Self::record_path(tier, key)?;
         let remote = self.backend.remote().to_owned();
+        let progress = self.progress.of(tier);
+        let packed: u64 = record.blobs.iter().map(|b| b.bytes).sum();
+        progress.phase_with_total("downloading", packed, Unit::Bytes);
         let spool_dir = dest.parent().unwrap_or(dest);
         let mut spool = tempfile::tempfile_in(spool_dir)
             .or_else(|_| tempfile::tempfile())
@@ -216,14 +232,19 @@ impl Remote {
             spool
                 .write_all(&bytes)
                 .map_err(|e| io_error(spool_dir, e))?;
+            progress.advance(bytes.len() as u64);
         }
+        progress.phase_with_total("unpacking", packed, Unit::Bytes);
         spool
             .seek(SeekFrom::Start(0))
             .map_err(|e| io_error(spool_dir, e))?;
         let dest_owned = dest.to_owned();
         let unpacked = tokio::task::spawn_blocking(move || {
             pack::unpack(
-                std::io::BufReader::new(spool),
+                std::io::BufReader::new(Counted {
+                    inner: spool,
+                    progress,
+                }),
                 &dest_owned,
                 tiers_core::MARKER,
             )
@@ -245,6 +266,8 @@ impl Remote {
         dir: &Path,
     ) -> Result<(), RemoteError> {
         let record_path = Self::record_path(tier, &marker.key)?;
+        let progress = self.progress.of(tier);
+        progress.phase("packing for the shared cache");
         let dir_owned = dir.to_owned();
         let packed = tokio::task::spawn_blocking(move || {
             let spool_dir = dir_owned.parent().unwrap_or(&dir_owned);
@@ -264,6 +287,10 @@ impl Remote {
         .await
         .map_err(|e| io_error(dir, std::io::Error::other(e)))?;
         let (mut spool, counts) = packed?;
+        if progress.is_on() {
+            let packed = spool.metadata().map_or(0, |m| m.len());
+            progress.phase_with_total("uploading", packed, Unit::Bytes);
+        }
         let mut blobs = Vec::new();
         loop {
             let chunk = read_chunk(&mut spool, self.chunk_bytes).map_err(|e| io_error(dir, e))?;
@@ -277,7 +304,9 @@ impl Remote {
             });
             // Always written, even when a blob of that name exists: that is how a
             // corrupt one is replaced.
+            let sent = chunk.len() as u64;
             self.backend.put(&Self::blob_path(&digest), chunk).await?;
+            progress.advance(sent);
         }
         let record = Record {
             format: RECORD_FORMAT,
@@ -317,6 +346,7 @@ impl SharedCache for Remote {
         if self.off("a fetch") {
             return Ok(None);
         }
+        self.progress.of(tier).phase("asking the shared cache");
         Ok(self.fetch_into(tier, key, dest).await?)
     }
 
@@ -398,6 +428,20 @@ fn object_name(name: &str) -> Result<&str, RemoteError> {
         Err(RemoteError::Name {
             name: name.to_owned(),
         })
+    }
+}
+
+/// A reader that reports the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
     }
 }
 

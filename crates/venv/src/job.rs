@@ -5,6 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use tiers_core::process::{self, Echo};
+use tiers_core::Progress;
 use tokio::process::Command;
 
 use crate::error::VenvError;
@@ -37,6 +38,7 @@ pub struct Job<'a> {
     pub manifests: &'a Manifests,
     pub options: &'a Options,
     pub(crate) verbose: bool,
+    pub(crate) progress: Progress,
 }
 
 impl Job<'_> {
@@ -129,7 +131,8 @@ impl Job<'_> {
             .to_string_lossy()
             .into_owned();
         tracing::info!(tier = self.tier, "running {shown}");
-        let done = process::run(cmd, Echo::choose(self.verbose), &label)
+        self.progress.phase(&phase_of(&cmd, &label));
+        let done = process::run(cmd, Echo::choose(self.verbose, &self.progress), &label)
             .await
             .map_err(|source| VenvError::Spawn {
                 tier: self.tier.to_owned(),
@@ -160,6 +163,23 @@ impl Job<'_> {
         let mut cmd = self.command(&self.python.executable);
         cmd.args(["-m", "venv"]).arg(self.venv);
         self.run(cmd).await
+    }
+}
+
+/// What running `cmd` does, for the progress display: `uv venv` and `python -m
+/// venv` create the venv, the rest installs (`python -m pip` with pip).
+fn phase_of(cmd: &Command, label: &str) -> String {
+    let args: Vec<_> = cmd
+        .as_std()
+        .get_args()
+        .take(2)
+        .map(OsStr::to_string_lossy)
+        .collect();
+    match args.as_slice() {
+        [first, ..] if first == "venv" => "creating the venv".to_owned(),
+        [m, module] if m == "-m" && module == "venv" => "creating the venv".to_owned(),
+        [m, module] if m == "-m" => format!("installing with {module}"),
+        _ => format!("installing with {label}"),
     }
 }
 

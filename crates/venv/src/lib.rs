@@ -541,6 +541,7 @@ impl Tier for VenvTier {
             manifests: &r.manifests,
             options: &self.options,
             verbose: cx.verbose(),
+            progress: cx.progress().clone(),
         };
         r.backend.install(&job).await?;
         if let Some(why) = health::check(&entry.build_dir, &r.python) {
