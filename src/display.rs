@@ -43,9 +43,7 @@ impl Terminal {
     /// `--json`, `TERM` is not `dumb` and `NO_COLOR` is not set (to a non-empty
     /// value, as no-color.org says).
     pub fn wanted(quiet: bool, json: bool) -> bool {
-        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        !quiet && !json && !dumb && !no_color && std::io::stderr().is_terminal()
+        !quiet && !json && !plain() && std::io::stderr().is_terminal()
     }
 
     /// Start the display on stderr.
@@ -89,6 +87,13 @@ impl Terminal {
         }
         let _ = self.shared.multi.clear();
     }
+}
+
+/// Whether the terminal asks for no control characters: `TERM=dumb`, or
+/// `NO_COLOR` set to a non-empty value. Logs are then written without colors.
+pub fn plain() -> bool {
+    std::env::var_os("TERM").is_some_and(|t| t == "dumb")
+        || std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
 impl Drop for Terminal {

@@ -180,7 +180,7 @@ fn init_logging(cli: &Cli, json: bool, display: Option<&Terminal>) {
         .with_max_level(level)
         .with_writer(writer)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && !tiers::display::plain())
         .without_time()
         .init();
 }
