@@ -14,8 +14,7 @@
 //! [`Terminal::wanted`].
 
 use std::io::{IsTerminal, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
@@ -29,13 +28,14 @@ const TICK: Duration = Duration::from_millis(100);
 /// The display on stderr. Dropping it (or [`Terminal::finish`]) clears it.
 pub struct Terminal {
     shared: Arc<Shared>,
-    ticker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Dropping the sender stops the ticker at once (not at its next tick: a
+    /// warm `tiers status` takes less than a tick).
+    ticker: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
 }
 
 struct Shared {
     multi: MultiProgress,
     lines: Mutex<Vec<Weak<Bar>>>,
-    stop: AtomicBool,
 }
 
 impl Terminal {
@@ -51,18 +51,18 @@ impl Terminal {
         let shared = Arc::new(Shared {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             lines: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         });
         let ticking = shared.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let ticker = std::thread::Builder::new()
             .name("tiers-display".into())
             .spawn(move || {
-                while !ticking.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(TICK);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
                     ticking.tick();
                 }
             })
-            .ok();
+            .ok()
+            .map(|t| (stop, t));
         Arc::new(Terminal {
             shared,
             ticker: Mutex::new(ticker),
@@ -80,9 +80,9 @@ impl Terminal {
 
     /// Stop and clear the display (before the summary is printed).
     pub fn finish(&self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
         let ticker = self.ticker.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = ticker {
+        if let Some((stop, t)) = ticker {
+            drop(stop);
             let _ = t.join();
         }
         let _ = self.shared.multi.clear();
@@ -193,16 +193,19 @@ impl Bar {
 }
 
 impl Line for TierLine {
-    fn phase(&self, what: &str) {
+    fn phase(&self, what: &str, total: Option<(u64, Unit)>) {
         let b = &self.0;
         {
             let mut s = b.state();
             s.phase = Some(what.to_owned());
-            s.unit = None;
+            s.unit = total.map(|(_, unit)| unit);
             s.message.clear();
             b.restyle(&s);
         }
-        b.bar.unset_length();
+        match total {
+            Some((n, _)) => b.bar.set_length(n),
+            None => b.bar.unset_length(),
+        }
         b.bar.set_position(0);
         b.bar.reset_eta();
         b.bar.set_message("");

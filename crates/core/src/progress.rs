@@ -38,8 +38,9 @@ pub trait Display: Send + Sync {
 
 /// One running tier, as a [`Display`] shows it.
 pub trait Line: Send + Sync {
-    /// A new step (`"parsing files"`): position and total start again, unknown.
-    fn phase(&self, what: &str);
+    /// A new step (`"parsing files"`) with its total when known: the position
+    /// starts again from 0.
+    fn phase(&self, what: &str, total: Option<(u64, Unit)>);
     /// The current step's total.
     fn set_total(&self, total: u64, unit: Unit);
     /// `n` more done in the current step.
@@ -81,15 +82,14 @@ impl Progress {
     /// Start a step: what the tier is doing now (`"hashing inputs"`).
     pub fn phase(&self, what: &str) {
         if let Some(l) = &self.line {
-            l.phase(what);
+            l.phase(what, None);
         }
     }
 
     /// Start a step whose total is known: a bar.
     pub fn phase_with_total(&self, what: &str, total: u64, unit: Unit) {
         if let Some(l) = &self.line {
-            l.phase(what);
-            l.set_total(total, unit);
+            l.phase(what, Some((total, unit)));
         }
     }
 
@@ -199,8 +199,8 @@ mod tests {
     }
 
     impl Line for LogLine {
-        fn phase(&self, what: &str) {
-            self.log(format!("phase {what}"));
+        fn phase(&self, what: &str, total: Option<(u64, Unit)>) {
+            self.log(format!("phase {what} {total:?}"));
         }
         fn set_total(&self, total: u64, unit: Unit) {
             self.log(format!("total {total} {unit:?}"));
@@ -241,8 +241,7 @@ mod tests {
             *calls.lock().unwrap(),
             [
                 "start symtab symtab",
-                "symtab phase parsing files",
-                "symtab total 3 Items(\"files\")",
+                "symtab phase parsing files Some((3, Items(\"files\")))",
                 "symtab advance 2",
                 "symtab message a.py",
                 "symtab done",

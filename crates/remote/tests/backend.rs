@@ -160,8 +160,12 @@ impl tiers_core::Display for Steps {
 }
 
 impl tiers_core::Line for Steps {
-    fn phase(&self, what: &str) {
-        self.0.lock().unwrap().push((what.to_owned(), None, 0));
+    fn phase(&self, what: &str, total: Option<(u64, tiers_core::Unit)>) {
+        let total = total.map(|(n, unit)| {
+            assert_eq!(unit, tiers_core::Unit::Bytes);
+            n
+        });
+        self.0.lock().unwrap().push((what.to_owned(), total, 0));
     }
     fn set_total(&self, total: u64, unit: tiers_core::Unit) {
         assert_eq!(unit, tiers_core::Unit::Bytes);
