@@ -149,9 +149,12 @@ async fn directory_round_trip_in_several_blobs() {
     candidates_round_trip(&r).await;
 }
 
-/// Every progress report, per step: (step, total, sum of advances).
+/// A progress step: its name, its total, the sum of its advances.
+type Step = (String, Option<u64>, u64);
+
+/// Every progress step reported.
 #[derive(Default)]
-struct Steps(Arc<Mutex<Vec<(String, Option<u64>, u64)>>>);
+struct Steps(Arc<Mutex<Vec<Step>>>);
 
 impl tiers_core::Display for Steps {
     fn start(&self, _tier: &str, _kind: &str) -> Box<dyn tiers_core::Line> {
