@@ -3,7 +3,8 @@
 # machine's Python library (the corpus of bench/symtab/tier.sh) with the display
 # on against `-q`, both in a pseudo-terminal (`script`, 120 columns) so that the
 # display is really drawn, alternating, each from an empty cache dir. Prints
-# every time and the medians.
+# every wall time and CPU time (user + system, of tiers alone: what the display
+# costs, less blurred by other work on the machine) and their medians.
 #
 # Usage: bench/progress/cost.sh [RUNS]     (default 3 of each)
 #   TIERS=/path/to/tiers   skips the release build
@@ -38,8 +39,9 @@ trap 'rm -rf "$work"' EXIT
 echo "project: $proj; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 n=0
-# Milliseconds of one full build in a pseudo-terminal: `build` with extra flags
-# $1; its terminal output is kept in $work/out-$n.
+# One full build in a pseudo-terminal: `build` with extra flags $1. Sets `ms` to
+# its wall time and `cpu` to its CPU time in milliseconds; its terminal output
+# is kept in $work/out-$n.
 full_build() {
     n=$((n + 1))
     [[ -d "$proj/.tiers" ]] && mv "$proj/.tiers" "$work/old-cache-$n"
@@ -47,24 +49,37 @@ full_build() {
     sync
     local t0 t1
     t0=$(date +%s%N)
-    script -qfec "stty cols 120 rows 40; exec '$TIERS' -C '$proj' $1 build" /dev/null \
+    script -qfec "stty cols 120 rows 40; exec /usr/bin/time -f '%U %S' -o '$work/time-$n' '$TIERS' -C '$proj' $1 build" /dev/null \
         </dev/null >"$work/out-$n"
     t1=$(date +%s%N)
-    echo $(((t1 - t0) / 1000000))
+    ms=$(((t1 - t0) / 1000000))
+    cpu=$(awk '{printf "%d", ($1 + $2) * 1000}' "$work/time-$n")
 }
 
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-full_build "" >/dev/null   # warm-up: the page cache, the store's directories
-on=() off=()
+full_build ""   # warm-up: the page cache, the store's directories
+on=() off=() on_cpu=() off_cpu=()
 for ((i = 0; i < runs; i++)); do
-    on+=("$(full_build "")")
+    full_build ""
+    on+=("$ms")
+    on_cpu+=("$cpu")
     grep -q "parsing files" "$work/out-$n" || { echo "the display was not drawn" >&2; exit 1; }
-    off+=("$(full_build -q)")
+    full_build -q
+    off+=("$ms")
+    off_cpu+=("$cpu")
     if grep -q "parsing files" "$work/out-$n"; then echo "-q drew the display" >&2; exit 1; fi
 done
-m_on=$(median "${on[@]}")
-m_off=$(median "${off[@]}")
-echo "display on:  ${on[*]} ms  (median $m_on)"
-echo "-q:          ${off[*]} ms  (median $m_off)"
-awk -v a="$m_on" -v b="$m_off" 'BEGIN {printf "cost of the display: %+.1f %%\n", (a - b) * 100 / b}'
+report() {
+    local what=$1 m_on m_off
+    shift
+    local -n with=$1 without=$2
+    m_on=$(median "${with[@]}")
+    m_off=$(median "${without[@]}")
+    echo "$what, display on: ${with[*]} ms (median $m_on)"
+    echo "$what, -q:         ${without[*]} ms (median $m_off)"
+    awk -v a="$m_on" -v b="$m_off" -v w="$what" \
+        'BEGIN {printf "%s cost of the display: %+.1f %%\n", w, (a - b) * 100 / b}'
+}
+report "wall time" on off
+report "CPU time" on_cpu off_cpu
