@@ -17,7 +17,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use indicatif::{
+    HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
+};
 use tiers_core::{Display, Line, Unit};
 
 /// How long a tier runs before its line is shown.
@@ -176,16 +178,16 @@ impl Bar {
         let template = match s.unit {
             None => format!("{head}  {{elapsed}}  {{wide_msg:.dim}}"),
             Some(Unit::Bytes) => format!(
-                "{head}  [{{bar:25.cyan/blue}}] {{binary_bytes}}/{{binary_total_bytes}}  {{binary_bytes_per_sec}}  {{elapsed}}  {{wide_msg:.dim}}"
+                "{head}  [{{bar:20.cyan/blue}}] {{binary_bytes}}/{{binary_total_bytes}}  {{binary_bytes_per_sec}}  {{elapsed}}  {{wide_msg:.dim}}"
             ),
             Some(Unit::Items(what)) => format!(
-                "{head}  [{{bar:25.cyan/blue}}] {{human_pos}}/{{human_len}} {what}  {{rate}}  {{elapsed}}  {{wide_msg:.dim}}"
+                "{head}  [{{bar:20.cyan/blue}}] {{human_pos}}/{{human_len}} {what}  {{rate}}  {{elapsed}}  {{wide_msg:.dim}}"
             ),
         };
         let style = ProgressStyle::with_template(&template)
             .unwrap_or_else(|_| ProgressStyle::default_spinner())
             .with_key("rate", |st: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0}/s", st.per_sec());
+                let _ = write!(w, "{}/s", HumanCount(st.per_sec() as u64));
             })
             .progress_chars("=> ");
         self.bar.set_style(style);
