@@ -14,26 +14,8 @@ set -euo pipefail
 
 runs=${1:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-if [[ -z "${TIERS:-}" ]]; then
-    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-    cargo build --release --quiet --bin tiers --manifest-path "$root/Cargo.toml"
-    TIERS=$CARGO_TARGET_DIR/release/tiers
-fi
-proj=${CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/tiers-bench/symtab-project}
-if [[ ! -f "$proj/.git/tiers-bench-complete" ]]; then
-    # Made as bench/symtab/tier.sh makes it, which then uses it too.
-    src=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
-    rm -rf "$proj"
-    mkdir -p "$proj"
-    (cd "$src" && tar cf - --exclude=__pycache__ .) | (cd "$proj" && tar xf -)
-    printf '[tiers.symtab]\nkind = "symtab"\n' >"$proj/tiers.toml"
-    git -C "$proj" init -q
-    git -C "$proj" add -A >/dev/null 2>&1
-    git -C "$proj" -c user.name=bench -c user.email=bench@localhost commit -qm corpus
-    touch "$proj/.git/tiers-bench-complete"
-fi
-git -C "$proj" checkout -q -- .
-git -C "$proj" clean -qfd -e .tiers
+# shellcheck source=bench/symtab/corpus.sh
+source "$root/bench/symtab/corpus.sh"
 work=$(mktemp -d "${TMPDIR:-/tmp}/progress-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 echo "project: $proj; $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
