@@ -173,7 +173,12 @@ impl Bar {
     }
 
     fn restyle(&self, s: &State) {
-        let phase = s.phase.as_deref().unwrap_or("").replace('{', "{{").replace('}', "}}");
+        let phase = s
+            .phase
+            .as_deref()
+            .unwrap_or("")
+            .replace('{', "{{")
+            .replace('}', "}}");
         let head = format!("{{spinner:.cyan}} {{prefix:.bold}}  {phase}");
         let template = match s.unit {
             None => format!("{head}  {{elapsed}}  {{wide_msg:.dim}}"),

@@ -109,25 +109,12 @@ fn a_terminal_build_shows_each_running_tier_then_the_summary() {
     let modules = 2000;
     let p = corpus(modules, 8);
     // Every module and package `__init__.py` has a content of its own.
-    let total = format!("/{},{:03} files", (modules + modules / 100) / 1000, (modules + modules / 100) % 1000);
-    let done = p.path("done");
-    let tmux = Tmux::start(&format!(
-        "{} -C {} build; echo $? > {}; sleep 600",
-        quoted(&tiers_bin()),
-        quoted(p.root()),
-        quoted(&done)
-    ));
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let mut screens = Vec::new();
-    while !done.exists() {
-        assert!(Instant::now() < deadline, "the build did not end:\n{}", tmux.screen());
-        screens.push(tmux.screen());
-        std::thread::sleep(Duration::from_millis(40));
-    }
-    assert_eq!(std::fs::read_to_string(&done).unwrap().trim(), "0");
-    // The summary is printed after the display is cleared: wait for it to settle.
-    std::thread::sleep(Duration::from_millis(300));
-    let last = tmux.screen();
+    let total = format!(
+        "/{},{:03} files",
+        (modules + modules / 100) / 1000,
+        (modules + modules / 100) % 1000
+    );
+    let (screens, last) = watch(&p, "build");
     let seen = |what: &dyn Fn(&str) -> bool| screens.iter().any(|s| s.lines().any(what));
 
     // The command tier: a spinner with the tool's last output line.
@@ -156,9 +143,15 @@ fn a_terminal_build_shows_each_running_tier_then_the_summary() {
             after.split('/').next()?.replace(',', "").parse().ok()
         })
         .collect();
-    counts.windows(2).for_each(|w| assert!(w[0] <= w[1], "{counts:?}"));
+    counts
+        .windows(2)
+        .for_each(|w| assert!(w[0] <= w[1], "{counts:?}"));
     assert!(
-        counts.iter().collect::<std::collections::BTreeSet<_>>().len() >= 2,
+        counts
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= 2,
         "the parsing count never changed on screen: {counts:?}"
     );
 
@@ -170,13 +163,78 @@ fn a_terminal_build_shows_each_running_tier_then_the_summary() {
     assert!(slow.starts_with("built    slow    ") && slow.trim_end().ends_with('s'));
     assert!(symtab.starts_with("built    symtab  "));
     assert!(
-        last.contains(&format!("         parsed {} files, reused 0", &total[1..total.len() - 6])),
+        last.contains(&format!(
+            "         parsed {} files, reused 0",
+            &total[1..total.len() - 6]
+        )),
         "no symtab summary:\n{last}"
     );
     assert!(
         !last.contains("parsing files") && !last.contains("running sh"),
         "a progress line was left on the final screen:\n{last}"
     );
+}
+
+/// Runs `tiers ARGS` on `p` in tmux and returns every screen seen while it ran,
+/// then the final screen.
+fn watch(p: &Project, args: &str) -> (Vec<String>, String) {
+    let done = p.path("done");
+    let _ = std::fs::remove_file(&done);
+    let tmux = Tmux::start(&format!(
+        "{} -C {} {args}; echo $? > {}; sleep 600",
+        quoted(&tiers_bin()),
+        quoted(p.root()),
+        quoted(&done)
+    ));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut screens = Vec::new();
+    while !done.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "tiers {args} did not end:\n{}",
+            tmux.screen()
+        );
+        screens.push(tmux.screen());
+        std::thread::sleep(Duration::from_millis(40));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap().trim(),
+        "0",
+        "tiers {args}"
+    );
+    // The summary is printed after the display is cleared: wait for it to settle.
+    std::thread::sleep(Duration::from_millis(300));
+    let last = tmux.screen();
+    (screens, last)
+}
+
+#[test]
+fn verbose_output_goes_above_the_display_without_tearing_it() {
+    let p = corpus(100, 6);
+    let (screens, last) = watch(&p, "-v build slow");
+    // Each line of the command's output whole, on a line of its own, in order.
+    let lines: Vec<&str> = last.lines().collect();
+    let at: Vec<usize> = (1..=6)
+        .map(|i| {
+            let want = format!("step {i} of 6");
+            lines
+                .iter()
+                .position(|l| l.trim_end() == want)
+                .unwrap_or_else(|| panic!("no line `{want}` on the final screen:\n{last}"))
+        })
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}:\n{last}");
+    assert!(
+        screens
+            .iter()
+            .any(|s| s.contains("slow (command)") && s.contains("running sh")),
+        "no display while the command ran at -v"
+    );
+    assert!(
+        !last.contains("running sh"),
+        "the display was left:\n{last}"
+    );
+    assert!(summary_line(&last, "built", "slow").is_some(), "{last}");
 }
 
 /// The bytes a terminal receives from `tiers ARGS` run in a pseudo-terminal
@@ -197,7 +255,9 @@ fn in_pty(p: &Project, args: &str, env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("script (util-linux) runs a pseudo-terminal");
+    let out = cmd
+        .output()
+        .expect("script (util-linux) runs a pseudo-terminal");
     assert!(
         out.status.success(),
         "tiers {args} failed:\n{}",

@@ -492,13 +492,14 @@ impl Tier for CodeqlTier {
         tracing::info!(tier = cx.tier(), version = %cli.version, "codeql database create");
         cx.progress().phase("creating the database");
         let echo = process::Echo::choose(cx.verbose(), cx.progress());
-        let done = process::run(cmd, echo, "codeql")
-            .await
-            .map_err(|source| CodeqlError::Spawn {
-                tier: cx.tier().to_owned(),
-                binary: cli.path.clone(),
-                source,
-            })?;
+        let done =
+            process::run(cmd, echo, "codeql")
+                .await
+                .map_err(|source| CodeqlError::Spawn {
+                    tier: cx.tier().to_owned(),
+                    binary: cli.path.clone(),
+                    source,
+                })?;
         let tail = process::show_tail(&done.tail);
         match done.status.code() {
             Some(0) => {}

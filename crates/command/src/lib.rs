@@ -130,13 +130,14 @@ impl Tier for CommandTier {
             .map_or_else(|| self.run[0].clone(), |n| n.to_string_lossy().into_owned());
         cx.progress().phase(&format!("running {program}"));
         let echo = process::Echo::choose(cx.verbose(), cx.progress());
-        let done = process::run(cmd, echo, &program)
-            .await
-            .map_err(|source| CommandError::Spawn {
-                tier: cx.tier().to_owned(),
-                program: self.run[0].clone(),
-                source,
-            })?;
+        let done =
+            process::run(cmd, echo, &program)
+                .await
+                .map_err(|source| CommandError::Spawn {
+                    tier: cx.tier().to_owned(),
+                    program: self.run[0].clone(),
+                    source,
+                })?;
         if done.status.success() {
             let used_inputs = read_depfile(&depfile, cx.project())?;
             let _ = std::fs::remove_file(&depfile);

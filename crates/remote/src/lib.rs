@@ -38,8 +38,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tiers_core::{
-    async_trait, Candidate, Key, Marker, Progress, RemoteConfig, RemoteMode, Reporter,
-    SharedCache, Unit,
+    async_trait, Candidate, Key, Marker, Progress, RemoteConfig, RemoteMode, Reporter, SharedCache,
+    Unit,
 };
 
 pub use backend::Retry;

@@ -198,7 +198,10 @@ async fn uploads_and_downloads_report_their_bytes_on_the_tier_line() {
     let line = reporter.start("t", "command");
     r.store("t", &m, src.path()).await.unwrap();
     let dest = tempfile::tempdir().unwrap();
-    r.fetch("t", &m.key, dest.path()).await.unwrap().expect("a hit");
+    r.fetch("t", &m.key, dest.path())
+        .await
+        .unwrap()
+        .expect("a hit");
     drop(line);
     let blob_bytes: u64 = std::fs::read_dir(store.path().join("blobs"))
         .unwrap()
@@ -218,7 +221,9 @@ async fn uploads_and_downloads_report_their_bytes_on_the_tier_line() {
     );
     // Another tier's transfers do not land on a line that has ended.
     let before = seen.lock().unwrap().len();
-    r.store("t", &marker("t", "later"), src.path()).await.unwrap();
+    r.store("t", &marker("t", "later"), src.path())
+        .await
+        .unwrap();
     assert_eq!(seen.lock().unwrap().len(), before);
 }
 

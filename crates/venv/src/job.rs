@@ -196,3 +196,36 @@ fn show(cmd: &Command) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(program: &str, args: &[&str]) -> String {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        phase_of(&cmd, program)
+    }
+
+    #[test]
+    fn the_progress_step_names_what_the_installer_does() {
+        assert_eq!(phase("uv", &["venv", "--python", "x"]), "creating the venv");
+        assert_eq!(
+            phase("python3", &["-m", "venv", "dir"]),
+            "creating the venv"
+        );
+        assert_eq!(
+            phase(
+                "python",
+                &["-m", "pip", "install", "-r", "requirements.txt"]
+            ),
+            "installing with pip"
+        );
+        assert_eq!(
+            phase("uv", &["pip", "install", "-e", "."]),
+            "installing with uv"
+        );
+        assert_eq!(phase("uv", &["sync", "--frozen"]), "installing with uv");
+        assert_eq!(phase("poetry", &["install"]), "installing with poetry");
+    }
+}

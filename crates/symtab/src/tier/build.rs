@@ -330,8 +330,11 @@ impl Job {
         mut clock: Clock,
     ) -> Result<Counts, TierError> {
         let keep = to_parse.len() <= KEEP_PARSED;
-        self.progress
-            .phase_with_total("parsing files", to_parse.len() as u64, Unit::Items("files"));
+        self.progress.phase_with_total(
+            "parsing files",
+            to_parse.len() as u64,
+            Unit::Items("files"),
+        );
         let parsed = self.parse(store, rows, to_parse, keep)?;
         let mut loader = Loader {
             job: self,

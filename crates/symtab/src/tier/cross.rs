@@ -68,8 +68,11 @@ impl Pass<'_> {
             }
         }
         let redo: Vec<usize> = self.redo(&providers).into_iter().collect();
-        self.progress
-            .phase_with_total("resolving modules", redo.len() as u64, Unit::Items("modules"));
+        self.progress.phase_with_total(
+            "resolving modules",
+            redo.len() as u64,
+            Unit::Items("modules"),
+        );
         let world = World {
             rows,
             interfaces: self.interfaces,
