@@ -80,7 +80,8 @@ impl Terminal {
         }
     }
 
-    /// Stop and clear the display (before the summary is printed).
+    /// Stop and clear the display. A tier's line goes when the tier is done, so
+    /// once the engine has returned nothing is drawn: the summary needs no call.
     pub fn finish(&self) {
         let ticker = self.ticker.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((stop, t)) = ticker {

@@ -225,12 +225,6 @@ fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
             .with_progress(reporter);
         engine = engine.with_shared(Some(Arc::new(shared)));
     }
-    // The display is cleared before anything is printed on stdout.
-    let done = || {
-        if let Some(d) = &display {
-            d.finish();
-        }
-    };
     if engine.config_file().is_none() && engine.tier_names().next().is_none() {
         return Err(tiers::Error::config(format!(
             "no tiers are configured: `{}` has no tiers.toml\nhint: write one (see the README's tiers.toml reference) or pass --config FILE",
@@ -261,23 +255,18 @@ fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
                 rebuild,
                 eager,
             };
-            let report = runtime.block_on(engine.build(&req));
-            done();
-            let report = report?;
+            let report = runtime.block_on(engine.build(&req))?;
             print_report(&report, json)?;
             Ok(exit_for(&report))
         }
         Command::Status { tiers, json } => {
-            let report = runtime.block_on(engine.status(&tiers));
-            done();
-            let report = report?;
+            let report = runtime.block_on(engine.status(&tiers))?;
             print_report(&report, json)?;
             Ok(exit_for(&report))
         }
         Command::Explain { tier } => {
-            let ex = runtime.block_on(engine.explain(&tier));
-            done();
-            print_explanation(&ex?);
+            let ex = runtime.block_on(engine.explain(&tier))?;
+            print_explanation(&ex);
             Ok(ExitCode::SUCCESS)
         }
         Command::Paths { json } => {
