@@ -7,7 +7,7 @@
 //! reported a step, so tiers that are fresh (or nearly so) print nothing before
 //! the summary; it goes when the tier is done. Log lines and tools' output at
 //! `-v` are printed above the lines through [`Terminal::log_writer`] and
-//! [`Line::print`], which suspend the display while they write.
+//! [`ProgressLine::print`], which suspend the display while they write.
 //!
 //! The display is off — output exactly as without it — when stderr is not a
 //! terminal, with `--json` or `-q`, and with `TERM=dumb` or `NO_COLOR`: see
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use indicatif::{
     HumanCount, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle,
 };
-use tiers_core::{Display, Line, Unit};
+use tiers_core::{ProgressDisplay, ProgressLine, Unit};
 
 /// How long a tier runs before its line is shown.
 pub const SHOW_AFTER: Duration = Duration::from_millis(150);
@@ -118,8 +118,8 @@ impl Shared {
     }
 }
 
-impl Display for Terminal {
-    fn start(&self, tier: &str, kind: &str) -> Box<dyn Line> {
+impl ProgressDisplay for Terminal {
+    fn start(&self, tier: &str, kind: &str) -> Box<dyn ProgressLine> {
         let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
             .with_prefix(format!("{tier} ({kind})"));
         let bar = Arc::new(Bar {
@@ -200,7 +200,7 @@ impl Bar {
     }
 }
 
-impl Line for TierLine {
+impl ProgressLine for TierLine {
     fn phase(&self, what: &str, total: Option<(u64, Unit)>) {
         let b = &self.0;
         {

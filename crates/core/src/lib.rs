@@ -37,7 +37,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use inputs::{hash_file, InputSet, InputSpec, InputStats, Inputs};
 pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};
-pub use progress::{Display, Line, Progress, Reporter, Unit};
+pub use progress::{Progress, ProgressDisplay, ProgressLine, Reporter, Unit};
 pub use registry::{Factory, Registry};
 pub use report::{PathsReport, ReasonReport, Report, Status, TierPath, TierReport};
 pub use shared::SharedCache;

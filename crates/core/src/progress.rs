@@ -5,7 +5,7 @@
 //! got ([`Progress::advance`]) and a detail such as a tool's last output line
 //! ([`Progress::message`]) — and never print. Whoever runs the engine decides what
 //! that becomes: the `tiers` driver draws one line per tier on a terminal; an
-//! embedder may bring its own [`Display`]; with none, every call is a no-op that
+//! embedder may bring its own [`ProgressDisplay`]; with none, every call is a no-op that
 //! costs a branch, so kinds call it from hot loops (a file parsed, a file hashed)
 //! without asking first.
 //!
@@ -29,15 +29,15 @@ pub enum Unit {
 }
 
 /// The display side, implemented by the driver's terminal display or an embedder.
-pub trait Display: Send + Sync {
+pub trait ProgressDisplay: Send + Sync {
     /// Tier `tier` of kind `kind` starts running: the line it reports on. The line
     /// is dropped when the tier is done. A display may wait for the first report
     /// before it shows anything, so that tiers with nothing to do stay silent.
-    fn start(&self, tier: &str, kind: &str) -> Box<dyn Line>;
+    fn start(&self, tier: &str, kind: &str) -> Box<dyn ProgressLine>;
 }
 
-/// One running tier, as a [`Display`] shows it.
-pub trait Line: Send + Sync {
+/// One running tier, as a [`ProgressDisplay`] shows it.
+pub trait ProgressLine: Send + Sync {
     /// A new step (`"parsing files"`) with its total when known: the position
     /// starts again from 0.
     fn phase(&self, what: &str, total: Option<(u64, Unit)>);
@@ -56,7 +56,7 @@ pub trait Line: Send + Sync {
 /// A tier's progress handle: cheap to clone, a no-op when no display listens.
 #[derive(Clone, Default)]
 pub struct Progress {
-    line: Option<Arc<dyn Line>>,
+    line: Option<Arc<dyn ProgressLine>>,
 }
 
 impl std::fmt::Debug for Progress {
@@ -124,12 +124,12 @@ impl Progress {
     }
 }
 
-/// The engine's side: makes each tier's [`Progress`] on its [`Display`], and finds
+/// The engine's side: makes each tier's [`Progress`] on its [`ProgressDisplay`], and finds
 /// the handle of a running tier by name.
 #[derive(Clone, Default)]
 pub struct Reporter {
-    display: Option<Arc<dyn Display>>,
-    running: Arc<Mutex<HashMap<String, Weak<dyn Line>>>>,
+    display: Option<Arc<dyn ProgressDisplay>>,
+    running: Arc<Mutex<HashMap<String, Weak<dyn ProgressLine>>>>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -142,7 +142,7 @@ impl std::fmt::Debug for Reporter {
 
 impl Reporter {
     /// Report on `display`.
-    pub fn new(display: Arc<dyn Display>) -> Reporter {
+    pub fn new(display: Arc<dyn ProgressDisplay>) -> Reporter {
         Reporter {
             display: Some(display),
             running: Arc::default(),
@@ -159,7 +159,7 @@ impl Reporter {
         let Some(display) = &self.display else {
             return Progress::none();
         };
-        let line: Arc<dyn Line> = Arc::from(display.start(tier, kind));
+        let line: Arc<dyn ProgressLine> = Arc::from(display.start(tier, kind));
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         running.retain(|_, l| l.strong_count() > 0);
         running.insert(tier.to_owned(), Arc::downgrade(&line));
@@ -185,8 +185,8 @@ mod tests {
 
     struct LogLine(String, Arc<Mutex<Vec<String>>>);
 
-    impl Display for Log {
-        fn start(&self, tier: &str, kind: &str) -> Box<dyn Line> {
+    impl ProgressDisplay for Log {
+        fn start(&self, tier: &str, kind: &str) -> Box<dyn ProgressLine> {
             self.0.lock().unwrap().push(format!("start {tier} {kind}"));
             Box::new(LogLine(tier.to_owned(), self.0.clone()))
         }
@@ -198,7 +198,7 @@ mod tests {
         }
     }
 
-    impl Line for LogLine {
+    impl ProgressLine for LogLine {
         fn phase(&self, what: &str, total: Option<(u64, Unit)>) {
             self.log(format!("phase {what} {total:?}"));
         }

@@ -156,13 +156,13 @@ type Step = (String, Option<u64>, u64);
 #[derive(Default)]
 struct Steps(Arc<Mutex<Vec<Step>>>);
 
-impl tiers_core::Display for Steps {
-    fn start(&self, _tier: &str, _kind: &str) -> Box<dyn tiers_core::Line> {
+impl tiers_core::ProgressDisplay for Steps {
+    fn start(&self, _tier: &str, _kind: &str) -> Box<dyn tiers_core::ProgressLine> {
         Box::new(Steps(self.0.clone()))
     }
 }
 
-impl tiers_core::Line for Steps {
+impl tiers_core::ProgressLine for Steps {
     fn phase(&self, what: &str, total: Option<(u64, tiers_core::Unit)>) {
         let total = total.map(|(n, unit)| {
             assert_eq!(unit, tiers_core::Unit::Bytes);
