@@ -306,7 +306,7 @@ fn no_control_characters(what: &str, text: &str) {
 }
 
 #[test]
-fn piped_json_quiet_dumb_and_no_color_output_has_no_escape_codes_and_keeps_its_shape() {
+fn piped_json_quiet_dumb_no_color_and_fresh_output_has_no_escape_codes_and_keeps_its_shape() {
     let p = corpus(200, 4);
     p.build(&[]);
     let keys = p.build(&["--rebuild", "all"]);
@@ -341,6 +341,18 @@ fn piped_json_quiet_dumb_and_no_color_output_has_no_escape_codes_and_keeps_its_s
     let doc: serde_json::Value = serde_json::from_str(&json)
         .unwrap_or_else(|e| panic!("--json in a terminal is not only JSON ({e}):\n{json}"));
     assert_eq!(doc["tiers"][1]["name"], "symtab");
+
+    // Fresh tiers print nothing before the summary, even in a terminal.
+    let fresh = in_pty(&p, "build", &[]);
+    no_control_characters("a fresh build in a terminal", &fresh);
+    assert_eq!(
+        redacted(&fresh),
+        format!(
+            "fresh    slow    {} [ELAPSED]\nfresh    symtab  {} [ELAPSED]\n",
+            key("slow"),
+            key("symtab")
+        )
+    );
 
     // `-q`, TERM=dumb and NO_COLOR in a terminal: no escape codes, the summary
     // byte for byte as piped (times aside); the last two keep their log lines.
