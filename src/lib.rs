@@ -18,6 +18,8 @@
 
 pub use tiers_core::*;
 
+pub mod display;
+
 /// A registry holding every built-in kind.
 pub fn registry() -> Registry {
     let mut r = Registry::new();

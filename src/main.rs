@@ -3,12 +3,14 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Parser, Subcommand};
 
 mod init;
-use tiers::{BuildRequest, ConfigSource, Engine, EngineOptions, Force, Report};
+use tiers::display::Terminal;
+use tiers::{BuildRequest, ConfigSource, Engine, EngineOptions, Force, Report, Reporter};
 
 /// The symtab build allocates and frees from every core at once: a full build
 /// of the Python library took 4.7 s of user CPU with mimalloc against 5.9 s
@@ -138,8 +140,9 @@ fn main() -> ExitCode {
             | Command::Status { json: true, .. }
             | Command::Paths { json: true }
     );
-    init_logging(&cli, json);
-    match run(cli) {
+    let display = Terminal::wanted(cli.quiet, json).then(Terminal::new);
+    init_logging(&cli, json, display.as_deref());
+    match run(cli, display) {
         Ok(code) => code,
         Err(err) => {
             let usage = err
@@ -164,8 +167,10 @@ fn render_error(err: &anyhow::Error) -> String {
     text
 }
 
-fn init_logging(cli: &Cli, json: bool) {
+/// Logs go to stderr; above the progress display when there is one.
+fn init_logging(cli: &Cli, json: bool, display: Option<&Terminal>) {
     use tracing::Level;
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
     let level = match (cli.quiet, cli.verbose) {
         (true, _) => Level::ERROR,
         (false, 0) if !json && std::io::stderr().is_terminal() => Level::INFO,
@@ -173,16 +178,20 @@ fn init_logging(cli: &Cli, json: bool) {
         (false, 1) => Level::DEBUG,
         (false, _) => Level::TRACE,
     };
+    let writer = match display {
+        Some(d) => BoxMakeWriter::new(d.log_writer()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::fmt()
         .with_max_level(level)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(std::io::stderr().is_terminal() && !tiers::display::plain())
         .without_time()
         .init();
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
     if let Command::Init = cli.command {
         let file = cli
             .config
@@ -211,10 +220,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         verbose: cli.verbose > 0,
     };
-    let mut engine = Engine::open(options, &tiers::registry())?;
+    let reporter = match &display {
+        Some(d) => Reporter::new(d.clone()),
+        None => Reporter::default(),
+    };
+    let mut engine = Engine::open(options, &tiers::registry())?.with_progress(reporter.clone());
     if !cli.no_remote && engine.remote_config().url.is_some() {
-        let shared = tiers_remote::open(engine.remote_config()).map_err(tiers::Error::from)?;
-        engine = engine.with_shared(Some(shared));
+        let shared = tiers_remote::Remote::open(engine.remote_config())
+            .map_err(tiers::Error::from)?
+            .with_progress(reporter);
+        engine = engine.with_shared(Some(Arc::new(shared)));
     }
     if engine.tier_names().next().is_none() {
         let message = match engine.config_file() {

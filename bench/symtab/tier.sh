@@ -20,31 +20,10 @@ set -euo pipefail
 
 runs=${1:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
-if [[ -z "${TIERS:-}" ]]; then
-    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-    cargo build --release --quiet --bin tiers --manifest-path "$root/Cargo.toml"
-    TIERS=$CARGO_TARGET_DIR/release/tiers
-fi
-src=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
 work=$(mktemp -d "${TMPDIR:-/tmp}/symtab-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# The project is copied once and kept (reset to its commit on every run):
-# copying and deleting 50,000 files before each run left the file system busy
-# enough to slow the first builds after it by half.
-proj=${CORPUS:-${XDG_CACHE_HOME:-$HOME/.cache}/tiers-bench/symtab-project}
-if [[ ! -f "$proj/.git/tiers-bench-complete" ]]; then
-    rm -rf "$proj"
-    mkdir -p "$proj"
-    (cd "$src" && tar cf - --exclude=__pycache__ .) | (cd "$proj" && tar xf -)
-    printf '[tiers.symtab]\nkind = "symtab"\n' >"$proj/tiers.toml"
-    git -C "$proj" init -q
-    git -C "$proj" add -A >/dev/null 2>&1
-    git -C "$proj" -c user.name=bench -c user.email=bench@localhost commit -qm corpus
-    touch "$proj/.git/tiers-bench-complete"
-else
-    git -C "$proj" checkout -q -- .
-    git -C "$proj" clean -qfd -e .tiers
-fi
+# shellcheck source=bench/symtab/corpus.sh
+source "$root/bench/symtab/corpus.sh"
 [[ -d "$proj/.tiers" ]] && mv "$proj/.tiers" "$work/old-cache-0"
 echo "project: $proj (CORPUS= to choose another place)"
 py_files=$(cd "$proj" && find . -name '*.py' -not -path './.tiers/*' | wc -l)

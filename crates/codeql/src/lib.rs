@@ -490,13 +490,16 @@ impl Tier for CodeqlTier {
         };
         let cmd = self.create_command(cli, cx, &db, config_file.as_deref());
         tracing::info!(tier = cx.tier(), version = %cli.version, "codeql database create");
-        let done = process::run(cmd, process::Echo::choose(cx.verbose()), "codeql")
-            .await
-            .map_err(|source| CodeqlError::Spawn {
-                tier: cx.tier().to_owned(),
-                binary: cli.path.clone(),
-                source,
-            })?;
+        cx.progress().phase("creating the database");
+        let echo = process::Echo::choose(cx.verbose(), cx.progress());
+        let done =
+            process::run(cmd, echo, "codeql")
+                .await
+                .map_err(|source| CodeqlError::Spawn {
+                    tier: cx.tier().to_owned(),
+                    binary: cli.path.clone(),
+                    source,
+                })?;
         let tail = process::show_tail(&done.tail);
         match done.status.code() {
             Some(0) => {}

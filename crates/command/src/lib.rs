@@ -125,13 +125,19 @@ impl Tier for CommandTier {
         for (name, up) in cx.upstream() {
             cmd.env(format!("TIERS_PATH_{}", env_name(name)), &up.path);
         }
-        let done = process::run(cmd, process::Echo::choose(cx.verbose()), cx.tier())
-            .await
-            .map_err(|source| CommandError::Spawn {
-                tier: cx.tier().to_owned(),
-                program: self.run[0].clone(),
-                source,
-            })?;
+        let program = std::path::Path::new(&self.run[0])
+            .file_name()
+            .map_or_else(|| self.run[0].clone(), |n| n.to_string_lossy().into_owned());
+        cx.progress().phase(&format!("running {program}"));
+        let echo = process::Echo::choose(cx.verbose(), cx.progress());
+        let done =
+            process::run(cmd, echo, &program)
+                .await
+                .map_err(|source| CommandError::Spawn {
+                    tier: cx.tier().to_owned(),
+                    program: self.run[0].clone(),
+                    source,
+                })?;
         if done.status.success() {
             let used_inputs = read_depfile(&depfile, cx.project())?;
             let _ = std::fs::remove_file(&depfile);

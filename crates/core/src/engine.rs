@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::inputs::Inputs;
 use crate::key::{Freshness, Key, KeyDoc, Reason};
 use crate::process;
+use crate::progress::Reporter;
 use crate::registry::Registry;
 use crate::report::{PathsReport, Report, Status, TierPath, TierReport};
 use crate::shared::SharedCache;
@@ -73,6 +74,7 @@ pub struct Engine {
     verbose: bool,
     remote: RemoteConfig,
     shared: Option<Arc<dyn SharedCache>>,
+    progress: Reporter,
 }
 
 /// What the engine found for one tier before acting on it.
@@ -220,6 +222,7 @@ impl Engine {
             config_file: loaded.file,
             remote: loaded.config.remote,
             shared: None,
+            progress: Reporter::default(),
             tiers,
             verbose: options.verbose,
         })
@@ -246,6 +249,12 @@ impl Engine {
     /// Put a shared cache level behind the local store.
     pub fn with_shared(mut self, shared: Option<Arc<dyn SharedCache>>) -> Self {
         self.shared = shared;
+        self
+    }
+
+    /// Report each running tier's progress to `reporter` (the driver's terminal display).
+    pub fn with_progress(mut self, reporter: Reporter) -> Self {
+        self.progress = reporter;
         self
     }
 
@@ -551,6 +560,7 @@ impl Engine {
             upstream,
             verbose: self.verbose,
             previous: Default::default(),
+            progress: self.progress.start(&t.name, &t.kind),
         }
     }
 

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::key::hex;
+use crate::progress::{Progress, Unit};
 use crate::statcache::{self, Record, Stat, StatCache};
 
 mod walk;
@@ -362,9 +363,14 @@ impl Inputs {
 
     /// Match `spec` against the project and hash what matched.
     pub fn collect(&self, spec: &InputSpec) -> Result<InputSet> {
+        self.collect_with(spec, &Progress::none())
+    }
+
+    /// [`Inputs::collect`], reporting the bytes it hashes to `progress`.
+    pub fn collect_with(&self, spec: &InputSpec, progress: &Progress) -> Result<InputSet> {
         let w = self.walked(Some(spec));
         let matched = self.matched(w, spec);
-        self.know(w, &matched)?;
+        self.know(w, &matched, progress)?;
         let mut hex = String::with_capacity(matched.len() * 64);
         for &i in matched.iter() {
             let known = w.known[i as usize].get().expect("known after know()");
@@ -391,7 +397,7 @@ impl Inputs {
             self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
             return Ok(Some(hex(&digest)));
         };
-        match self.know(w, &[i as u32]) {
+        match self.know(w, &[i as u32], &Progress::none()) {
             Ok(()) => Ok(w.known[i].get().map(|k| hex(&k.digest))),
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 Ok(None)
@@ -504,7 +510,7 @@ impl Inputs {
     /// Make sure the digest of each of `indices` is known: from the stat cache when it
     /// can vouch for the file (no system call: the walk has the stat data), else by
     /// hashing it, in parallel.
-    fn know(&self, w: &Walked, indices: &[u32]) -> Result<()> {
+    fn know(&self, w: &Walked, indices: &[u32], progress: &Progress) -> Result<()> {
         let mut todo = Vec::new();
         for &i in indices {
             let i = i as usize;
@@ -527,10 +533,28 @@ impl Inputs {
             }
             todo.push(i);
         }
+        // In bytes when the walk has every size, else in files.
+        let mut in_bytes = false;
+        if !todo.is_empty() && progress.is_on() {
+            let bytes: Option<u64> = todo
+                .iter()
+                .map(|&i| w.stat_if_known(i).map(|s| s.size))
+                .sum();
+            in_bytes = bytes.is_some();
+            match bytes {
+                Some(b) => progress.phase_with_total("hashing inputs", b, Unit::Bytes),
+                None => progress.phase_with_total(
+                    "hashing inputs",
+                    todo.len() as u64,
+                    Unit::Items("files"),
+                ),
+            }
+        }
         par_each(&todo, |buf, &i| {
             let (digest, stat, n) = hash_into(&self.project.join(w.paths.get(i)), buf)?;
             self.hashed_files.fetch_add(1, Ordering::Relaxed);
             self.hashed_bytes.fetch_add(n, Ordering::Relaxed);
+            progress.advance(if in_bytes { n } else { 1 });
             let _ = w.known[i].set(Known {
                 stat,
                 digest,

@@ -18,6 +18,7 @@ mod error;
 mod inputs;
 mod key;
 pub mod process;
+mod progress;
 mod registry;
 mod report;
 mod shared;
@@ -36,6 +37,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use inputs::{hash_file, InputSet, InputSpec, InputStats, Inputs};
 pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};
+pub use progress::{Progress, ProgressDisplay, ProgressLine, Reporter, Unit};
 pub use registry::{Factory, Registry};
 pub use report::{PathsReport, ReasonReport, Report, Status, TierPath, TierReport};
 pub use shared::SharedCache;

@@ -19,7 +19,6 @@
 //! - the future running the tool is dropped: the group is killed.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -27,29 +26,31 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
+use crate::progress::Progress;
+
 /// Lines of output kept to show when the tool fails.
 pub const TAIL_LINES: usize = 40;
-/// Width of the one-line progress display.
-const PROGRESS_WIDTH: usize = 100;
 
 /// What to do with each line of the tool's output as it arrives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum Echo {
-    /// `-v`: every line on stderr.
-    Lines,
-    /// A terminal at the default verbosity: the latest line, rewritten in place.
-    Progress,
+    /// `-v`: every line on stderr (above the progress display, when there is one).
+    Lines(Progress),
+    /// A progress display: the latest line, beside the tier's current step.
+    Progress(Progress),
     /// `--json`, pipes, `-q`: nothing until it fails.
     Quiet,
 }
 
 impl Echo {
-    pub fn choose(verbose: bool) -> Echo {
+    /// Every line at `-v`, else the latest on the tier's progress line when a
+    /// display listens (the driver has one only on a terminal outside `--json`
+    /// and `-q`), else nothing.
+    pub fn choose(verbose: bool, progress: &Progress) -> Echo {
         if verbose {
-            Echo::Lines
-        } else if std::io::stderr().is_terminal() && tracing::enabled!(tracing::Level::INFO) {
-            // The driver enables INFO only on a terminal outside `--json` and `-q`.
-            Echo::Progress
+            Echo::Lines(progress.clone())
+        } else if progress.is_on() {
+            Echo::Progress(progress.clone())
         } else {
             Echo::Quiet
         }
@@ -230,13 +231,13 @@ pub async fn run(
         tokio::spawn(drain(
             child.stdout.take(),
             tail.clone(),
-            echo,
+            echo.clone(),
             label.to_owned(),
         )),
         tokio::spawn(drain(
             child.stderr.take(),
             tail.clone(),
-            echo,
+            echo.clone(),
             label.to_owned(),
         )),
     ];
@@ -248,9 +249,8 @@ pub async fn run(
     for r in readers {
         let _ = r.await;
     }
-    if echo == Echo::Progress {
-        eprint!("\r\x1b[2K");
-        let _ = std::io::stderr().flush();
+    if let Echo::Progress(progress) = &echo {
+        progress.message("");
     }
     let tail = tail.lock().expect("tail lock").drain(..).collect();
     Ok(Finished { status, tail })
@@ -275,13 +275,13 @@ async fn drain(
             .trim_end_matches(['\n', '\r'])
             .to_owned();
         buf.clear();
-        match echo {
-            Echo::Lines => eprintln!("{line}"),
-            Echo::Progress => {
-                let shown: String = line.chars().take(PROGRESS_WIDTH).collect();
-                eprint!("\r\x1b[2K{label}: {shown}");
-                let _ = std::io::stderr().flush();
+        match &echo {
+            Echo::Lines(progress) => progress.print(&line),
+            // A blank line would hide the last one that said something.
+            Echo::Progress(progress) if !line.trim().is_empty() => {
+                progress.message(&format!("{label}: {line}"))
             }
+            Echo::Progress(_) => {}
             Echo::Quiet => {}
         }
         let mut t = tail.lock().expect("tail lock");

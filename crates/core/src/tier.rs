@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::inputs::{InputSet, InputSpec, Inputs};
 use crate::key::{Freshness, Key, KeyDoc};
+use crate::progress::Progress;
 
 /// A kind of artifact: what its key is made of, how to build it, how to check it.
 ///
@@ -157,6 +158,8 @@ pub struct Context {
     /// The last entry, once read: its marker holds the whole key document,
     /// which the engine's lookup has often parsed already.
     pub(crate) previous: Arc<std::sync::OnceLock<Option<Entry>>>,
+    /// This tier's line on the display; dropped with the last clone of the context.
+    pub(crate) progress: Progress,
 }
 
 impl Context {
@@ -181,6 +184,7 @@ impl Context {
             upstream: BTreeMap::new(),
             verbose: false,
             previous: Default::default(),
+            progress: Progress::none(),
         }
     }
 
@@ -202,7 +206,7 @@ impl Context {
     }
     /// Hash the project files `spec` matches (cached for the run, shared by tiers).
     pub fn inputs(&self, spec: &InputSpec) -> Result<InputSet> {
-        self.inputs.collect(spec)
+        self.inputs.collect_with(spec, &self.progress)
     }
     /// The project's walkable files, relative and sorted.
     pub fn project_files(&self) -> &[String] {
@@ -246,5 +250,11 @@ impl Context {
     /// Whether the user asked for verbose output: kinds may stream tool output.
     pub fn verbose(&self) -> bool {
         self.verbose
+    }
+
+    /// Where this tier reports what it is doing and how far along it is (a no-op
+    /// unless a display listens). Kinds report here and never print.
+    pub fn progress(&self) -> &Progress {
+        &self.progress
     }
 }

@@ -48,7 +48,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tiers_core::{
-    async_trait, Candidate, Key, Marker, RemoteConfig, RemoteMode, SharedCache, CANDIDATE_LIMIT,
+    async_trait, Candidate, Key, Marker, Progress, RemoteConfig, RemoteMode, Reporter, SharedCache,
+    Unit, CANDIDATE_LIMIT,
 };
 
 pub use backend::Retry;
@@ -111,6 +112,8 @@ pub struct Remote {
     chunk_bytes: usize,
     /// With a key, records and lists are signed, and unsigned ones are misses.
     signing: Option<SigningKey>,
+    /// Where the bytes moved for a tier are reported: on that tier's line.
+    progress: Reporter,
 }
 
 /// Open the shared cache `config` names. Connects to nothing yet: the first request
@@ -152,7 +155,15 @@ impl Remote {
             writable,
             chunk_bytes: CHUNK_BYTES,
             signing: None,
+            progress: Reporter::default(),
         })
+    }
+
+    /// Report the bytes downloaded, unpacked and uploaded for a tier on that
+    /// tier's progress line (the engine's [`Reporter`]).
+    pub fn with_progress(mut self, reporter: Reporter) -> Self {
+        self.progress = reporter;
+        self
     }
 
     /// Sign what this remote writes with `key` and accept only what it signed.
@@ -285,6 +296,9 @@ impl Remote {
         };
         let record_path = Self::record_path(tier, key)?;
         let remote = self.backend.remote().to_owned();
+        let progress = self.progress.of(tier);
+        let packed: u64 = record.blobs.iter().map(|b| b.bytes).sum();
+        progress.phase_with_total("downloading", packed, Unit::Bytes);
         let spool_dir = dest.parent().unwrap_or(dest);
         let mut spool = tempfile::tempfile_in(spool_dir)
             .or_else(|_| tempfile::tempfile())
@@ -311,14 +325,19 @@ impl Remote {
             spool
                 .write_all(&bytes)
                 .map_err(|e| io_error(spool_dir, e))?;
+            progress.advance(bytes.len() as u64);
         }
+        progress.phase_with_total("unpacking", packed, Unit::Bytes);
         spool
             .seek(SeekFrom::Start(0))
             .map_err(|e| io_error(spool_dir, e))?;
         let dest_owned = dest.to_owned();
         let unpacked = tokio::task::spawn_blocking(move || {
             pack::unpack(
-                std::io::BufReader::new(spool),
+                std::io::BufReader::new(Counted {
+                    inner: spool,
+                    progress,
+                }),
                 &dest_owned,
                 tiers_core::MARKER,
             )
@@ -340,6 +359,8 @@ impl Remote {
         dir: &Path,
     ) -> Result<(), RemoteError> {
         let record_path = Self::record_path(tier, &marker.key)?;
+        let progress = self.progress.of(tier);
+        progress.phase("packing for the shared cache");
         let dir_owned = dir.to_owned();
         let packed = tokio::task::spawn_blocking(move || {
             let spool_dir = dir_owned.parent().unwrap_or(&dir_owned);
@@ -359,6 +380,10 @@ impl Remote {
         .await
         .map_err(|e| io_error(dir, std::io::Error::other(e)))?;
         let (mut spool, counts) = packed?;
+        if progress.is_on() {
+            let packed = spool.metadata().map_or(0, |m| m.len());
+            progress.phase_with_total("uploading", packed, Unit::Bytes);
+        }
         let mut blobs = Vec::new();
         loop {
             let chunk = read_chunk(&mut spool, self.chunk_bytes).map_err(|e| io_error(dir, e))?;
@@ -372,7 +397,9 @@ impl Remote {
             });
             // Always written, even when a blob of that name exists: that is how a
             // corrupt one is replaced.
+            let sent = chunk.len() as u64;
             self.backend.put(&Self::blob_path(&digest), chunk).await?;
+            progress.advance(sent);
         }
         let record = Record {
             format: RECORD_FORMAT,
@@ -421,6 +448,7 @@ impl SharedCache for Remote {
         if self.off("a fetch") {
             return Ok(None);
         }
+        self.progress.of(tier).phase("asking the shared cache");
         Ok(self.miss_if_untrusted(self.fetch_into(tier, key, dest).await)?)
     }
 
@@ -579,6 +607,20 @@ fn object_name(name: &str) -> Result<&str, RemoteError> {
         Err(RemoteError::Name {
             name: name.to_owned(),
         })
+    }
+}
+
+/// A reader that reports the bytes read through it.
+struct Counted<R> {
+    inner: R,
+    progress: Progress,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
     }
 }
 

@@ -149,6 +149,84 @@ async fn directory_round_trip_in_several_blobs() {
     candidates_round_trip(&r).await;
 }
 
+/// A progress step: its name, its total, the sum of its advances.
+type Step = (String, Option<u64>, u64);
+
+/// Every progress step reported.
+#[derive(Default)]
+struct Steps(Arc<Mutex<Vec<Step>>>);
+
+impl tiers_core::ProgressDisplay for Steps {
+    fn start(&self, _tier: &str, _kind: &str) -> Box<dyn tiers_core::ProgressLine> {
+        Box::new(Steps(self.0.clone()))
+    }
+}
+
+impl tiers_core::ProgressLine for Steps {
+    fn phase(&self, what: &str, total: Option<(u64, tiers_core::Unit)>) {
+        let total = total.map(|(n, unit)| {
+            assert_eq!(unit, tiers_core::Unit::Bytes);
+            n
+        });
+        self.0.lock().unwrap().push((what.to_owned(), total, 0));
+    }
+    fn set_total(&self, total: u64, unit: tiers_core::Unit) {
+        assert_eq!(unit, tiers_core::Unit::Bytes);
+        self.0.lock().unwrap().last_mut().unwrap().1 = Some(total);
+    }
+    fn advance(&self, n: u64) {
+        self.0.lock().unwrap().last_mut().unwrap().2 += n;
+    }
+    fn message(&self, _text: &str) {}
+    fn print(&self, _text: &str) {}
+}
+
+/// Issue 16: the bytes moved for a tier are reported on that tier's line, each
+/// step's total reached exactly.
+#[tokio::test]
+async fn uploads_and_downloads_report_their_bytes_on_the_tier_line() {
+    let store = tempfile::tempdir().unwrap();
+    let url = format!("file://{}", store.path().display());
+    let steps = Steps::default();
+    let seen = steps.0.clone();
+    let reporter = tiers_core::Reporter::new(Arc::new(steps));
+    let r = remote(&url, true)
+        .with_chunk_bytes(64 * 1024)
+        .with_progress(reporter.clone());
+    let m = marker("t", "progress");
+    let src = entry_dir(300_000);
+    let line = reporter.start("t", "command");
+    r.store("t", &m, src.path()).await.unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    r.fetch("t", &m.key, dest.path())
+        .await
+        .unwrap()
+        .expect("a hit");
+    drop(line);
+    let blob_bytes: u64 = std::fs::read_dir(store.path().join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(blob_bytes > 300_000);
+    let full = |what: &str| (what.to_owned(), Some(blob_bytes), blob_bytes);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            ("packing for the shared cache".to_owned(), None, 0),
+            full("uploading"),
+            ("asking the shared cache".to_owned(), None, 0),
+            full("downloading"),
+            full("unpacking"),
+        ]
+    );
+    // Another tier's transfers do not land on a line that has ended.
+    let before = seen.lock().unwrap().len();
+    r.store("t", &marker("t", "later"), src.path())
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), before);
+}
+
 #[tokio::test]
 async fn nginx_webdav_round_trip() {
     let nginx = Nginx::start();

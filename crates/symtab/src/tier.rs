@@ -252,6 +252,7 @@ impl Tier for SymtabTier {
                 .unwrap_or_else(|p| p.into_inner())
                 .take(),
             scratch,
+            progress: cx.progress().clone(),
         };
         let counts = tokio::task::spawn_blocking(move || job.run())
             .await

@@ -5,6 +5,7 @@ use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
 use tiers_core::process::{self, Echo};
+use tiers_core::Progress;
 use tokio::process::Command;
 
 use crate::error::VenvError;
@@ -38,6 +39,8 @@ pub struct Job<'a> {
     pub options: &'a Options,
     /// Stream the installer's output.
     pub verbose: bool,
+    /// The tier's progress line.
+    pub progress: Progress,
 }
 
 impl Job<'_> {
@@ -130,7 +133,8 @@ impl Job<'_> {
             .to_string_lossy()
             .into_owned();
         tracing::info!(tier = self.tier, "running {shown}");
-        let done = process::run(cmd, Echo::choose(self.verbose), &label)
+        self.progress.phase(&phase_of(&cmd, &label));
+        let done = process::run(cmd, Echo::choose(self.verbose, &self.progress), &label)
             .await
             .map_err(|source| VenvError::Spawn {
                 tier: self.tier.to_owned(),
@@ -164,6 +168,23 @@ impl Job<'_> {
     }
 }
 
+/// What running `cmd` does, for the progress display: `uv venv` and `python -m
+/// venv` create the venv, the rest installs (`python -m pip` with pip).
+fn phase_of(cmd: &Command, label: &str) -> String {
+    let args: Vec<_> = cmd
+        .as_std()
+        .get_args()
+        .take(2)
+        .map(OsStr::to_string_lossy)
+        .collect();
+    match args.as_slice() {
+        [first, ..] if first == "venv" => "creating the venv".to_owned(),
+        [m, module] if m == "-m" && module == "venv" => "creating the venv".to_owned(),
+        [m, module] if m == "-m" => format!("installing with {module}"),
+        _ => format!("installing with {label}"),
+    }
+}
+
 /// A command line for messages: the program's file name and the arguments.
 fn show(cmd: &Command) -> String {
     let std = cmd.as_std();
@@ -176,4 +197,37 @@ fn show(cmd: &Command) -> String {
         .chain(std.get_args().map(|a| a.to_string_lossy().into_owned()))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phase(program: &str, args: &[&str]) -> String {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        phase_of(&cmd, program)
+    }
+
+    #[test]
+    fn the_progress_step_names_what_the_installer_does() {
+        assert_eq!(phase("uv", &["venv", "--python", "x"]), "creating the venv");
+        assert_eq!(
+            phase("python3", &["-m", "venv", "dir"]),
+            "creating the venv"
+        );
+        assert_eq!(
+            phase(
+                "python",
+                &["-m", "pip", "install", "-r", "requirements.txt"]
+            ),
+            "installing with pip"
+        );
+        assert_eq!(
+            phase("uv", &["pip", "install", "-e", "."]),
+            "installing with uv"
+        );
+        assert_eq!(phase("uv", &["sync", "--frozen"]), "installing with uv");
+        assert_eq!(phase("poetry", &["install"]), "installing with poetry");
+    }
 }

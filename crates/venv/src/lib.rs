@@ -287,6 +287,7 @@ impl Resolved {
             manifests: &self.manifests,
             options,
             verbose: cx.verbose(),
+            progress: cx.progress().clone(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tiers_core::KeyDoc;
+use tiers_core::{KeyDoc, Progress, Unit};
 
 use serde::{Deserialize, Serialize};
 
@@ -109,6 +109,8 @@ pub(crate) struct Job {
     pub preloaded: Option<Preload>,
     /// Parse every file again, whatever the store holds (a forced rebuild).
     pub scratch: bool,
+    /// Files parsed and modules resolved, for the progress display.
+    pub progress: Progress,
 }
 
 /// The previous entry, when its layout and extractor are this build's.
@@ -328,6 +330,11 @@ impl Job {
         mut clock: Clock,
     ) -> Result<Counts, TierError> {
         let keep = to_parse.len() <= KEEP_PARSED;
+        self.progress.phase_with_total(
+            "parsing files",
+            to_parse.len() as u64,
+            Unit::Items("files"),
+        );
         let parsed = self.parse(store, rows, to_parse, keep)?;
         let mut loader = Loader {
             job: self,
@@ -402,6 +409,7 @@ impl Job {
             rows,
             interfaces: &interfaces,
             prev,
+            progress: &self.progress,
         }
         .run(&loader, &infos)?;
         drop(infos);
@@ -412,6 +420,7 @@ impl Job {
             .collect();
         let resolved = fresh.resolved;
 
+        self.progress.phase("writing the index");
         let (names, mut deps) = self.deps(rows, prev, &before, &fresh);
         clock.lap("deps");
         let buckets = self.write_graph(store, rows, &named, prev, fresh)?;
@@ -639,6 +648,7 @@ impl Job {
                 let path = &rows[holders[0]].path;
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
                 self.store_symbols(store, digest, &symbols, self.scratch)?;
+                self.progress.advance(1);
                 let infos = holders
                     .iter()
                     .map(|&i| {

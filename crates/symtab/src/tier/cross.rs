@@ -25,6 +25,7 @@ use super::TierError;
 use crate::codec::FastMap;
 use crate::resolve::{first_under, resolve_file, FileToResolve, ModuleInfo, Modules};
 use crate::{codec, Interface};
+use tiers_core::{Progress, Unit};
 
 /// One graph bucket's fresh resolutions: (path, encoded `ResolvedModule`).
 pub(super) type Fragments = Vec<(String, Vec<u8>)>;
@@ -45,6 +46,7 @@ pub(super) struct Pass<'a> {
     /// Interface digest of each named row.
     pub interfaces: &'a [Option<String>],
     pub prev: Option<&'a Prev>,
+    pub progress: &'a Progress,
 }
 
 impl Pass<'_> {
@@ -66,6 +68,11 @@ impl Pass<'_> {
             }
         }
         let redo: Vec<usize> = self.redo(&providers).into_iter().collect();
+        self.progress.phase_with_total(
+            "resolving modules",
+            redo.len() as u64,
+            Unit::Items("modules"),
+        );
         let world = World {
             rows,
             interfaces: self.interfaces,
@@ -91,6 +98,7 @@ impl Pass<'_> {
                 },
             );
             let deps: Vec<String> = resolved.deps.keys().cloned().collect();
+            self.progress.advance(1);
             Ok::<_, TierError>(Some((deps, codec::encode_resolved(&resolved))))
         });
         if let Some(e) = world.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
