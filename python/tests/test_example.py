@@ -61,7 +61,11 @@ def test_the_example_driver_meets_each_criterion(tmp_path):
     upgraded = steps["a dependency edit"]
     assert statuses(upgraded) == {"venv": Status.REBUILT, "analysis": Status.REBUILT}
     assert [(r.kind, dict(r.fields)) for r in upgraded.report["venv"].reasons] == [
-        ("input-changed", {"path": "requirements.txt"})
+        (
+            "option-changed",
+            {"name": "requirements.txt: requirements", "old": ["greeting==1.0"], "new": ["greeting==2.0"]},
+        ),
+        ("input-changed", {"path": "requirements.txt"}),
     ]
     assert [(r.kind, dict(r.fields)) for r in upgraded.report["analysis"].reasons] == [
         ("upstream-changed", {"tier": "venv"})
@@ -84,5 +88,8 @@ def test_the_example_runs_as_a_script(tmp_path):
         env=os.environ,
     )
     assert out.returncode == 0, out.stderr
-    assert "a dependency edit: venv rebuilt (the input `requirements.txt` changed)" in out.stdout
+    assert (
+        "a dependency edit: venv rebuilt (the option `requirements.txt: requirements` changed"
+        ' from ["greeting==1.0"] to ["greeting==2.0"]; the input `requirements.txt` changed)'
+    ) in out.stdout
     assert "does not hold" not in out.stdout
