@@ -48,7 +48,10 @@ impl Retry {
 }
 
 pub struct Backend {
-    op: Operator,
+    /// The OpenDAL operator of every store but a directory, which is read and
+    /// written here directly (OpenDAL's would make its root as it opens, and
+    /// `tiers status` writes nothing).
+    op: Option<Operator>,
     /// WebDAV with MKCOL: the operator that creates missing parent collections.
     mkcol: Option<Operator>,
     remote: String,
@@ -94,11 +97,7 @@ impl Backend {
             _ => None,
         };
         let (op, mkcol) = match loc {
-            Location::Fs { root } => {
-                // Reads and deletes only: writes are `fs_write`'s.
-                let b = opendal::services::Fs::default().root(&root.to_string_lossy());
-                (Operator::new(b).map_err(|e| open_err(e, ""))?, None)
-            }
+            Location::Fs { .. } => (None, None),
             Location::Redis {
                 endpoint,
                 db,
@@ -115,7 +114,7 @@ impl Backend {
                 if let Some(p) = &auth.password {
                     b = b.password(p);
                 }
-                (Operator::new(b).map_err(|e| open_err(e, ""))?, None)
+                (Some(Operator::new(b).map_err(|e| open_err(e, ""))?), None)
             }
             Location::Webdav {
                 endpoint,
@@ -134,7 +133,7 @@ impl Backend {
                 // PUT first; parents are made (MKCOL) only when the server says they
                 // are missing (409), since nginx and bazel-remote have no PROPFIND.
                 (
-                    build(false)?,
+                    Some(build(false)?),
                     if *mkcol { Some(build(true)?) } else { None },
                 )
             }
@@ -149,7 +148,7 @@ impl Backend {
                 }
                 let hint =
                     "\nhint: set AWS_REGION (and AWS_ENDPOINT_URL for an S3-compatible server)";
-                (Operator::new(b).map_err(|e| open_err(e, hint))?, None)
+                (Some(Operator::new(b).map_err(|e| open_err(e, hint))?), None)
             }
         };
         let fs_root = match loc {
@@ -187,11 +186,106 @@ impl Backend {
         }
     }
 
+    /// The operator of a store that is not a directory.
+    fn op(&self) -> &Operator {
+        self.op
+            .as_ref()
+            .expect("every store but a directory has an operator")
+    }
+
+    /// A directory store's file for `path`: read, or removed.
+    async fn fs_call<T: Send + 'static>(
+        &self,
+        root: &std::path::Path,
+        op: &'static str,
+        path: &str,
+        f: impl FnOnce(PathBuf) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, RemoteError> {
+        let file = root.join(path);
+        let done = tokio::task::spawn_blocking(move || f(file));
+        match tokio::time::timeout(self.timeout, done).await {
+            Ok(joined) => joined
+                .map_err(std::io::Error::other)
+                .and_then(|r| r)
+                .map_err(|e| RemoteError::Request {
+                    remote: self.remote.clone(),
+                    op,
+                    path: path.to_owned(),
+                    status: None,
+                    why: e.to_string(),
+                }),
+            Err(_) => Err(RemoteError::Timeout {
+                remote: self.remote.clone(),
+                op,
+                path: path.to_owned(),
+                secs: self.timeout.as_secs_f64(),
+                attempts: 1,
+            }),
+        }
+    }
+
+    /// The object at `path` if it holds at most `limit` bytes: `Err(size)` when it
+    /// holds more. A directory store checks the size before reading; the servers
+    /// send the object whole (Redis and nginx tell no size without the body).
+    pub async fn get_at_most(
+        &self,
+        path: &str,
+        limit: usize,
+    ) -> Result<Option<Result<Vec<u8>, u64>>, RemoteError> {
+        if let Some(root) = &self.fs_root {
+            let got = self
+                .fs_call(root, "read", path, move |file| {
+                    use std::io::Read;
+                    let f = match std::fs::File::open(&file) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    let size = f.metadata()?.len();
+                    if size > limit as u64 {
+                        return Ok(Some(Err(size)));
+                    }
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    // Bounded, should it grow meanwhile.
+                    f.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+                    Ok(Some(match bytes.len() > limit {
+                        true => Err(bytes.len() as u64),
+                        false => Ok(bytes),
+                    }))
+                })
+                .await;
+            if let Err(e) = &got {
+                self.fail(e);
+            }
+            return got;
+        }
+        Ok(self
+            .get(path)
+            .await?
+            .map(|bytes| match bytes.len() > limit {
+                true => Err(bytes.len() as u64),
+                false => Ok(bytes),
+            }))
+    }
+
     /// The object at `path`; `None` when there is none.
     pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        if let Some(root) = &self.fs_root {
+            let got = self
+                .fs_call(root, "read", path, |file| match std::fs::read(&file) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                })
+                .await;
+            if let Err(e) = &got {
+                self.fail(e);
+            }
+            return got;
+        }
         let got = self
             .call("read", path, || async {
-                match self.op.read(path).await {
+                match self.op().read(path).await {
                     Ok(buf) => Ok(Some(buf.to_vec())),
                     Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                     Err(e) => Err(e),
@@ -215,7 +309,7 @@ impl Backend {
         let buf = opendal::Buffer::from(bytes);
         let mut put = self
             .call("write", path, || async {
-                self.op.write(path, buf.clone()).await.map(|_| ())
+                self.op().write(path, buf.clone()).await.map(|_| ())
             })
             .await;
         if let (
@@ -234,7 +328,7 @@ impl Backend {
                 .await?;
                 put = self
                     .call("write", path, || async {
-                        self.op.write(path, buf.clone()).await.map(|_| ())
+                        self.op().write(path, buf.clone()).await.map(|_| ())
                     })
                     .await;
             }
@@ -288,7 +382,17 @@ impl Backend {
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), RemoteError> {
-        self.call("delete", path, || async { self.op.delete(path).await })
+        if let Some(root) = &self.fs_root {
+            return self
+                .fs_call(root, "delete", path, |file| {
+                    match std::fs::remove_file(&file) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                        _ => Ok(()),
+                    }
+                })
+                .await;
+        }
+        self.call("delete", path, || async { self.op().delete(path).await })
             .await
     }
 
