@@ -253,7 +253,9 @@ fn check_tier_name(name: &str) -> Result<()> {
 fn config_error(e: figment::Error, file: &Option<PathBuf>) -> Error {
     let mut lines = Vec::new();
     for e in e {
-        let mut msg = e.to_string();
+        // figment names keys with their profile (`default.cache.dir`), a word
+        // the user never wrote.
+        let mut msg = e.to_string().replace("key \"default.", "key \"");
         if e.metadata.is_none() {
             if let Some(f) = file {
                 msg = format!("{msg} in `{}`", f.display());

@@ -48,9 +48,10 @@ pub struct InputSpec {
 /// Refuse a glob that can only name files outside the project (`/etc/passwd`,
 /// `../**`): it would match nothing, silently.
 fn outside_project(tier: &str, glob: &str) -> Result<()> {
-    let why = if glob.starts_with('/') || glob.starts_with('\\') {
+    // A backslash escapes a glob character (`\[draft\].txt`): only `/` separates.
+    let why = if glob.starts_with('/') {
         "is absolute"
-    } else if glob.split(['/', '\\']).any(|part| part == "..") {
+    } else if glob.split('/').any(|part| part == "..") {
         "leaves the project through `..`"
     } else {
         return Ok(());
