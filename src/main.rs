@@ -133,6 +133,18 @@ fn emit(args: std::fmt::Arguments<'_>) {
 }
 
 fn main() -> ExitCode {
+    // `tiers __tiers-supervise TOOL ARGS…`: this binary supervising one tool of a
+    // build (see `tiers_core::process`), not a command for people.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a == tiers::process::SUPERVISE_ARG)
+    {
+        tiers::process::supervise(&args[2..]);
+    }
+    if let Ok(me) = std::env::current_exe() {
+        tiers::process::supervise_with(me);
+    }
     let cli = Cli::parse();
     let json = matches!(
         cli.command,
@@ -258,7 +270,9 @@ fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
             let req = request(tiers, rebuild, eager);
             let report = match runtime.block_on(interruptible(engine.build(&req))) {
                 Ok(report) => report?,
-                Err(code) => return Ok(code),
+                // Now, not when the runtime ends: a blocking task may be waiting
+                // for another build's lock.
+                Err(code) => std::process::exit(code),
             };
             print_report(&report, json)?;
             Ok(exit_for(&report))
@@ -345,7 +359,7 @@ fn request(tiers: Vec<String>, rebuild: Vec<String>, eager: bool) -> BuildReques
 /// tool tiers started is killed with its process group, the build is dropped (which
 /// removes its staging dirs; nothing half-built is published) and the exit code is
 /// 130 or 143, as a shell reports a process those signals ended.
-async fn interruptible<T>(build: impl std::future::Future<Output = T>) -> Result<T, ExitCode> {
+async fn interruptible<T>(build: impl std::future::Future<Output = T>) -> Result<T, i32> {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -360,7 +374,7 @@ async fn interruptible<T>(build: impl std::future::Future<Output = T>) -> Result
     };
     tiers::process::kill_all();
     eprintln!("error: interrupted: the build was stopped and nothing was published");
-    Err(ExitCode::from(code))
+    Err(code)
 }
 
 fn exit_for(report: &Report) -> ExitCode {

@@ -455,12 +455,15 @@ fn a_tiers_killed_by_sigkill_leaves_no_tool_running_and_the_next_build_runs_it_o
     std::thread::sleep(Duration::from_millis(200));
     tiers.kill().unwrap();
     tiers.wait().unwrap();
-    // The tool dies with tiers (a parent-death signal).
+    // The tool and what it started die with tiers: its supervisor kills the group.
     assert!(
         gone_within(child, Duration::from_secs(5)),
         "the command outlived tiers"
     );
-    // What it started is found and killed by the next build of the entry.
+    assert!(
+        gone_within(grandchild, Duration::from_secs(5)),
+        "a process the command started outlived tiers"
+    );
     p.write("mode", "finish");
     let run = p.build(&[]);
     assert_eq!(run.status("t"), "built");

@@ -9,24 +9,34 @@
 //!
 //! Each tool runs in a process group of its own, so a signal reaches it and every
 //! process it started. Three things end that group:
-//! - tiers is killed by SIGKILL, which no handler sees: the tool itself gets SIGKILL
-//!   from the kernel (a parent-death signal, Linux), and the processes it started are
-//!   found and killed by the next build of the same entry, which looks for the
-//!   `TIERS_BUILD_OWNER` variable every process started here inherits
-//!   ([`kill_orphans`]) before it removes the killed build's staging dir;
+//! - tiers is killed by SIGKILL, which no handler sees. When the program embedding
+//!   this crate names a supervisor ([`supervise_with`]; the `tiers` driver names
+//!   itself), each tool runs under one: a small process that leads the group, holds
+//!   a pipe from tiers, and kills the whole group the moment that pipe closes, which
+//!   the kernel does when tiers dies ([`supervise`]). Without a supervisor the tool
+//!   gets SIGKILL from the kernel (a parent-death signal, Linux) and the processes
+//!   it started are left to the next step. Either way the next build of the same
+//!   entry finds and kills any survivor by the `TIERS_BUILD_OWNER` variable every
+//!   process started here inherits ([`kill_orphans`]) before it removes the killed
+//!   build's staging dir;
 //! - tiers gets SIGINT or SIGTERM: the driver kills every running group
 //!   ([`kill_all`]) and the engine removes the build's staging dir;
 //! - the future running the tool is dropped: the group is killed.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use crate::progress::Progress;
+
+/// How long output is still read once the tool exited and its group was killed.
+const READ_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// Lines of output kept to show when the tool fails.
 pub const TAIL_LINES: usize = 40;
@@ -79,29 +89,28 @@ pub async fn owned_by<F: std::future::Future>(entry_dir: PathBuf, fut: F) -> F::
 /// Process groups running now, for [`kill_all`].
 static GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 
-/// A running group: killed when dropped before its leader was reaped, and taken
-/// out of [`GROUPS`] either way.
+/// A running group, killed when dropped (the tool was cancelled, or it finished
+/// and left processes behind), and taken out of [`GROUPS`].
 struct Group {
     id: i32,
-    reaped: bool,
 }
 
 impl Group {
     fn new(id: i32) -> Group {
         GROUPS.lock().expect("groups lock").insert(id);
-        Group { id, reaped: false }
+        Group { id }
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
         GROUPS.lock().expect("groups lock").remove(&self.id);
-        // After the leader was reaped its id may be reused: only then is killing
-        // the group unsafe, and only then is it skipped (the rest of a finished
-        // tool's group is left to the next build of its entry).
-        if !self.reaped {
-            kill_group(self.id);
-        }
+        // Also after the leader was reaped: a job it left in the background must
+        // not outlive the build. The id cannot name another group while one of
+        // this group's processes lives; only an empty group's id can be reused,
+        // by a new process that makes itself a group leader in the microseconds
+        // since the reaping: a risk taken, as shells take it for job control.
+        kill_group(self.id);
     }
 }
 
@@ -183,16 +192,155 @@ pub fn kill_orphans(entry_dir: &Path) {
     let _ = entry_dir;
 }
 
+/// The argument that makes a binary run [`supervise`] (see [`supervise_with`]).
+pub const SUPERVISE_ARG: &str = "__tiers-supervise";
+
+static SUPERVISOR: OnceLock<PathBuf> = OnceLock::new();
+
+/// Run every tool under `program SUPERVISE_ARG TOOL ARGS…`: `program` must call
+/// [`supervise`] when its first argument is [`SUPERVISE_ARG`] (the `tiers` driver
+/// does, naming itself). Then a tiers killed by SIGKILL takes every process its
+/// tools started with it, not only the tools.
+pub fn supervise_with(program: PathBuf) {
+    let _ = SUPERVISOR.set(program);
+}
+
+/// The supervisor: run `args` (a program and its arguments, stdin empty) in this
+/// process group, and kill the whole group, itself included, when stdin reaches
+/// its end — tiers holds the other end of that pipe until the tool exits, so that
+/// happens only when tiers is gone. Exits as the tool did.
+pub fn supervise(args: &[OsString]) -> ! {
+    use std::io::Read;
+    let Some((program, rest)) = args.split_first() else {
+        eprintln!("tiers: {SUPERVISE_ARG} needs a program to run");
+        std::process::exit(2);
+    };
+    let mut child = match std::process::Command::new(program)
+        .args(rest)
+        .stdin(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tiers: cannot run `{}`: {e}", program.to_string_lossy());
+            std::process::exit(127);
+        }
+    };
+    std::thread::spawn(|| {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        loop {
+            match stdin.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        #[cfg(unix)]
+        let _ = rustix::process::kill_current_process_group(rustix::process::Signal::KILL);
+        std::process::exit(137);
+    });
+    let status = match child.wait() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "tiers: cannot wait for `{}`: {e}",
+                program.to_string_lossy()
+            );
+            std::process::exit(127);
+        }
+    };
+    if let Some(code) = status.code() {
+        std::process::exit(code);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            // Die of the same signal, so tiers reports the tool as killed by it.
+            if let Some(sig) = rustix::process::Signal::from_named_raw(signal) {
+                let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
+            }
+            std::process::exit(128 + signal);
+        }
+    }
+    std::process::exit(1)
+}
+
+/// `cmd` as the supervisor's command line. The program is looked up here, so a
+/// missing one is the same `NotFound` error as without a supervisor.
+fn supervised(
+    cmd: &tokio::process::Command,
+    supervisor: &Path,
+) -> std::io::Result<tokio::process::Command> {
+    let std_cmd = cmd.as_std();
+    let mut path_var = std::env::var_os("PATH");
+    for (k, v) in std_cmd.get_envs() {
+        if k == "PATH" {
+            path_var = v.map(OsStr::to_owned);
+        }
+    }
+    let program = locate(
+        std_cmd.get_program(),
+        path_var.as_deref(),
+        std_cmd.get_current_dir(),
+    )?;
+    let mut s = tokio::process::Command::new(supervisor);
+    s.arg(SUPERVISE_ARG).arg(program).args(std_cmd.get_args());
+    for (k, v) in std_cmd.get_envs() {
+        match v {
+            Some(v) => s.env(k, v),
+            None => s.env_remove(k),
+        };
+    }
+    if let Some(dir) = std_cmd.get_current_dir() {
+        s.current_dir(dir);
+    }
+    Ok(s)
+}
+
+/// Where `program` is: a path with a `/` as it is (relative to `cwd`), else the
+/// first executable of that name on `path`.
+fn locate(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> std::io::Result<PathBuf> {
+    let executable = |p: &Path| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        }
+        #[cfg(not(unix))]
+        p.is_file()
+    };
+    let as_path = Path::new(program);
+    if as_path.components().count() > 1 || program.as_encoded_bytes().contains(&b'/') {
+        let full = match cwd {
+            Some(dir) if as_path.is_relative() => dir.join(as_path),
+            _ => as_path.to_owned(),
+        };
+        return match std::fs::metadata(&full) {
+            Ok(_) if executable(&full) => Ok(full),
+            Ok(_) => Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+            Err(e) => Err(e),
+        };
+    }
+    std::env::split_paths(path.unwrap_or_default())
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+}
+
 /// Put `cmd` in a process group of its own that dies with this process.
 #[allow(unsafe_code)]
-fn contain(cmd: &mut tokio::process::Command) {
+fn contain(cmd: &mut tokio::process::Command, supervised: bool) {
     if let Ok(owner) = OWNER.try_with(Clone::clone) {
         cmd.env(OWNER_VAR, owner);
     }
     #[cfg(unix)]
     cmd.process_group(0);
+    // A supervisor must outlive tiers for the moment it takes to kill its group.
     #[cfg(target_os = "linux")]
-    {
+    if !supervised {
         let parent = rustix::process::getpid();
         // SAFETY: the closure runs in the child between fork and exec, and makes
         // only two system calls (no allocation, no locks): async-signal-safe.
@@ -219,13 +367,23 @@ pub async fn run(
     echo: Echo,
     label: &str,
 ) -> std::io::Result<Finished> {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    contain(&mut cmd);
+    let supervisor = SUPERVISOR.get();
+    if let Some(sup) = supervisor {
+        cmd = supervised(&cmd, sup)?;
+    }
+    // A supervisor's stdin is the pipe whose end tells it tiers is gone.
+    cmd.stdin(if supervisor.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
+    contain(&mut cmd, supervisor.is_some());
     let mut child = cmd.spawn()?;
-    let mut group = child.id().map(|id| Group::new(id as i32));
+    let lifeline = child.stdin.take();
+    let group = child.id().map(|id| Group::new(id as i32));
     let tail = Arc::new(Mutex::new(VecDeque::with_capacity(TAIL_LINES)));
     let readers = [
         tokio::spawn(drain(
@@ -242,12 +400,16 @@ pub async fn run(
         )),
     ];
     let status = child.wait().await?;
-    if let Some(g) = &mut group {
-        g.reaped = true;
-    }
     drop(group);
+    drop(lifeline);
+    // The group is gone, so its pipes close; a process that left the group (a
+    // daemon that made a session of its own) may still hold them: stop reading
+    // after a while rather than wait for it.
     for r in readers {
-        let _ = r.await;
+        let abort = r.abort_handle();
+        if tokio::time::timeout(READ_AFTER_EXIT, r).await.is_err() {
+            abort.abort();
+        }
     }
     if let Echo::Progress(progress) = &echo {
         progress.message("");
@@ -306,6 +468,46 @@ pub fn show_tail(tail: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a build killed without a supervisor leaves is found by its variable.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn kill_orphans_kills_the_processes_started_for_that_entry_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let entry = dir.path().join("t").join("a".repeat(64));
+        let other = dir.path().join("t").join("b".repeat(64));
+        let spawn = |owner: &Path| {
+            std::process::Command::new("sleep")
+                .arg("30")
+                .env(OWNER_VAR, owner)
+                .spawn()
+                .unwrap()
+        };
+        let mut mine = spawn(&entry);
+        let mut theirs = spawn(&other);
+        kill_orphans(&entry);
+        let status = mine.wait().unwrap();
+        assert!(!status.success(), "the orphan was killed");
+        assert!(
+            theirs.try_wait().unwrap().is_none(),
+            "another entry's process runs on"
+        );
+        theirs.kill().unwrap();
+        theirs.wait().unwrap();
+    }
+
+    /// `locate` finds what the supervisor will run, and fails as a spawn would.
+    #[test]
+    fn locate_follows_path_and_reports_a_missing_program_as_not_found() {
+        let path = std::env::var_os("PATH");
+        let sh = locate(OsStr::new("sh"), path.as_deref(), None).unwrap();
+        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
+        let missing = locate(OsStr::new("no-such-tool-here"), path.as_deref(), None).unwrap_err();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        let dir = tempfile::tempdir().unwrap();
+        let relative = locate(OsStr::new("./x.sh"), path.as_deref(), Some(dir.path())).unwrap_err();
+        assert_eq!(relative.kind(), std::io::ErrorKind::NotFound);
+    }
 
     #[tokio::test]
     async fn keeps_the_last_lines_of_both_streams() {
