@@ -331,7 +331,7 @@ impl Engine {
             // A downstream key is made of upstream keys, known whether or not the
             // upstream is built yet; a build passes on only what it produced.
             let up = match mode {
-                Mode::Build if report.status == Status::Failed => None,
+                _ if report.status == Status::Failed => None,
                 Mode::Build => report.key.clone().zip(report.path.clone()),
                 Mode::Status => report
                     .key
@@ -355,9 +355,11 @@ impl Engine {
             .iter()
             .map(|t| {
                 // An entry removed behind our back is reported as none, not as a key
-                // without a path.
+                // without a path. The key is the one the build reported, also when
+                // an entry built for other inputs serves it.
+                let current = t.store.current(&self.checkout);
                 let marker = self.last_marker(t);
-                let key = marker.as_ref().map(|m| m.key.clone());
+                let key = marker.as_ref().and(current);
                 let path = marker.map(|m| t.tier.path(&entry_of(&t.store, m)));
                 let info = TierPath {
                     kind: t.kind.clone(),
@@ -375,10 +377,10 @@ impl Engine {
         }
     }
 
-    /// The marker of the entry this checkout last resolved `t` to.
+    /// The marker of the entry serving the key this checkout last resolved `t` to.
     fn last_marker(&self, t: &Planned) -> Option<Marker> {
         let key = t.store.current(&self.checkout)?;
-        t.store.marker(&key).ok().flatten()
+        t.store.resolve(&key).ok().flatten()
     }
 
     /// Apply every tier's retention: entries beyond `keep` or `max_bytes` go, least
@@ -438,13 +440,13 @@ impl Engine {
         let last_key = t.store.current(&self.checkout);
         let last = last_key
             .as_ref()
-            .and_then(|k| t.store.marker(k).ok().flatten());
+            .and_then(|k| t.store.resolve(k).ok().flatten());
         let serving = t.store.resolve(&look.key).ok().flatten();
         let used_inputs = serving
             .as_ref()
             .or(last.as_ref())
             .and_then(|m| m.used_inputs.clone());
-        let last_doc = last.map(|m| m.doc);
+        let last_doc = last_key.as_ref().and_then(|k| t.store.doc_of(k));
         let candidates = Candidates::new(t.store.root())
             .load(&look.doc.structure_key())
             .into_iter()
@@ -582,13 +584,19 @@ impl Engine {
                 if !doc.inputs.is_empty() {
                     restored = self.candidate(t, cx, &doc).await?;
                 }
-                let last = current
-                    .as_ref()
-                    .and_then(|c| t.store.marker(c).ok().flatten());
-                match last {
-                    Some(last) => {
-                        let stale = Freshness::Stale(doc.diff(&last.doc));
-                        let _ = cx.previous.set(Some(entry_of(&t.store, last)));
+                // Reasons compare with the document of the key this checkout last
+                // had (its own entry's, or the one recorded with its alias); a kind
+                // builds incrementally from the entry that served it.
+                let last_doc = current.as_ref().and_then(|c| t.store.doc_of(c));
+                match last_doc {
+                    Some(last_doc) => {
+                        let stale = Freshness::Stale(doc.diff(&last_doc));
+                        let serving = current
+                            .as_ref()
+                            .and_then(|c| t.store.resolve(c).ok().flatten());
+                        if let Some(m) = serving {
+                            let _ = cx.previous.set(Some(entry_of(&t.store, m)));
+                        }
                         (stale, None)
                     }
                     None => (Freshness::Missing, None),
@@ -725,6 +733,11 @@ impl Engine {
         forced: bool,
     ) -> TierReport {
         tracing::info!(tier = %t.name, key = look.key.short(), "building");
+        // A killed build of another key (the inputs changed since) may have left
+        // processes and a staging dir: end both before building anew.
+        if let Err(e) = t.store.clean_staging() {
+            tracing::warn!(tier = %t.name, "cannot remove a killed build's staging dir: {e}");
+        }
         let lock = match lock(&t.store, &look.key).await {
             Ok(l) => l,
             Err(e) => return failed_or_skipped(t, Some(look.key.clone()), e),
@@ -741,8 +754,9 @@ impl Engine {
                         return self.reuse(t, look, &entry, Status::Fresh, vec![]);
                     }
                     Ok(Freshness::Stale(_)) if t.tier.builds_in_place() => {
-                        if let Some(report) =
-                            self.update_in_place(t, cx, look, &entry, &lock, &reasons).await
+                        if let Some(report) = self
+                            .update_in_place(t, cx, look, &entry, &lock, &reasons)
+                            .await
                         {
                             return report;
                         }
@@ -756,11 +770,13 @@ impl Engine {
         }
         match self.run_build(t, cx, look, &lock).await {
             Ok((path, summary)) => {
-                drop(lock);
-                self.upload(t, &look.key).await;
+                // Pointed at before the lock goes: retention in another process
+                // never takes a published entry no pointer names yet.
                 if let Err(e) = t.store.set_current(&self.checkout, &look.key) {
                     return failed_or_skipped(t, Some(look.key.clone()), e);
                 }
+                drop(lock);
+                self.upload(t, &look.key).await;
                 let status = if look.existed() {
                     Status::Rebuilt
                 } else {
@@ -864,7 +880,7 @@ impl Engine {
                 if t.tier.probe(cx, &entry).await? != Freshness::Fresh {
                     continue;
                 }
-                t.store.set_alias(&look.key, &marker.key)?;
+                t.store.set_alias(&look.key, &marker.key, &look.doc)?;
                 Candidates::new(t.store.root()).touch(&skey, &marker.key, Some(c.used.clone()))?;
                 let why = reuse_reasons(&look.doc, &marker.doc);
                 return Ok(Some((marker, why)));
@@ -874,8 +890,8 @@ impl Engine {
         match attempt.await {
             Ok(Some((marker, mut why))) => {
                 why.push(Reason::SharedCache { from: from.clone() });
-                let _ = t.store.set_uploaded(&from, &marker.key);
-                let _ = t.store.set_current(&self.checkout, &marker.key);
+                let _ = t.store.set_uploaded(&shared.identity(), &marker.key);
+                let _ = t.store.set_current(&self.checkout, &look.key);
                 self.retain_quietly(t);
                 let path = t.tier.path(&entry_of(&t.store, marker));
                 Some(tier_report(
@@ -927,12 +943,12 @@ impl Engine {
         let Some(shared) = self.shared_for(t).filter(|s| s.writable()) else {
             return;
         };
-        if t.store.uploaded(&shared.describe(), key) {
+        if t.store.uploaded(&shared.identity(), key) {
             return;
         }
         match shared.contains(&t.name, key).await {
             Ok(true) => {
-                let _ = t.store.set_uploaded(&shared.describe(), key);
+                let _ = t.store.set_uploaded(&shared.identity(), key);
             }
             Ok(false) => self.upload(t, key).await,
             Err(e) => tracing::warn!("shared cache {}: {e}", shared.describe()),
@@ -958,7 +974,7 @@ impl Engine {
                 let list = Candidates::new(t.store.root()).load(&skey);
                 shared.store_candidates(&t.name, &skey, &list).await?;
             }
-            t.store.set_uploaded(&shared.describe(), key)
+            t.store.set_uploaded(&shared.identity(), key)
         };
         if let Err(e) = result.await {
             tracing::warn!(
@@ -1064,9 +1080,12 @@ impl Engine {
     /// Serve `look.key` with `marker`'s entry, built for other inputs this build does
     /// not use; the next exact lookup of `look.key` hits it directly.
     fn restore(&self, t: &Planned, look: &Lookup, marker: &Marker, why: Vec<Reason>) -> TierReport {
-        let recorded = t.store.set_alias(&look.key, &marker.key).and_then(|()| {
-            Candidates::new(t.store.root()).touch(&look.doc.structure_key(), &marker.key, None)
-        });
+        let recorded = t
+            .store
+            .set_alias(&look.key, &marker.key, &look.doc)
+            .and_then(|()| {
+                Candidates::new(t.store.root()).touch(&look.doc.structure_key(), &marker.key, None)
+            });
         if let Err(e) = recorded {
             return failed_or_skipped(t, Some(look.key.clone()), e);
         }
@@ -1089,7 +1108,9 @@ impl Engine {
         reasons: Vec<Reason>,
     ) -> TierReport {
         t.store.touch(&entry.key);
-        if let Err(e) = t.store.set_current(&self.checkout, &entry.key) {
+        // The key, not the entry serving it: the next build's reasons compare
+        // with this key's document.
+        if let Err(e) = t.store.set_current(&self.checkout, &look.key) {
             return failed_or_skipped(t, Some(look.key.clone()), e);
         }
         let path = t.tier.path(entry);
@@ -1111,6 +1132,9 @@ impl Engine {
         }
         let mut pointed: BTreeSet<Key> = t.store.pointed(self.pointer_ttl).into_iter().collect();
         pointed.extend(t.store.current(&self.checkout));
+        // A pointer may name a key an entry built for other inputs serves.
+        let served: Vec<Key> = pointed.iter().filter_map(|k| t.store.alias(k)).collect();
+        pointed.extend(served);
         retain(t, how, &pointed)
     }
 }
@@ -1226,7 +1250,7 @@ fn decide(t: &Planned, look: &Lookup, checkout: &Checkout, forced: Option<Forced
         let last = [Some(&look.key), t.store.current(checkout).as_ref()]
             .into_iter()
             .flatten()
-            .find_map(|k| t.store.marker(k).ok().flatten());
+            .find_map(|k| t.store.resolve(k).ok().flatten());
         return match last {
             Some(marker) => Plan::Keep { marker, reasons },
             None => Plan::NeverWithoutEntry,

@@ -22,6 +22,13 @@ pub trait SharedCache: Send + Sync {
     /// Where it is, for messages (`redis://127.0.0.1:6379/0`).
     fn describe(&self) -> String;
 
+    /// What an upload to this level is remembered against: where it is, and how
+    /// entries are written there (a remote that signs with a new key, or starts
+    /// signing, lacks what was uploaded before). Defaults to [`describe`](Self::describe).
+    fn identity(&self) -> String {
+        self.describe()
+    }
+
     /// Whether this run may upload (`mode = "read-write"`).
     fn writable(&self) -> bool;
 

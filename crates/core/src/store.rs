@@ -117,11 +117,20 @@ struct RootMarker {
     tier: String,
 }
 
-/// A pointer file: the key, and the checkout it is for (for people reading it).
+/// `.aliases/<key>`: the entry serving a key restored through discovered inputs,
+/// and that key's own document.
+#[derive(Serialize, Deserialize)]
+struct Alias {
+    target: Key,
+    doc: Option<KeyDoc>,
+}
+
+/// A pointer file: the key, and the checkout it is for (for people reading it;
+/// lossy where the path is not UTF-8).
 #[derive(Serialize, Deserialize)]
 struct Pointer {
     key: Key,
-    project: PathBuf,
+    project: String,
 }
 
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
@@ -304,8 +313,23 @@ impl Store {
 
     /// Remove staging and trash left by killed builds whose key is not locked now.
     pub fn clean_debris(&self) -> Result<usize> {
+        self.clean(&[".staging", ".trash"])
+    }
+
+    /// Remove the staging dirs of killed builds (any key not locked now), after
+    /// killing the processes those builds left running.
+    pub fn clean_staging(&self) -> Result<usize> {
+        // Most builds find it empty: one read of a small directory.
+        let staging = self.root.join(".staging");
+        if fs::read_dir(&staging).map_or(true, |mut d| d.next().is_none()) {
+            return Ok(0);
+        }
+        self.clean(&[".staging"])
+    }
+
+    fn clean(&self, subs: &[&str]) -> Result<usize> {
         let mut removed = 0;
-        for sub in [".staging", ".trash"] {
+        for &sub in subs {
             let dir = self.root.join(sub);
             let Ok(read) = fs::read_dir(&dir) else {
                 continue;
@@ -426,17 +450,42 @@ impl Store {
         Ok(())
     }
 
-    /// The entry `key` was restored to through discovered inputs, if it was.
-    pub fn alias(&self, key: &Key) -> Option<Key> {
-        let text = fs::read_to_string(self.root.join(".aliases").join(key.as_str())).ok()?;
-        Key::parse(&text)
+    fn read_alias(&self, key: &Key) -> Option<Alias> {
+        let bytes = fs::read(self.root.join(".aliases").join(key.as_str())).ok()?;
+        match serde_json::from_slice::<Alias>(&bytes) {
+            Ok(a) => Some(a),
+            // Written by an older tiers: the target's key alone.
+            Err(_) => Some(Alias {
+                target: Key::parse(std::str::from_utf8(&bytes).ok()?)?,
+                doc: None,
+            }),
+        }
     }
 
-    /// Record that `key` is served by `target`'s entry.
-    pub fn set_alias(&self, key: &Key, target: &Key) -> Result<()> {
+    /// The entry `key` was restored to through discovered inputs, if it was.
+    pub fn alias(&self, key: &Key) -> Option<Key> {
+        self.read_alias(key).map(|a| a.target)
+    }
+
+    /// Record that `key`, whose key document is `doc`, is served by `target`'s entry.
+    pub fn set_alias(&self, key: &Key, target: &Key, doc: &KeyDoc) -> Result<()> {
         let dir = self.root.join(".aliases");
         fs::create_dir_all(&dir).at(&dir)?;
-        write_atomic(&dir.join(key.as_str()), target.as_str().as_bytes())
+        let bytes = serde_json::to_vec(&Alias {
+            target: target.clone(),
+            doc: Some(doc.clone()),
+        })
+        .expect("an alias always serializes");
+        write_atomic(&dir.join(key.as_str()), &bytes)
+    }
+
+    /// The key document of `key`: its entry's, else the one its alias recorded.
+    /// What the next build's reasons compare against.
+    pub fn doc_of(&self, key: &Key) -> Option<KeyDoc> {
+        match self.marker(key) {
+            Ok(Some(m)) => Some(m.doc),
+            _ => self.read_alias(key).and_then(|a| a.doc),
+        }
     }
 
     /// The marker of the entry serving `key`: its own, else its alias's.
@@ -482,7 +531,7 @@ impl Store {
         fs::create_dir_all(&dir).at(&dir)?;
         let bytes = serde_json::to_vec(&Pointer {
             key: key.clone(),
-            project: checkout.project.clone(),
+            project: checkout.project.to_string_lossy().into_owned(),
         })
         .expect("a pointer always serializes");
         write_atomic(&path, &bytes)

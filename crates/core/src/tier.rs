@@ -227,7 +227,7 @@ impl Context {
             .get_or_init(|| {
                 let store = self.store();
                 let marker = store
-                    .marker(&store.current(&self.checkout)?)
+                    .resolve(&store.current(&self.checkout)?)
                     .ok()
                     .flatten()?;
                 Some(crate::engine::entry_of(&store, marker))
@@ -240,7 +240,13 @@ impl Context {
     /// early. The entry may be gone by the time it is read.
     pub fn previous_dir(&self) -> Option<PathBuf> {
         let store = self.store();
-        Some(store.entry_dir(&store.current(&self.checkout)?))
+        let key = store.current(&self.checkout)?;
+        let dir = store.entry_dir(&key);
+        match dir.exists() {
+            true => Some(dir),
+            // A key restored through discovered inputs: the entry serving it.
+            false => store.alias(&key).map(|target| store.entry_dir(&target)),
+        }
     }
 
     fn store(&self) -> crate::store::Store {

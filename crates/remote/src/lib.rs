@@ -222,17 +222,17 @@ impl Remote {
         what: &'static str,
         limit: usize,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
-        let Some(stored) = self.backend.get(path).await? else {
+        let Some(stored) = self.backend.get_at_most(path, limit).await? else {
             return Ok(None);
         };
-        if stored.len() > limit {
+        let Ok(stored) = stored else {
             return Err(RemoteError::TooLarge {
                 remote: self.describe(),
                 path: path.to_owned(),
                 what,
                 limit: limit as u64,
             });
-        }
+        };
         let body = match &self.signing {
             None => sign::strip(&stored).into_owned(),
             Some(k) => k
@@ -433,6 +433,13 @@ impl Remote {
 impl SharedCache for Remote {
     fn describe(&self) -> String {
         self.backend.remote().to_owned()
+    }
+
+    fn identity(&self) -> String {
+        match &self.signing {
+            Some(key) => format!("{} signed {}", self.describe(), key.fingerprint()),
+            None => self.describe(),
+        }
     }
 
     fn writable(&self) -> bool {
