@@ -11,8 +11,8 @@ installs from them with `--no-index --find-links`.
 Each commit is checked out and `tiers build --json` runs two venv-uv tiers that
 differ only in `key`. A build is `built` or `rebuilt`; with the dependency key, a
 rebuild whose only reason is the project's own metadata (`[project] version`) is
-counted apart: it is what `Tier::update_in_place` turns into a project-alone
-re-install once the engine calls it.
+counted apart: the engine turns it into a project-alone re-install
+(`Tier::update_in_place`). The seconds each tier took are summed.
 
     python3 bench/venv/replay.py --tiers target/release/tiers [--keep]
 """
@@ -235,7 +235,8 @@ def main():
         commits = run(["git", "rev-list", "--reverse", "HEAD"], repo).stdout.split()
         byte_states, keys = set(), {"bytes": set(), "deps": set()}
         builds = {"bytes": 0, "deps": 0}
-        project_only = 0
+        seconds = {"bytes": 0.0, "deps": 0.0}
+        project_only, project_only_seconds = 0, 0.0
         print("%-26s %-8s %-8s  %s" % ("commit", "bytes", "deps", "why the dependency key rebuilt"))
         for c in commits:
             run(["git", "checkout", "-q", c], repo)
@@ -254,12 +255,14 @@ def main():
                 keys[name].add(t["key"])
                 if t["status"] in ("built", "rebuilt"):
                     builds[name] += 1
+                seconds[name] += t["seconds"]
             deps = by_name["deps"]
             why = "; ".join(r["message"] for r in deps["reasons"])
             if deps["status"] == "rebuilt" and all(
                 "[project] version" in r["message"] for r in deps["reasons"]
             ):
                 project_only += 1
+                project_only_seconds += deps["seconds"]
                 why = "project only: " + why
             print("%-26s %-8s %-8s  %s" % (subject[:26], by_name["bytes"]["status"], deps["status"], why[:90]))
         print()
@@ -271,6 +274,10 @@ def main():
         print("venv builds, dependency key           %3d" % builds["deps"])
         print("  of which the project's own metadata %3d  (a project-alone re-install with update_in_place)" % project_only)
         print("  full builds                         %3d" % (builds["deps"] - project_only))
+        print("seconds in the venv tier, key = \"bytes\"   %6.2f" % seconds["bytes"])
+        print("seconds in the venv tier, dependency key  %6.2f" % seconds["deps"])
+        if project_only:
+            print("  per project-alone re-install            %6.2f" % (project_only_seconds / project_only))
 
 
 if __name__ == "__main__":
