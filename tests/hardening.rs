@@ -5,26 +5,12 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::Value;
-use support::{project, runs, snapshot, Project, COUNTING_SCRIPT};
-
-const ONE_TIER: &str = r#"
-[tiers.t]
-kind = "command"
-inputs = ["*.txt"]
-run = ["python3", "count.py"]
-"#;
-
-fn counting(toml: &str) -> Project {
-    project()
-        .file("tiers.toml", toml)
-        .file("count.py", COUNTING_SCRIPT)
-        .file("a.txt", "alpha\n")
-        .build()
-}
+use support::procs::{alive, counting, gone_within, kill, wait_for_pids, writer_project, ONE_TIER};
+use support::{project, runs, snapshot, Project};
 
 /// Every file under `dir` with its bytes, for "tiers left it as it was".
 fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -369,78 +355,6 @@ fn a_candidate_list_naming_paths_instead_of_keys_is_ignored_and_writes_nothing_o
 }
 
 // Finding 4: a killed tiers leaves its command running.
-
-/// A command that starts a grandchild writing into `$TIERS_OUT` forever, writes
-/// both pids, and then writes files itself until `mode` says `finish`.
-const WRITER_SCRIPT: &str = r#"import os, pathlib, subprocess, sys, time
-project = pathlib.Path(os.environ["TIERS_PROJECT"])
-out = pathlib.Path(os.environ["TIERS_OUT"])
-with open(project / "runs.log", "a") as log:
-    log.write(os.environ["TIERS_TIER"] + "\n")
-mode = (project / "mode").read_text().strip() if (project / "mode").exists() else ""
-if mode != "finish":
-    loop = "import pathlib, sys, time\nout = pathlib.Path(sys.argv[1])\ni = 0\nwhile True:\n    i += 1\n    (out / ('g%d' % (i % 500))).write_text('x' * 1000)\n    time.sleep(0.002)\n"
-    child = subprocess.Popen([sys.executable, "-c", loop, str(out)])
-    tmp = project / "pids.tmp"
-    tmp.write_text(f"{os.getpid()} {child.pid}")
-    tmp.rename(project / "pids")
-    i = 0
-    while True:
-        i += 1
-        (out / ("p%d" % (i % 500))).write_text("y" * 1000)
-        time.sleep(0.002)
-(out / "result.txt").write_text("complete\n")
-"#;
-
-fn writer_project() -> Project {
-    project()
-        .file("tiers.toml", ONE_TIER.replace("count.py", "writer.py"))
-        .file("writer.py", WRITER_SCRIPT)
-        .file("a.txt", "alpha\n")
-        .build()
-}
-
-fn wait_for_pids(p: &Project) -> (u32, u32) {
-    let started = Instant::now();
-    loop {
-        if let Ok(text) = std::fs::read_to_string(p.path("pids")) {
-            let mut it = text.split_whitespace().map(|n| n.parse::<u32>().unwrap());
-            return (it.next().unwrap(), it.next().unwrap());
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the command never started"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Whether `pid` is a live process (not a zombie).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-    })
-}
-
-fn gone_within(pid: u32, limit: Duration) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if !alive(pid) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
-fn kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
 
 #[test]
 fn a_tiers_killed_by_sigkill_leaves_no_tool_running_and_the_next_build_runs_it_once() {

@@ -8,34 +8,11 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::procs::{alive, counting, kill, ONE_TIER, WRITER_SCRIPT};
 use support::{project, runs, Project, COUNTING_SCRIPT};
 
-const ONE_TIER: &str = r#"
-[tiers.t]
-kind = "command"
-inputs = ["*.txt"]
-run = ["python3", "count.py"]
-"#;
-
-fn counting(toml: &str) -> Project {
-    project()
-        .file("tiers.toml", toml)
-        .file("count.py", COUNTING_SCRIPT)
-        .file("a.txt", "alpha\n")
-        .build()
-}
-
-fn kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), &pid.to_string()])
-        .stderr(Stdio::null())
-        .status();
-}
-
 /// A project directory whose name is not UTF-8 (legal on Linux: a path is bytes)
-/// must not crash tiers: the per-checkout pointer records the project path with
-/// `serde_json`, which cannot serialize a non-UTF-8 `PathBuf`, and the
-/// `.expect("a pointer always serializes")` panics (exit 101) after the build ran.
+/// builds: the per-checkout pointer records the path lossily, no panic.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_project_path_that_is_not_utf8_does_not_panic() {
@@ -64,11 +41,8 @@ fn a_project_path_that_is_not_utf8_does_not_panic() {
 }
 
 /// SIGTERM (or Ctrl-C) to a build that waits for another process's lock on the
-/// same key must end it at once with 143. The lock is taken with a blocking
-/// `File::lock` in `spawn_blocking`; dropping the build future does not stop that
-/// thread, and dropping the tokio runtime waits for its blocking pool, so the
-/// interrupted tiers prints "interrupted" and then hangs until the other build
-/// releases the lock.
+/// same key ends it at once with 143, not when that lock is released (the
+/// lock is waited for on a blocking thread the runtime would wait for).
 #[test]
 fn sigterm_while_waiting_for_another_builds_lock_exits_at_once() {
     const SLOW: &str = r#"import os, pathlib, time
@@ -120,11 +94,9 @@ time.sleep(8)
     );
 }
 
-/// `status` must predict `build` for a tier downstream of one that cannot build.
-/// With the upstream `rebuild = "never"` and no entry, `build` fails the upstream
-/// and skips the downstream ("upstream tier `up` has no entry"), but `status`
-/// passes the failed upstream's key on (`Mode::Status` ignores `Failed`) and says
-/// the downstream is `missing`.
+/// `status` predicts `build` for a tier downstream of one that cannot build: an
+/// upstream with `rebuild = "never"` and no entry fails, and its downstream is
+/// skipped in both (a failed tier passes no key on).
 #[test]
 fn status_predicts_build_downstream_of_a_tier_that_cannot_build() {
     let toml = r#"
@@ -156,11 +128,8 @@ after = ["up"]
     assert_eq!(runs(&p, "down"), 0);
 }
 
-/// `tiers status` builds, locks and writes nothing but the stat cache; with a
-/// `file://` shared cache configured it creates the remote's directory (and every
-/// missing parent): OpenDAL's fs service makes its root when the operator is built,
-/// which `tiers_remote::open` does for every command, `status`, `paths` and `gc`
-/// included, before anything is read.
+/// `tiers status` builds, locks and writes nothing but the stat cache: with a
+/// `file://` shared cache that does not exist yet, it creates no directory.
 #[test]
 fn status_with_a_file_remote_creates_no_directory() {
     let p = counting(ONE_TIER);
@@ -221,11 +190,9 @@ fn stalling_webdav() -> (String, std::sync::mpsc::Receiver<()>) {
     (format!("webdav+http://127.0.0.1:{port}/cache"), rx)
 }
 
-/// A build publishes its entry and drops the key's lock, then uploads, and only
-/// then points the checkout at the entry. Retention that runs in that window (a
-/// `tiers gc`, or another checkout's or terminal's build of the tier) sees an
-/// entry no pointer names and removes it; the build then reports `built` with a
-/// path that does not exist, and `paths` names a removed entry.
+/// A build points its checkout at the entry it published before it releases
+/// the entry's lock and uploads: retention running meanwhile (a `tiers gc`, or
+/// another checkout's build) never removes the entry the build reports.
 #[test]
 fn gc_while_a_build_uploads_keeps_the_entry_the_build_just_published() {
     let (url, put_came) = stalling_webdav();
@@ -281,12 +248,9 @@ fn build_against(p: &Project, url: &str, key: Option<&str>) -> String {
     json["tiers"][0]["status"].as_str().unwrap().to_owned()
 }
 
-/// A team turns signing on (as the README tells it to) after CI has uploaded
-/// unsigned records. Signed readers now treat those records as misses, so the
-/// remote lacks the entries; but CI's next build finds them fresh and owes no
-/// upload, because the `.uploaded/` stamp is keyed on the remote's URL only
-/// (`describe()`), not on whether what was uploaded there is signed. The remote
-/// keeps only unsigned records and no signed reader is ever served.
+/// A team turns signing on after CI uploaded unsigned records, which signed
+/// readers treat as misses: CI's next build, finding its entries fresh, uploads
+/// them again, signed (what was uploaded is remembered per signing key).
 #[test]
 fn turning_signing_on_uploads_signed_records_of_entries_already_uploaded_unsigned() {
     let remote = tempfile::tempdir().unwrap();
@@ -310,43 +274,10 @@ fn turning_signing_on_uploads_signed_records_of_entries_already_uploaded_unsigne
     assert_eq!(build_against(&mate, &url, Some(TEAM_KEY)), "restored");
 }
 
-/// A command that starts a grandchild writing into `$TIERS_OUT` forever, writes
-/// both pids, and then writes files itself until `mode` says `finish`
-/// (`tests/hardening.rs`'s writer).
-const WRITER_SCRIPT: &str = r#"import os, pathlib, subprocess, sys, time
-project = pathlib.Path(os.environ["TIERS_PROJECT"])
-out = pathlib.Path(os.environ["TIERS_OUT"])
-with open(project / "runs.log", "a") as log:
-    log.write(os.environ["TIERS_TIER"] + "\n")
-mode = (project / "mode").read_text().strip() if (project / "mode").exists() else ""
-if mode != "finish":
-    loop = "import pathlib, sys, time\nout = pathlib.Path(sys.argv[1])\ni = 0\nwhile True:\n    i += 1\n    (out / ('g%d' % (i % 500))).write_text('x' * 1000)\n    time.sleep(0.002)\n"
-    child = subprocess.Popen([sys.executable, "-c", loop, str(out)])
-    tmp = project / "pids.tmp"
-    tmp.write_text(f"{os.getpid()} {child.pid}")
-    tmp.rename(project / "pids")
-    i = 0
-    while True:
-        i += 1
-        (out / ("p%d" % (i % 500))).write_text("y" * 1000)
-        time.sleep(0.002)
-(out / "result.txt").write_text("complete\n")
-"#;
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit(')')
-            .next()
-            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
-    })
-}
-
 /// SIGKILL a build whose command started a grandchild, then edit an input (the
-/// ordinary next step: the user killed it to fix something) and build again. The
-/// grandchild escapes the parent-death signal (it is not tiers' child), and the
-/// orphan sweep (`kill_orphans`) runs only for the key being built now
-/// (`Store::stage`) or from `tiers gc`: the killed build's process keeps running
-/// and writing into its old staging dir after the next build succeeded.
+/// ordinary next step: the user killed it to fix something) and build again:
+/// nothing of the killed build is left running, though its key is never built
+/// again.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_killed_builds_grandchild_is_killed_by_the_next_build_even_after_an_edit() {
@@ -391,11 +322,8 @@ fn a_killed_builds_grandchild_is_killed_by_the_next_build_even_after_an_edit() {
     );
 }
 
-/// Issue 14 made input globs that leave the project a usage error; the check
-/// (`inputs.rs`, `outside_project`) takes a glob that starts with `\` for an
-/// absolute Windows path. But globs are built with `backslash_escape(true)`, so
-/// `\[draft\].txt` is how a user names the file `[draft].txt`: now refused as
-/// "absolute", and the file cannot be an input any more.
+/// Input globs that leave the project are refused, but a backslash escapes a
+/// glob character: `\[draft\].txt` names the file `[draft].txt`, an input.
 #[test]
 fn an_escaped_glob_naming_a_file_in_the_project_is_not_refused_as_absolute() {
     let toml = ONE_TIER.replace("\"*.txt\"", r#"'\[draft\].txt'"#);
@@ -413,9 +341,9 @@ fn an_escaped_glob_naming_a_file_in_the_project_is_not_refused_as_absolute() {
     );
 }
 
-/// A bad value of the new `[cache] pointer_days` (and of every `[cache]` or
-/// `[remote]` key) is reported under a key the user never wrote:
-/// `for key "default.cache.pointer_days"` (figment's profile leaks into the message).
+/// A bad value of `[cache] pointer_days` (and of every `[cache]` or `[remote]`
+/// key) is reported under the key the user wrote, not figment's
+/// `default.cache.pointer_days`.
 #[test]
 fn a_bad_pointer_days_names_the_key_the_user_wrote() {
     let p = counting(&format!("[cache]\npointer_days = -1\n{ONE_TIER}"));
@@ -428,12 +356,8 @@ fn a_bad_pointer_days_names_the_key_the_user_wrote() {
 }
 
 /// A command that leaves a background job behind (`tool &`, a daemon, a test
-/// server it forgot to stop). `process::run` reaps the leader, marks the group
-/// `reaped` and then never kills it; it also waits for EOF on the output pipes,
-/// which the background job holds. So a job that keeps the pipes makes the build
-/// hang until the job ends, and one that redirects them outlives a successful
-/// build for good ("the rest of a finished tool's group is left to the next build
-/// of its entry", which never comes for a published entry).
+/// server it forgot to stop): the job neither makes the build wait for it (it
+/// holds the output pipes) nor outlives the build.
 #[test]
 fn a_commands_background_job_neither_hangs_the_build_nor_outlives_it() {
     let toml = r#"
@@ -467,11 +391,9 @@ run = ["sh", "-c", "sleep 20 & sleep 21 >/dev/null 2>&1 & echo $! > \"$TIERS_PRO
     );
 }
 
-/// After a build restored through discovered inputs, the checkout's pointer names
-/// the entry that serves the key (built for older unused inputs), and the next
-/// lookup explains a miss against that entry's key document. So after the
-/// restore of `b.txt = beta 2`, editing only `a.txt` is reported as "the input
-/// `src/b.txt` changed" too: a path the user did not touch since the last build.
+/// After a build restored through discovered inputs, the next build's reasons
+/// compare with the restored key's own document: editing only `a.txt` names
+/// `a.txt`, not `b.txt`, which the restored entry's build saw otherwise.
 #[test]
 fn reasons_after_a_restore_name_only_inputs_changed_since_that_build() {
     let toml = r#"
@@ -498,11 +420,9 @@ run = ["sh", "-c", "echo src/a.txt > \"$TIERS_DEPFILE\"; cat src/a.txt > \"$TIER
     );
 }
 
-/// A hostile or broken shared cache serves a huge record. Issue 14 caps what is
-/// read from a shared cache, but `read_object` (`crates/remote/src/lib.rs`) gets
-/// the whole object (`backend.get`) and only then compares its length with
-/// `MAX_RECORD_BYTES` (64 MiB): a 400 MB record costs ~800 MB of memory (a few GB
-/// one, an OOM kill) before it is refused. Measured with `/usr/bin/time -f %M`.
+/// A hostile or broken shared cache serves a huge record: it is refused before
+/// it is read (a directory store's size is checked first), so a 400 MB record
+/// costs no 400 MB of memory.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_huge_record_in_the_shared_cache_is_refused_before_it_is_read() {

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub mod procs;
+
 /// A project in a temp dir, with its cache dir inside (the default `.tiers`).
 pub struct Project {
     dir: tempfile::TempDir,

@@ -345,40 +345,21 @@ impl Backend {
         path: &str,
         bytes: Vec<u8>,
     ) -> Result<(), RemoteError> {
-        let root = root.to_owned();
         let first = !self.swept.swap(true, Ordering::Relaxed);
-        let name = path.to_owned();
-        let written = tokio::task::spawn_blocking(move || {
+        let (store, name) = (root.to_owned(), path.to_owned());
+        self.fs_call(root, "write", path, move |_| {
             if first {
-                let (n, bytes) = crate::fs_write::sweep(&root);
+                let (n, bytes) = crate::fs_write::sweep(&store);
                 if n > 0 {
                     tracing::debug!(
                         "removed {n} temporaries ({bytes} bytes) of killed uploads from `{}`",
-                        root.join(crate::fs_write::TMP_DIR).display()
+                        store.join(crate::fs_write::TMP_DIR).display()
                     );
                 }
             }
-            crate::fs_write::put(&root, &name, &bytes)
-        });
-        match tokio::time::timeout(self.timeout, written).await {
-            Ok(joined) => joined
-                .map_err(std::io::Error::other)
-                .and_then(|r| r)
-                .map_err(|e| RemoteError::Request {
-                    remote: self.remote.clone(),
-                    op: "write",
-                    path: path.to_owned(),
-                    status: None,
-                    why: e.to_string(),
-                }),
-            Err(_) => Err(RemoteError::Timeout {
-                remote: self.remote.clone(),
-                op: "write",
-                path: path.to_owned(),
-                secs: self.timeout.as_secs_f64(),
-                attempts: 1,
-            }),
-        }
+            crate::fs_write::put(&store, &name, &bytes)
+        })
+        .await
     }
 
     pub async fn delete(&self, path: &str) -> Result<(), RemoteError> {
