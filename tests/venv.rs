@@ -1097,6 +1097,35 @@ fn tinyb_inode(p: &Project) -> u64 {
     std::fs::metadata(file).unwrap().ino()
 }
 
+/// Issue 18, through `tiers build`: a version bump re-installs the project alone
+/// into the same venv, with uv and with pip; the dependency's files are the ones
+/// installed before.
+#[test]
+fn a_version_bump_reinstalls_the_project_alone_with_uv_and_pip() {
+    for kind in ["venv-uv", "venv-pip"] {
+        let p = myproj_project(kind, "\"tinyb\"", "");
+        assert_eq!(build(&p, &[]).status("venv"), "built", "{kind}");
+        let venv = venv_path(&p);
+        std::fs::write(venv.join("sentinel"), "").unwrap();
+        let dependency = tinyb_inode(&p);
+        p.write("pyproject.toml", myproj("\"tinyb\"", "0.2", ""));
+        let run = build(&p, &[]);
+        assert_eq!(run.status("venv"), "rebuilt", "{kind}");
+        let summary = run.tier("venv")["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            summary.contains("re-installed the project alone"),
+            "{kind}: {summary}"
+        );
+        assert_eq!(myproj_version(&p), "0.2", "{kind}");
+        assert!(venv.join("sentinel").exists(), "{kind}: the same venv");
+        assert_eq!(tinyb_inode(&p), dependency, "{kind}: the dependency stayed");
+        assert_eq!(build(&p, &[]).status("venv"), "fresh", "{kind}");
+    }
+}
+
 /// Issue 18: what the engine does through `Tier::update_in_place` when the probe
 /// finds a venv of the same key stale: the tier re-installs the project alone
 /// (`--no-deps`), its dependencies untouched, and records the new metadata.
