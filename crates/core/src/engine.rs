@@ -587,18 +587,23 @@ impl Engine {
                 // Reasons compare with the document of the key this checkout last
                 // had (its own entry's, or the one recorded with its alias); a kind
                 // builds incrementally from the entry that served it.
-                let last_doc = current.as_ref().and_then(|c| t.store.doc_of(c));
-                match last_doc {
-                    Some(last_doc) => {
-                        let stale = Freshness::Stale(doc.diff(&last_doc));
-                        let serving = current
-                            .as_ref()
-                            .and_then(|c| t.store.resolve(c).ok().flatten());
-                        if let Some(m) = serving {
-                            let _ = cx.previous.set(Some(entry_of(&t.store, m)));
-                        }
-                        (stale, None)
-                    }
+                // The marker is read once (it holds the whole key document).
+                let own = current
+                    .as_ref()
+                    .and_then(|c| t.store.marker(c).ok().flatten());
+                let (reasons, serving) = match (own, &current) {
+                    (Some(m), _) => (Some(doc.diff(&m.doc)), Some(m)),
+                    (None, Some(c)) => (
+                        t.store.doc_of(c).map(|last| doc.diff(&last)),
+                        t.store.resolve(c).ok().flatten(),
+                    ),
+                    (None, None) => (None, None),
+                };
+                if let Some(m) = serving {
+                    let _ = cx.previous.set(Some(entry_of(&t.store, m)));
+                }
+                match reasons {
+                    Some(reasons) => (Freshness::Stale(reasons), None),
                     None => (Freshness::Missing, None),
                 }
             }
