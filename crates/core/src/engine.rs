@@ -700,13 +700,36 @@ impl Engine {
                 let path = t.tier.path(&entry_of(&t.store, marker));
                 tier_report(t, Some(key), Some(path), Status::Skipped, reasons)
             }
-            (Plan::NeverWithoutEntry, _) => failed_or_skipped(
-                t,
-                Some(look.key.clone()),
-                Error::NeverWithoutEntry {
-                    tier: t.name.clone(),
-                },
-            ),
+            // Restoring from the shared cache is not building: a `never` tier
+            // with no entry here takes the shared cache's, and fails only
+            // without one.
+            (Plan::NeverWithoutEntry, Mode::Status) => {
+                if self.available_remotely(t, &look).await == Some(true) {
+                    let path = t.tier.path(&planned_entry(t, &look));
+                    let mut report = tier_report(
+                        t,
+                        Some(look.key.clone()),
+                        Some(path),
+                        Status::Missing,
+                        vec![],
+                    );
+                    report.available_remotely = Some(true);
+                    return report;
+                }
+                never_without_entry(t, &look)
+            }
+            (Plan::NeverWithoutEntry, Mode::Build) => {
+                if self.shared_for(t).is_some() {
+                    let lock = match lock(&t.store, &look.key).await {
+                        Ok(l) => l,
+                        Err(e) => return failed_or_skipped(t, Some(look.key.clone()), e),
+                    };
+                    if let Some(report) = self.restore_from_shared(t, &cx, &look, &lock).await {
+                        return report;
+                    }
+                }
+                never_without_entry(t, &look)
+            }
             (Plan::Build { reasons, forced }, Mode::Status) => {
                 let status = if look.existed() {
                     Status::Stale
@@ -1144,6 +1167,17 @@ impl Engine {
     }
 }
 
+/// `rebuild = "never"` with no entry to keep, here or in the shared cache.
+fn never_without_entry(t: &Planned, look: &Lookup) -> TierReport {
+    failed_or_skipped(
+        t,
+        Some(look.key.clone()),
+        Error::NeverWithoutEntry {
+            tier: t.name.clone(),
+        },
+    )
+}
+
 /// The marker of a build of `look.key` that started at `started`.
 fn marker_for(
     t: &Planned,
@@ -1225,7 +1259,8 @@ enum Plan {
         marker: Marker,
         reasons: Vec<Reason>,
     },
-    /// `rebuild = "never"` and no entry to keep: the tier fails.
+    /// `rebuild = "never"` and no entry to keep: restored from the shared cache
+    /// when it has one, else the tier fails.
     NeverWithoutEntry,
     /// Build: a forced build goes straight to the tool; another first takes what
     /// a concurrent build published, then tries the shared cache.
