@@ -142,7 +142,12 @@ fn main() -> ExitCode {
     {
         tiers::process::supervise(&args[2..]);
     }
-    if let Ok(me) = std::env::current_exe() {
+    // `/proc/self/exe` still runs this binary when its file was removed or
+    // replaced meanwhile (an upgrade, `pip uninstall`); elsewhere, its path.
+    let me = std::path::Path::new("/proc/self/exe");
+    if me.exists() {
+        tiers::process::supervise_with(me.to_owned());
+    } else if let Ok(me) = std::env::current_exe() {
         tiers::process::supervise_with(me);
     }
     let cli = Cli::parse();

@@ -130,19 +130,21 @@ impl Tier for CommandTier {
             .map_or_else(|| self.run[0].clone(), |n| n.to_string_lossy().into_owned());
         cx.progress().phase(&format!("running {program}"));
         let echo = process::Echo::choose(cx.verbose(), cx.progress());
-        let done =
-            process::run(cmd, echo, &program)
-                .await
-                .map_err(|source| CommandError::Spawn {
-                    tier: cx.tier().to_owned(),
-                    program: self.run[0].clone(),
-                    source,
-                })?;
-        if done.status.success() {
-            let used_inputs = read_depfile(&depfile, cx.project())?;
-            let _ = std::fs::remove_file(&depfile);
+        let done = process::run(cmd, echo, &program).await;
+        let used_inputs = match &done {
+            Ok(d) if d.status.success() => Some(read_depfile(&depfile, cx.project())),
+            _ => None,
+        };
+        // Whatever happened, the dep file is no part of the entry.
+        let _ = std::fs::remove_file(&depfile);
+        let done = done.map_err(|source| CommandError::Spawn {
+            tier: cx.tier().to_owned(),
+            program: self.run[0].clone(),
+            source,
+        })?;
+        if let Some(used_inputs) = used_inputs {
             return Ok(BuildOutcome {
-                used_inputs,
+                used_inputs: used_inputs?,
                 ..BuildOutcome::default()
             });
         }

@@ -1160,8 +1160,13 @@ impl Engine {
         }
         let mut pointed: BTreeSet<Key> = t.store.pointed(self.pointer_ttl).into_iter().collect();
         pointed.extend(t.store.current(&self.checkout));
-        // A pointer may name a key an entry built for other inputs serves.
-        let served: Vec<Key> = pointed.iter().filter_map(|k| t.store.alias(k)).collect();
+        // A pointer may name a key an entry built for other inputs serves (while
+        // the key has no entry of its own).
+        let served: Vec<Key> = pointed
+            .iter()
+            .filter(|k| !t.store.entry_dir(k).join(store::MARKER).exists())
+            .filter_map(|k| t.store.alias(k))
+            .collect();
         pointed.extend(served);
         retain(t, how, &pointed)
     }

@@ -222,7 +222,9 @@ pub fn supervise(args: &[OsString]) -> ! {
     {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("tiers: cannot run `{}`: {e}", program.to_string_lossy());
+            // Told to `run` on the pipe it reads, so the kind gets the spawn error
+            // it would get without a supervisor, not a tool's exit 127.
+            println!("{SPAWN_FAILED}{}", e.raw_os_error().unwrap_or(0));
             std::process::exit(127);
         }
     };
@@ -258,14 +260,39 @@ pub fn supervise(args: &[OsString]) -> ! {
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(signal) = status.signal() {
-            // Die of the same signal, so tiers reports the tool as killed by it.
-            if let Some(sig) = rustix::process::Signal::from_named_raw(signal) {
-                let _ = rustix::process::kill_process(rustix::process::getpid(), sig);
-            }
-            std::process::exit(128 + signal);
+            die_of(signal);
         }
     }
     std::process::exit(1)
+}
+
+/// The line a supervisor prints when it cannot start the tool: the OS error follows.
+const SPAWN_FAILED: &str = "\u{0}tiers-supervise: cannot start the tool: os error ";
+
+/// End the supervisor by `signal`, as its tool ended, so tiers reports the tool
+/// as killed by it. The Rust runtime handles SIGSEGV and SIGBUS and ignores
+/// SIGPIPE: the default action comes back first. No core file is written (the
+/// crash was the tool's).
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn die_of(signal: i32) -> ! {
+    // SAFETY: plain system calls on this process's own signal disposition, mask
+    // and limits, with valid arguments; the supervisor's other thread only reads
+    // stdin and does not touch signals.
+    unsafe {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(signal);
+    }
+    std::process::exit(128 + signal)
 }
 
 /// `cmd` as the supervisor's command line. The program is looked up here, so a
@@ -324,8 +351,12 @@ fn locate(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> std::io:
             Err(e) => Err(e),
         };
     }
+    // A relative entry (an empty one is `.`) is relative to where the tool runs.
     std::env::split_paths(path.unwrap_or_default())
-        .map(|dir| dir.join(program))
+        .map(|dir| match cwd {
+            Some(cwd) if dir.is_relative() => cwd.join(dir).join(program),
+            _ => dir.join(program),
+        })
         .find(|p| executable(p))
         .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
 }
@@ -402,6 +433,11 @@ pub async fn run(
     let status = child.wait().await?;
     drop(group);
     drop(lifeline);
+    let failed_to_start = |tail: &VecDeque<String>| {
+        tail.iter()
+            .find_map(|l| l.strip_prefix(SPAWN_FAILED))
+            .and_then(|n| n.trim().parse::<i32>().ok())
+    };
     // The group is gone, so its pipes close; a process that left the group (a
     // daemon that made a session of its own) may still hold them: stop reading
     // after a while rather than wait for it.
@@ -414,7 +450,13 @@ pub async fn run(
     if let Echo::Progress(progress) = &echo {
         progress.message("");
     }
-    let tail = tail.lock().expect("tail lock").drain(..).collect();
+    let mut tail = tail.lock().expect("tail lock");
+    if supervisor.is_some() && status.code() == Some(127) {
+        if let Some(errno) = failed_to_start(&tail) {
+            return Err(std::io::Error::from_raw_os_error(errno));
+        }
+    }
+    let tail = tail.drain(..).collect();
     Ok(Finished { status, tail })
 }
 

@@ -482,9 +482,15 @@ impl Store {
     /// The key document of `key`: its entry's, else the one its alias recorded.
     /// What the next build's reasons compare against.
     pub fn doc_of(&self, key: &Key) -> Option<KeyDoc> {
-        match self.marker(key) {
-            Ok(Some(m)) => Some(m.doc),
-            _ => self.read_alias(key).and_then(|a| a.doc),
+        if let Ok(Some(m)) = self.marker(key) {
+            return Some(m.doc);
+        }
+        let alias = self.read_alias(key)?;
+        match alias.doc {
+            Some(doc) => Some(doc),
+            // An alias an older tiers wrote: the serving entry's document, the
+            // nearest there is.
+            None => self.marker(&alias.target).ok().flatten().map(|m| m.doc),
         }
     }
 
@@ -626,8 +632,10 @@ fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
     write_atomic(&dir.join(MARKER), &bytes)
 }
 
-/// The key of a staging dir name `<key>-<pid>-<n>`, `None` for names tiers does not make.
+/// The key of a staging dir name `<key>-<pid>-<n>` (or of the dep file a command
+/// writes beside it, `<key>-<pid>-<n>.deps`), `None` for names tiers does not make.
 fn staging_key(name: &str) -> Option<Key> {
+    let name = name.strip_suffix(".deps").unwrap_or(name);
     let (key, rest) = name.split_at_checked(64)?;
     let key = Key::parse(key)?;
     (rest.strip_prefix('-').is_some_and(is_unique_suffix)).then_some(key)

@@ -1,16 +1,15 @@
-//! Issue 14's follow-ups, second review: each test reproduces, through the real
-//! `tiers` binary, a bug found in the supervisor, the alias/pointer changes or the
-//! shared-cache reader. Each fails on the code it was written against.
+//! Issue 14's follow-ups, second review: the tool supervisor reports tools as
+//! they ended, finds them where they run, survives its own binary's removal;
+//! aliases and pointers from older caches and rebuilt keys; staging debris.
+//! Each through the real `tiers` binary.
 
 mod support;
 
 use support::project;
 
-/// A native tool that crashes is reported as killed by SIGSEGV (or SIGBUS). The
-/// supervisor re-raises the tool's signal on itself with `kill`, but the Rust
-/// runtime handles SIGSEGV and SIGBUS (its stack-overflow guard), whose handler
-/// returns for a signal that is not a fault: the supervisor lives on and exits
-/// 139 (135), which tiers reports as an exit status.
+/// A native tool that crashes is reported as killed by SIGSEGV (or SIGBUS), not
+/// as exit 139 (135): the supervisor dies of the tool's signal although the
+/// Rust runtime handles those signals.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_tool_that_segfaults_is_reported_as_killed_by_signal_11() {
@@ -39,10 +38,8 @@ run = ["sh", "-c", "kill -BUS $$"]
     );
 }
 
-/// A tool killed by a signal is reported as killed by that signal. SIGPIPE is
-/// the common case (a tool writing into a closed pipe): the supervisor is a
-/// Rust program, which ignores SIGPIPE, so re-raising it on itself does nothing
-/// and it exits 141 instead, which tiers reports as an exit status.
+/// A tool killed by SIGPIPE (writing into a closed pipe) is reported as killed
+/// by it, although the supervisor, a Rust program, ignores SIGPIPE.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_tool_killed_by_sigpipe_is_reported_as_killed_by_signal_13() {
@@ -73,9 +70,8 @@ run = ["sh", "-c", "kill -PIPE $$"]
 
 /// A tier's `env` may put a project-relative directory on PATH
 /// (`node_modules/.bin`, `tools`): the tool runs in the project, so the
-/// directory is the project's, as `execvp` after `chdir` resolves it. The
-/// supervisor's `locate` resolves it against tiers' own working directory
-/// instead and reports the tool as not found when tiers runs elsewhere (`-C`).
+/// directory is the project's, as `execvp` after `chdir` resolves it, wherever
+/// tiers runs from (`-C`).
 #[cfg(unix)]
 #[test]
 fn a_tool_on_a_project_relative_path_from_the_tiers_env_is_found() {
@@ -92,10 +88,16 @@ env = { PATH = "tools:/usr/bin:/bin" }
 "#,
         )
         .file("a.txt", "alpha\n")
-        .file("tools/mk-out", "#!/bin/sh\necho made > \"$TIERS_OUT/out.txt\"\n")
+        .file(
+            "tools/mk-out",
+            "#!/bin/sh\necho made > \"$TIERS_OUT/out.txt\"\n",
+        )
         .build();
-    std::fs::set_permissions(p.path("tools/mk-out"), std::fs::Permissions::from_mode(0o755))
-        .unwrap();
+    std::fs::set_permissions(
+        p.path("tools/mk-out"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     // The test's working directory is not the project: only `-C` names it.
     assert_ne!(std::env::current_dir().unwrap(), p.root());
     let run = p.tiers(&["build", "--json"]);
@@ -115,12 +117,10 @@ inputs = ["*.txt"]
 run = ["sh", "-c", "cat a.txt > \"$TIERS_OUT/out\"; echo a.txt > \"$TIERS_DEPFILE\""]
 "#;
 
-/// A cache dir written by the tiers before this change: an alias file holds the
-/// serving entry's key alone (no key document), and the pointer names that
-/// entry. The new tiers hits the alias and points at the requested key; after
-/// the next edit, the alias yields no document to compare with, so `status`
-/// says `stale` with no reason at all, `build` says `rebuilt` with none, and
-/// `explain` says "missing: no entry to compare with" under a "last entry" line.
+/// A cache dir written by the tiers before aliases kept key documents: an alias
+/// file holds the serving entry's key alone. After the next edit, `status`,
+/// `build` and `explain` still name what changed (against the serving entry's
+/// document).
 #[test]
 fn an_alias_from_an_older_tiers_still_gives_reasons_after_an_edit() {
     let p = project()
@@ -166,11 +166,9 @@ fn an_alias_from_an_older_tiers_still_gives_reasons_after_an_edit() {
     );
 }
 
-/// A command that writes its dep file and fails leaves `<key>-<pid>-<n>.deps`
-/// in the tier's `.staging`: the command kind removes the dep file only on
-/// success, and `clean_staging`/`gc` recognise only `<key>-<pid>-<n>`, so no
-/// build nor `gc` ever removes it (and every later build of the tier takes the
-/// slow path of `clean_staging`, which expects an empty `.staging`).
+/// A command that writes its dep file and fails leaves no
+/// `<key>-<pid>-<n>.deps` in the tier's `.staging`, and one left by a killed
+/// build is removed as debris.
 #[test]
 fn a_failed_command_leaves_no_dep_file_in_staging() {
     let p = project()
@@ -207,9 +205,7 @@ run = ["sh", "-c", "echo a.txt > \"$TIERS_DEPFILE\"; test -e ok"]
 
 /// A program that cannot be executed — an executable file with no `#!` line, a
 /// script whose interpreter is missing — is a spawn failure: "cannot run
-/// `PROGRAM`" with the hint, as without the supervisor. Through the supervisor,
-/// its own failure to spawn becomes the tool's "exited with status 127", as if
-/// the tool had run and failed.
+/// `PROGRAM`" with the hint, not a tool's "exited with status 127".
 #[cfg(unix)]
 #[test]
 fn a_program_that_cannot_be_executed_is_a_spawn_failure_not_exit_127() {
@@ -252,9 +248,8 @@ run = ["./bad.sh"]
 }
 
 /// `keep = 1` keeps one entry. A key restored through a candidate and then
-/// rebuilt (`--rebuild`) has its own entry, but its alias file stays, and
-/// retention follows every pointed key's alias, so the entry that once served
-/// it is kept too, for as long as the pointer names that key.
+/// rebuilt (`--rebuild`) has its own entry: the entry that once served it is
+/// no longer kept for it.
 #[test]
 fn a_rebuilt_alias_key_does_not_keep_its_old_serving_entry_from_retention() {
     let p = project()
@@ -281,10 +276,9 @@ fn a_rebuilt_alias_key_does_not_keep_its_old_serving_entry_from_retention() {
     );
 }
 
-/// The supervisor is the path `current_exe` gave when tiers started. Once that
-/// file is gone (the wheel or binary uninstalled or upgraded by a remove and a
-/// write while a long build runs), every later tool fails to start, and tiers
-/// blames the tool: "cannot run `sh` … check that `sh` is installed".
+/// Once the `tiers` binary's file is gone mid-build (uninstalled, or upgraded by
+/// a remove and a write), later tools still start: the supervisor is this
+/// process's own executable, not the path it was started from.
 #[cfg(target_os = "linux")]
 #[test]
 fn tools_still_run_after_the_tiers_binary_is_removed_mid_build() {
@@ -321,7 +315,10 @@ run = ["sh", "-c", "echo y > \"$TIERS_OUT/y\""]
         .unwrap();
     let started = Instant::now();
     while !p.path("started").exists() {
-        assert!(started.elapsed() < Duration::from_secs(30), "tier a never started");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "tier a never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::fs::remove_file(&bin).unwrap();
