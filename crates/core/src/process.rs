@@ -347,7 +347,8 @@ fn locate(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> std::io:
         };
         return match std::fs::metadata(&full) {
             Ok(_) if executable(&full) => Ok(full),
-            Ok(_) => Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+            // The errors a spawn gives, with their system messages.
+            Ok(_) => Err(std::io::Error::from_raw_os_error(libc::EACCES)),
             Err(e) => Err(e),
         };
     }
@@ -358,7 +359,7 @@ fn locate(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> std::io:
             _ => dir.join(program),
         })
         .find(|p| executable(p))
-        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
+        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
 }
 
 /// Put `cmd` in a process group of its own that dies with this process.
