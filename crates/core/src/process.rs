@@ -15,8 +15,8 @@
 //!   a pipe from tiers, and kills the whole group the moment that pipe closes, which
 //!   the kernel does when tiers dies ([`supervise`]). Without a supervisor the tool
 //!   gets SIGKILL from the kernel (a parent-death signal, Linux) and the processes
-//!   it started are left to the next step. Either way the next build of the same
-//!   entry finds and kills any survivor by the `TIERS_BUILD_OWNER` variable every
+//!   it started are left to the next step. Either way the next build of the tier
+//!   finds and kills any survivor by the `TIERS_BUILD_OWNER` variable every
 //!   process started here inherits ([`kill_orphans`]) before it removes the killed
 //!   build's staging dir;
 //! - tiers gets SIGINT or SIGTERM: the driver kills every running group
@@ -24,7 +24,7 @@
 //! - the future running the tool is dropped: the group is killed.
 
 use std::collections::{BTreeSet, VecDeque};
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -295,26 +295,16 @@ fn die_of(signal: i32) -> ! {
     std::process::exit(128 + signal)
 }
 
-/// `cmd` as the supervisor's command line. The program is looked up here, so a
-/// missing one is the same `NotFound` error as without a supervisor.
-fn supervised(
-    cmd: &tokio::process::Command,
-    supervisor: &Path,
-) -> std::io::Result<tokio::process::Command> {
+/// `cmd` as the supervisor's command line. The supervisor runs where the tool
+/// runs, with its environment, so it finds the program as a spawn of the tool
+/// would (relative PATH entries included), and a program it cannot start is the
+/// same OS error.
+fn supervised(cmd: &tokio::process::Command, supervisor: &Path) -> tokio::process::Command {
     let std_cmd = cmd.as_std();
-    let mut path_var = std::env::var_os("PATH");
-    for (k, v) in std_cmd.get_envs() {
-        if k == "PATH" {
-            path_var = v.map(OsStr::to_owned);
-        }
-    }
-    let program = locate(
-        std_cmd.get_program(),
-        path_var.as_deref(),
-        std_cmd.get_current_dir(),
-    )?;
     let mut s = tokio::process::Command::new(supervisor);
-    s.arg(SUPERVISE_ARG).arg(program).args(std_cmd.get_args());
+    s.arg(SUPERVISE_ARG)
+        .arg(std_cmd.get_program())
+        .args(std_cmd.get_args());
     for (k, v) in std_cmd.get_envs() {
         match v {
             Some(v) => s.env(k, v),
@@ -324,42 +314,7 @@ fn supervised(
     if let Some(dir) = std_cmd.get_current_dir() {
         s.current_dir(dir);
     }
-    Ok(s)
-}
-
-/// Where `program` is: a path with a `/` as it is (relative to `cwd`), else the
-/// first executable of that name on `path`.
-fn locate(program: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> std::io::Result<PathBuf> {
-    let executable = |p: &Path| {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        }
-        #[cfg(not(unix))]
-        p.is_file()
-    };
-    let as_path = Path::new(program);
-    if as_path.components().count() > 1 || program.as_encoded_bytes().contains(&b'/') {
-        let full = match cwd {
-            Some(dir) if as_path.is_relative() => dir.join(as_path),
-            _ => as_path.to_owned(),
-        };
-        return match std::fs::metadata(&full) {
-            Ok(_) if executable(&full) => Ok(full),
-            // The errors a spawn gives, with their system messages.
-            Ok(_) => Err(std::io::Error::from_raw_os_error(libc::EACCES)),
-            Err(e) => Err(e),
-        };
-    }
-    // A relative entry (an empty one is `.`) is relative to where the tool runs.
-    std::env::split_paths(path.unwrap_or_default())
-        .map(|dir| match cwd {
-            Some(cwd) if dir.is_relative() => cwd.join(dir).join(program),
-            _ => dir.join(program),
-        })
-        .find(|p| executable(p))
-        .ok_or_else(|| std::io::Error::from_raw_os_error(libc::ENOENT))
+    s
 }
 
 /// Put `cmd` in a process group of its own that dies with this process.
@@ -401,7 +356,7 @@ pub async fn run(
 ) -> std::io::Result<Finished> {
     let supervisor = SUPERVISOR.get();
     if let Some(sup) = supervisor {
-        cmd = supervised(&cmd, sup)?;
+        cmd = supervised(&cmd, sup);
     }
     // A supervisor's stdin is the pipe whose end tells it tiers is gone.
     cmd.stdin(if supervisor.is_some() {
@@ -434,11 +389,6 @@ pub async fn run(
     let status = child.wait().await?;
     drop(group);
     drop(lifeline);
-    let failed_to_start = |tail: &VecDeque<String>| {
-        tail.iter()
-            .find_map(|l| l.strip_prefix(SPAWN_FAILED))
-            .and_then(|n| n.trim().parse::<i32>().ok())
-    };
     // The group is gone, so its pipes close; a process that left the group (a
     // daemon that made a session of its own) may still hold them: stop reading
     // after a while rather than wait for it.
@@ -451,13 +401,15 @@ pub async fn run(
     if let Echo::Progress(progress) = &echo {
         progress.message("");
     }
-    let mut tail = tail.lock().expect("tail lock");
+    let tail: Vec<String> = tail.lock().expect("tail lock").drain(..).collect();
     if supervisor.is_some() && status.code() == Some(127) {
-        if let Some(errno) = failed_to_start(&tail) {
+        let errno = tail
+            .iter()
+            .find_map(|l| l.strip_prefix(SPAWN_FAILED)?.trim().parse().ok());
+        if let Some(errno) = errno {
             return Err(std::io::Error::from_raw_os_error(errno));
         }
     }
-    let tail = tail.drain(..).collect();
     Ok(Finished { status, tail })
 }
 
@@ -537,19 +489,6 @@ mod tests {
         );
         theirs.kill().unwrap();
         theirs.wait().unwrap();
-    }
-
-    /// `locate` finds what the supervisor will run, and fails as a spawn would.
-    #[test]
-    fn locate_follows_path_and_reports_a_missing_program_as_not_found() {
-        let path = std::env::var_os("PATH");
-        let sh = locate(OsStr::new("sh"), path.as_deref(), None).unwrap();
-        assert!(sh.is_absolute() && sh.ends_with("sh"), "{}", sh.display());
-        let missing = locate(OsStr::new("no-such-tool-here"), path.as_deref(), None).unwrap_err();
-        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
-        let dir = tempfile::tempdir().unwrap();
-        let relative = locate(OsStr::new("./x.sh"), path.as_deref(), Some(dir.path())).unwrap_err();
-        assert_eq!(relative.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[tokio::test]
