@@ -829,18 +829,7 @@ impl Engine {
             if shared.contains(&t.name, &look.key).await? {
                 return Ok(true);
             }
-            if look.doc.inputs.is_empty() {
-                return Ok(false);
-            }
-            for c in shared
-                .candidates(&t.name, &look.doc.structure_key())
-                .await?
-                .into_iter()
-                .take(CANDIDATE_LIMIT)
-            {
-                if !c.mismatches(&look.doc.inputs).is_empty() || c.entry == look.key {
-                    continue;
-                }
+            for c in shared_candidates(shared.as_ref(), t, look).await? {
                 let here = t
                     .store
                     .marker(&c.entry)
@@ -877,15 +866,7 @@ impl Engine {
             if let Some(marker) = self.fetch_shared(t, shared, &look.key, lock).await? {
                 return Ok(Some((marker, vec![])));
             }
-            if look.doc.inputs.is_empty() {
-                return Ok(None);
-            }
-            let skey = look.doc.structure_key();
-            let list = shared.candidates(&t.name, &skey).await?;
-            for c in list.into_iter().take(CANDIDATE_LIMIT) {
-                if !c.mismatches(&look.doc.inputs).is_empty() || c.entry == look.key {
-                    continue;
-                }
+            for c in shared_candidates(shared.as_ref(), t, look).await? {
                 // Never wait for a second lock while holding one: skip a busy candidate.
                 let Some(c_lock) = t.store.try_lock(&c.entry)? else {
                     continue;
@@ -909,7 +890,11 @@ impl Engine {
                     continue;
                 }
                 t.store.set_alias(&look.key, &marker.key, &look.doc)?;
-                Candidates::new(t.store.root()).touch(&skey, &marker.key, Some(c.used.clone()))?;
+                Candidates::new(t.store.root()).touch(
+                    &look.doc.structure_key(),
+                    &marker.key,
+                    Some(c.used.clone()),
+                )?;
                 let why = reuse_reasons(&look.doc, &marker.doc);
                 return Ok(Some((marker, why)));
             }
@@ -1170,6 +1155,27 @@ impl Engine {
         pointed.extend(served);
         retain(t, how, &pointed)
     }
+}
+
+/// The shared cache's candidates for `look` whose used inputs all have their
+/// digests now (at most [`CANDIDATE_LIMIT`], whatever the level returns); none
+/// for a key without inputs.
+async fn shared_candidates(
+    shared: &dyn SharedCache,
+    t: &Planned,
+    look: &Lookup,
+) -> Result<Vec<crate::Candidate>> {
+    if look.doc.inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = shared
+        .candidates(&t.name, &look.doc.structure_key())
+        .await?;
+    Ok(list
+        .into_iter()
+        .take(CANDIDATE_LIMIT)
+        .filter(|c| c.entry != look.key && c.mismatches(&look.doc.inputs).is_empty())
+        .collect())
 }
 
 /// `rebuild = "never"` with no entry to keep, here or in the shared cache.
