@@ -13,16 +13,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use serde_json::Value;
+use support::procs::DEPFILE_SCRIPT;
 use support::{project, runs, Project};
-
-/// Reads a.txt only and says so in `$TIERS_DEPFILE`.
-const TOOL: &str = r#"import os, pathlib
-project = pathlib.Path(os.environ["TIERS_PROJECT"])
-with open(project / "runs.log", "a") as log:
-    log.write(os.environ["TIERS_TIER"] + "\n")
-(pathlib.Path(os.environ["TIERS_OUT"]) / "a.out").write_text((project / "a.txt").read_text())
-pathlib.Path(os.environ["TIERS_DEPFILE"]).write_text("a.txt\n")
-"#;
 
 #[derive(Clone, Copy, Debug)]
 enum State {
@@ -47,7 +39,7 @@ fn checkout(policy: &str, a: &str, b: &str) -> Project {
                 "[tiers.t]\nkind = \"command\"\ninputs = [\"*.txt\"]\nrun = [\"python3\", \"tool.py\"]\nrebuild = \"{policy}\"\n"
             ),
         )
-        .file("tool.py", TOOL)
+        .file("tool.py", DEPFILE_SCRIPT)
         .file("a.txt", a)
         .file("b.txt", b)
         .build()

@@ -9,7 +9,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::procs::{alive, counting, gone_within, kill, wait_for_pids, writer_project, ONE_TIER};
+use support::procs::{
+    alive, counting, gone_within, kill, wait_for_pids, writer_project, DEPFILE_SCRIPT, ONE_TIER,
+};
 use support::{project, runs, snapshot, Project};
 
 /// Every file under `dir` with its bytes, for "tiers left it as it was".
@@ -279,14 +281,6 @@ fn retention_keeps_the_entry_another_checkout_points_at() {
 }
 
 // Finding 3 (the engine's part): a candidate is checked against its entry.
-
-const DEPFILE_SCRIPT: &str = r#"import os, pathlib
-project = pathlib.Path(os.environ["TIERS_PROJECT"])
-with open(project / "runs.log", "a") as log:
-    log.write(os.environ["TIERS_TIER"] + "\n")
-(pathlib.Path(os.environ["TIERS_OUT"]) / "result.txt").write_text((project / "a.txt").read_text())
-pathlib.Path(os.environ["TIERS_DEPFILE"]).write_text("a.txt\n")
-"#;
 
 fn depfile_project() -> Project {
     project()

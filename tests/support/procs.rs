@@ -94,3 +94,13 @@ pub fn kill(pid: u32, signal: &str) {
         .stderr(Stdio::null())
         .status();
 }
+
+/// A command that reads `a.txt` alone of its inputs, says so in `$TIERS_DEPFILE`,
+/// logs its run and copies `a.txt` into its output.
+pub const DEPFILE_SCRIPT: &str = r#"import os, pathlib
+project = pathlib.Path(os.environ["TIERS_PROJECT"])
+with open(project / "runs.log", "a") as log:
+    log.write(os.environ["TIERS_TIER"] + "\n")
+(pathlib.Path(os.environ["TIERS_OUT"]) / "result.txt").write_text((project / "a.txt").read_text())
+pathlib.Path(os.environ["TIERS_DEPFILE"]).write_text("a.txt\n")
+"#;
