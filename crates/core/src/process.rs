@@ -480,9 +480,31 @@ mod tests {
         };
         let mut mine = spawn(&entry);
         let mut theirs = spawn(&other);
+        // `spawn` returns once the exec began, before the kernel has set the new
+        // program's environment up: until then `/proc/<pid>/environ` is empty.
+        for child in [&mine, &theirs] {
+            let environ = format!("/proc/{}/environ", child.id());
+            let until = Instant::now() + Duration::from_secs(10);
+            while !std::fs::read(&environ).is_ok_and(|e| !e.is_empty())
+                && Instant::now() < until
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         kill_orphans(&entry);
-        let status = mine.wait().unwrap();
-        assert!(!status.success(), "the orphan was killed");
+        let until = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            match mine.try_wait().unwrap() {
+                Some(status) => break Some(status),
+                None if Instant::now() > until => break None,
+                None => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let _ = mine.kill();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "the orphan was killed: {status:?}"
+        );
         assert!(
             theirs.try_wait().unwrap().is_none(),
             "another entry's process runs on"
