@@ -37,7 +37,7 @@
 //! in CPython's `ast`. See [`schema`] for the conventions of every field, and
 //! [`SCHEMA_VERSION`] / [`EXTRACTOR_VERSION`], which belong in any cache key.
 
-mod codec;
+pub mod codec;
 mod error;
 mod extract;
 mod module_name;
@@ -50,11 +50,11 @@ mod tier;
 pub use error::{Error, FileError};
 pub use extract::{extract, ExtractOptions, Extractor, MAX_FILE_BYTES, MAX_SYNTAX_ERRORS};
 pub use module_name::module_name;
-pub use parallel::{extract_files, extract_many};
+pub use parallel::{cores, extract_files, extract_many, read_source};
 pub use resolve::{
-    interface_digest, resolve_file, resolve_incremental, symbols_digest, Binding, DefKind,
-    FileToResolve, Interface, ModuleInfo, Modules, ProjectState, ResolveStats, ResolvedCall,
-    ResolvedGraph, ResolvedImport, ResolvedModule, Target,
+    first_under, interface_digest, resolve_file, resolve_incremental, sha256_hex, symbols_digest,
+    Binding, DefKind, FileToResolve, Interface, ModuleInfo, Modules, ProjectState, ResolveStats,
+    ResolvedCall, ResolvedGraph, ResolvedImport, ResolvedModule, Target,
 };
 pub use schema::{
     CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,
