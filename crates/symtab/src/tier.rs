@@ -1,4 +1,5 @@
-//! The `symtab` kind: the library wired into the engine as a tier.
+//! The `symtab` kind: the Python symbols library ([`py_symbols`]) wired into
+//! the engine as a tier.
 //!
 //! ```toml
 //! [tiers.symbols]
@@ -11,7 +12,7 @@
 //!
 //! The engine keys an entry on the whole project state, but the unit of work is
 //! one file's content. So the tier keeps a store of its own under its tier root,
-//! one [`FileSymbols`](crate::FileSymbols) per content digest, shared by every
+//! one [`FileSymbols`](py_symbols::FileSymbols) per content digest, shared by every
 //! project state; a file is parsed only when its digest has no per-file entry
 //! yet. An entry (one project state) names the per-file entries and graph
 //! buckets it uses in its index, so a one-file edit writes one new per-file
@@ -42,7 +43,7 @@
 //! files whose resolution consulted a module whose answer changed (its
 //! interface digest, or whether it exists — and, for namespace packages, the
 //! modules under it). Those files are resolved on every core against the
-//! whole project state, through [`Modules`](crate::Modules): every module
+//! whole project state, through [`Modules`](py_symbols::Modules): every module
 //! name is known from the paths, and a module's interface is computed from its
 //! per-file entry the first time a resolution asks for it. Only those files and
 //! the modules they consult are read back, so an edit costs the edited files
@@ -56,7 +57,7 @@ use tiers_core::{
     Registry, Result, Tier, TierSpec,
 };
 
-use crate::{EXTRACTOR_VERSION, SCHEMA_VERSION};
+use py_symbols::{EXTRACTOR_VERSION, SCHEMA_VERSION};
 
 mod build;
 mod cross;

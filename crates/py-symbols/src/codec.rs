@@ -1422,7 +1422,7 @@ async def main() -> None:
     }
 
     /// The Python standard library through both codecs:
-    /// `cargo test -p tiers-symtab --release codec -- --ignored --nocapture`.
+    /// `cargo test -p py-symbols --release codec -- --ignored --nocapture`.
     #[test]
     #[ignore = "reads the local Python stdlib; prints sizes and timings"]
     fn codec_stdlib_corpus_versus_json() {

@@ -45,7 +45,6 @@ mod parallel;
 mod resolve;
 pub mod schema;
 mod source;
-mod tier;
 
 pub use error::{Error, FileError};
 pub use extract::{extract, ExtractOptions, Extractor, MAX_FILE_BYTES, MAX_SYNTAX_ERRORS};
@@ -59,8 +58,4 @@ pub use resolve::{
 pub use schema::{
     CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,
     Pos, Span, Variable, EXTRACTOR_VERSION, MAX_TEXT_BYTES, SCHEMA_VERSION,
-};
-pub use tier::{
-    load_table, register, Counts, SymbolTable, SymtabTier, TableFile, TierError,
-    EXPORT_SCHEMA_VERSION, KIND, KIND_VERSION,
 };
