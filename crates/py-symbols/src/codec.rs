@@ -1275,6 +1275,23 @@ async def main() -> None:
     }
 
     #[test]
+    fn a_reader_moved_past_the_end_fails_to_read_rather_than_panics() {
+        let bytes = [1u8, 2, 3];
+        let mut r = Reader::new(&bytes);
+        r.at = 5;
+        let truncated = Err(CodecError {
+            what: "truncated".into(),
+            offset: 5,
+        });
+        assert_eq!(r.take(0), truncated);
+        assert_eq!(r.u64(), truncated.clone().map(|_: &[u8]| 0));
+        assert_eq!(r.str(), truncated.clone().map(|_: &[u8]| String::new()));
+        // At the end exactly, an empty read is still fine.
+        r.at = 3;
+        assert_eq!(r.take(0), Ok(&[][..]));
+    }
+
+    #[test]
     fn codec_trailing_bytes_are_an_error() {
         let mut bytes = encode_symbols(&extract(b"x = 1\n"));
         let len = bytes.len();
