@@ -1,7 +1,7 @@
 //! End-to-end tests of the `symtab` kind (issue 5), through the `tiers` binary: what
 //! an entry holds, what a build re-parses and re-resolves, bad input, `tiers export`.
 //! The facts of one file are pinned by the library's own tests
-//! (`crates/symtab/tests/extract.rs`); these spot-check them through the tier.
+//! (`crates/py-symbols/tests/extract.rs`); these spot-check them through the tier.
 
 mod support;
 

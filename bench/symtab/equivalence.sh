@@ -6,7 +6,7 @@
 # After a full build and after each step of an edit sequence, the tier's graph
 # (`tiers export symtab`, `graph.files` with `symbols_digest` blanked, and
 # `graph.modules`) must equal the graph the library resolves from scratch on the
-# same tree (`crates/symtab/examples/symtab_graph.rs`: every file extracted,
+# same tree (`crates/py-symbols/examples/symtab_graph.rs`: every file extracted,
 # `resolve_incremental(None, ..)`). Each incremental build must also have parsed
 # only the files the step wrote. Steps:
 #
@@ -42,7 +42,7 @@ if [[ -z "${TIERS:-}" ]]; then
     TIERS=$CARGO_TARGET_DIR/release/tiers
 fi
 if [[ -z "${GRAPH:-}" ]]; then
-    cargo build --release --quiet -p tiers-symtab --example symtab_graph --manifest-path "$root/Cargo.toml"
+    cargo build --release --quiet -p py-symbols --example symtab_graph --manifest-path "$root/Cargo.toml"
     GRAPH=$CARGO_TARGET_DIR/release/examples/symtab_graph
 fi
 src=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')

@@ -9,12 +9,12 @@ path) that `ast` parses, compare per-file counts:
   functions   FunctionDef + AsyncFunctionDef at any depth
   imports     Import + ImportFrom at any depth
 
-with those of the Rust extractor (`crates/symtab/examples/symtab_counts.rs`),
+with those of the Rust extractor (`crates/py-symbols/examples/symtab_counts.rs`),
 then print the agreement, the first disagreements, and the Rust side's time
 (reading + extraction on every core) and peak RSS.
 
 Usage (from the workspace root):
-  cargo build --release -p tiers-symtab --example symtab_counts
+  cargo build --release -p py-symbols --example symtab_counts
   python3 bench/symtab/oracle.py [--bin PATH] [--keep] [--show N] [--roots DIR...]
 """
 

@@ -1,66 +1,288 @@
-//! Python symbol tables, per file content, with incremental cross-file facts.
+//! The `symtab` kind: the Python symbols library ([`py_symbols`]) wired into
+//! the engine as a tier.
 //!
-//! # The big decision: the unit of work is one file's content
+//! ```toml
+//! [tiers.symbols]
+//! kind = "symtab"
+//! inputs = ["**/*.py"]     # the default
+//! exclude = ["tests/**"]
+//! ```
 //!
-//! [`extract`] takes the bytes of one file and nothing else — not its path, not
-//! its module name, not its neighbours — and returns a [`FileSymbols`]: imports,
-//! classes, functions and methods (with parameters, decorators, docstrings and
-//! call sites), module-level variables, and whatever could not be read. Because
-//! the result is a pure function of the bytes, it can be cached under the
-//! content's digest and shared by every path, branch and project state that
-//! holds the same bytes. An edit re-parses the edited files only; returning to an
-//! earlier commit re-parses nothing.
+//! # The one decision: per-file entries live beside the entries, entries name them
 //!
-//! What depends on more than one file is computed on top, from the per-file
-//! results and the project layout:
+//! The engine keys an entry on the whole project state, but the unit of work is
+//! one file's content. So the tier keeps a store of its own under its tier root,
+//! one [`FileSymbols`](py_symbols::FileSymbols) per content digest, shared by every
+//! project state; a file is parsed only when its digest has no per-file entry
+//! yet. An entry (one project state) names the per-file entries and graph
+//! buckets it uses in its index, so a one-file edit writes one new per-file
+//! entry, a graph bucket and a new index — not a link per file or per bucket,
+//! which cost an edit more than the rest of the build. Before an entry goes to
+//! a shared cache what it names is linked into it ([`Tier::before_upload`]), so
+//! the copy elsewhere is whole.
 //!
-//! - [`module_name`] names a path's module from the package layout (`src/`,
-//!   `__init__.py` packages, PEP 420 namespace packages);
-//! - [`resolve_incremental`] resolves each module's imports to project modules
-//!   (the import graph) and its call sites to project definitions. The
-//!   resolution of a module reads only its own symbols and the **interfaces**
-//!   ([`Interface`]: top-level names, class members, import bindings) of the
-//!   modules it consulted — those it imports, and those that re-export what it
-//!   uses. Each resolved module records the interface digests it consulted, so
-//!   the next resolution redoes a module only when its own content changed or
-//!   one of those interfaces did. Editing a function body re-resolves that one
-//!   module; renaming a function re-resolves its importers too.
+//! ```text
+//! <tier root>/
+//!   files-v{E}/<2 hex>/<digest>.sym    FileSymbols of one content (E: EXTRACTOR_VERSION)
+//!   graph-buckets-v{E}/<2 hex>/<digest>.bin   one bucket of resolved modules, by its own digest
+//!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
+//!   <key>/                             one entry, published by the engine
+//!     index.bin                        path → digest, module, interface, consulted modules
+//!     files/<digest>.sym               only in an entry uploaded to or restored from a
+//!     graph/<digest>.bin                 shared cache: hard links into the store
+//! ```
 //!
-//! Parse errors are results, not failures: the parser (Ruff's, pinned exactly) is
-//! error tolerant, so a file with a syntax error yields what could be read plus
-//! the errors with their positions. Content that is not text (invalid in its
-//! encoding, NUL bytes) or is too large yields a [`FileError`], never a panic.
-//! The tree walk uses an explicit stack, so deeply nested input costs heap, not
-//! stack.
+//! The resolved graph is split into 256 buckets by a hash of the path, so that
+//! a one-file edit rewrites one bucket (about 1/256 of the graph), not all of it.
+//! See `config/symtab-schema.md` for every file's schema and the export document.
 //!
-//! Positions are 1-based lines and 0-based columns counted in UTF-8 bytes, as
-//! in CPython's `ast`. See [`schema`] for the conventions of every field, and
-//! [`SCHEMA_VERSION`] / [`EXTRACTOR_VERSION`], which belong in any cache key.
+//! # Incremental resolution
+//!
+//! The build reads the previous entry ([`Context::previous`]) and redoes the
+//! cross-file pass only for files whose content or module name changed, and for
+//! files whose resolution consulted a module whose answer changed (its
+//! interface digest, or whether it exists — and, for namespace packages, the
+//! modules under it). Those files are resolved on every core against the
+//! whole project state, through [`Modules`](py_symbols::Modules): every module
+//! name is known from the paths, and a module's interface is computed from its
+//! per-file entry the first time a resolution asks for it. Only those files and
+//! the modules they consult are read back, so an edit costs the edited files
+//! and their dependents, not the project.
 
-mod codec;
-mod error;
-mod extract;
-mod module_name;
-mod parallel;
-mod resolve;
-pub mod schema;
-mod source;
-mod tier;
+use std::path::PathBuf;
 
-pub use error::{Error, FileError};
-pub use extract::{extract, ExtractOptions, Extractor, MAX_FILE_BYTES, MAX_SYNTAX_ERRORS};
-pub use module_name::module_name;
-pub use parallel::{extract_files, extract_many};
-pub use resolve::{
-    interface_digest, resolve_file, resolve_incremental, symbols_digest, Binding, DefKind,
-    FileToResolve, Interface, ModuleInfo, Modules, ProjectState, ResolveStats, ResolvedCall,
-    ResolvedGraph, ResolvedImport, ResolvedModule, Target,
+use serde::Deserialize;
+use tiers_core::{
+    async_trait, BuildOutcome, Context, Entry, Error, Freshness, InputSpec, KeyDoc, Reason,
+    Registry, Result, Tier, TierSpec,
 };
-pub use schema::{
-    CallSite, Class, FileSymbols, Function, Import, ImportKind, ImportedName, ParamKind, Parameter,
-    Pos, Span, Variable, EXTRACTOR_VERSION, MAX_TEXT_BYTES, SCHEMA_VERSION,
-};
-pub use tier::{
-    load_table, register, Counts, SymbolTable, SymtabTier, TableFile, TierError,
-    EXPORT_SCHEMA_VERSION, KIND, KIND_VERSION,
-};
+
+use py_symbols::{EXTRACTOR_VERSION, SCHEMA_VERSION};
+
+mod build;
+mod cross;
+mod store;
+mod table;
+
+pub use build::Counts;
+pub use table::{load_table, SymbolTable, TableFile, EXPORT_SCHEMA_VERSION};
+
+/// The kind's name in `tiers.toml`.
+pub const KIND: &str = "symtab";
+
+/// Bumped whenever the way this kind builds or lays out an entry changes: old
+/// entries then miss. (A new extractor is [`EXTRACTOR_VERSION`], in the key too.)
+pub const KIND_VERSION: u32 = 4;
+
+/// Errors of the `symtab` tier and of [`load_table`]; each names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum TierError {
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{path}` changed while the symbol table was being built\nhint: run the build again")]
+    Changed { path: String },
+    #[error("`{}` is not a usable symbol table file: {why}\nhint: `tiers build --rebuild <tier>` parses every file again", path.display())]
+    Corrupt { path: PathBuf, why: String },
+}
+
+impl TierError {
+    /// Whether this error is about a file under `dir`.
+    pub(crate) fn is_about(&self, dir: &std::path::Path) -> bool {
+        match self {
+            TierError::Read { path, .. } | TierError::Corrupt { path, .. } => path.starts_with(dir),
+            TierError::Write { .. } | TierError::Changed { .. } => false,
+        }
+    }
+}
+
+impl From<TierError> for Error {
+    fn from(e: TierError) -> Self {
+        Error::Kind(Box::new(e))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    #[serde(default = "default_inputs")]
+    inputs: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+}
+
+fn default_inputs() -> Vec<String> {
+    vec!["**/*.py".to_owned()]
+}
+
+/// A `symtab` tier.
+pub struct SymtabTier {
+    spec: InputSpec,
+    inputs: Vec<String>,
+    exclude: Vec<String>,
+    /// The last entry's index, being read since the key was computed.
+    preload: std::sync::Mutex<Option<build::Preload>>,
+}
+
+impl SymtabTier {
+    pub fn from_spec(spec: &TierSpec<'_>) -> Result<Self> {
+        let o: Options = spec.options()?;
+        if o.inputs.is_empty() {
+            return Err(spec.error(
+                "`inputs` is empty: give the Python files as globs, e.g. `inputs = [\"**/*.py\"]`",
+            ));
+        }
+        Ok(SymtabTier {
+            spec: InputSpec::new(spec.name, &o.inputs, &o.exclude)?,
+            inputs: o.inputs,
+            exclude: o.exclude,
+            preload: Default::default(),
+        })
+    }
+}
+
+/// Register the `symtab` kind.
+pub fn register(registry: &mut Registry) {
+    registry.register(KIND, |spec| Ok(Box::new(SymtabTier::from_spec(spec)?)));
+}
+
+impl SymtabTier {
+    /// The inputs, hashed by the engine. A file that cannot be read at all (a
+    /// symbolic link to itself, no permission) is skipped with a warning
+    /// rather than failing the tier: it has no content to extract. Costs
+    /// nothing unless such a file is there.
+    fn inputs(&self, cx: &Context) -> Result<tiers_core::InputSet> {
+        let mut skipped: Vec<String> = Vec::new();
+        let mut spec = self.spec.clone();
+        loop {
+            let (path, source) = match cx.inputs(&spec) {
+                Ok(inputs) => return Ok(inputs),
+                Err(Error::Io { path, source }) => (path, source),
+                Err(e) => return Err(e),
+            };
+            let rel = path
+                .strip_prefix(cx.project())
+                .ok()
+                .and_then(|r| r.to_str())
+                .map(|r| r.replace(std::path::MAIN_SEPARATOR, "/"));
+            let Some(rel) = rel.filter(|r| self.spec.matches(r) && !skipped.contains(r)) else {
+                return Err(Error::Io { path, source });
+            };
+            if skipped.len() >= MAX_SKIPPED {
+                return Err(Error::Io { path, source });
+            }
+            tracing::warn!("symtab: skipping `{rel}`, which cannot be read: {source}");
+            skipped.push(rel);
+            let mut exclude = self.exclude.clone();
+            exclude.extend(skipped.iter().map(|r| escape_glob(r)));
+            spec = InputSpec::new(cx.tier(), &self.inputs, &exclude)?;
+        }
+    }
+}
+
+/// Unreadable inputs skipped before the tier gives up.
+const MAX_SKIPPED: usize = 1000;
+
+/// A path as a glob matching only itself.
+fn escape_glob(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The toolchain identity in the key: what the per-file entries depend on.
+fn extractor_identity() -> String {
+    format!("extractor v{EXTRACTOR_VERSION}, schema v{SCHEMA_VERSION}")
+}
+
+#[async_trait]
+impl Tier for SymtabTier {
+    async fn key(&self, cx: &Context) -> Result<KeyDoc> {
+        let inputs = self.inputs(cx)?;
+        // A build, if there is one, starts from the last entry: its index is
+        // read meanwhile. (A status or a fresh tier leaves the thread be.)
+        if let Some(dir) = cx.previous_dir() {
+            *self.preload.lock().unwrap_or_else(|p| p.into_inner()) = build::Preload::start(dir);
+        }
+        Ok(KeyDoc::new(KIND, KIND_VERSION)
+            .option("inputs", &self.inputs)
+            .option("exclude", &self.exclude)
+            .toolchain("extractor", extractor_identity())
+            .inputs(&inputs))
+    }
+
+    async fn probe(&self, _cx: &Context, entry: &Entry) -> Result<Freshness> {
+        if entry.dir.join(table::INDEX).is_file() {
+            Ok(Freshness::Fresh)
+        } else {
+            Ok(Freshness::Stale(vec![Reason::Corrupt {
+                why: format!("`{}` is missing", table::INDEX),
+            }]))
+        }
+    }
+
+    async fn build(&self, cx: &Context, entry: &Entry) -> Result<BuildOutcome> {
+        // A previous entry of the same key means a forced rebuild (or a corrupt
+        // entry): start from scratch, parsing every file again.
+        let last = cx.previous();
+        let scratch = last.as_ref().is_some_and(|p| p.key == entry.key);
+        let previous = last.filter(|p| p.key != entry.key).map(|p| p.dir);
+        let job = build::Job {
+            project: cx.project().to_owned(),
+            tier_root: cx.tier_root().to_owned(),
+            build_dir: entry.build_dir.clone(),
+            doc: entry.doc.clone(),
+            previous,
+            preloaded: self
+                .preload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+            scratch,
+            progress: cx.progress().clone(),
+        };
+        let counts = tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| Error::build(format!("the symtab build thread failed: {e}")))??;
+        Ok(BuildOutcome {
+            used_inputs: None,
+            summary: Some(counts.summary()),
+            data: serde_json::to_value(&counts).unwrap_or_default(),
+        })
+    }
+
+    fn path(&self, entry: &Entry) -> PathBuf {
+        entry.dir.clone()
+    }
+
+    fn keep_default(&self) -> Option<usize> {
+        Some(10)
+    }
+
+    /// An entry names its per-file entries and graph buckets in the tier's
+    /// store; the one uploaded carries them (hard links, so no bytes are
+    /// copied).
+    fn before_upload(&self, entry: &Entry) -> Result<()> {
+        table::carry_stored(&entry.dir)?;
+        Ok(())
+    }
+
+    fn export(&self, entry: &Entry, out: &mut dyn std::io::Write) -> Result<bool> {
+        table::export(&entry.dir, out)?;
+        Ok(true)
+    }
+}

@@ -18,10 +18,9 @@ use super::table::{
     FILES, GRAPH, INDEX, INDEX_FORMAT,
 };
 use super::TierError;
-use crate::codec::FastMap;
-use crate::parallel::read_source;
-use crate::resolve::{sha256_hex, ModuleInfo};
-use crate::{
+use py_symbols::codec::FastMap;
+use py_symbols::{read_source, sha256_hex, ModuleInfo};
+use py_symbols::{
     codec, module_name, ExtractOptions, Extractor, FileSymbols, Interface, EXTRACTOR_VERSION,
     MAX_FILE_BYTES, SCHEMA_VERSION,
 };
@@ -815,7 +814,7 @@ pub(super) fn par_map_with<T: Sync, S, R: Send>(
     init: impl Fn() -> S + Sync,
     f: impl Fn(&mut S, &T) -> R + Sync,
 ) -> Vec<R> {
-    let cores = crate::parallel::cores();
+    let cores = py_symbols::cores();
     let threads = cores.min(items.len());
     if threads <= 1 {
         let mut state = init();

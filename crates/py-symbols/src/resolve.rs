@@ -51,8 +51,10 @@ fn digest_json<T: Serialize>(value: &T) -> String {
     sha256_hex(&serde_json::to_vec(value).unwrap_or_default())
 }
 
-/// SHA-256 of `bytes`, in lowercase hex.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+/// SHA-256 of `bytes`, in lowercase hex: how this crate names a content
+/// ([`symbols_digest`], [`interface_digest`]) and how a cache of per-file
+/// results can name a file's.
+pub fn sha256_hex(bytes: &[u8]) -> String {
     let mut hex = String::with_capacity(64);
     for byte in Sha256::digest(bytes) {
         hex.push_str(&format!("{byte:02x}"));
@@ -310,8 +312,10 @@ pub fn resolve_file(modules: &dyn Modules, file: FileToResolve<'_>) -> ResolvedM
     }
 }
 
-/// Whether some key of `modules` is `prefix.<something>`.
-pub(crate) fn first_under<'m, V>(modules: &'m BTreeMap<&str, V>, prefix: &str) -> Option<&'m V> {
+/// The value of the first key of `modules` that is `prefix.<something>`, if
+/// any: whether `prefix` is a package of those modules (a namespace package
+/// too), in one lookup of the ordered map.
+pub fn first_under<'m, V>(modules: &'m BTreeMap<&str, V>, prefix: &str) -> Option<&'m V> {
     modules
         .range::<str, _>((
             std::ops::Bound::Excluded(prefix),

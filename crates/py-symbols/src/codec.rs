@@ -1,5 +1,6 @@
 //! A compact binary codec for [`FileSymbols`] and for graph buckets of
-//! [`ResolvedModule`]s, in place of JSON on the tier's hot path.
+//! [`ResolvedModule`]s, in place of JSON where results are stored and read
+//! back often (a cache of per-file results).
 //!
 //! Layout, for every type: unsigned integers are LEB128 varints, a bool is one
 //! byte (0/1), an `Option` a 0/1 byte then the value, a string its byte length
@@ -14,7 +15,12 @@
 //! never a panic. Since every item of every list takes at least one byte, a
 //! count larger than the bytes left is rejected outright, and what is reserved
 //! up front is capped besides, so a hostile count cannot reserve more than
-//! [`MAX_PREALLOC_BYTES`] per list.
+//! 1 MiB per list.
+//!
+//! Besides the documents of this crate's types, a caller can lay out a format
+//! of its own with the same primitives and checks: a [`Writer`] and a
+//! [`Reader`], and the hashing of the keys such a format holds ([`DigestSet`],
+//! [`FastMap`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -141,8 +147,9 @@ pub fn decode_bucket(bytes: &[u8]) -> Result<Vec<(String, &[u8])>> {
 
 // --------------------------------------------------------------------- writer
 
-/// The 32 bytes of a SHA-256 given as 64 lowercase hex digits.
-pub(crate) fn digest_bytes(hex: &str) -> Option<[u8; 32]> {
+/// The 32 bytes of a SHA-256 given as 64 lowercase hex digits (as
+/// [`sha256_hex`](crate::sha256_hex) makes them); `None` for anything else.
+pub fn digest_bytes(hex: &str) -> Option<[u8; 32]> {
     let hex = hex.as_bytes();
     if hex.len() != 64 {
         return None;
@@ -175,18 +182,20 @@ const NIBBLE: [u8; 256] = {
 
 /// A set of SHA-256 digests. They are uniformly distributed already, so
 /// their first eight bytes are the hash: no SipHash over 32 bytes each.
-pub(crate) type DigestSet = HashSet<[u8; 32], BuildHasherDefault<DigestHasher>>;
+pub type DigestSet = HashSet<[u8; 32], BuildHasherDefault<DigestHasher>>;
 
+/// The hasher of [`DigestSet`]: the first eight bytes of a digest, as they are.
 #[derive(Default)]
-pub(crate) struct DigestHasher(u64);
+pub struct DigestHasher(u64);
 
 /// A map keyed by strings the project itself holds (module names, paths),
 /// hashed eight bytes at a time (FxHash's round) instead of with SipHash: no
 /// one picks these keys to collide, and an edit looks up 36,000 of them.
-pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
+/// The hasher of [`FastMap`].
 #[derive(Default)]
-pub(crate) struct FastHasher(u64);
+pub struct FastHasher(u64);
 
 impl Hasher for FastHasher {
     fn write(&mut self, bytes: &[u8]) {
@@ -226,18 +235,23 @@ impl Hasher for DigestHasher {
     }
 }
 
-pub(crate) struct Writer {
-    pub(crate) buf: Vec<u8>,
+/// Appends values in the layout of this module to a buffer.
+pub struct Writer {
+    /// What has been written: take it when done.
+    pub buf: Vec<u8>,
 }
 
 impl Writer {
-    pub(crate) fn with_capacity(n: usize) -> Self {
+    /// An empty writer that reserves `n` bytes.
+    pub fn with_capacity(n: usize) -> Self {
         Writer {
             buf: Vec::with_capacity(n),
         }
     }
 
-    pub(crate) fn header(&mut self, magic: [u8; 4]) {
+    /// A document's header: `magic`, then [`CODEC_VERSION`] as a u32 LE, so
+    /// that a change of this layout is a decoding error, not a misread.
+    pub fn header(&mut self, magic: [u8; 4]) {
         self.buf.extend_from_slice(&magic);
         self.buf.extend_from_slice(&CODEC_VERSION.to_le_bytes());
     }
@@ -251,18 +265,21 @@ impl Writer {
         self.buf.push(v as u8);
     }
 
+    /// A u32, as a varint.
     #[inline]
-    pub(crate) fn u32(&mut self, v: u32) {
+    pub fn u32(&mut self, v: u32) {
         self.u64(u64::from(v));
     }
 
+    /// A length or count, as a varint.
     #[inline]
-    pub(crate) fn len(&mut self, n: usize) {
+    pub fn len(&mut self, n: usize) {
         self.u64(n as u64);
     }
 
+    /// One byte: an enum's tag.
     #[inline]
-    pub(crate) fn tag(&mut self, t: u8) {
+    pub fn tag(&mut self, t: u8) {
         self.buf.push(t);
     }
 
@@ -271,8 +288,9 @@ impl Writer {
         self.buf.push(u8::from(b));
     }
 
+    /// A string: its byte length, then its UTF-8 bytes.
     #[inline]
-    pub(crate) fn str(&mut self, s: &str) {
+    pub fn str(&mut self, s: &str) {
         self.len(s.len());
         self.buf.extend_from_slice(s.as_bytes());
     }
@@ -280,7 +298,7 @@ impl Writer {
     /// A SHA-256 given in hex, as its 32 bytes; `None` if it is not 64
     /// lowercase hex digits (nothing is written then).
     #[must_use]
-    pub(crate) fn digest(&mut self, hex: &str) -> Option<()> {
+    pub fn digest(&mut self, hex: &str) -> Option<()> {
         self.buf.extend_from_slice(&digest_bytes(hex)?);
         Some(())
     }
@@ -296,13 +314,15 @@ impl Writer {
         }
     }
 
+    /// An optional string: 0, or 1 then the string.
     #[inline]
-    pub(crate) fn opt_str(&mut self, v: &Option<String>) {
+    pub fn opt_str(&mut self, v: &Option<String>) {
         self.opt(v.as_deref(), Self::str);
     }
 
+    /// A list: its count, then each item as `f` writes it.
     #[inline]
-    pub(crate) fn vec<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
+    pub fn vec<T>(&mut self, items: &[T], mut f: impl FnMut(&mut Self, &T)) {
         self.len(items.len());
         for item in items {
             f(self, item);
@@ -329,19 +349,27 @@ impl Writer {
 
 // --------------------------------------------------------------------- reader
 
-pub(crate) struct Reader<'a> {
+/// Reads values in the layout of this module from untrusted bytes: every
+/// failure is a [`CodecError`] at the offset it was found, never a panic.
+pub struct Reader<'a> {
     bytes: &'a [u8],
-    pub(crate) at: usize,
+    /// The offset of the next byte to read, for errors a caller reports
+    /// itself ([`Reader::error`]). Moved past the end, the reader has nothing
+    /// left to read.
+    pub at: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+    /// A reader at the start of `bytes`.
+    pub fn new(bytes: &'a [u8]) -> Self {
         Reader { bytes, at: 0 }
     }
 
+    /// An error found at `offset`: what a caller's own check of the values
+    /// it read returns.
     #[cold]
     #[inline(never)]
-    pub(crate) fn error(&self, offset: usize, what: impl Into<String>) -> CodecError {
+    pub fn error(&self, offset: usize, what: impl Into<String>) -> CodecError {
         CodecError {
             what: what.into(),
             offset,
@@ -356,15 +384,19 @@ impl<'a> Reader<'a> {
 
     #[inline]
     pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len() - self.at
+        self.bytes.len().saturating_sub(self.at)
     }
 
+    /// The next `n` bytes, as they are.
     #[inline]
-    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.remaining() {
             return Err(self.error(self.at, "truncated"));
         }
-        let slice = &self.bytes[self.at..self.at + n];
+        // `at` is public: past the end it is an error here, not a panic.
+        let Some(slice) = self.bytes.get(self.at..self.at + n) else {
+            return Err(self.error(self.at, "truncated"));
+        };
         self.at += n;
         Ok(slice)
     }
@@ -380,7 +412,9 @@ impl<'a> Reader<'a> {
         }
     }
 
-    pub(crate) fn header(&mut self, magic: [u8; 4]) -> Result<()> {
+    /// A header of [`Writer::header`]: an error unless it holds `magic` and
+    /// this [`CODEC_VERSION`].
+    pub fn header(&mut self, magic: [u8; 4]) -> Result<()> {
         if self.take(4)? != magic {
             return Err(self.error(0, "bad magic"));
         }
@@ -396,15 +430,17 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
-    pub(crate) fn finish(&self) -> Result<()> {
+    /// An error unless every byte has been read.
+    pub fn finish(&self) -> Result<()> {
         if self.remaining() > 0 {
             return Err(self.error(self.at, "trailing bytes"));
         }
         Ok(())
     }
 
+    /// A varint.
     #[inline]
-    pub(crate) fn u64(&mut self) -> Result<u64> {
+    pub fn u64(&mut self) -> Result<u64> {
         let b = self.byte()?;
         if b < 0x80 {
             return Ok(u64::from(b));
@@ -434,17 +470,18 @@ impl<'a> Reader<'a> {
         Err(self.error(start, "varint longer than 10 bytes"))
     }
 
+    /// A varint that must fit in a u32.
     #[inline]
-    pub(crate) fn u32(&mut self) -> Result<u32> {
+    pub fn u32(&mut self) -> Result<u32> {
         let start = self.at;
         let v = self.u64()?;
         u32::try_from(v).map_err(|_| self.error(start, format!("varint {v} overflows u32")))
     }
 
     /// A length or count, which can't exceed the bytes left (every item of a
-    /// list takes at least one byte).
+    /// list takes at least one byte); `what` names it in the error.
     #[inline]
-    pub(crate) fn len(&mut self, what: &str) -> Result<usize> {
+    pub fn len(&mut self, what: &str) -> Result<usize> {
         let start = self.at;
         let v = self.u64()?;
         let left = self.remaining();
@@ -464,8 +501,9 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A string of [`Writer::str`], checked to be UTF-8.
     #[inline]
-    pub(crate) fn str(&mut self) -> Result<String> {
+    pub fn str(&mut self) -> Result<String> {
         let n = self.len("string length")?;
         let start = self.at;
         let bytes = self.take(n)?;
@@ -475,8 +513,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// 32 bytes, as the lowercase hex of a SHA-256.
-    pub(crate) fn digest(&mut self) -> Result<String> {
+    /// 32 bytes, as the lowercase hex of a SHA-256 (see [`Writer::digest`]).
+    pub fn digest(&mut self) -> Result<String> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let bytes = self.take(32)?;
         let mut hex = Vec::with_capacity(64);
@@ -487,8 +525,9 @@ impl<'a> Reader<'a> {
         Ok(String::from_utf8(hex).expect("hex digits are ASCII"))
     }
 
+    /// An optional value: 0, or 1 then the value as `f` reads it.
     #[inline]
-    pub(crate) fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
+    pub fn opt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Option<T>> {
         let start = self.at;
         match self.byte()? {
             0 => Ok(None),
@@ -497,13 +536,16 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// An optional string of [`Writer::opt_str`].
     #[inline]
-    pub(crate) fn opt_str(&mut self) -> Result<Option<String>> {
+    pub fn opt_str(&mut self) -> Result<Option<String>> {
         self.opt(Self::str)
     }
 
+    /// A list of [`Writer::vec`], each item as `f` reads it; what is reserved
+    /// up front is capped, whatever the count says.
     #[inline]
-    pub(crate) fn vec<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
+    pub fn vec<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
         let n = self.len("count")?;
         let mut items = Vec::with_capacity(n.min(MAX_PREALLOC_BYTES / size_of::<T>().max(1)));
         for _ in 0..n {
@@ -1233,6 +1275,23 @@ async def main() -> None:
     }
 
     #[test]
+    fn a_reader_moved_past_the_end_fails_to_read_rather_than_panics() {
+        let bytes = [1u8, 2, 3];
+        let mut r = Reader::new(&bytes);
+        r.at = 5;
+        let truncated = Err(CodecError {
+            what: "truncated".into(),
+            offset: 5,
+        });
+        assert_eq!(r.take(0), truncated);
+        assert_eq!(r.u64(), truncated.clone().map(|_: &[u8]| 0));
+        assert_eq!(r.str(), truncated.clone().map(|_: &[u8]| String::new()));
+        // At the end exactly, an empty read is still fine.
+        r.at = 3;
+        assert_eq!(r.take(0), Ok(&[][..]));
+    }
+
+    #[test]
     fn codec_trailing_bytes_are_an_error() {
         let mut bytes = encode_symbols(&extract(b"x = 1\n"));
         let len = bytes.len();
@@ -1380,7 +1439,7 @@ async def main() -> None:
     }
 
     /// The Python standard library through both codecs:
-    /// `cargo test -p tiers-symtab --release codec -- --ignored --nocapture`.
+    /// `cargo test -p py-symbols --release codec -- --ignored --nocapture`.
     #[test]
     #[ignore = "reads the local Python stdlib; prints sizes and timings"]
     fn codec_stdlib_corpus_versus_json() {

@@ -46,9 +46,11 @@ fn read_and_extract(
     }
 }
 
-/// The bytes of the file at `path`; or, when it is over `limit` bytes, the
-/// symbols that say so, without reading it (not a file read only to refuse it).
-pub(crate) fn read_source(
+/// The bytes of the file at `path`, to [`extract`](crate::extract); or, when
+/// it is over `limit` bytes, the symbols that say so
+/// ([`FileError::TooLarge`]), without reading it (not a file read only to
+/// refuse it). [`extract_files`] reads files this way.
+pub fn read_source(
     path: &Path,
     limit: usize,
 ) -> std::io::Result<Result<Vec<u8>, FileSymbols>> {
@@ -69,8 +71,10 @@ fn run<T: Send>(n: usize, job: impl Fn(&mut Extractor, usize) -> T + Sync) -> Ve
     run_with(n, &ExtractOptions::default(), job)
 }
 
-/// The cores this process may use, asked once (the answer reads cgroup files).
-pub(crate) fn cores() -> usize {
+/// The cores this process may use, asked once (the answer reads cgroup
+/// files): the threads of [`extract_files`] and [`extract_many`], and what a
+/// caller running its own pool beside them can size it by.
+pub fn cores() -> usize {
     static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

@@ -1,8 +1,8 @@
-//! The symtab library, pinned fact by fact on small inline projects.
+//! The py-symbols library, pinned fact by fact on small inline projects.
 
 use std::collections::HashSet;
 
-use tiers_symtab::{
+use py_symbols::{
     extract, extract_many, interface_digest, module_name, resolve_incremental, symbols_digest,
     CallSite, DefKind, ExtractOptions, Extractor, FileError, FileSymbols, Import, ImportKind,
     ImportedName, Interface, ParamKind, Pos, ProjectState, ResolveStats, ResolvedGraph, Span,
@@ -38,7 +38,7 @@ fn callees(calls: &[CallSite]) -> Vec<(&str, u32, u32)> {
         .collect()
 }
 
-fn function<'a>(symbols: &'a FileSymbols, qualname: &str) -> &'a tiers_symtab::Function {
+fn function<'a>(symbols: &'a FileSymbols, qualname: &str) -> &'a py_symbols::Function {
     symbols
         .functions
         .iter()
@@ -46,7 +46,7 @@ fn function<'a>(symbols: &'a FileSymbols, qualname: &str) -> &'a tiers_symtab::F
         .unwrap_or_else(|| panic!("no function {qualname} in {:#?}", symbols.functions))
 }
 
-fn class<'a>(symbols: &'a FileSymbols, qualname: &str) -> &'a tiers_symtab::Class {
+fn class<'a>(symbols: &'a FileSymbols, qualname: &str) -> &'a py_symbols::Class {
     symbols
         .classes
         .iter()
@@ -452,7 +452,7 @@ fn many_syntax_errors_are_capped() {
         .iter()
         .filter(|e| matches!(e, FileError::Syntax { .. }))
         .count();
-    assert_eq!(listed, tiers_symtab::MAX_SYNTAX_ERRORS);
+    assert_eq!(listed, py_symbols::MAX_SYNTAX_ERRORS);
     assert!(
         matches!(s.errors.last(), Some(FileError::MoreSyntaxErrors { omitted }) if *omitted > 0)
     );

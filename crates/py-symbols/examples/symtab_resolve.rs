@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tiers_symtab::{extract, extract_files, resolve_incremental, ExtractOptions, ProjectState};
+use py_symbols::{extract, extract_files, resolve_incremental, ExtractOptions, ProjectState};
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -22,9 +22,9 @@ use std::sync::{Mutex, OnceLock};
 use super::build::{is_package, par_map, Loader, Prev, Row};
 use super::table::bucket_of;
 use super::TierError;
-use crate::codec::FastMap;
-use crate::resolve::{first_under, resolve_file, FileToResolve, ModuleInfo, Modules};
-use crate::{codec, Interface};
+use py_symbols::codec::FastMap;
+use py_symbols::{codec, Interface};
+use py_symbols::{first_under, resolve_file, FileToResolve, ModuleInfo, Modules};
 use tiers_core::{Progress, Unit};
 
 /// One graph bucket's fresh resolutions: (path, encoded `ResolvedModule`).

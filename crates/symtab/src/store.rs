@@ -12,8 +12,8 @@ use std::time::SystemTime;
 
 use super::table::{GRAPH_EXT, SYMBOLS_EXT};
 use super::TierError;
-use crate::codec::{digest_bytes, DigestSet};
-use crate::EXTRACTOR_VERSION;
+use py_symbols::codec::{digest_bytes, DigestSet};
+use py_symbols::EXTRACTOR_VERSION;
 
 const LOCK: &str = ".symtab.lock";
 const SEEN: &str = ".symtab-entries";
@@ -467,7 +467,7 @@ fn sweep<'a>(tier_root: &Path, using: impl IntoIterator<Item = &'a str>) -> usiz
                 let name = file.file_name();
                 let digest = name
                     .to_str()
-                    .and_then(|n| crate::codec::digest_bytes(n.split('.').next()?));
+                    .and_then(|n| py_symbols::codec::digest_bytes(n.split('.').next()?));
                 let used = digest.is_some_and(|d| named.contains(&d));
                 if !used
                     && file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1)
@@ -489,8 +489,8 @@ fn sweep<'a>(_tier_root: &Path, _using: impl IntoIterator<Item = &'a str>) -> us
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use crate::tier::table::{Index, IndexFile, INDEX_FORMAT};
-    use crate::SCHEMA_VERSION;
+    use crate::table::{Index, IndexFile, INDEX_FORMAT};
+    use py_symbols::SCHEMA_VERSION;
 
     struct Root(PathBuf);
 

@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tiers_symtab::{extract_files, ExtractOptions, FileSymbols};
+use py_symbols::{extract_files, ExtractOptions, FileSymbols};
 
 fn main() {
     let mut keep = false;
@@ -106,7 +106,7 @@ fn peak_rss_kb() -> Option<u64> {
 
 /// `--profile`: extract one file at a time and print the slowest on stderr.
 fn slowest(paths: &[PathBuf]) {
-    let mut extractor = tiers_symtab::Extractor::default();
+    let mut extractor = py_symbols::Extractor::default();
     let mut times = Vec::new();
     for path in paths {
         let Ok(bytes) = std::fs::read(path) else {

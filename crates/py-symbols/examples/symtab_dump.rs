@@ -7,7 +7,7 @@ fn main() {
     };
     match std::fs::read(&path) {
         Ok(bytes) => {
-            let symbols = tiers_symtab::extract(&bytes);
+            let symbols = py_symbols::extract(&bytes);
             match serde_json::to_string_pretty(&symbols) {
                 Ok(json) => println!("{json}"),
                 Err(e) => eprintln!("cannot serialize: {e}"),

@@ -22,7 +22,7 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tiers_symtab::{
+use py_symbols::{
     extract_files, module_name, resolve_incremental, ExtractOptions, ProjectState, ResolvedGraph,
 };
 
@@ -109,7 +109,7 @@ fn main() {
     });
     let extracted = started.elapsed();
 
-    let read: Vec<(String, tiers_symtab::FileSymbols)> = rels
+    let read: Vec<(String, py_symbols::FileSymbols)> = rels
         .into_iter()
         .zip(symbols)
         .filter_map(|(rel, s)| Some((rel, s?)))

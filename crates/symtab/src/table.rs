@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::build::Counts;
 use super::store::{stored_bucket, stored_symbols};
 use super::TierError;
-use crate::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
+use py_symbols::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
 
 /// Version of the export document (and of [`SymbolTable`]); bumped when its
 /// shape changes. `FileSymbols` carries its own [`SCHEMA_VERSION`].
@@ -44,11 +44,11 @@ pub(crate) struct Index {
 pub(crate) struct IndexFile {
     /// SHA-256 of the content: its per-file entry is `files/<digest>.sym`.
     pub digest: String,
-    /// `None` for a file without a module name (see [`crate::module_name`]).
+    /// `None` for a file without a module name (see [`py_symbols::module_name`]).
     pub module: Option<String>,
-    /// Digest of the module's [`Interface`](crate::Interface).
+    /// Digest of the module's [`Interface`](py_symbols::Interface).
     pub interface: Option<String>,
-    /// How many [`FileError`](crate::FileError)s the per-file entry holds.
+    /// How many [`FileError`](py_symbols::FileError)s the per-file entry holds.
     pub errors: u32,
     /// The modules this file's resolution consulted, as indices into
     /// [`Index::names`].
