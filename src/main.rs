@@ -314,18 +314,32 @@ fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { tier, output } => {
+            // Export is what the symtab library offers on its entries: the
+            // engine finds the entry, the kind's library writes the document.
+            let (kind, entry) = engine.last_entry(&tier)?;
+            if kind != tiers_symtab::KIND {
+                return Err(tiers::Error::config(format!(
+                    "tier `{tier}` is of kind `{kind}`, which has nothing to export"
+                ))
+                .into());
+            }
+            let blobs = engine.blobs();
+            let export = |out: &mut dyn std::io::Write| {
+                tiers_symtab::export(&entry.dir, &blobs, out)
+                    .with_context(|| format!("cannot export tier `{tier}`"))
+            };
             match output {
                 Some(path) => {
                     let file = std::fs::File::create(&path)
                         .with_context(|| format!("cannot create `{}`", path.display()))?;
                     let mut out = std::io::BufWriter::new(file);
-                    engine.export(&tier, &mut out)?;
+                    export(&mut out)?;
                     std::io::Write::flush(&mut out)
                         .with_context(|| format!("cannot write `{}`", path.display()))?;
                 }
                 None => {
                     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-                    engine.export(&tier, &mut out)?;
+                    export(&mut out)?;
                     std::io::Write::flush(&mut out).context("cannot write to stdout")?;
                 }
             }
@@ -333,13 +347,21 @@ fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
         }
         Command::Init => unreachable!("handled before the engine opens"),
         Command::Gc { dry_run } => {
-            let removed = engine.gc(dry_run)?;
+            let collected = engine.gc(dry_run)?;
+            let removed = &collected.removed;
             let verb = if dry_run { "would remove" } else { "removed" };
-            for r in &removed {
+            for r in removed {
                 out!("{verb} {} {} ({} bytes)", r.tier, r.key.short(), r.bytes);
             }
             let total: u64 = removed.iter().map(|r| r.bytes).sum();
             out!("{verb} {} entries, {total} bytes", removed.len());
+            match collected.swept {
+                Some(s) => out!("swept {} blobs no entry names, {} bytes", s.blobs, s.bytes),
+                None if dry_run => {}
+                None => {
+                    out!("blobs not swept: a build is running (the next gc or build sweeps them)")
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -390,7 +390,7 @@ fn a_tiers_killed_by_sigkill_leaves_no_tool_running_and_the_next_build_runs_it_o
     files.sort();
     assert_eq!(
         files,
-        ["entry.json", "result.txt"],
+        ["entry.json", "entry.tree", "result.txt"],
         "no debris of the killed build"
     );
     let staging = p.cache_dir().join("t/.staging");

@@ -82,7 +82,8 @@ fn entry_dir(run: &Run, tier: &str) -> PathBuf {
 
 /// The index of the entry: path → {digest, module, interface, errors}.
 fn index_files(run: &Run) -> BTreeMap<String, Value> {
-    let table = tiers_symtab::load_table(&entry_dir(run, "sym")).expect("load_table");
+    let table =
+        tiers_symtab::load_table(&entry_dir(run, "sym"), &run_blobs(run)).expect("load_table");
     table
         .files
         .into_iter()
@@ -219,24 +220,31 @@ fn assert_same_table(incremental: &Value, scratch: &Value, when: &str) {
     );
 }
 
-/// Files of the tier's store under `dir_prefix` (`files-v`, `graph-buckets-v`)
-/// ending in `ext`: per-file entries or graph buckets, named by its entries.
-fn stored(p: &Project, dir_prefix: &str, ext: &str) -> Vec<PathBuf> {
-    let root = p.cache_dir().join("sym");
-    support::snapshot(&root)
+/// The blob store of the cache dir a run's entry is in (`<cache>/sym/<key>`).
+fn run_blobs(run: &Run) -> tiers_core::Blobs {
+    let entry = entry_dir(run, "sym");
+    tiers_core::Blobs::of_cache_dir(entry.parent().unwrap().parent().unwrap())
+}
+
+/// The blobs of the project's cache whose bytes start with `magic`.
+fn stored(p: &Project, magic: &[u8; 4]) -> Vec<PathBuf> {
+    let dir = p.cache_dir().join("blobs");
+    support::snapshot(&dir)
         .into_iter()
-        .filter(|(path, _)| path.starts_with(dir_prefix) && path.ends_with(ext))
-        .map(|(path, _)| root.join(path))
+        .filter(|(path, _)| path.len() > 3 && path.as_bytes()[2] == b'/')
+        .map(|(path, _)| dir.join(path))
+        .filter(|path| std::fs::read(path).is_ok_and(|b| b.starts_with(magic)))
         .collect()
 }
 
+/// Graph buckets in the store.
 fn stored_buckets(p: &Project) -> Vec<PathBuf> {
-    stored(p, "graph-buckets-v", ".bin")
+    stored(p, b"TGRB")
 }
 
-/// Stored per-file entries of the tier (shared by all its entries).
+/// Per-file entries in the store (shared by all entries).
 fn stored_files(p: &Project) -> usize {
-    stored(p, "files-v", ".sym").len()
+    stored(p, b"TSYM").len()
 }
 
 #[test]
@@ -392,7 +400,8 @@ fn a_build_exports_the_facts_of_every_file_and_the_resolved_graph() {
     )));
 
     // The library reads the same table back as typed structs.
-    let typed = tiers_symtab::load_table(&entry_dir(&run, "sym")).expect("load_table");
+    let typed =
+        tiers_symtab::load_table(&entry_dir(&run, "sym"), &run_blobs(&run)).expect("load_table");
     assert_eq!(typed.files.len(), 8);
     assert_eq!(serde_json::to_value(&typed).unwrap(), table);
 }
@@ -477,11 +486,8 @@ fn per_file_entries_lost_from_the_store_are_parsed_again() {
     let first = p.build(&[]);
     // Damage: every stored per-file entry goes (the last entry's index still
     // names them).
-    let root = p.cache_dir().join("sym");
-    for dir in std::fs::read_dir(&root).unwrap().flatten() {
-        if dir.file_name().to_string_lossy().starts_with("files-v") {
-            std::fs::remove_dir_all(dir.path()).unwrap();
-        }
+    for path in stored(&p, b"TSYM") {
+        std::fs::remove_file(path).unwrap();
     }
     assert!(
         !entry_dir(&first, "sym").join("files").exists(),
@@ -544,9 +550,8 @@ fn a_previous_entry_whose_graph_is_damaged_is_built_without() {
     assert!(run.stderr.contains("not usable"), "{}", run.stderr);
     let d = data(&run, "sym");
     assert_eq!(count(&d, "resolved"), 8, "every module again: {d}");
-    // The edited file was parsed by the attempt with the previous entry; the
-    // attempt without it finds it stored, as every other content.
-    assert_eq!((count(&d, "parsed"), count(&d, "reused")), (0, 8), "{d}");
+    // The attempt without the previous entry still uses its per-file entries.
+    assert_eq!((count(&d, "parsed"), count(&d, "reused")), (1, 7), "{d}");
     assert_same_table(&export(&p), &from_scratch(&p), "after the damaged graph");
 }
 
@@ -583,19 +588,31 @@ fn a_graph_bucket_gone_from_the_store_is_not_named_again() {
 
 #[test]
 fn a_damaged_stored_entry_shared_by_many_paths_is_parsed_again_once() {
-    let mut builder = project().file("tiers.toml", TIER);
+    let mut builder = project().file("tiers.toml", TIER).file("main.py", "");
     for i in 0..200 {
         builder = builder.file(&format!("p{i}/m.py"), "def f():\n    pass\n");
     }
     let p = builder.build();
-    let first = p.build(&[]);
-    let stored = stored(&p, "files-v", ".sym");
-    assert_eq!(stored.len(), 1, "one content");
-    // Damaged in place (every entry links it), and no previous entry to fall
-    // back on: every row's symbols must come from the store.
-    std::fs::write(&stored[0], b"garbage").unwrap();
-    std::fs::remove_dir_all(entry_dir(&first, "sym")).unwrap();
+    p.build(&[]);
+    let stored = stored(&p, b"TSYM");
+    assert_eq!(stored.len(), 2, "two contents");
+    // Damaged in place: its digest no longer matches.
+    let shared = stored
+        .iter()
+        .max_by_key(|s| std::fs::read(s).unwrap().len())
+        .unwrap();
+    std::fs::write(shared, b"garbage").unwrap();
+    // `main.py` now consults all 200 modules, whose symbols are that entry.
+    let imports: String = (0..200)
+        .map(|i| format!("from p{i}.m import f\n"))
+        .collect();
+    p.write("main.py", imports);
     let run = p.tiers(&["build", "--json"]).expect_code(0);
+    assert!(
+        run.stderr.contains("does not match its digest"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(run.stderr.matches("parsing `").count(), 1, "{}", run.stderr);
     assert_same_table(&export(&p), &from_scratch(&p), "after the repair");
 }
@@ -834,51 +851,34 @@ fn the_incremental_graph_equals_a_full_build_through_renames_and_moves() {
 }
 
 #[test]
-fn stored_files_no_entry_uses_are_pruned_after_retention() {
+fn blobs_no_entry_names_are_swept_by_gc_and_after_retention() {
     let p = project()
         .file("tiers.toml", format!("{TIER}keep = 1\n"))
-        .file("a.py", "A = 1\n")
+        .file("a.py", "A1 = 1\n")
         .file("b.py", "B = 1\n")
         .build();
     p.build(&[]);
     assert_eq!(stored_files(&p), 2);
-    p.write("a.py", "A = 2\n");
-    p.build(&[]); // retention removes the first entry after this build
-    assert_eq!(stored_files(&p), 3);
-    p.write("b.py", "B = 2\n");
-    let run = p.build(&[]);
-    // This build pruned `A = 1` and the graph bucket of `a.py` then;
-    // retention then removed the second entry.
-    assert_eq!(count(&data(&run, "sym"), "pruned"), 2);
-    p.write("b.py", "B = 3\n");
-    let run = p.build(&[]);
-    assert_eq!(
-        count(&data(&run, "sym"), "pruned"),
-        2,
-        "`B = 1` went, with the graph bucket of `b.py` then"
-    );
-    assert_eq!(stored_files(&p), 3, "the current entry's two, and `B = 2`");
-    let table = export(&p);
-    assert_eq!(file(&table, "a.py")["symbols"]["variables"][0]["name"], "A");
-}
-
-#[test]
-fn the_store_is_swept_once_half_as_many_entries_went_as_remain() {
-    let p = project()
-        .file("tiers.toml", format!("{TIER}keep = 4\n"))
-        .file("a.py", "A = 0\n")
-        .file("b.py", "B = 1\n")
-        .build();
-    let mut pruned = Vec::new();
-    for i in 1..=10 {
-        p.write("a.py", format!("A = {i}\n"));
-        pruned.push(count(&data(&p.build(&[]), "sym"), "pruned"));
+    let mut counts = Vec::new();
+    for i in 2..=6 {
+        p.write("a.py", format!("A{i} = 1\n"));
+        p.build(&[]);
+        counts.push(stored_files(&p));
     }
-    // Retention keeps 4 entries; from the 6th build on one has gone before
-    // each build, and every second build sweeps the two contents (and graph
-    // buckets) only they used.
-    assert_eq!(pruned, [0, 0, 0, 0, 0, 0, 4, 0, 4, 0]);
-    assert_same_table(&export(&p), &from_scratch(&p), "after the sweeps");
+    // Retention removes an entry after each build; the fourth removal makes the
+    // build sweep: left are the last entry's two contents.
+    assert_eq!(counts, [3, 4, 5, 2, 3], "per-file entries after each build");
+    p.write("a.py", "A7 = 1\n");
+    p.build(&[]);
+    let gc = p.tiers(&["gc"]).expect_code(0);
+    assert!(gc.stdout.contains("swept "), "{}", gc.stdout);
+    assert_eq!(stored_files(&p), 2, "`A6` and `A5` went");
+    let table = export(&p);
+    assert_eq!(
+        file(&table, "a.py")["symbols"]["variables"][0]["name"],
+        "A7"
+    );
+    assert_same_table(&table, &from_scratch(&p), "after the sweeps");
 }
 
 #[test]
@@ -920,20 +920,23 @@ fn an_entry_from_the_shared_cache_seeds_the_next_incremental_build() {
     assert_eq!(run.status("sym"), "restored", "{}", run.stderr);
     assert_eq!(
         stored_files(&second),
-        0,
-        "nothing parsed, nothing stored yet"
+        8,
+        "the entry carried the per-file entries it names"
     );
     assert_same_table(&export(&second), &from_scratch(&second), "restored");
 
-    // The restored entry holds plain files, not links into this cache's store:
-    // the next build adopts them instead of parsing.
+    // The next build starts from the restored entry instead of parsing.
     second.write("pkg/util.py", "def helper(x):\n    return 2 * x\n");
     let run = second.build(&[]);
     assert_eq!(run.status("sym"), "rebuilt");
     let d = data(&run, "sym");
     assert_eq!((count(&d, "parsed"), count(&d, "reused")), (1, 7), "{d}");
     assert_eq!(count(&d, "resolved"), 1, "{d}");
-    assert_eq!(stored_files(&second), 8);
+    assert_eq!(
+        stored_files(&second),
+        9,
+        "the carried eight and the edited file's"
+    );
     assert_same_table(
         &export(&second),
         &from_scratch(&second),

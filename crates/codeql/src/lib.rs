@@ -562,6 +562,7 @@ impl Tier for CodeqlTier {
                 "build_mode": self.build_mode,
                 "database": DB_DIR,
             }),
+            blobs: Vec::new(),
         })
     }
 

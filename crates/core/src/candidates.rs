@@ -22,8 +22,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{now_unix, open_lock_file, write_atomic};
 use crate::key::Key;
-use crate::store::{now_unix, open_lock_file, write_atomic};
 
 /// Candidates kept per structure key; the least recently used go first.
 pub const CANDIDATE_LIMIT: usize = 32;

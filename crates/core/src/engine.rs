@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use crate::blobs::{Blobs, Swept};
 use crate::candidates::{Candidates, CANDIDATE_LIMIT};
 use crate::config::{self, ConfigSource, Rebuild, RemoteConfig, TierCommon, TierSpec};
 use crate::error::{Error, Result};
+use crate::fsutil;
 use crate::inputs::Inputs;
 use crate::key::{Freshness, Key, KeyDoc, Reason};
 use crate::process;
@@ -108,6 +110,14 @@ pub struct Removed {
     pub key: Key,
     pub dir: PathBuf,
     pub bytes: u64,
+}
+
+/// What `tiers gc` removed: entries, then blobs no entry names.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Collected {
+    pub removed: Vec<Removed>,
+    /// `None` in a dry run, or when a build held the blob store.
+    pub swept: Option<Swept>,
 }
 
 /// `tiers explain`: a tier's key document against its last entry's.
@@ -274,7 +284,21 @@ impl Engine {
         let selected = self.select(&req.tiers)?;
         self.check_forced(req)?;
         store::init_cache_dir(&self.cache_dir)?;
+        let blobs = Blobs::of_cache_dir(&self.cache_dir);
+        let lease = blobs.lease()?;
         let reports = self.run(&selected, req, Mode::Build).await;
+        drop(lease);
+        if blobs.sweep_due() {
+            match blobs.sweep() {
+                Ok(Some(swept)) if swept.blobs > 0 => tracing::info!(
+                    "swept {} blobs ({} bytes) no entry names",
+                    swept.blobs,
+                    swept.bytes
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot sweep the blob store: {e}"),
+            }
+        }
         self.inputs.finish();
         Ok(self.report(reports))
     }
@@ -386,7 +410,11 @@ impl Engine {
     /// Apply every tier's retention: entries beyond `keep` or `max_bytes` go, least
     /// recently used first; an entry a checkout's pointer names (used within
     /// `pointer_days`) is never removed.
-    pub fn gc(&self, dry_run: bool) -> Result<Vec<Removed>> {
+    ///
+    /// Then, unless a dry run, sweep the blob store of every blob no entry names;
+    /// [`Collected::swept`] is `None` when a build running meanwhile holds the store
+    /// (its blobs are swept another time).
+    pub fn gc(&self, dry_run: bool) -> Result<Collected> {
         let mut removed = Vec::new();
         for t in &self.tiers {
             removed.extend(self.retain(t, Retain::Report { dry_run })?);
@@ -394,25 +422,28 @@ impl Engine {
                 t.store.clean_debris()?;
             }
         }
-        Ok(removed)
+        let swept = match dry_run {
+            true => None,
+            false => Blobs::of_cache_dir(&self.cache_dir).sweep()?,
+        };
+        Ok(Collected { removed, swept })
     }
 
-    /// Write the artifact of `name`'s last entry as one document (`tiers export`).
-    pub fn export(&self, name: &str, out: &mut dyn std::io::Write) -> Result<()> {
+    /// The entry this checkout's last build of `name` resolved to, and the tier's
+    /// kind: `tiers export` hands it to the kind's library.
+    pub fn last_entry(&self, name: &str) -> Result<(String, Entry)> {
         let t = self.planned(name)?;
         let marker = self.last_marker(t).ok_or_else(|| {
             Error::build(format!(
                 "tier `{name}` has no entry yet\nhint: run `tiers build {name}` first"
             ))
         })?;
-        if t.tier.export(&entry_of(&t.store, marker), out)? {
-            Ok(())
-        } else {
-            Err(Error::config(format!(
-                "tier `{name}` is of kind `{}`, which has nothing to export",
-                t.kind
-            )))
-        }
+        Ok((t.kind.clone(), entry_of(&t.store, marker)))
+    }
+
+    /// The cache dir's blob store.
+    pub fn blobs(&self) -> Blobs {
+        Blobs::of_cache_dir(&self.cache_dir)
     }
 
     /// A tier's key document against its last entry's.
@@ -556,6 +587,7 @@ impl Engine {
             tier: t.name.clone(),
             project: self.project.clone(),
             cache_dir: self.cache_dir.clone(),
+            blobs: Blobs::of_cache_dir(&self.cache_dir),
             tier_root: t.store.root().to_owned(),
             checkout: self.checkout.clone(),
             inputs: self.inputs.clone(),
@@ -944,6 +976,9 @@ impl Engine {
             });
         }
         marker.tier = t.name.clone();
+        let blobs = Blobs::of_cache_dir(&self.cache_dir);
+        let named = blobs.take_carried(staging.path())?;
+        blobs.ingest(t.store.root(), staging.path(), named)?;
         t.store.publish(staging.path(), &marker, lock)?;
         staging.disarm();
         Ok(Some(marker))
@@ -978,10 +1013,26 @@ impl Engine {
             let Some(marker) = t.store.marker(key)? else {
                 return Ok(());
             };
-            t.tier.before_upload(&entry_of(&t.store, marker.clone()))?;
-            shared
-                .store(&t.name, &marker, &t.store.entry_dir(key))
-                .await?;
+            let dir = t.store.entry_dir(key);
+            let blobs = Blobs::of_cache_dir(&self.cache_dir);
+            let carried = match crate::blobs::Tree::read(&dir)? {
+                Some(tree) => tree
+                    .named
+                    .iter()
+                    .map(|d| {
+                        let path = blobs.path(d, false);
+                        match path.is_file() {
+                            true => Ok(path),
+                            false => Err(Error::build(format!(
+                                "the entry names the blob `{}`, which is missing",
+                                path.display()
+                            ))),
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                None => Vec::new(),
+            };
+            shared.store(&t.name, &marker, &dir, &carried).await?;
             if marker.used_inputs.is_some() {
                 let skey = marker.doc.structure_key();
                 let list = Candidates::new(t.store.root()).load(&skey);
@@ -1028,11 +1079,25 @@ impl Engine {
                 store::MARKER
             )));
         }
+        for reserved in [crate::blobs::TREE, crate::blobs::CARRIED] {
+            if build_dir.path().join(reserved).symlink_metadata().is_ok() && !in_place {
+                return Err(Error::build(format!(
+                    "the build wrote `{reserved}`, a name tiers reserves for its entries"
+                )));
+            }
+        }
         check_used_inputs(&look.doc, &outcome.used_inputs)?;
+        let named = outcome.blobs;
         let marker = marker_for(t, look, outcome.used_inputs, outcome.data, started);
         if in_place {
+            if !named.is_empty() {
+                return Err(Error::build(
+                    "a kind that builds in place cannot name blobs".to_owned(),
+                ));
+            }
             t.store.publish_in_place(&marker, lock)?;
         } else {
+            cx.blobs.ingest(t.store.root(), build_dir.path(), named)?;
             t.store.publish(build_dir.path(), &marker, lock)?;
         }
         build_dir.disarm();
@@ -1153,7 +1218,11 @@ impl Engine {
             .filter_map(|k| t.store.alias(k))
             .collect();
         pointed.extend(served);
-        retain(t, how, &pointed)
+        let removed = retain(t, how, &pointed)?;
+        if how != (Retain::Report { dry_run: true }) {
+            Blobs::of_cache_dir(&self.cache_dir).note_removed(removed.len());
+        }
+        Ok(removed)
     }
 }
 
@@ -1202,7 +1271,7 @@ fn marker_for(
         tier: t.name.clone(),
         key: look.key.clone(),
         doc: (*look.doc).clone(),
-        created_unix: store::now_unix(),
+        created_unix: fsutil::now_unix(),
         build_seconds: started.elapsed().as_secs_f64(),
         used_inputs,
         data,
@@ -1355,7 +1424,7 @@ impl Debris {
 impl Drop for Debris {
     fn drop(&mut self) {
         if let Some(dir) = self.0.take() {
-            if let Err(e) = store::remove_dir(&dir) {
+            if let Err(e) = fsutil::remove_dir(&dir) {
                 tracing::warn!("cannot remove an unfinished build's directory: {e}");
             }
         }
@@ -1385,7 +1454,7 @@ fn retain(t: &Planned, how: Retain, pointed: &BTreeSet<Key>) -> Result<Vec<Remov
     for e in entries {
         // Sizes cost a walk of the entry: only a byte budget needs them.
         let size = match t.common.max_bytes {
-            Some(_) => store::dir_bytes(&e.dir),
+            Some(_) => fsutil::dir_bytes(&e.dir),
             None => 0,
         };
         let is_current = pointed.contains(&e.key);
@@ -1398,7 +1467,7 @@ fn retain(t: &Planned, how: Retain, pointed: &BTreeSet<Key>) -> Result<Vec<Remov
         }
         let size = match (t.common.max_bytes, how) {
             (Some(_), _) => size,
-            (None, Retain::Report { .. }) => store::dir_bytes(&e.dir),
+            (None, Retain::Report { .. }) => fsutil::dir_bytes(&e.dir),
             (None, Retain::Quiet) => 0,
         };
         if !dry_run {

@@ -24,7 +24,7 @@ use globset::{Candidate, GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::key::hex;
+use crate::fsutil::hex;
 use crate::progress::{Progress, Unit};
 use crate::statcache::{self, Record, Stat, StatCache};
 

@@ -11,10 +11,12 @@
 //! the built-in kinds and any of their own, then call [`Engine::build`] or
 //! [`Engine::status`] and read the [`Report`] — the same data `--json` prints.
 
+mod blobs;
 mod candidates;
 mod config;
 mod engine;
 mod error;
+mod fsutil;
 mod inputs;
 mod key;
 pub mod process;
@@ -26,22 +28,27 @@ mod statcache;
 mod store;
 mod tier;
 
+pub use blobs::{
+    hash_file as hash_blob_file, Blobs, Digest, Lease, Swept, Tree, TreeFile, TreeLink, CARRIED,
+    TREE,
+};
 pub use candidates::{Candidate, CANDIDATE_LIMIT};
 pub use config::{
     load as load_config, Config, ConfigSource, Rebuild, RemoteConfig, RemoteMode, TierCommon,
     TierSpec, DEFAULT_TOML,
 };
 pub use engine::{
-    BuildRequest, CandidateVerdict, Engine, EngineOptions, Explanation, Force, Removed,
+    BuildRequest, CandidateVerdict, Collected, Engine, EngineOptions, Explanation, Force, Removed,
 };
 pub use error::{Error, Result};
+pub use fsutil::write_atomic;
 pub use inputs::{hash_file, InputSet, InputSpec, InputStats, Inputs};
 pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};
 pub use progress::{Progress, ProgressDisplay, ProgressLine, Reporter, Unit};
 pub use registry::{Factory, Registry};
 pub use report::{PathsReport, ReasonReport, Report, Status, TierPath, TierReport};
 pub use shared::SharedCache;
-pub use store::{write_atomic, Marker, MarkerHead, Store, MARKER};
+pub use store::{Marker, MarkerHead, Store, MARKER};
 pub use tier::{BuildOutcome, Context, Entry, Tier, Upstream};
 
 pub use async_trait::async_trait;

@@ -485,9 +485,7 @@ mod tests {
         for child in [&mine, &theirs] {
             let environ = format!("/proc/{}/environ", child.id());
             let until = Instant::now() + Duration::from_secs(10);
-            while !std::fs::read(&environ).is_ok_and(|e| !e.is_empty())
-                && Instant::now() < until
-            {
+            while !std::fs::read(&environ).is_ok_and(|e| !e.is_empty()) && Instant::now() < until {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }

@@ -8,7 +8,7 @@
 //!
 //! `tiers-remote` implements this on OpenDAL; embedders may bring their own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
@@ -40,8 +40,17 @@ pub trait SharedCache: Send + Sync {
     /// Whether the level has the entry of `key` (for `tiers status`).
     async fn contains(&self, tier: &str, key: &Key) -> Result<bool>;
 
-    /// Upload the published entry in `dir` (`entry.json` excluded) with its marker.
-    async fn store(&self, tier: &str, marker: &Marker, dir: &Path) -> Result<()>;
+    /// Upload the published entry in `dir` (`entry.json` excluded) with its marker,
+    /// and with the blob files in `carried` (those the entry names without holding
+    /// them), each as `.tiers-blobs/<its file name>`, which [`fetch`](Self::fetch)
+    /// gives back in `dest`.
+    async fn store(
+        &self,
+        tier: &str,
+        marker: &Marker,
+        dir: &Path,
+        carried: &[PathBuf],
+    ) -> Result<()>;
 
     /// The discovered-inputs candidates of `structure_key`, newest first.
     async fn candidates(&self, tier: &str, structure_key: &Key) -> Result<Vec<Candidate>>;

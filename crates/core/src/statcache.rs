@@ -38,7 +38,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::key::hex;
+use crate::fsutil::hex;
 
 const MAGIC: &[u8; 8] = b"TIERSSC\0";
 const VERSION: u32 = 2;
@@ -421,7 +421,7 @@ pub(crate) fn save<'a>(
     // goes first instead. A run that looks in between finds no cache and
     // hashes its inputs, as on a cold cache.
     let _ = std::fs::remove_file(path);
-    crate::store::write_atomic(path, &out)
+    crate::fsutil::write_atomic(path, &out)
 }
 
 /// A 64-bit checksum against truncation and corruption (not tampering: whoever can

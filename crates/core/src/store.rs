@@ -22,15 +22,14 @@
 //! the key's lock and the marker written last, by rename.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{is_unique_suffix, open_lock_file, remove_dir, unique_suffix, write_atomic};
 use crate::key::{Key, KeyDoc};
 
 /// Version of the marker layout; a marker of another version is not an entry.
@@ -131,30 +130,6 @@ struct Alias {
 struct Pointer {
     key: Key,
     project: String,
-}
-
-static UNIQUE: AtomicU64 = AtomicU64::new(0);
-
-/// A name no other process or thread uses at the same time.
-pub(crate) fn unique_suffix() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        UNIQUE.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Write `bytes` to `path` atomically: a temp file beside it, renamed over it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        unique_suffix()
-    ));
-    let mut f = File::create(&tmp).at(&tmp)?;
-    f.write_all(bytes).at(&tmp)?;
-    drop(f);
-    fs::rename(&tmp, path).at(path)
 }
 
 impl Store {
@@ -617,16 +592,6 @@ impl Store {
     }
 }
 
-/// Open (creating) a file used only for its advisory lock.
-pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
-    File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .at(path)
-}
-
 fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(marker).expect("a marker always serializes");
     write_atomic(&dir.join(MARKER), &bytes)
@@ -639,35 +604,6 @@ fn staging_key(name: &str) -> Option<Key> {
     let (key, rest) = name.split_at_checked(64)?;
     let key = Key::parse(key)?;
     (rest.strip_prefix('-').is_some_and(is_unique_suffix)).then_some(key)
-}
-
-/// Whether `name` is a [`unique_suffix`]: `<pid>-<n>`.
-fn is_unique_suffix(name: &str) -> bool {
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    name.split_once('-')
-        .is_some_and(|(a, b)| digits(a) && digits(b))
-}
-
-pub(crate) fn remove_dir(dir: &Path) -> Result<()> {
-    // A process that was writing there may have been killed a moment ago: its
-    // last files can still appear while the tree is removed, so try again.
-    let mut tries = 0;
-    loop {
-        let removed = if dir.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
-            fs::remove_file(dir)
-        } else {
-            fs::remove_dir_all(dir)
-        };
-        match removed {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 5 => {
-                tries += 1;
-                std::thread::sleep(Duration::from_millis(20 * tries));
-            }
-            Err(e) => return Err(Error::io(dir, e)),
-        }
-    }
 }
 
 /// The line of the `CACHEDIR.TAG` tiers writes that says tiers made the directory.
@@ -761,21 +697,4 @@ pub fn init_cache_dir(dir: &Path) -> Result<()> {
         write_atomic(&ignore, b"*\n").map_err(cache_err)?;
     }
     Ok(())
-}
-
-pub(crate) fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Bytes under `dir`, links not followed.
-pub fn dir_bytes(dir: &Path) -> u64 {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| !m.is_dir())
-        .map(|m| m.len())
-        .sum()
 }

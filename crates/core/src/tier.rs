@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use crate::blobs::{Blobs, Digest};
 use crate::error::Result;
 use crate::inputs::{InputSet, InputSpec, Inputs};
 use crate::key::{Freshness, Key, KeyDoc};
@@ -91,22 +92,6 @@ pub trait Tier: Send + Sync {
     fn shareable(&self) -> bool {
         true
     }
-
-    /// Make the published `entry` hold everything it needs, just before the
-    /// engine uploads its directory to a shared cache: for kinds that keep
-    /// parts of an entry in a store of their own beside it. It may add files
-    /// to the entry, never change those there.
-    fn before_upload(&self, entry: &Entry) -> Result<()> {
-        let _ = entry;
-        Ok(())
-    }
-
-    /// Write the artifact of `entry` as one document to `out` (`tiers export`).
-    /// Returns `false` for kinds with nothing to export.
-    fn export(&self, entry: &Entry, out: &mut dyn std::io::Write) -> Result<bool> {
-        let _ = (entry, out);
-        Ok(false)
-    }
 }
 
 /// What a build reports besides its artifact.
@@ -120,6 +105,10 @@ pub struct BuildOutcome {
     pub data: Value,
     /// One line for the report ("parsed 1 file, reused 11,599").
     pub summary: Option<String>,
+    /// Blobs the entry names besides its files: those the kind stored through
+    /// [`Context::blobs`] (or found there) and reads back later. The engine keeps
+    /// them while the entry lives and carries them to a shared cache with it.
+    pub blobs: Vec<Digest>,
 }
 
 /// One entry of a tier: a key and its directory.
@@ -150,6 +139,7 @@ pub struct Context {
     pub(crate) tier: String,
     pub(crate) project: PathBuf,
     pub(crate) cache_dir: PathBuf,
+    pub(crate) blobs: Blobs,
     pub(crate) tier_root: PathBuf,
     pub(crate) checkout: crate::store::Checkout,
     pub(crate) inputs: Arc<Inputs>,
@@ -178,6 +168,7 @@ impl Context {
             tier: tier.into(),
             checkout: crate::store::Checkout::of(&project),
             project,
+            blobs: Blobs::of_cache_dir(&cache_dir),
             cache_dir,
             tier_root,
             inputs,
@@ -200,6 +191,12 @@ impl Context {
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
     }
+    /// The cache dir's blob store: kinds that produce content-addressed parts put
+    /// and read them here, and name them in [`BuildOutcome::blobs`]. A build holds
+    /// the store's lease, so no blob an entry names goes while it runs.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
     /// The directory holding this tier's entries.
     pub fn tier_root(&self) -> &Path {
         &self.tier_root
@@ -220,33 +217,37 @@ impl Context {
     pub fn upstream(&self) -> &BTreeMap<String, Upstream> {
         &self.upstream
     }
-    /// The entry this checkout's last successful build of the tier resolved to, for
-    /// kinds that build incrementally from it. It may be for other inputs; never write into it.
+    /// The entry to build incrementally from: the one this checkout's last
+    /// successful build of the tier resolved to, else (a checkout new to a shared
+    /// cache dir) the tier's most recently used entry. It may be for other inputs;
+    /// never write into it.
     pub fn previous(&self) -> Option<Entry> {
         self.previous
             .get_or_init(|| {
                 let store = self.store();
-                let marker = store
-                    .resolve(&store.current(&self.checkout)?)
-                    .ok()
-                    .flatten()?;
+                let marker = match store.current(&self.checkout) {
+                    Some(key) => store.resolve(&key).ok().flatten(),
+                    None => store
+                        .entries()
+                        .ok()?
+                        .into_iter()
+                        .find_map(|e| store.marker(&e.key).ok().flatten()),
+                }?;
                 Some(crate::engine::entry_of(&store, marker))
             })
             .clone()
     }
 
-    /// The directory of the tier's last entry, from this checkout's pointer alone
-    /// (no marker is read): for kinds that start reading [`Context::previous`]
-    /// early. The entry may be gone by the time it is read.
-    pub fn previous_dir(&self) -> Option<PathBuf> {
-        let store = self.store();
-        let key = store.current(&self.checkout)?;
-        let dir = store.entry_dir(&key);
-        match dir.exists() {
-            true => Some(dir),
-            // A key restored through discovered inputs: the entry serving it.
-            false => store.alias(&key).map(|target| store.entry_dir(&target)),
-        }
+    /// The directories of the tier's published entries, most recently used
+    /// first (no marker is read): for kinds that reuse parts of any of them.
+    /// One may be gone by the time it is read; never write into one.
+    pub fn entry_dirs(&self) -> Vec<PathBuf> {
+        self.store()
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| e.dir)
+            .collect()
     }
 
     fn store(&self) -> crate::store::Store {

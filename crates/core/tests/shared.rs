@@ -40,7 +40,9 @@ impl DirShared {
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap().flatten() {
-        if e.file_name() != "entry.json" && e.file_name() != "marker.json" {
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else if e.file_name() != "entry.json" && e.file_name() != "marker.json" {
             std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
     }
@@ -68,11 +70,22 @@ impl SharedCache for DirShared {
         self.check()?;
         Ok(self.root.join(key.as_str()).join("marker.json").exists())
     }
-    async fn store(&self, _tier: &str, marker: &Marker, dir: &Path) -> Result<()> {
+    async fn store(
+        &self,
+        _tier: &str,
+        marker: &Marker,
+        dir: &Path,
+        carried: &[std::path::PathBuf],
+    ) -> Result<()> {
         self.check()?;
         assert!(self.writable, "a read-only level was written");
         let to = self.root.join(marker.key.as_str());
         copy_dir(dir, &to);
+        let carry = to.join(tiers_core::CARRIED);
+        for path in carried {
+            std::fs::create_dir_all(&carry).unwrap();
+            std::fs::copy(path, carry.join(path.file_name().unwrap())).unwrap();
+        }
         std::fs::write(to.join("marker.json"), serde_json::to_vec(marker).unwrap()).unwrap();
         Ok(())
     }

@@ -50,10 +50,7 @@ fn read_and_extract(
 /// it is over `limit` bytes, the symbols that say so
 /// ([`FileError::TooLarge`]), without reading it (not a file read only to
 /// refuse it). [`extract_files`] reads files this way.
-pub fn read_source(
-    path: &Path,
-    limit: usize,
-) -> std::io::Result<Result<Vec<u8>, FileSymbols>> {
+pub fn read_source(path: &Path, limit: usize) -> std::io::Result<Result<Vec<u8>, FileSymbols>> {
     let size = std::fs::metadata(path)?.len();
     if size > limit as u64 {
         return Ok(Err(FileSymbols {

@@ -357,7 +357,9 @@ impl Remote {
         tier: &str,
         marker: &Marker,
         dir: &Path,
+        carried: &[std::path::PathBuf],
     ) -> Result<(), RemoteError> {
+        let carried = carried.to_vec();
         let record_path = Self::record_path(tier, &marker.key)?;
         let progress = self.progress.of(tier);
         progress.phase("packing for the shared cache");
@@ -370,6 +372,8 @@ impl Remote {
             let counts = pack::pack(
                 &dir_owned,
                 tiers_core::MARKER,
+                &carried,
+                tiers_core::CARRIED,
                 std::io::BufWriter::new(&mut spool),
             )?;
             spool
@@ -467,7 +471,13 @@ impl SharedCache for Remote {
         Ok(record.is_some())
     }
 
-    async fn store(&self, tier: &str, marker: &Marker, dir: &Path) -> tiers_core::Result<()> {
+    async fn store(
+        &self,
+        tier: &str,
+        marker: &Marker,
+        dir: &Path,
+        carried: &[std::path::PathBuf],
+    ) -> tiers_core::Result<()> {
         if !self.writable {
             // The engine checks `writable` first; this keeps read-only true regardless.
             tracing::debug!(
@@ -479,7 +489,7 @@ impl SharedCache for Remote {
         if self.off("an upload") {
             return Ok(());
         }
-        Ok(self.store_entry(tier, marker, dir).await?)
+        Ok(self.store_entry(tier, marker, dir, carried).await?)
     }
 
     async fn candidates(

@@ -35,8 +35,14 @@ pub struct Counts {
 }
 
 /// Pack the contents of `dir` (without the top-level `skip` name, the marker) as
-/// tar + zstd into `out`.
-pub fn pack(dir: &Path, skip: &str, out: impl Write) -> Result<Counts, RemoteError> {
+/// tar + zstd into `out`, then each file of `carried` as `<carry_dir>/<its name>`.
+pub fn pack(
+    dir: &Path,
+    skip: &str,
+    carried: &[std::path::PathBuf],
+    carry_dir: &str,
+    out: impl Write,
+) -> Result<Counts, RemoteError> {
     let fail = |why: String| RemoteError::Pack {
         dir: dir.to_owned(),
         why,
@@ -104,6 +110,35 @@ pub fn pack(dir: &Path, skip: &str, out: impl Write) -> Result<Counts, RemoteErr
                 rel.display()
             )));
         }
+    }
+    if !carried.is_empty() {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        tar.append_data(&mut header, carry_dir, io::empty())
+            .map_err(|e| io_fail(dir, e))?;
+    }
+    for path in carried {
+        let name = path
+            .file_name()
+            .ok_or_else(|| fail(format!("`{}` is not a file", path.display())))?;
+        let file = File::open(path).map_err(|e| io_fail(path, e))?;
+        let meta = file.metadata().map_err(|e| io_fail(path, e))?;
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(meta.len());
+        tar.append_data(&mut header, Path::new(carry_dir).join(name), file)
+            .map_err(|e| io_fail(path, e))?;
+        counts.files += 1;
+        counts.bytes += meta.len();
     }
     let encoder = tar.into_inner().map_err(|e| io_fail(dir, e))?;
     let mut out = encoder.finish().map_err(|e| io_fail(dir, e))?;
@@ -432,7 +467,7 @@ mod tests {
         std::os::unix::fs::symlink("db/sub", d.join("current")).unwrap();
         std::os::unix::fs::symlink("../sub/data.bin", d.join("db/sub/alias")).unwrap();
         let mut packed = Vec::new();
-        let counts = pack(d, "entry.json", &mut packed).unwrap();
+        let counts = pack(d, "entry.json", &[], ".tiers-blobs", &mut packed).unwrap();
         assert_eq!(counts.files, 2);
 
         let s = sandbox();
@@ -475,11 +510,11 @@ mod tests {
         fs::write(src.path().join("b"), "2").unwrap();
         fs::write(src.path().join("a"), "1").unwrap();
         let (mut one, mut two) = (Vec::new(), Vec::new());
-        pack(src.path(), "entry.json", &mut one).unwrap();
+        pack(src.path(), "entry.json", &[], ".tiers-blobs", &mut one).unwrap();
         // Touch the files: a new mtime must not change the blob.
         std::thread::sleep(std::time::Duration::from_millis(20));
         fs::write(src.path().join("a"), "1").unwrap();
-        pack(src.path(), "entry.json", &mut two).unwrap();
+        pack(src.path(), "entry.json", &[], ".tiers-blobs", &mut two).unwrap();
         assert_eq!(one, two);
     }
 
@@ -487,7 +522,7 @@ mod tests {
     fn packing_refuses_a_symlink_leaving_the_entry() {
         let src = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc/passwd", src.path().join("pw")).unwrap();
-        let e = pack(src.path(), "entry.json", Vec::new())
+        let e = pack(src.path(), "entry.json", &[], ".tiers-blobs", Vec::new())
             .unwrap_err()
             .to_string();
         assert!(

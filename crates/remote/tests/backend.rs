@@ -101,7 +101,7 @@ async fn round_trip(r: &Remote, big: usize) -> Marker {
     let m = marker("t", &format!("round-trip-{big}"));
     let src = entry_dir(big);
     assert!(!r.contains("t", &m.key).await.unwrap());
-    r.store("t", &m, src.path()).await.unwrap();
+    r.store("t", &m, src.path(), &[]).await.unwrap();
     assert!(r.contains("t", &m.key).await.unwrap());
     let dest = tempfile::tempdir().unwrap();
     let got = r
@@ -196,7 +196,7 @@ async fn uploads_and_downloads_report_their_bytes_on_the_tier_line() {
     let m = marker("t", "progress");
     let src = entry_dir(300_000);
     let line = reporter.start("t", "command");
-    r.store("t", &m, src.path()).await.unwrap();
+    r.store("t", &m, src.path(), &[]).await.unwrap();
     let dest = tempfile::tempdir().unwrap();
     r.fetch("t", &m.key, dest.path())
         .await
@@ -221,7 +221,7 @@ async fn uploads_and_downloads_report_their_bytes_on_the_tier_line() {
     );
     // Another tier's transfers do not land on a line that has ended.
     let before = seen.lock().unwrap().len();
-    r.store("t", &marker("t", "later"), src.path())
+    r.store("t", &marker("t", "later"), src.path(), &[])
         .await
         .unwrap();
     assert_eq!(seen.lock().unwrap().len(), before);
@@ -283,7 +283,7 @@ async fn a_corrupt_blob_is_a_digest_error_and_the_next_upload_replaces_it() {
     let r = remote(&format!("file://{}", store.path().display()), true);
     let m = marker("t", "corrupt");
     let src = entry_dir(1000);
-    r.store("t", &m, src.path()).await.unwrap();
+    r.store("t", &m, src.path(), &[]).await.unwrap();
     let blob = std::fs::read_dir(store.path().join("blobs"))
         .unwrap()
         .next()
@@ -304,7 +304,7 @@ async fn a_corrupt_blob_is_a_digest_error_and_the_next_upload_replaces_it() {
     assert!(e.contains("is corrupt") && e.contains("blobs/"), "{e}");
     assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
 
-    r.store("t", &m, src.path()).await.unwrap();
+    r.store("t", &m, src.path(), &[]).await.unwrap();
     assert_eq!(std::fs::read(&blob).unwrap(), good);
     assert!(r.fetch("t", &m.key, dest.path()).await.unwrap().is_some());
 }
@@ -314,7 +314,7 @@ async fn a_missing_blob_and_a_record_for_another_key_are_errors() {
     let store = tempfile::tempdir().unwrap();
     let r = remote(&format!("file://{}", store.path().display()), true);
     let m = marker("t", "missing");
-    r.store("t", &m, entry_dir(10).path()).await.unwrap();
+    r.store("t", &m, entry_dir(10).path(), &[]).await.unwrap();
     std::fs::remove_dir_all(store.path().join("blobs")).unwrap();
     let dest = tempfile::tempdir().unwrap();
     let e = r
@@ -349,7 +349,7 @@ async fn read_only_never_writes() {
     let r = remote(&nginx.webdav_url("ro"), false);
     assert!(!r.writable());
     let m = marker("t", "ro");
-    r.store("t", &m, entry_dir(10).path()).await.unwrap();
+    r.store("t", &m, entry_dir(10).path(), &[]).await.unwrap();
     r.store_candidates("t", &Key::of_bytes(b"s"), &[])
         .await
         .unwrap();
@@ -492,7 +492,7 @@ async fn after_a_refused_connection_the_rest_of_the_run_skips_the_remote() {
     // Later calls of this run are quiet misses, without a request.
     assert!(r.fetch("t", &m.key, dest.path()).await.unwrap().is_none());
     assert!(!r.contains("t", &m.key).await.unwrap());
-    r.store("t", &m, entry_dir(10).path()).await.unwrap();
+    r.store("t", &m, entry_dir(10).path(), &[]).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "refused is not retried"
@@ -581,6 +581,9 @@ async fn redis_signed_objects_verify_only_under_their_key() {
     assert_eq!(keyless.candidates("t", &skey).await.unwrap().len(), 1);
 
     // An unsigned upload over the signed one: the signer no longer accepts it.
-    keyless.store("t", &m, entry_dir(10).path()).await.unwrap();
+    keyless
+        .store("t", &m, entry_dir(10).path(), &[])
+        .await
+        .unwrap();
     assert!(!signer.contains("t", &m.key).await.unwrap());
 }

@@ -3,27 +3,26 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use tiers_core::{KeyDoc, Progress, Unit};
+
+use tiers_core::{Blobs, Digest, KeyDoc, Progress, Unit};
 
 use serde::{Deserialize, Serialize};
 
 use super::cross::{Fragments, Fresh, Pass};
-use super::store::{self, BlobStore, Present, StoreLock};
+use super::per_file;
 use super::table::{
-    bucket_of, file_path, graph_path, read_bucket, stored_symbols_or_own, Index, IndexFile, Names,
-    FILES, GRAPH, INDEX, INDEX_FORMAT,
+    blob_digest, bucket_of, read_bucket, read_symbols, Index, IndexFile, Names, INDEX_FORMAT,
 };
 use super::TierError;
 use py_symbols::codec::FastMap;
-use py_symbols::{read_source, sha256_hex, ModuleInfo};
 use py_symbols::{
     codec, module_name, ExtractOptions, Extractor, FileSymbols, Interface, EXTRACTOR_VERSION,
     MAX_FILE_BYTES, SCHEMA_VERSION,
 };
+use py_symbols::{read_source, sha256_hex, ModuleInfo};
 
 /// A build that parses at most this many files keeps their symbols in memory
 /// for the cross-file pass; a larger one reads them back from the store.
@@ -47,9 +46,6 @@ pub struct Counts {
     pub resolve_reused: usize,
     /// Files whose per-file entry lists errors (syntax, encoding, size…).
     pub files_with_errors: usize,
-    /// Stored files no entry used any more, removed at the start of this build.
-    #[serde(default)]
-    pub pruned: usize,
 }
 
 impl Counts {
@@ -98,14 +94,16 @@ fn thousands(n: usize) -> String {
 /// Everything a build needs, owned, so that it runs on a blocking thread.
 pub(crate) struct Job {
     pub project: PathBuf,
-    pub tier_root: PathBuf,
+    /// The cache's blob store: per-file entries and graph buckets.
+    pub blobs: Blobs,
     pub build_dir: PathBuf,
     /// The key document: its inputs are path → content digest.
     pub doc: Arc<KeyDoc>,
-    /// The entry of the tier's last build, when it is for another key.
+    /// The entry to build from, when it is for another key.
     pub previous: Option<PathBuf>,
-    /// That entry, read since the key was computed ([`Preload`]).
-    pub preloaded: Option<Preload>,
+    /// The tier's other entries, most recently used first: their per-file
+    /// entries count too (a file back to an earlier content is not parsed).
+    pub others: Vec<PathBuf>,
     /// Parse every file again, whatever the store holds (a forced rebuild).
     pub scratch: bool,
     /// Files parsed and modules resolved, for the progress display.
@@ -125,35 +123,14 @@ impl Prev {
             index,
         }))
     }
-}
 
-/// The index of the tier's last entry, read on a thread of its own from the
-/// moment the key is known: while the engine hashes the key document and
-/// reads the last marker on one core, this decodes 3.7 MB on the other.
-pub(crate) struct Preload {
-    dir: PathBuf,
-    read: std::thread::JoinHandle<Result<Option<Prev>, TierError>>,
-}
-
-impl Preload {
-    pub fn start(dir: PathBuf) -> Option<Preload> {
-        let at = dir.clone();
-        let read = std::thread::Builder::new()
-            .name("symtab-preload".into())
-            .spawn(move || Prev::load(&at))
-            .ok()?;
-        Some(Preload { dir, read })
-    }
-
-    /// The index, if this read is of `dir`.
-    fn take(self, dir: &Path) -> Option<Result<Option<Prev>, TierError>> {
-        if self.dir != dir {
-            return None;
-        }
-        match self.read.join() {
-            Ok(read) => Some(read),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
+    /// Content digest → digest of its per-file entry in the store.
+    fn per_file(&self) -> HashMap<String, String> {
+        self.index
+            .files
+            .values()
+            .map(|f| (f.digest.clone(), f.symbols.clone()))
+            .collect()
     }
 }
 
@@ -171,6 +148,8 @@ pub(super) fn is_package(path: &str) -> bool {
 /// What parsing one content gave, besides the stored per-file entry.
 struct Parsed {
     digest: String,
+    /// The digest of its per-file entry in the store.
+    symbols_blob: String,
     errors: u32,
     /// The module each row holding this content provides, as others see it.
     infos: Vec<(usize, Option<ModuleInfo>)>,
@@ -179,23 +158,14 @@ struct Parsed {
 }
 
 impl Job {
-    pub fn run(mut self) -> Result<Counts, TierError> {
+    /// Build the entry; returns what it did and the blobs its index names.
+    pub fn run(self) -> Result<(Counts, Vec<Digest>), TierError> {
         let mut clock = Clock::new();
-        let preloaded = self.preloaded.take();
-        let (store, lock) = BlobStore::open(&self.tier_root)?;
         self.make_dirs()?;
-        clock.lap("store");
-        let (prepared, prev) = std::thread::scope(|scope| {
-            let prepared = scope.spawn(|| self.prepare(&lock));
-            // The early read counts while the entry is still there (now that
-            // the store is locked, no sweep can remove what it names); a
-            // failed one is read again.
-            let read = |dir: &Path| match preloaded.and_then(|p| p.take(dir)) {
-                Some(Ok(prev)) if dir.join(INDEX).is_file() => Ok(prev),
-                _ => Prev::load(dir),
-            };
+        let (rows, prev) = std::thread::scope(|scope| {
+            let rows = scope.spawn(|| self.rows());
             let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
-                Some(dir) => match read(dir) {
+                Some(dir) => match Prev::load(dir) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(
@@ -206,35 +176,54 @@ impl Job {
                 },
                 None => None,
             };
-            match prepared.join() {
-                Ok(prepared) => (prepared, prev),
+            match rows.join() {
+                Ok(rows) => (rows, prev),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         });
-        let rows = prepared?;
-        let mut present = self.present(&store, prev.as_ref())?;
-        clock.lap("previous entry, rows and stored contents");
-        let mut counts = match self.run_with(&store, prev.as_ref(), &rows, &present, clock) {
-            // About the previous entry: its files, or the graph buckets it names.
+        clock.lap("previous entry and rows");
+        // Content digest → per-file entry, from the previous index.
+        let known: HashMap<String, String> = prev.as_ref().map(Prev::per_file).unwrap_or_default();
+        let built = match self.run_with(prev.as_ref(), &known, &rows, clock) {
+            // About the previous entry: its index, or a blob it names.
             Err(e)
-                if prev
-                    .as_ref()
-                    .is_some_and(|p| e.is_about(&p.dir) || e.is_about(store.graph_root())) =>
+                if prev.as_ref().is_some_and(|p| {
+                    e.is_about(&p.dir)
+                        || e.is_about(self.blobs.dir())
+                        || matches!(e, TierError::Blob { .. })
+                }) =>
             {
                 tracing::warn!(
                     "symtab: the previous entry is not usable, building without it: {e}"
                 );
                 let _ = fs::remove_dir_all(&self.build_dir);
                 self.make_dirs()?;
-                // What the attempt stored is used as it is.
-                present = self.present(&store, None)?;
-                self.run_with(&store, None, &rows, &present, Clock::new())
+                // Its per-file entries still count: each is checked as it is used.
+                let job = Job {
+                    scratch: true,
+                    ..self.clone_settings()
+                };
+                job.run_with(None, &known, &rows, Clock::new())
             }
             other => other,
         }?;
-        counts.pruned = lock.pruned();
-        free_later((rows, present, prev));
-        Ok(counts)
+        drop(known);
+        free_later((rows, prev));
+        Ok(built)
+    }
+
+    /// This job's settings, for a second attempt.
+    fn clone_settings(&self) -> Job {
+        Job {
+            project: self.project.clone(),
+            blobs: self.blobs.clone(),
+            build_dir: self.build_dir.clone(),
+            doc: self.doc.clone(),
+            previous: None,
+            others: self.others.clone(),
+            scratch: self.scratch,
+            progress: self.progress.clone(),
+        }
     }
 
     fn make_dirs(&self) -> Result<(), TierError> {
@@ -245,100 +234,83 @@ impl Job {
         })
     }
 
-    /// The rows, found while the previous entry is read. A due prune runs
-    /// first, keeping what this build uses.
-    fn prepare(&self, lock: &StoreLock) -> Result<Vec<Row>, TierError> {
+    /// The rows, found while the previous entry is read.
+    fn rows(&self) -> Vec<Row> {
         let inputs = &self.doc.inputs;
-        lock.settle(inputs.values().map(String::as_str))?;
         // The layout rule consults the file set for `src/__init__.py` only.
         let names: HashSet<String> = ["src/__init__.py"]
             .into_iter()
             .filter(|p| inputs.contains_key(*p))
             .map(String::from)
             .collect();
-        let rows = inputs
+        inputs
             .iter()
             .map(|(path, digest)| Row {
                 module: module_name(path, &names),
                 path: path.clone(),
                 digest: digest.clone(),
             })
-            .collect();
-        Ok(rows)
+            .collect()
     }
 
-    /// The contents the store has, once a due prune is done: none for a
-    /// build from scratch; from the previous entry's index and the shards
-    /// written since, when that entry was built here; else every shard read.
-    fn present(&self, store: &BlobStore, prev: Option<&Prev>) -> Result<Present, TierError> {
-        if self.scratch {
-            return Ok(Present::none(store));
-        }
-        let built_here = prev.filter(|p| !p.dir.join(FILES).exists());
-        let written = built_here.and_then(|p| {
-            let index = p.dir.join(INDEX);
-            fs::metadata(index).and_then(|m| m.modified()).ok()
-        });
-        match (built_here, written) {
-            (Some(p), Some(then)) => {
-                store.present_since(p.index.files.values().map(|f| f.digest.as_str()), then)
-            }
-            _ => store.present(),
-        }
-    }
-
+    /// The build with `prev` to resolve incrementally from and `known`, the
+    /// per-file entries of contents: one still in the store is used as it is;
+    /// the rest is parsed.
     fn run_with(
         &self,
-        store: &BlobStore,
         prev: Option<&Prev>,
+        known: &HashMap<String, String>,
         rows: &[Row],
-        present: &Present,
         clock: Clock,
-    ) -> Result<Counts, TierError> {
-        // Per-file entries: what the store has is used as it is; what an
-        // entry restored from a shared cache carries is adopted into the
-        // store; the rest is parsed.
+    ) -> Result<(Counts, Vec<Digest>), TierError> {
         let mut by_digest: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
         for (i, r) in rows.iter().enumerate() {
             by_digest.entry(&r.digest).or_default().push(i);
         }
+        // Contents the previous entry does not know: the other entries may.
+        let mut known = known.clone();
+        if !self.scratch {
+            let unknown: Vec<&str> = by_digest
+                .keys()
+                .copied()
+                .filter(|d| !known.contains_key(*d))
+                .collect();
+            known.extend(per_file::find(&self.others, &unknown));
+        }
+        let known = &known;
+        let stored = |digest: &str| {
+            known
+                .get(digest)
+                .and_then(|s| Digest::parse(s))
+                .is_some_and(|d| self.blobs.contains(&d))
+        };
         let to_parse: Vec<(&str, &[usize])> = by_digest
             .iter()
-            .filter(|(&digest, _)| !present.contains(digest) && !self.adopt(store, prev, digest))
+            .filter(|(&digest, _)| !stored(digest))
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
-        self.build_with(store, prev, rows, &to_parse, clock)
-    }
-
-    /// Whether the previous entry carries the per-file entry of `digest`,
-    /// now linked into the store.
-    fn adopt(&self, store: &BlobStore, prev: Option<&Prev>, digest: &str) -> bool {
-        !self.scratch
-            && prev.is_some_and(|p| {
-                store::link(&file_path(&p.dir, digest), &store.file_blob(digest)).is_ok()
-            })
+        self.build_with(prev, known, rows, &to_parse, clock)
     }
 
     /// The build once the contents to parse are known.
     fn build_with(
         &self,
-        store: &BlobStore,
         prev: Option<&Prev>,
+        known: &HashMap<String, String>,
         rows: &[Row],
         to_parse: &[(&str, &[usize])],
         mut clock: Clock,
-    ) -> Result<Counts, TierError> {
+    ) -> Result<(Counts, Vec<Digest>), TierError> {
         let keep = to_parse.len() <= KEEP_PARSED;
         self.progress.phase_with_total(
             "parsing files",
             to_parse.len() as u64,
             Unit::Items("files"),
         );
-        let parsed = self.parse(store, rows, to_parse, keep)?;
+        let parsed = self.parse(rows, to_parse, keep)?;
         let mut loader = Loader {
             job: self,
-            store,
-            prev_dir: prev.map(|p| p.dir.as_path()),
+            per_file: known.clone(),
             kept: HashMap::new(),
             repaired: Mutex::new(HashMap::new()),
         };
@@ -356,8 +328,9 @@ impl Job {
             }
             errors.insert(digest, p.errors);
             if let Some(s) = p.symbols {
-                loader.kept.insert(p.digest, s);
+                loader.kept.insert(p.digest.clone(), s);
             }
+            loader.per_file.insert(p.digest, p.symbols_blob);
         }
         let parsed_digests: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
         clock.lap("parsed");
@@ -412,7 +385,15 @@ impl Job {
         }
         .run(&loader, &infos)?;
         drop(infos);
-        drop(loader);
+        // Per-file entries the pass found damaged and made again.
+        let mut per_file = loader.per_file;
+        for (digest, (_, blob)) in loader
+            .repaired
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            per_file.insert(digest, blob);
+        }
         clock.lap("cross-file pass");
         let named: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].module.is_some())
@@ -422,7 +403,7 @@ impl Job {
         self.progress.phase("writing the index");
         let (names, mut deps) = self.deps(rows, prev, &before, &fresh);
         clock.lap("deps");
-        let buckets = self.write_graph(store, rows, &named, prev, fresh)?;
+        let buckets = self.write_graph(rows, &named, prev, fresh)?;
         clock.lap("graph buckets");
 
         let counts = Counts {
@@ -439,8 +420,24 @@ impl Job {
                 .iter()
                 .filter(|r| errors.get(r.digest.as_str()).is_some_and(|&n| n > 0))
                 .count(),
-            pruned: 0,
         };
+        let symbols_of = |r: &Row| -> Result<String, TierError> {
+            per_file
+                .get(&r.digest)
+                .cloned()
+                .ok_or_else(|| TierError::Corrupt {
+                    path: self.project.join(&r.path),
+                    why: "no per-file entry was made for it".into(),
+                })
+        };
+        let symbols = rows.iter().map(symbols_of).collect::<Result<Vec<_>, _>>()?;
+        let mut named: Vec<Digest> = symbols
+            .iter()
+            .chain(buckets.values())
+            .map(|d| blob_digest(d))
+            .collect::<Result<_, _>>()?;
+        named.sort_unstable();
+        named.dedup();
         let mut index = Index {
             format: INDEX_FORMAT,
             extractor_version: EXTRACTOR_VERSION,
@@ -450,11 +447,13 @@ impl Job {
                 .iter()
                 .zip(interfaces)
                 .zip(deps.iter_mut())
-                .map(|((r, interface), deps)| {
+                .zip(symbols)
+                .map(|(((r, interface), deps), symbols)| {
                     (
                         r.path.clone(),
                         IndexFile {
                             digest: r.digest.clone(),
+                            symbols,
                             module: r.module.clone(),
                             interface,
                             errors: errors.get(r.digest.as_str()).copied().unwrap_or(0),
@@ -468,9 +467,10 @@ impl Job {
         };
         index.compact_names();
         index.save(&self.build_dir)?;
+        per_file::save(&self.build_dir, &index)?;
         free_later(index);
         clock.lap("index.bin");
-        Ok(counts)
+        Ok((counts, named))
     }
 
     /// Each row's dependencies, as indices into the returned module names:
@@ -537,7 +537,6 @@ impl Job {
     /// bucket → digest.
     fn write_graph(
         &self,
-        store: &BlobStore,
         rows: &[Row],
         named: &[usize],
         prev: Option<&Prev>,
@@ -566,26 +565,18 @@ impl Job {
         }
         let mut buckets: BTreeMap<String, String> = BTreeMap::new();
         if let Some(p) = prev {
-            // An entry restored from a shared cache carries its buckets:
-            // they go into the store, where this entry names them. Each one
-            // named must be there (one stat): a missing one sends the build
-            // down the path without the previous entry.
-            let carried = p.dir.join(GRAPH).is_dir();
+            // Each bucket named as it is must be in the store (one stat): a
+            // missing one sends the build down the path without the previous
+            // entry.
             for (b, digest) in &p.index.graph {
                 if touched.contains_key(b) {
                     continue;
                 }
-                let stored = store.graph_blob(digest);
-                let adopted = match carried {
-                    true => store::link(&graph_path(&p.dir, digest), &stored),
-                    false => Ok(()),
-                };
-                if !stored.is_file() {
-                    return Err(TierError::Read {
-                        path: stored,
-                        source: adopted
-                            .err()
-                            .unwrap_or_else(|| io::ErrorKind::NotFound.into()),
+                let blob = blob_digest(digest)?;
+                if !self.blobs.contains(&blob) {
+                    return Err(TierError::Blob {
+                        what: "graph bucket",
+                        path: self.blobs.path(&blob, false),
                     });
                 }
                 buckets.insert(b.clone(), digest.clone());
@@ -593,8 +584,11 @@ impl Job {
         }
         let touched: Vec<(String, Fragments)> = touched.into_iter().collect();
         let written = par_map(&touched, |(b, fresh)| {
-            let old = match prev.and_then(|p| Some((p, p.index.graph.get(b)?))) {
-                Some((p, digest)) => Some(read_bucket(&p.dir, p.index.extractor_version, digest)?),
+            let old = match prev.and_then(|p| p.index.graph.get(b)) {
+                Some(digest) => {
+                    let path = self.blobs.path(&blob_digest(digest)?, false);
+                    Some((path, read_bucket(&self.blobs, digest)?))
+                }
                 None => None,
             };
             let mut bucket: BTreeMap<&str, &[u8]> = BTreeMap::new();
@@ -616,11 +610,7 @@ impl Job {
                 return Ok(None);
             }
             let bytes = codec::encode_bucket(bucket);
-            let digest = sha256_hex(&bytes);
-            // Without a previous entry every bucket is written again: one
-            // already stored under that name may be the damaged one that
-            // made this build go without it.
-            store.put_graph(&digest, &bytes, prev.is_none())?;
+            let digest = self.put(&bytes)?;
             Ok::<_, TierError>(Some((b.clone(), digest)))
         });
         for w in written {
@@ -635,7 +625,6 @@ impl Job {
     /// with the interfaces of the rows holding it.
     fn parse(
         &self,
-        store: &BlobStore,
         rows: &[Row],
         todo: &[(&str, &[usize])],
         keep: bool,
@@ -646,7 +635,7 @@ impl Job {
             |extractor, &(digest, holders)| -> Result<Parsed, TierError> {
                 let path = &rows[holders[0]].path;
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
-                self.store_symbols(store, digest, &symbols, self.scratch)?;
+                let symbols_blob = self.put(&codec::encode_symbols(&symbols))?;
                 self.progress.advance(1);
                 let infos = holders
                     .iter()
@@ -660,6 +649,7 @@ impl Job {
                     .collect();
                 Ok(Parsed {
                     digest: digest.to_owned(),
+                    symbols_blob,
                     errors: symbols.errors.len() as u32,
                     infos,
                     symbols: keep.then(|| Arc::new(symbols)),
@@ -669,15 +659,21 @@ impl Job {
         results.into_iter().collect()
     }
 
-    /// Store a per-file entry.
-    fn store_symbols(
-        &self,
-        store: &BlobStore,
-        digest: &str,
-        symbols: &FileSymbols,
-        replace: bool,
-    ) -> Result<(), TierError> {
-        store.put_file(digest, &codec::encode_symbols(symbols), replace)
+    /// Put `bytes` in the store; returns their digest. A build from scratch
+    /// writes each blob again: one already there may be the damaged one that
+    /// made it build from scratch.
+    fn put(&self, bytes: &[u8]) -> Result<String, TierError> {
+        let put = match self.scratch {
+            true => self.blobs.put_replacing(bytes),
+            false => self.blobs.put(bytes),
+        };
+        match put {
+            Ok(d) => Ok(d.to_string()),
+            Err(e) => Err(TierError::Write {
+                path: self.blobs.dir().to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            }),
+        }
     }
 }
 
@@ -722,45 +718,49 @@ fn read_and_extract(
 }
 
 /// The per-file symbols of this build's rows: those parsed by a small build
-/// kept in memory, the others read from the store. Used from
-/// every thread of the cross-file pass.
+/// kept in memory, the others read from the store. Used from every thread of
+/// the cross-file pass.
 pub(super) struct Loader<'a> {
     job: &'a Job,
-    store: &'a BlobStore,
-    /// The previous entry, which holds what the store may lack (an entry
-    /// restored from the shared cache).
-    prev_dir: Option<&'a Path>,
+    /// Content digest → digest of its per-file entry in the store.
+    per_file: HashMap<String, String>,
     kept: HashMap<String, Arc<FileSymbols>>,
-    /// Contents whose stored entry was damaged, parsed again by this build.
-    repaired: Mutex<HashMap<String, Arc<FileSymbols>>>,
+    /// Contents whose per-file entry was missing or damaged, parsed again by
+    /// this build: their symbols and new entry.
+    repaired: Mutex<HashMap<String, (Arc<FileSymbols>, String)>>,
 }
 
 impl Loader<'_> {
-    /// The symbols of `row`'s content, from the store. A stored per-file entry that cannot be read back
-    /// is parsed again from the file (when it still has this content) and
-    /// replaced.
+    /// The symbols of `row`'s content, from the store. A per-file entry that
+    /// is missing or cannot be read back is parsed again from the file (when
+    /// it still has this content) and stored again.
     pub fn load(&self, row: &Row) -> Result<Arc<FileSymbols>, TierError> {
         if let Some(s) = self.kept.get(&row.digest) {
             return Ok(s.clone());
         }
-        let own = self.prev_dir.map(|dir| file_path(dir, &row.digest));
-        match stored_symbols_or_own(self.store.file_blob(&row.digest), own) {
+        let read = match self.per_file.get(&row.digest) {
+            Some(blob) => read_symbols(&self.job.blobs, blob),
+            None => Err(TierError::Corrupt {
+                path: self.job.project.join(&row.path),
+                why: "no per-file entry was made for it".into(),
+            }),
+        };
+        match read {
             Ok(s) => Ok(Arc::new(s)),
             Err(e) => {
                 // One repair of a content at a time, and once: several rows
                 // and threads may ask for it.
                 let mut repaired = self.repaired.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(s) = repaired.get(&row.digest) {
+                if let Some((s, _)) = repaired.get(&row.digest) {
                     return Ok(s.clone());
                 }
                 tracing::warn!("symtab: {e}; parsing `{}` again", row.path);
                 let mut extractor = Extractor::new(ExtractOptions::default());
                 let symbols =
                     read_and_extract(&mut extractor, &self.job.project, &row.path, &row.digest)?;
-                self.job
-                    .store_symbols(self.store, &row.digest, &symbols, true)?;
+                let blob = self.job.put(&codec::encode_symbols(&symbols))?;
                 let symbols = Arc::new(symbols);
-                repaired.insert(row.digest.clone(), symbols.clone());
+                repaired.insert(row.digest.clone(), (symbols.clone(), blob));
                 Ok(symbols)
             }
         }

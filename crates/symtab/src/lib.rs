@@ -8,28 +8,25 @@
 //! exclude = ["tests/**"]
 //! ```
 //!
-//! # The one decision: per-file entries live beside the entries, entries name them
+//! # The one decision: per-file entries are blobs, entries name them
 //!
 //! The engine keys an entry on the whole project state, but the unit of work is
-//! one file's content. So the tier keeps a store of its own under its tier root,
-//! one [`FileSymbols`](py_symbols::FileSymbols) per content digest, shared by every
-//! project state; a file is parsed only when its digest has no per-file entry
-//! yet. An entry (one project state) names the per-file entries and graph
-//! buckets it uses in its index, so a one-file edit writes one new per-file
-//! entry, a graph bucket and a new index — not a link per file or per bucket,
-//! which cost an edit more than the rest of the build. Before an entry goes to
-//! a shared cache what it names is linked into it ([`Tier::before_upload`]), so
-//! the copy elsewhere is whole.
+//! one file's content. So each content's [`FileSymbols`](py_symbols::FileSymbols)
+//! is a blob of the cache's store ([`Context::blobs`]), named by the digest of
+//! its encoding and shared by every project state and tier; a file is parsed
+//! only when the entry built from ([`Context::previous`]) has no per-file entry
+//! for its content. An entry (one project state) holds only its index, which
+//! names the per-file entries and graph buckets it uses; the build names them
+//! to the engine ([`BuildOutcome::blobs`]), which keeps them while the entry
+//! lives and carries them to a shared cache with it. So a one-file edit writes
+//! one per-file entry, a graph bucket and a new index.
 //!
 //! ```text
-//! <tier root>/
-//!   files-v{E}/<2 hex>/<digest>.sym    FileSymbols of one content (E: EXTRACTOR_VERSION)
-//!   graph-buckets-v{E}/<2 hex>/<digest>.bin   one bucket of resolved modules, by its own digest
-//!   .symtab.lock, .symtab-entries      pruning: a lock, and the entries seen last time
-//!   <key>/                             one entry, published by the engine
-//!     index.bin                        path → digest, module, interface, consulted modules
-//!     files/<digest>.sym               only in an entry uploaded to or restored from a
-//!     graph/<digest>.bin                 shared cache: hard links into the store
+//! <cache dir>/blobs/<2 hex>/<digest>   per-file entries and graph buckets (the engine's)
+//! <tier root>/<key>/index.bin          path → content digest, per-file entry, module,
+//!                                      interface, consulted modules; bucket → digest
+//! <tier root>/<key>/per-file.bin       content digest → per-file entry, sorted: what
+//!                                      a build looks up in the entries it does not start from
 //! ```
 //!
 //! The resolved graph is split into 256 buckets by a hash of the path, so that
@@ -61,18 +58,18 @@ use py_symbols::{EXTRACTOR_VERSION, SCHEMA_VERSION};
 
 mod build;
 mod cross;
-mod store;
+mod per_file;
 mod table;
 
 pub use build::Counts;
-pub use table::{load_table, SymbolTable, TableFile, EXPORT_SCHEMA_VERSION};
+pub use table::{export, load_table, SymbolTable, TableFile, EXPORT_SCHEMA_VERSION};
 
 /// The kind's name in `tiers.toml`.
 pub const KIND: &str = "symtab";
 
 /// Bumped whenever the way this kind builds or lays out an entry changes: old
 /// entries then miss. (A new extractor is [`EXTRACTOR_VERSION`], in the key too.)
-pub const KIND_VERSION: u32 = 4;
+pub const KIND_VERSION: u32 = 5;
 
 /// Errors of the `symtab` tier and of [`load_table`]; each names the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +90,10 @@ pub enum TierError {
     Changed { path: String },
     #[error("`{}` is not a usable symbol table file: {why}\nhint: `tiers build --rebuild <tier>` parses every file again", path.display())]
     Corrupt { path: PathBuf, why: String },
+    #[error("the {what} `{}` is missing from the cache's blob store or does not match its digest\nhint: `tiers build --rebuild <tier>` parses every file again", path.display())]
+    Blob { what: &'static str, path: PathBuf },
+    #[error("cannot write the export")]
+    Output(#[source] std::io::Error),
 }
 
 impl TierError {
@@ -100,7 +101,10 @@ impl TierError {
     pub(crate) fn is_about(&self, dir: &std::path::Path) -> bool {
         match self {
             TierError::Read { path, .. } | TierError::Corrupt { path, .. } => path.starts_with(dir),
-            TierError::Write { .. } | TierError::Changed { .. } => false,
+            TierError::Write { .. }
+            | TierError::Changed { .. }
+            | TierError::Blob { .. }
+            | TierError::Output(_) => false,
         }
     }
 }
@@ -129,8 +133,6 @@ pub struct SymtabTier {
     spec: InputSpec,
     inputs: Vec<String>,
     exclude: Vec<String>,
-    /// The last entry's index, being read since the key was computed.
-    preload: std::sync::Mutex<Option<build::Preload>>,
 }
 
 impl SymtabTier {
@@ -145,7 +147,6 @@ impl SymtabTier {
             spec: InputSpec::new(spec.name, &o.inputs, &o.exclude)?,
             inputs: o.inputs,
             exclude: o.exclude,
-            preload: Default::default(),
         })
     }
 }
@@ -213,11 +214,6 @@ fn extractor_identity() -> String {
 impl Tier for SymtabTier {
     async fn key(&self, cx: &Context) -> Result<KeyDoc> {
         let inputs = self.inputs(cx)?;
-        // A build, if there is one, starts from the last entry: its index is
-        // read meanwhile. (A status or a fresh tier leaves the thread be.)
-        if let Some(dir) = cx.previous_dir() {
-            *self.preload.lock().unwrap_or_else(|p| p.into_inner()) = build::Preload::start(dir);
-        }
         Ok(KeyDoc::new(KIND, KIND_VERSION)
             .option("inputs", &self.inputs)
             .option("exclude", &self.exclude)
@@ -241,27 +237,29 @@ impl Tier for SymtabTier {
         let last = cx.previous();
         let scratch = last.as_ref().is_some_and(|p| p.key == entry.key);
         let previous = last.filter(|p| p.key != entry.key).map(|p| p.dir);
+        let others = cx
+            .entry_dirs()
+            .into_iter()
+            .filter(|d| Some(d) != previous.as_ref())
+            .collect();
         let job = build::Job {
             project: cx.project().to_owned(),
-            tier_root: cx.tier_root().to_owned(),
+            blobs: cx.blobs().clone(),
             build_dir: entry.build_dir.clone(),
             doc: entry.doc.clone(),
             previous,
-            preloaded: self
-                .preload
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .take(),
+            others,
             scratch,
             progress: cx.progress().clone(),
         };
-        let counts = tokio::task::spawn_blocking(move || job.run())
+        let (counts, blobs) = tokio::task::spawn_blocking(move || job.run())
             .await
             .map_err(|e| Error::build(format!("the symtab build thread failed: {e}")))??;
         Ok(BuildOutcome {
             used_inputs: None,
             summary: Some(counts.summary()),
             data: serde_json::to_value(&counts).unwrap_or_default(),
+            blobs,
         })
     }
 
@@ -271,18 +269,5 @@ impl Tier for SymtabTier {
 
     fn keep_default(&self) -> Option<usize> {
         Some(10)
-    }
-
-    /// An entry names its per-file entries and graph buckets in the tier's
-    /// store; the one uploaded carries them (hard links, so no bytes are
-    /// copied).
-    fn before_upload(&self, entry: &Entry) -> Result<()> {
-        table::carry_stored(&entry.dir)?;
-        Ok(())
-    }
-
-    fn export(&self, entry: &Entry, out: &mut dyn std::io::Write) -> Result<bool> {
-        table::export(&entry.dir, out)?;
-        Ok(true)
     }
 }

@@ -8,20 +8,18 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::build::Counts;
-use super::store::{stored_bucket, stored_symbols};
 use super::TierError;
 use py_symbols::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
+use tiers_core::{Blobs, Digest};
 
 /// Version of the export document (and of [`SymbolTable`]); bumped when its
 /// shape changes. `FileSymbols` carries its own [`SCHEMA_VERSION`].
 pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 
 /// Version of an entry's layout (`index.bin`, the directories).
-pub(crate) const INDEX_FORMAT: u32 = 3;
+pub(crate) const INDEX_FORMAT: u32 = 4;
 pub(crate) const INDEX: &str = "index.bin";
 const INDEX_MAGIC: [u8; 4] = *b"TIDX";
-pub(crate) const FILES: &str = "files";
-pub(crate) const GRAPH: &str = "graph";
 
 /// `index.bin`: one project state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,14 +34,17 @@ pub(crate) struct Index {
     /// index (modules that do not exist count: their appearing changes the
     /// answer).
     pub names: Names,
-    /// Graph bucket (2 hex digits) → digest of its file under `graph/`.
+    /// Graph bucket (2 hex digits) → digest of its blob.
     pub graph: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexFile {
-    /// SHA-256 of the content: its per-file entry is `files/<digest>.sym`.
+    /// SHA-256 of the content.
     pub digest: String,
+    /// SHA-256 of its per-file entry ([`FileSymbols`] in the codec's
+    /// encoding): a blob of the cache's store.
+    pub symbols: String,
     /// `None` for a file without a module name (see [`py_symbols::module_name`]).
     pub module: Option<String>,
     /// Digest of the module's [`Interface`](py_symbols::Interface).
@@ -155,22 +156,6 @@ impl Index {
         Ok(index.is_current().then_some(index))
     }
 
-    /// A reader of each file's symbols: from the tier's store, else from the
-    /// entry itself (one uploaded to, or restored from, a shared cache).
-    fn symbols_reader(
-        &self,
-        entry_dir: &Path,
-    ) -> impl Fn(&str) -> Result<FileSymbols, TierError> + '_ {
-        let tier_root = entry_dir.parent().unwrap_or(entry_dir).to_owned();
-        let entry_dir = entry_dir.to_owned();
-        move |digest| {
-            stored_symbols_or_own(
-                stored_symbols(&tier_root, self.extractor_version, digest),
-                Some(file_path(&entry_dir, digest)),
-            )
-        }
-    }
-
     fn format_of(bytes: &[u8]) -> Result<u32, codec::CodecError> {
         let mut r = codec::Reader::new(bytes);
         r.header(INDEX_MAGIC)?;
@@ -255,7 +240,6 @@ impl Index {
             c.resolved,
             c.resolve_reused,
             c.files_with_errors,
-            c.pruned,
         ] {
             w.len(n);
         }
@@ -264,6 +248,7 @@ impl Index {
         for (path, f) in &self.files {
             w.str(path);
             w.digest(&f.digest)?;
+            w.digest(&f.symbols)?;
             w.opt_str(&f.module);
             match &f.interface {
                 None => w.tag(0),
@@ -296,12 +281,12 @@ impl Index {
             resolved: n()?,
             resolve_reused: n()?,
             files_with_errors: n()?,
-            pruned: n()?,
         };
         let names = Names::decode(&mut r)?;
         let files = sorted(&mut r, |r| {
             let file = IndexFile {
                 digest: r.digest()?,
+                symbols: r.digest()?,
                 module: r.opt_str()?,
                 interface: r.opt(codec::Reader::digest)?,
                 errors: r.u32()?,
@@ -395,10 +380,10 @@ pub struct TableFile {
 }
 
 /// Read the symbol table of an entry (a `symtab` tier's path, as `tiers paths`
-/// reports it).
-pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
+/// reports it), whose per-file entries and graph buckets are in `blobs`, the
+/// store of the cache dir it is in.
+pub fn load_table(entry_dir: &Path, blobs: &Blobs) -> Result<SymbolTable, TierError> {
     let index = Index::load(entry_dir)?;
-    let symbols = index.symbols_reader(entry_dir);
     let mut files = Vec::with_capacity(index.files.len());
     for (path, f) in &index.files {
         files.push(TableFile {
@@ -407,7 +392,7 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
             digest: f.digest.clone(),
             interface: f.interface.clone(),
             errors: f.errors,
-            symbols: symbols(&f.digest)?,
+            symbols: read_symbols(blobs, &f.symbols)?,
         });
     }
     let mut graph = ResolvedGraph {
@@ -419,7 +404,8 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
             .collect(),
     };
     for digest in index.graph.values() {
-        let (path, bytes) = read_bucket(entry_dir, index.extractor_version, digest)?;
+        let bytes = read_bucket(blobs, digest)?;
+        let path = blobs.path(&blob_digest(digest)?, false);
         for (file, body) in codec::decode_bucket(&bytes).map_err(corrupt(&path))? {
             let resolved = codec::decode_resolved(body).map_err(corrupt(&path))?;
             graph.files.insert(file, resolved);
@@ -434,169 +420,46 @@ pub fn load_table(entry_dir: &Path) -> Result<SymbolTable, TierError> {
     })
 }
 
-/// Link every per-file entry and graph bucket the index of `entry_dir` names
-/// into its `files/` and `graph/`, from the tier's store: the entry is then
-/// whole on its own.
-pub(crate) fn carry_stored(entry_dir: &Path) -> Result<(), TierError> {
-    let index = Index::load(entry_dir)?;
-    let tier_root = entry_dir.parent().unwrap_or(entry_dir);
-    let version = index.extractor_version;
-    let files: std::collections::BTreeSet<&str> =
-        index.files.values().map(|f| f.digest.as_str()).collect();
-    let files = files.into_iter().map(|d| {
-        (
-            stored_symbols(tier_root, version, d),
-            file_path(entry_dir, d),
-        )
-    });
-    let buckets = index.graph.values().map(|d| {
-        (
-            stored_bucket(tier_root, version, d),
-            graph_path(entry_dir, d),
-        )
-    });
-    for dir in [FILES, GRAPH] {
-        let dir = entry_dir.join(dir);
-        std::fs::create_dir_all(&dir).map_err(|source| TierError::Write { path: dir, source })?;
-    }
-    for (stored, ours) in files.chain(buckets) {
-        if ours.is_file() {
-            continue;
-        }
-        super::store::link(&stored, &ours).map_err(|source| TierError::Read {
-            path: stored,
-            source,
-        })?;
-    }
-    Ok(())
+/// A digest of the index as the store's.
+pub(crate) fn blob_digest(hex: &str) -> Result<Digest, TierError> {
+    Digest::parse(hex).ok_or_else(|| TierError::Corrupt {
+        path: INDEX.into(),
+        why: format!("`{hex}` is not a digest"),
+    })
 }
 
-/// Graph bucket `digest` of the entry `entry_dir`, with the path it was read
-/// from: the tier's store's, else the entry's own (one uploaded to, or
-/// restored from, a shared cache, or made by an older layout).
-pub(crate) fn read_bucket(
-    entry_dir: &Path,
-    version: u32,
-    digest: &str,
-) -> Result<(PathBuf, Vec<u8>), TierError> {
-    let tier_root = entry_dir.parent().unwrap_or(entry_dir);
-    read_stored(
-        stored_bucket(tier_root, version, digest),
-        Some(graph_path(entry_dir, digest)),
-    )
-}
-
-/// A file of the tier's store, else an entry's `own` copy of it (an entry
-/// uploaded to, or restored from, a shared cache carries one), with the path
-/// it was read from. Missing from both, the error names the store's path.
-fn read_stored(stored: PathBuf, own: Option<PathBuf>) -> Result<(PathBuf, Vec<u8>), TierError> {
-    match read(&stored) {
-        Err(TierError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            match own.map(|own| (read(&own), own)) {
-                Some((Ok(bytes), own)) => Ok((own, bytes)),
-                _ => Err(TierError::Read {
-                    path: stored,
-                    source,
-                }),
-            }
-        }
-        other => other.map(|bytes| (stored, bytes)),
+/// A blob of the store, checked against its digest: one missing or damaged is
+/// an error naming it ([`TierError::Blob`]).
+pub(crate) fn read_blob(
+    blobs: &Blobs,
+    hex: &str,
+    what: &'static str,
+) -> Result<Vec<u8>, TierError> {
+    let digest = blob_digest(hex)?;
+    match blobs.read(&digest) {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => Err(TierError::Blob {
+            what,
+            path: blobs.path(&digest, false),
+        }),
+        Err(e) => Err(TierError::Read {
+            path: blobs.path(&digest, false),
+            source: std::io::Error::other(e.to_string()),
+        }),
     }
 }
 
-/// A per-file entry of the store, else the `own` copy ([`read_stored`]).
-pub(crate) fn stored_symbols_or_own(
-    stored: PathBuf,
-    own: Option<PathBuf>,
-) -> Result<FileSymbols, TierError> {
-    let (path, bytes) = read_stored(stored, own)?;
+/// Graph bucket `digest`, from the store.
+pub(crate) fn read_bucket(blobs: &Blobs, digest: &str) -> Result<Vec<u8>, TierError> {
+    read_blob(blobs, digest, "graph bucket")
+}
+
+/// The per-file entry `digest`, from the store.
+pub(crate) fn read_symbols(blobs: &Blobs, digest: &str) -> Result<FileSymbols, TierError> {
+    let bytes = read_blob(blobs, digest, "per-file entry")?;
+    let path = blobs.path(&blob_digest(digest)?, false);
     codec::decode_symbols(&bytes).map_err(corrupt(&path))
 }
-
-/// What an entry's index names in the tier's store.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Named {
-    /// Digests of per-file entries.
-    pub files: Vec<[u8; 32]>,
-    /// Digests of graph buckets.
-    pub graph: Vec<[u8; 32]>,
-}
-
-/// What an entry's index names in the store, for the store's sweep; nothing
-/// for an entry without an index or of another layout (it links its own).
-/// Reads only the digests: nothing else is decoded.
-pub(crate) fn named_digests(entry_dir: &Path) -> Result<Named, TierError> {
-    let path = entry_dir.join(INDEX);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Named::default()),
-        Err(source) => return Err(TierError::Read { path, source }),
-    };
-    if Index::format_of(&bytes).map_err(corrupt(&path))? != INDEX_FORMAT {
-        return Ok(Named::default());
-    }
-    scan_digests(&bytes).map_err(corrupt(&path))
-}
-
-/// The file and bucket digests of an encoded index (see [`Index::encode`]).
-fn scan_digests(bytes: &[u8]) -> Result<Named, codec::CodecError> {
-    let mut r = codec::Reader::new(bytes);
-    r.header(INDEX_MAGIC)?;
-    for _ in 0..3 {
-        r.u32()?;
-    }
-    for _ in 0..8 {
-        r.u64()?;
-    }
-    let skip_str = |r: &mut codec::Reader<'_>| -> Result<(), codec::CodecError> {
-        let n = r.len("string length")?;
-        r.take(n).map(|_| ())
-    };
-    let digest = |r: &mut codec::Reader<'_>| -> Result<[u8; 32], codec::CodecError> {
-        Ok(r.take(32)?.try_into().expect("32 bytes were taken"))
-    };
-    for _ in 0..r.len("name count")? {
-        skip_str(&mut r)?;
-    }
-    let files = r.len("map size")?;
-    let mut named = Named {
-        files: Vec::with_capacity(files.min(1 << 20)),
-        graph: Vec::new(),
-    };
-    for _ in 0..files {
-        skip_str(&mut r)?;
-        named.files.push(digest(&mut r)?);
-        r.opt(|r| skip_str(r))?;
-        r.opt(|r| r.take(32).map(|_| ()))?;
-        r.u32()?;
-        for _ in 0..r.len("count")? {
-            r.u32()?;
-        }
-    }
-    for _ in 0..r.len("map size")? {
-        skip_str(&mut r)?;
-        named.graph.push(digest(&mut r)?);
-    }
-    r.finish()?;
-    Ok(named)
-}
-
-/// `files/<digest>.sym`: one content's [`FileSymbols`], in the binary
-/// encoding of `codec.rs`, in an entry that carries its own (one uploaded to
-/// or restored from a shared cache).
-pub(crate) fn file_path(entry_dir: &Path, digest: &str) -> PathBuf {
-    entry_dir
-        .join(FILES)
-        .join(format!("{digest}.{SYMBOLS_EXT}"))
-}
-
-/// `graph/<digest>.bin`: one graph bucket.
-pub(crate) fn graph_path(entry_dir: &Path, digest: &str) -> PathBuf {
-    entry_dir.join(GRAPH).join(format!("{digest}.{GRAPH_EXT}"))
-}
-
-pub(crate) const SYMBOLS_EXT: &str = "sym";
-pub(crate) const GRAPH_EXT: &str = "bin";
 
 fn read(path: &Path) -> Result<Vec<u8>, TierError> {
     std::fs::read(path).map_err(|source| TierError::Read {
@@ -612,22 +475,20 @@ fn corrupt(path: &Path) -> impl Fn(codec::CodecError) -> TierError + '_ {
     }
 }
 
-/// Write the table of `entry_dir` as one JSON document (the shape of
-/// [`SymbolTable`]), streaming: one file's symbols in memory at a time.
-pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Result<()> {
+/// Write the table of `entry_dir` (its blobs in `blobs`) as one JSON document
+/// (the shape of [`SymbolTable`]), streaming: one file's symbols in memory at a
+/// time. What `tiers export` writes.
+pub fn export(entry_dir: &Path, blobs: &Blobs, out: &mut dyn Write) -> Result<(), TierError> {
     let index = Index::load(entry_dir)?;
-    let read_symbols = index.symbols_reader(entry_dir);
-    let w = |r: std::io::Result<()>| r.map_err(|e| tiers_core::Error::io("the export output", e));
-    let json = |r: serde_json::Result<()>| {
-        r.map_err(|e| tiers_core::Error::io("the export output", std::io::Error::other(e)))
-    };
+    let w = |r: std::io::Result<()>| r.map_err(TierError::Output);
+    let json = |r: serde_json::Result<()>| r.map_err(|e| TierError::Output(e.into()));
     w(write!(
         out,
         "{{\"schema_version\":{EXPORT_SCHEMA_VERSION},\"extractor_version\":{},\"symbols_schema_version\":{},\"files\":[",
         index.extractor_version, index.schema_version
     ))?;
     for (i, (path, f)) in index.files.iter().enumerate() {
-        let symbols = read_symbols(&f.digest)?;
+        let symbols = read_symbols(blobs, &f.symbols)?;
         w(write!(
             out,
             "{}{{\"path\":{},\"module\":{},\"digest\":{},\"interface\":{},\"errors\":{},\"symbols\":",
@@ -645,7 +506,8 @@ pub(crate) fn export(entry_dir: &Path, out: &mut dyn Write) -> tiers_core::Resul
     // Buckets are by hash; the document lists paths in order.
     let mut buckets: Vec<(PathBuf, Vec<u8>)> = Vec::with_capacity(index.graph.len());
     for digest in index.graph.values() {
-        buckets.push(read_bucket(entry_dir, index.extractor_version, digest)?);
+        let path = blobs.path(&blob_digest(digest)?, false);
+        buckets.push((path, read_bucket(blobs, digest)?));
     }
     let mut modules: BTreeMap<String, (&Path, &[u8])> = BTreeMap::new();
     for (path, bytes) in &buckets {
@@ -682,6 +544,7 @@ mod tests {
     fn sample() -> Index {
         let row = |module: Option<&str>, errors| IndexFile {
             digest: "ab".repeat(32),
+            symbols: "12".repeat(32),
             module: module.map(str::to_owned),
             interface: module.map(|_| "cd".repeat(32)),
             errors,
@@ -699,7 +562,6 @@ mod tests {
                 resolved: 1,
                 resolve_reused: 0,
                 files_with_errors: 1,
-                pruned: 3,
             },
             files: [
                 ("a/__init__.py".to_owned(), row(None, 0)),
@@ -746,21 +608,13 @@ mod tests {
         let current = Index::load_current(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         assert!(
-            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 4")),
+            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 5")),
             "{err:?}"
         );
         assert!(
             matches!(current, Ok(None)),
             "another layout is not this build's"
         );
-        let bytes_of = |d: &String| codec::digest_bytes(d).unwrap();
-        let named = Named {
-            files: index.files.values().map(|f| bytes_of(&f.digest)).collect(),
-            graph: index.graph.values().map(bytes_of).collect(),
-        };
-        assert!(!named.graph.is_empty(), "the sample names graph buckets");
-        assert_eq!(scan_digests(&bytes).unwrap(), named);
-        assert!(scan_digests(&longer).is_err(), "trailing bytes");
     }
 
     #[test]

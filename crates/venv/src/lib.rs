@@ -888,6 +888,7 @@ impl Tier for VenvTier {
             summary: Some(summary),
             data: self.data(&r, &job, &read),
             used_inputs: Some(read),
+            blobs: Vec::new(),
         })
     }
 
@@ -923,6 +924,7 @@ impl Tier for VenvTier {
             )),
             data: self.data(&r, &job, &read),
             used_inputs: Some(read),
+            blobs: Vec::new(),
         }))
     }
 

@@ -1,0 +1,750 @@
+//! The blob store: one per cache dir, shared by every tier and entry.
+//!
+//! ```text
+//! <cache dir>/blobs/
+//!   .lock                  builds hold it shared; a sweep holds it exclusively
+//!   .roots/<hash>          a tier root whose entries name blobs here (its path)
+//!   .removed               one byte per entry retention removed since the last sweep
+//!   .tmp/<pid>-<n>         a blob being written
+//!   <2 hex>/<64 hex>       one blob: a file named by the SHA-256 of its bytes
+//!   <2 hex>/<64 hex>.x     the same, executable
+//! ```
+//!
+//! A blob is written once, by rename, read-only, and never changed. An entry is its
+//! marker plus a [`Tree`] (`entry.tree`): the entry's files, each a hard link to its
+//! blob (a copy across file systems), and the blobs a kind names without
+//! materializing them (the symtab kind's per-file symbols). Who deletes what:
+//! retention and `tiers gc` remove entries; only a sweep removes blobs, and only
+//! those no entry of a registered root names, under the exclusive lock, so never
+//! while a build (which holds the lock shared from its first read to its
+//! publication) may still name one.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::hex;
+use crate::fsutil::{open_lock_file, unique_suffix};
+use crate::key::Key;
+
+/// The name of an entry's tree, beside its marker.
+pub const TREE: &str = "entry.tree";
+/// Where an uploaded entry carries the blobs it names (see [`Tree::named`]).
+pub const CARRIED: &str = ".tiers-blobs";
+const TREE_FORMAT: u32 = 1;
+/// Entries removed since the last sweep before a build sweeps.
+const SWEEP_AFTER: u64 = 4;
+
+/// The SHA-256 of a blob's bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Digest {
+        Digest(Sha256::digest(bytes).into())
+    }
+
+    /// 64 lowercase hex digits, or `None`.
+    pub fn parse(s: &str) -> Option<Digest> {
+        let s = s.as_bytes();
+        if s.len() != 64 {
+            return None;
+        }
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        let mut out = [0u8; 32];
+        for (i, pair) in s.chunks_exact(2).enumerate() {
+            out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+        }
+        Some(Digest(out))
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Digest {
+        Digest(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Digest, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Digest::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a digest (64 lowercase hexadecimal digits)"
+            ))
+        })
+    }
+}
+
+/// One file of a [`Tree`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeFile {
+    pub path: String,
+    pub digest: Digest,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exec: bool,
+}
+
+/// A symbolic link of a [`Tree`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeLink {
+    pub path: String,
+    pub target: String,
+}
+
+/// What an entry is made of: relative path → blob, links, directories, and the
+/// blobs it names without holding them as files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tree {
+    pub format: u32,
+    #[serde(default)]
+    pub files: Vec<TreeFile>,
+    #[serde(default)]
+    pub links: Vec<TreeLink>,
+    #[serde(default)]
+    pub dirs: Vec<String>,
+    /// Blobs the kind named ([`BuildOutcome::blobs`](crate::BuildOutcome::blobs)).
+    #[serde(default)]
+    pub named: Vec<Digest>,
+}
+
+impl Tree {
+    /// Read `<entry>/entry.tree`; `Ok(None)` when the entry has none (built in
+    /// place, or by an older tiers).
+    pub fn read(entry_dir: &Path) -> Result<Option<Tree>> {
+        let path = entry_dir.join(TREE);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let tree: Tree = serde_json::from_slice(&bytes).map_err(|e| Error::Marker {
+            path: path.clone(),
+            why: format!("not a tree: {e}"),
+        })?;
+        if tree.format != TREE_FORMAT {
+            return Err(Error::Marker {
+                path,
+                why: format!("tree format {} is not {TREE_FORMAT}", tree.format),
+            });
+        }
+        Ok(Some(tree))
+    }
+
+    /// Every blob the tree uses, as file names in the store.
+    fn blob_names(&self) -> impl Iterator<Item = (Digest, bool)> + '_ {
+        self.files
+            .iter()
+            .map(|f| (f.digest, f.exec))
+            .chain(self.named.iter().map(|d| (*d, false)))
+    }
+}
+
+/// The blob store of one cache dir.
+#[derive(Clone, Debug)]
+pub struct Blobs {
+    dir: PathBuf,
+}
+
+/// Held shared by a build from its first read of a blob to its publication: no
+/// sweep runs meanwhile. Released on drop (also when the process dies).
+#[derive(Debug)]
+pub struct Lease {
+    _file: File,
+}
+
+/// What a sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Swept {
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+impl Blobs {
+    /// The store of `cache_dir` (nothing is created until something is written).
+    pub fn of_cache_dir(cache_dir: &Path) -> Blobs {
+        Blobs {
+            dir: cache_dir.join("blobs"),
+        }
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the blob of `digest` is (whether or not it is there).
+    pub fn path(&self, digest: &Digest, exec: bool) -> PathBuf {
+        let name = digest.to_string();
+        let shard = self.dir.join(&name[..2]);
+        match exec {
+            true => shard.join(format!("{name}.x")),
+            false => shard.join(name),
+        }
+    }
+
+    /// Whether the blob of `digest` is there.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest, false).is_file()
+    }
+
+    /// Store `bytes`; returns their digest. A blob already there is kept.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest> {
+        self.put_with(bytes, false)
+    }
+
+    /// [`Blobs::put`], writing the blob even when one of that name is there
+    /// (it may be the damaged one that made the caller make it again).
+    pub fn put_replacing(&self, bytes: &[u8]) -> Result<Digest> {
+        self.put_with(bytes, true)
+    }
+
+    fn put_with(&self, bytes: &[u8], replace: bool) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        let dest = self.path(&digest, false);
+        if !replace && dest.is_file() {
+            return Ok(digest);
+        }
+        let tmp = self.tmp()?;
+        let mut f = File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        drop(f);
+        self.settle(&tmp, &dest, false)?;
+        Ok(digest)
+    }
+
+    /// The bytes of `digest`, checked against it. `Ok(None)` when the blob is
+    /// missing or its bytes do not match (it is then removed, with a warning): the
+    /// caller makes it again.
+    pub fn read(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        let path = self.path(digest, false);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if Digest::of(&bytes) != *digest {
+            tracing::warn!(
+                "the blob `{}` does not match its digest: removed, to be made again",
+                path.display()
+            );
+            let _ = fs::remove_file(&path);
+            return Ok(None);
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Take the build lease (see [`Lease`]). Creates the store.
+    pub fn lease(&self) -> Result<Lease> {
+        fs::create_dir_all(&self.dir).at(&self.dir)?;
+        let path = self.dir.join(".lock");
+        let file = open_lock_file(&path)?;
+        file.lock_shared().at(&path)?;
+        Ok(Lease { _file: file })
+    }
+
+    /// A new temp path in the store (the store made if need be).
+    fn tmp(&self) -> Result<PathBuf> {
+        let dir = self.dir.join(".tmp");
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).at(&dir)?;
+        }
+        Ok(dir.join(unique_suffix()))
+    }
+
+    /// Make `tmp` read-only and rename it to `dest`, its shard made if need be.
+    fn settle(&self, tmp: &Path, dest: &Path, exec: bool) -> Result<()> {
+        set_read_only(tmp, exec).at(tmp)?;
+        match fs::rename(tmp, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let shard = dest.parent().expect("a blob is in a shard");
+                fs::create_dir_all(shard).at(shard)?;
+                fs::rename(tmp, dest).at(dest)
+            }
+            Err(e) => Err(Error::io(dest, e)),
+        }
+    }
+
+    /// Store every file of `dir`, a staging dir of `tier_root`, and write its tree there (with
+    /// `named`, the blobs the kind named, which must all be stored). Each file
+    /// becomes a hard link to its blob, read-only, so identical files of any
+    /// entries are stored once. The top-level marker and tree are not part of it.
+    pub fn ingest(&self, tier_root: &Path, dir: &Path, named: Vec<Digest>) -> Result<Tree> {
+        self.register_root(tier_root)?;
+        let mut tree = Tree {
+            format: TREE_FORMAT,
+            named,
+            ..Tree::default()
+        };
+        for d in &tree.named {
+            if !self.contains(d) {
+                return Err(Error::build(format!(
+                    "the build named the blob {d}, which the store `{}` does not hold",
+                    self.dir.display()
+                )));
+            }
+        }
+        let walk = walkdir::WalkDir::new(dir)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name();
+        for item in walk {
+            let item = item.map_err(|e| {
+                let path = e.path().unwrap_or(dir).to_owned();
+                Error::io(&path, e.into())
+            })?;
+            let path = item.path();
+            let rel = path
+                .strip_prefix(dir)
+                .expect("walkdir stays under its root");
+            if item.depth() == 1
+                && (rel == Path::new(crate::store::MARKER) || rel == Path::new(TREE))
+            {
+                continue;
+            }
+            let Some(rel_str) = rel.to_str() else {
+                return Err(Error::build(format!(
+                    "`{}` is not a UTF-8 name: tiers cannot store it",
+                    path.display()
+                )));
+            };
+            let rel_str = rel_str.replace(std::path::MAIN_SEPARATOR, "/");
+            let ft = item.file_type();
+            if ft.is_dir() {
+                tree.dirs.push(rel_str);
+            } else if ft.is_symlink() {
+                let target = fs::read_link(path).at(path)?;
+                let Some(target) = target.to_str() else {
+                    return Err(Error::build(format!(
+                        "the symlink `{}` has a target that is not UTF-8: tiers cannot store it",
+                        path.display()
+                    )));
+                };
+                tree.links.push(TreeLink {
+                    path: rel_str,
+                    target: target.to_owned(),
+                });
+            } else if ft.is_file() {
+                let exec = is_exec(&item.metadata().map_err(|e| Error::io(path, e.into()))?);
+                let digest = self.put_file(path, exec)?;
+                tree.files.push(TreeFile {
+                    path: rel_str,
+                    digest,
+                    exec,
+                });
+            }
+            // Sockets and fifos are not content: left out of the tree.
+        }
+        let bytes = serde_json::to_vec(&tree).expect("a tree always serializes");
+        crate::fsutil::write_atomic(&dir.join(TREE), &bytes)?;
+        Ok(tree)
+    }
+
+    /// Store the file at `path` as a blob and make `path` a hard link to it.
+    fn put_file(&self, path: &Path, exec: bool) -> Result<Digest> {
+        let digest = hash_file(path)?;
+        let blob = self.path(&digest, exec);
+        if blob.is_file() {
+            // Identical content is stored once: the file becomes the blob's link.
+            // Where that is not possible (another file system, too many links)
+            // the file stays as it is.
+            let tmp = path.with_file_name(format!(".tiers-link-{}", unique_suffix()));
+            if fs::hard_link(&blob, &tmp).is_ok() && fs::rename(&tmp, path).is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            return Ok(digest);
+        }
+        set_read_only(path, exec).at(path)?;
+        match fs::hard_link(path, &blob) {
+            Ok(()) => return Ok(digest),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(digest),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let shard = blob.parent().expect("a blob is in a shard");
+                fs::create_dir_all(shard).at(shard)?;
+                match fs::hard_link(path, &blob) {
+                    Ok(()) => return Ok(digest),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(digest),
+                    Err(_) => {}
+                }
+            }
+            Err(_) => {}
+        }
+        // Another file system: a copy, renamed into place whole.
+        let tmp = self.tmp()?;
+        fs::copy(path, &tmp).at(&tmp)?;
+        self.settle(&tmp, &blob, exec)?;
+        Ok(digest)
+    }
+
+    /// Move the blobs an entry from a shared cache carried (`<dir>/.tiers-blobs/`)
+    /// into the store, each checked against its name; returns their digests. A
+    /// blob whose bytes do not match its name rejects the entry.
+    pub fn take_carried(&self, dir: &Path) -> Result<Vec<Digest>> {
+        let carried = dir.join(CARRIED);
+        let read = match fs::read_dir(&carried) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&carried, e)),
+        };
+        let mut named = Vec::new();
+        for item in read {
+            let item = item.at(&carried)?;
+            let path = item.path();
+            let name = item.file_name();
+            let Some(digest) = name.to_str().and_then(Digest::parse) else {
+                return Err(Error::Marker {
+                    path,
+                    why: "a carried blob must be named by its digest".into(),
+                });
+            };
+            if !item.file_type().at(&path)?.is_file() {
+                return Err(Error::Marker {
+                    path,
+                    why: "a carried blob must be a file".into(),
+                });
+            }
+            if hash_file(&path)? != digest {
+                return Err(Error::Marker {
+                    path,
+                    why: "the carried blob does not match its name".into(),
+                });
+            }
+            let blob = self.path(&digest, false);
+            if !blob.is_file() {
+                self.settle(&path, &blob, false)?;
+            }
+            named.push(digest);
+        }
+        crate::fsutil::remove_dir(&carried)?;
+        named.sort();
+        Ok(named)
+    }
+
+    /// Remember that `root` holds entries naming blobs here, so a sweep reads them.
+    fn register_root(&self, root: &Path) -> Result<()> {
+        let dir = self.dir.join(".roots");
+        let id = Key::of_bytes(root.as_os_str().as_encoded_bytes());
+        let path = dir.join(&id.as_str()[..32]);
+        if path.is_file() {
+            return Ok(());
+        }
+        fs::create_dir_all(&dir).at(&dir)?;
+        crate::fsutil::write_atomic(&path, root.as_os_str().as_encoded_bytes())
+    }
+
+    /// Record that retention removed `n` entries: a build sweeps once enough went.
+    pub(crate) fn note_removed(&self, n: usize) {
+        if n == 0 || !self.dir.is_dir() {
+            return;
+        }
+        let path = self.dir.join(".removed");
+        if let Ok(mut f) = File::options().create(true).append(true).open(&path) {
+            let _ = f.write_all(&vec![b'.'; n]);
+        }
+    }
+
+    /// Whether enough entries went since the last sweep for a build to sweep.
+    pub(crate) fn sweep_due(&self) -> bool {
+        fs::metadata(self.dir.join(".removed")).is_ok_and(|m| m.len() >= SWEEP_AFTER)
+    }
+
+    /// Remove every blob no entry of a registered root names, if no build holds
+    /// the lease; `Ok(None)` when one does (the sweep waits for another time). A
+    /// root that cannot be read, or an entry whose tree cannot, stops the sweep
+    /// before it removes anything.
+    pub fn sweep(&self) -> Result<Option<Swept>> {
+        if !self.dir.is_dir() {
+            return Ok(Some(Swept::default()));
+        }
+        let lock_path = self.dir.join(".lock");
+        let lock = open_lock_file(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let marked = self.mark()?;
+        let mut swept = Swept::default();
+        for shard in fs::read_dir(&self.dir).at(&self.dir)?.flatten() {
+            let name = shard.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.len() != 2 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let Ok(read) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for blob in read.flatten() {
+                let file = blob.file_name();
+                let Some(file) = file.to_str() else { continue };
+                let (hex, exec) = match file.strip_suffix(".x") {
+                    Some(h) => (h, true),
+                    None => (file, false),
+                };
+                let Some(digest) = Digest::parse(hex) else {
+                    continue;
+                };
+                if marked.contains(&(digest, exec)) {
+                    continue;
+                }
+                let bytes = blob.metadata().map_or(0, |m| m.len());
+                if fs::remove_file(blob.path()).is_ok() {
+                    swept.blobs += 1;
+                    swept.bytes += bytes;
+                }
+            }
+        }
+        // Under the exclusive lock no build writes: what is left in `.tmp` is a
+        // killed one's.
+        if let Ok(read) = fs::read_dir(self.dir.join(".tmp")) {
+            for t in read.flatten() {
+                if crate::fsutil::is_unique_suffix(&t.file_name().to_string_lossy()) {
+                    let _ = fs::remove_file(t.path());
+                }
+            }
+        }
+        let _ = fs::remove_file(self.dir.join(".removed"));
+        drop(lock);
+        Ok(Some(swept))
+    }
+
+    /// Every blob an entry of a registered root names.
+    fn mark(&self) -> Result<HashSet<(Digest, bool)>> {
+        let mut marked = HashSet::new();
+        let roots_dir = self.dir.join(".roots");
+        let roots = match fs::read_dir(&roots_dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(marked),
+            Err(e) => return Err(Error::io(&roots_dir, e)),
+        };
+        for record in roots.flatten() {
+            let bytes = fs::read(record.path()).at(record.path())?;
+            #[cfg(unix)]
+            let root = {
+                use std::os::unix::ffi::OsStrExt;
+                PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
+            };
+            #[cfg(not(unix))]
+            let root = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+            let read = match fs::read_dir(&root) {
+                Ok(r) => r,
+                // The root went, and its entries with it.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let _ = fs::remove_file(record.path());
+                    continue;
+                }
+                Err(e) => return Err(Error::io(&root, e)),
+            };
+            for item in read.flatten() {
+                let name = item.file_name();
+                if name.to_str().and_then(Key::parse).is_none() {
+                    continue;
+                }
+                if let Some(tree) = Tree::read(&item.path())? {
+                    marked.extend(tree.blob_names());
+                }
+            }
+        }
+        Ok(marked)
+    }
+}
+
+/// The SHA-256 of a file's bytes, read in blocks.
+pub fn hash_file(path: &Path) -> Result<Digest> {
+    let mut f = File::open(path).at(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Digest(hasher.finalize().into()))
+}
+
+#[cfg(unix)]
+fn is_exec(m: &fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    m.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_exec(_m: &fs::Metadata) -> bool {
+    false
+}
+
+/// Blobs are never written again: read-only (and executable if `exec`).
+fn set_read_only(path: &Path, exec: bool) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = if exec { 0o555 } else { 0o444 };
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let mut p = fs::metadata(path)?.permissions();
+        p.set_readonly(true);
+        let _ = exec;
+        fs::set_permissions(path, p)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    /// A tier root with one staged entry holding `files`.
+    fn staged(root: &Path, key: char, files: &[(&str, &[u8])]) -> PathBuf {
+        let dir = root
+            .join(".staging")
+            .join(format!("{}-1-0", key.to_string().repeat(64)));
+        for (rel, bytes) in files {
+            let path = dir.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, bytes).unwrap();
+        }
+        dir
+    }
+
+    /// Publish a staged dir as the entry of its key (what the store does).
+    fn publish(root: &Path, staged: &Path) -> PathBuf {
+        let name = staged.file_name().unwrap().to_str().unwrap()[..64].to_owned();
+        let dir = root.join(name);
+        fs::rename(staged, &dir).unwrap();
+        dir
+    }
+
+    fn blob_count(blobs: &Blobs) -> usize {
+        fs::read_dir(blobs.dir())
+            .unwrap()
+            .flatten()
+            .filter(|s| s.file_name().len() == 2)
+            .map(|s| fs::read_dir(s.path()).unwrap().count())
+            .sum()
+    }
+
+    #[test]
+    fn identical_files_of_two_tiers_are_stored_once_and_linked() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(cache.path());
+        let (a, b) = (cache.path().join("a"), cache.path().join("b"));
+        let one = staged(&a, 'a', &[("out/x.txt", b"same"), ("y", b"other")]);
+        let two = staged(&b, 'b', &[("x.txt", b"same")]);
+        let t1 = blobs.ingest(&a, &one, vec![]).unwrap();
+        let t2 = blobs.ingest(&b, &two, vec![]).unwrap();
+        assert_eq!(blob_count(&blobs), 2);
+        assert_eq!(t1.files[0].digest, t2.files[0].digest);
+        assert_eq!(t1.dirs, ["out"]);
+        let ino = |p: PathBuf| fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(one.join("out/x.txt")), ino(two.join("x.txt")));
+        assert_eq!(fs::read(two.join("x.txt")).unwrap(), b"same");
+        assert_eq!(Tree::read(&two).unwrap().unwrap(), t2);
+    }
+
+    #[test]
+    fn a_blob_that_does_not_match_its_digest_is_removed_when_read() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(cache.path());
+        let d = blobs.put(b"symbols").unwrap();
+        assert_eq!(blobs.read(&d).unwrap().unwrap(), b"symbols");
+        let path = blobs.path(&d, false);
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        fs::write(&path, b"symbolz").unwrap();
+        assert_eq!(blobs.read(&d).unwrap(), None);
+        assert!(!path.exists());
+        assert_eq!(blobs.put(b"symbols").unwrap(), d);
+        assert_eq!(blobs.read(&d).unwrap().unwrap(), b"symbols");
+    }
+
+    #[test]
+    fn a_sweep_keeps_what_entries_name_and_waits_for_builds() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(cache.path());
+        let root = cache.path().join("t");
+        let named = blobs.put(b"named by the entry").unwrap();
+        let loose = blobs.put(b"named by no one").unwrap();
+        let entry = publish(&root, &staged(&root, 'a', &[("f", b"file")]));
+        let gone = publish(&root, &staged(&root, 'b', &[("g", b"gone")]));
+        // A build may not name a blob the store lacks.
+        let e = blobs
+            .ingest(&root, &entry, vec![Digest::of(b"never stored")])
+            .unwrap_err();
+        assert!(e.to_string().contains("does not hold"), "{e}");
+        blobs.ingest(&root, &entry, vec![named]).unwrap();
+        blobs.ingest(&root, &gone, vec![]).unwrap();
+        fs::remove_dir_all(&gone).unwrap();
+        // A build holds the lease: nothing is swept.
+        let lease = blobs.lease().unwrap();
+        assert_eq!(blobs.sweep().unwrap(), None);
+        drop(lease);
+        let swept = blobs.sweep().unwrap().unwrap();
+        assert_eq!(swept.blobs, 2, "`loose` and the removed entry's file");
+        assert!(blobs.contains(&named) && !blobs.contains(&loose));
+        assert_eq!(fs::read(entry.join("f")).unwrap(), b"file");
+        // Every entry gone: the store is empty.
+        fs::remove_dir_all(&entry).unwrap();
+        blobs.sweep().unwrap().unwrap();
+        assert_eq!(blob_count(&blobs), 0);
+        // A damaged tree stops the sweep before it removes anything.
+        let kept = publish(&root, &staged(&root, 'c', &[("h", b"kept")]));
+        blobs.ingest(&root, &kept, vec![]).unwrap();
+        fs::write(kept.join(TREE), b"{").unwrap();
+        blobs.sweep().unwrap_err();
+        assert_eq!(blob_count(&blobs), 1);
+    }
+
+    #[test]
+    fn carried_blobs_are_checked_against_their_names() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(cache.path());
+        let dir = cache.path().join("staged");
+        let carried = dir.join(CARRIED);
+        fs::create_dir_all(&carried).unwrap();
+        let good = Digest::of(b"good");
+        fs::write(carried.join(good.to_string()), b"good").unwrap();
+        assert_eq!(blobs.take_carried(&dir).unwrap(), [good]);
+        assert!(blobs.contains(&good) && !carried.exists());
+        fs::create_dir_all(&carried).unwrap();
+        fs::write(carried.join(Digest::of(b"x").to_string()), b"not x").unwrap();
+        let e = blobs.take_carried(&dir).unwrap_err().to_string();
+        assert!(e.contains("does not match its name"), "{e}");
+        assert!(!blobs.contains(&Digest::of(b"x")));
+    }
+}
