@@ -108,16 +108,15 @@ impl<'de> Deserialize<'de> for Digest {
 }
 
 /// One file of a [`Tree`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeFile {
     pub path: String,
     pub digest: Digest,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub exec: bool,
 }
 
 /// A symbolic link of a [`Tree`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeLink {
     pub path: String,
     pub target: String,
@@ -125,17 +124,13 @@ pub struct TreeLink {
 
 /// What an entry is made of: relative path → blob, links, directories, and the
 /// blobs it names without holding them as files.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tree {
     pub format: u32,
-    #[serde(default)]
     pub files: Vec<TreeFile>,
-    #[serde(default)]
     pub links: Vec<TreeLink>,
-    #[serde(default)]
     pub dirs: Vec<String>,
     /// Blobs the kind named ([`BuildOutcome::blobs`](crate::BuildOutcome::blobs)).
-    #[serde(default)]
     pub named: Vec<Digest>,
 }
 
@@ -149,17 +144,85 @@ impl Tree {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
-        let tree: Tree = serde_json::from_slice(&bytes).map_err(|e| Error::Marker {
-            path: path.clone(),
-            why: format!("not a tree: {e}"),
-        })?;
-        if tree.format != TREE_FORMAT {
-            return Err(Error::Marker {
-                path,
-                why: format!("tree format {} is not {TREE_FORMAT}", tree.format),
-            });
+        Tree::decode(&bytes)
+            .map(Some)
+            .map_err(|why| Error::Marker { path, why })
+    }
+
+    /// The binary layout: `TTRE`, the format (u32), then files (exec byte,
+    /// digest, path), links (path, target), directories (path) and named
+    /// digests, each list after its u32 count; strings are a u32 length and
+    /// UTF-8 bytes; integers little-endian.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Vec::with_capacity(16 + self.files.len() * 48 + self.named.len() * 32);
+        let put_str = |w: &mut Vec<u8>, s: &str| {
+            w.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            w.extend_from_slice(s.as_bytes());
+        };
+        w.extend_from_slice(TREE_MAGIC);
+        w.extend_from_slice(&self.format.to_le_bytes());
+        w.extend_from_slice(&(self.files.len() as u32).to_le_bytes());
+        for f in &self.files {
+            w.push(u8::from(f.exec));
+            w.extend_from_slice(f.digest.as_bytes());
+            put_str(&mut w, &f.path);
         }
-        Ok(Some(tree))
+        w.extend_from_slice(&(self.links.len() as u32).to_le_bytes());
+        for l in &self.links {
+            put_str(&mut w, &l.path);
+            put_str(&mut w, &l.target);
+        }
+        w.extend_from_slice(&(self.dirs.len() as u32).to_le_bytes());
+        for d in &self.dirs {
+            put_str(&mut w, d);
+        }
+        w.extend_from_slice(&(self.named.len() as u32).to_le_bytes());
+        for d in &self.named {
+            w.extend_from_slice(d.as_bytes());
+        }
+        w
+    }
+
+    /// [`Tree::encode`] read back; every path must be relative and stay inside
+    /// the entry.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Tree, String> {
+        let mut r = TreeReader { bytes, at: 0 };
+        if r.take(4)? != TREE_MAGIC {
+            return Err("not a tree".into());
+        }
+        let format = r.u32()?;
+        if format != TREE_FORMAT {
+            return Err(format!("tree format {format} is not {TREE_FORMAT}"));
+        }
+        let mut tree = Tree {
+            format,
+            ..Tree::default()
+        };
+        for _ in 0..r.count(37)? {
+            let exec = match r.take(1)?[0] {
+                0 => false,
+                1 => true,
+                b => return Err(format!("{b} is not an executable flag")),
+            };
+            let digest = r.digest()?;
+            let path = r.path()?;
+            tree.files.push(TreeFile { path, digest, exec });
+        }
+        for _ in 0..r.count(8)? {
+            let path = r.path()?;
+            let target = r.str()?;
+            tree.links.push(TreeLink { path, target });
+        }
+        for _ in 0..r.count(4)? {
+            tree.dirs.push(r.path()?);
+        }
+        for _ in 0..r.count(32)? {
+            tree.named.push(r.digest()?);
+        }
+        if r.at != bytes.len() {
+            return Err("trailing bytes after the tree".into());
+        }
+        Ok(tree)
     }
 
     /// Every blob the tree uses, as file names in the store.
@@ -168,6 +231,56 @@ impl Tree {
             .iter()
             .map(|f| (f.digest, f.exec))
             .chain(self.named.iter().map(|d| (*d, false)))
+    }
+}
+
+const TREE_MAGIC: &[u8; 4] = b"TTRE";
+
+struct TreeReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl TreeReader<'_> {
+    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
+        let end = end.ok_or_else(|| format!("the tree ends early, at byte {}", self.at))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn u32(&mut self) -> std::result::Result<u32, String> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    /// A count of items of at least `min` bytes each, checked against the
+    /// bytes left, not trusted further.
+    fn count(&mut self, min: usize) -> std::result::Result<usize, String> {
+        let n = self.u32()? as usize;
+        match n.checked_mul(min) {
+            Some(need) if need <= self.bytes.len() - self.at => Ok(n),
+            _ => Err(format!("a count of {n} at byte {} is too large", self.at)),
+        }
+    }
+
+    fn digest(&mut self) -> std::result::Result<Digest, String> {
+        Ok(Digest(self.take(32)?.try_into().expect("32 bytes")))
+    }
+
+    fn str(&mut self) -> std::result::Result<String, String> {
+        let n = self.u32()? as usize;
+        let at = self.at;
+        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| format!("invalid UTF-8 at byte {at}"))
+    }
+
+    /// A relative path with no `..`, `.` or empty component.
+    fn path(&mut self) -> std::result::Result<String, String> {
+        let p = self.str()?;
+        if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(format!("`{p}` is not a path inside the entry"));
+        }
+        Ok(p)
     }
 }
 
@@ -265,6 +378,31 @@ impl Blobs {
         Ok(Some(bytes))
     }
 
+    /// The digests of the (non-executable) blobs there: one read of each shard,
+    /// for callers that would otherwise look up thousands one by one.
+    pub fn list(&self) -> Result<HashSet<Digest>> {
+        let mut out = HashSet::new();
+        let read = match fs::read_dir(&self.dir) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        for shard in read.flatten() {
+            if shard.file_name().len() != 2 {
+                continue;
+            }
+            let Ok(blobs) = fs::read_dir(shard.path()) else {
+                continue;
+            };
+            out.extend(
+                blobs
+                    .flatten()
+                    .filter_map(|b| b.file_name().to_str().and_then(Digest::parse)),
+            );
+        }
+        Ok(out)
+    }
+
     /// Take the build lease (see [`Lease`]). Creates the store.
     pub fn lease(&self) -> Result<Lease> {
         fs::create_dir_all(&self.dir).at(&self.dir)?;
@@ -298,7 +436,8 @@ impl Blobs {
     }
 
     /// Store every file of `dir`, a staging dir of `tier_root`, and write its tree there (with
-    /// `named`, the blobs the kind named, which must all be stored). Each file
+    /// `named`, the blobs the kind named: the kind makes sure they are stored,
+    /// and whoever reads one finds it missing or damaged if it is not). Each file
     /// becomes a hard link to its blob, read-only, so identical files of any
     /// entries are stored once. The top-level marker and tree are not part of it.
     pub fn ingest(&self, tier_root: &Path, dir: &Path, named: Vec<Digest>) -> Result<Tree> {
@@ -308,14 +447,6 @@ impl Blobs {
             named,
             ..Tree::default()
         };
-        for d in &tree.named {
-            if !self.contains(d) {
-                return Err(Error::build(format!(
-                    "the build named the blob {d}, which the store `{}` does not hold",
-                    self.dir.display()
-                )));
-            }
-        }
         let walk = walkdir::WalkDir::new(dir)
             .min_depth(1)
             .follow_links(false)
@@ -367,8 +498,7 @@ impl Blobs {
             }
             // Sockets and fifos are not content: left out of the tree.
         }
-        let bytes = serde_json::to_vec(&tree).expect("a tree always serializes");
-        crate::fsutil::write_atomic(&dir.join(TREE), &bytes)?;
+        crate::fsutil::write_atomic(&dir.join(TREE), &tree.encode())?;
         Ok(tree)
     }
 
@@ -702,11 +832,6 @@ mod tests {
         let loose = blobs.put(b"named by no one").unwrap();
         let entry = publish(&root, &staged(&root, 'a', &[("f", b"file")]));
         let gone = publish(&root, &staged(&root, 'b', &[("g", b"gone")]));
-        // A build may not name a blob the store lacks.
-        let e = blobs
-            .ingest(&root, &entry, vec![Digest::of(b"never stored")])
-            .unwrap_err();
-        assert!(e.to_string().contains("does not hold"), "{e}");
         blobs.ingest(&root, &entry, vec![named]).unwrap();
         blobs.ingest(&root, &gone, vec![]).unwrap();
         fs::remove_dir_all(&gone).unwrap();
@@ -725,9 +850,42 @@ mod tests {
         // A damaged tree stops the sweep before it removes anything.
         let kept = publish(&root, &staged(&root, 'c', &[("h", b"kept")]));
         blobs.ingest(&root, &kept, vec![]).unwrap();
-        fs::write(kept.join(TREE), b"{").unwrap();
+        fs::write(kept.join(TREE), b"TTRE").unwrap();
         blobs.sweep().unwrap_err();
         assert_eq!(blob_count(&blobs), 1);
+    }
+
+    #[test]
+    fn a_tree_round_trips_and_a_damaged_or_escaping_one_is_refused() {
+        let tree = Tree {
+            format: TREE_FORMAT,
+            files: vec![TreeFile {
+                path: "db/ünï.txt".into(),
+                digest: Digest::of(b"a"),
+                exec: true,
+            }],
+            links: vec![TreeLink {
+                path: "db/link".into(),
+                target: "ünï.txt".into(),
+            }],
+            dirs: vec!["db".into()],
+            named: vec![Digest::of(b"b")],
+        };
+        let bytes = tree.encode();
+        assert_eq!(Tree::decode(&bytes).unwrap(), tree);
+        for cut in 0..bytes.len() {
+            assert!(Tree::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes");
+        }
+        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
+            let mut t = tree.clone();
+            t.dirs = vec![bad.into()];
+            let e = Tree::decode(&t.encode()).unwrap_err();
+            assert!(e.contains("not a path inside"), "{bad}: {e}");
+        }
+        // A count larger than the bytes left is refused before anything is made.
+        let mut huge = bytes[..8].to_vec();
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Tree::decode(&huge).unwrap_err().contains("too large"));
     }
 
     #[test]

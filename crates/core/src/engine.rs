@@ -1097,7 +1097,15 @@ impl Engine {
             }
             t.store.publish_in_place(&marker, lock)?;
         } else {
-            cx.blobs.ingest(t.store.root(), build_dir.path(), named)?;
+            let ingesting = Instant::now();
+            let tree = cx.blobs.ingest(t.store.root(), build_dir.path(), named)?;
+            tracing::debug!(
+                tier = %t.name,
+                "stored {} files as blobs, {} named, in {:.3} s",
+                tree.files.len(),
+                tree.named.len(),
+                ingesting.elapsed().as_secs_f64()
+            );
             t.store.publish(build_dir.path(), &marker, lock)?;
         }
         build_dir.disarm();

@@ -593,7 +593,7 @@ impl Store {
 }
 
 fn write_marker(dir: &Path, marker: &Marker) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(marker).expect("a marker always serializes");
+    let bytes = serde_json::to_vec(marker).expect("a marker always serializes");
     write_atomic(&dir.join(MARKER), &bytes)
 }
 

@@ -114,23 +114,20 @@ pub(crate) struct Job {
 pub(super) struct Prev {
     pub dir: PathBuf,
     pub index: Index,
+    /// Content digest → digest of its per-file entry in the store.
+    pub per_file: HashMap<String, String>,
 }
 
 impl Prev {
     fn load(dir: &Path) -> Result<Option<Prev>, TierError> {
-        Ok(Index::load_current(dir)?.map(|index| Prev {
+        let Some(index) = Index::load_current(dir)? else {
+            return Ok(None);
+        };
+        Ok(Some(Prev {
             dir: dir.to_owned(),
             index,
+            per_file: per_file::load(dir)?,
         }))
-    }
-
-    /// Content digest → digest of its per-file entry in the store.
-    fn per_file(&self) -> HashMap<String, String> {
-        self.index
-            .files
-            .values()
-            .map(|f| (f.digest.clone(), f.symbols.clone()))
-            .collect()
     }
 }
 
@@ -183,7 +180,10 @@ impl Job {
         });
         clock.lap("previous entry and rows");
         // Content digest → per-file entry, from the previous index.
-        let known: HashMap<String, String> = prev.as_ref().map(Prev::per_file).unwrap_or_default();
+        let known: HashMap<String, String> = prev
+            .as_ref()
+            .map(|p| p.per_file.clone())
+            .unwrap_or_default();
         let built = match self.run_with(prev.as_ref(), &known, &rows, clock) {
             // About the previous entry: its index, or a blob it names.
             Err(e)
@@ -277,12 +277,16 @@ impl Job {
                 .collect();
             known.extend(per_file::find(&self.others, &unknown));
         }
-        let known = &known;
+        // One listing of the store, not a look-up per content.
+        let present = self.blobs.list().map_err(|e| TierError::Read {
+            path: self.blobs.dir().to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let stored = |digest: &str| {
             known
                 .get(digest)
                 .and_then(|s| Digest::parse(s))
-                .is_some_and(|d| self.blobs.contains(&d))
+                .is_some_and(|d| present.contains(&d))
         };
         let to_parse: Vec<(&str, &[usize])> = by_digest
             .iter()
@@ -296,7 +300,7 @@ impl Job {
     fn build_with(
         &self,
         prev: Option<&Prev>,
-        known: &HashMap<String, String>,
+        known: HashMap<String, String>,
         rows: &[Row],
         to_parse: &[(&str, &[usize])],
         mut clock: Clock,
@@ -310,7 +314,7 @@ impl Job {
         let parsed = self.parse(rows, to_parse, keep)?;
         let mut loader = Loader {
             job: self,
-            per_file: known.clone(),
+            per_file: known,
             kept: HashMap::new(),
             repaired: Mutex::new(HashMap::new()),
         };
@@ -431,6 +435,12 @@ impl Job {
                 })
         };
         let symbols = rows.iter().map(symbols_of).collect::<Result<Vec<_>, _>>()?;
+        per_file::save(
+            &self.build_dir,
+            rows.iter()
+                .map(|r| r.digest.as_str())
+                .zip(symbols.iter().map(String::as_str)),
+        )?;
         let mut named: Vec<Digest> = symbols
             .iter()
             .chain(buckets.values())
@@ -447,13 +457,11 @@ impl Job {
                 .iter()
                 .zip(interfaces)
                 .zip(deps.iter_mut())
-                .zip(symbols)
-                .map(|(((r, interface), deps), symbols)| {
+                .map(|((r, interface), deps)| {
                     (
                         r.path.clone(),
                         IndexFile {
                             digest: r.digest.clone(),
-                            symbols,
                             module: r.module.clone(),
                             interface,
                             errors: errors.get(r.digest.as_str()).copied().unwrap_or(0),
@@ -467,7 +475,6 @@ impl Job {
         };
         index.compact_names();
         index.save(&self.build_dir)?;
-        per_file::save(&self.build_dir, &index)?;
         free_later(index);
         clock.lap("index.bin");
         Ok((counts, named))

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use py_symbols::codec::digest_bytes;
 use tiers_core::Digest;
 
-use super::table::Index;
 use super::TierError;
 
 pub(crate) const PER_FILE: &str = "per-file.bin";
@@ -20,12 +19,14 @@ const FORMAT: u32 = 1;
 const HEADER: usize = 8;
 const RECORD: usize = 64;
 
-/// Write the pairs of `index` into `dir`.
-pub(crate) fn save(dir: &Path, index: &Index) -> Result<(), TierError> {
-    let mut pairs: Vec<([u8; 32], [u8; 32])> = index
-        .files
-        .values()
-        .filter_map(|f| Some((digest_bytes(&f.digest)?, digest_bytes(&f.symbols)?)))
+/// Write the `pairs` (content digest, per-file entry digest, both hex) into `dir`.
+pub(crate) fn save<'a>(
+    dir: &Path,
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), TierError> {
+    let mut pairs: Vec<([u8; 32], [u8; 32])> = pairs
+        .into_iter()
+        .filter_map(|(c, s)| Some((digest_bytes(c)?, digest_bytes(s)?)))
         .collect();
     pairs.sort_unstable();
     pairs.dedup_by(|a, b| a.0 == b.0);
@@ -75,6 +76,38 @@ pub(crate) fn find(entries: &[PathBuf], wanted: &[&str]) -> HashMap<String, Stri
         });
     }
     found
+}
+
+/// The pairs of `dir`'s `per-file.bin`: content digest → per-file entry.
+pub(crate) fn load(dir: &Path) -> Result<HashMap<String, String>, TierError> {
+    let path = dir.join(PER_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| TierError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let records = records(&bytes).ok_or_else(|| TierError::Corrupt {
+        path,
+        why: "not a list of per-file entries".into(),
+    })?;
+    Ok(records
+        .into_iter()
+        .map(|r| {
+            let half = |b: &[u8]| Digest::from_bytes(b.try_into().expect("32 bytes")).to_string();
+            (half(&r[..32]), half(&r[32..]))
+        })
+        .collect())
+}
+
+/// The per-file entry of `content` in `map`, read from `dir`.
+pub(crate) fn of<'m>(
+    map: &'m HashMap<String, String>,
+    dir: &Path,
+    content: &str,
+) -> Result<&'m str, TierError> {
+    map.get(content).map(String::as_str).ok_or_else(|| TierError::Corrupt {
+        path: dir.join(PER_FILE),
+        why: format!("it names no per-file entry for the content {content}"),
+    })
 }
 
 /// The records of a `per-file.bin`, or `None` if it is not one.

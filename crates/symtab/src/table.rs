@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::build::Counts;
+use super::per_file;
 use super::TierError;
 use py_symbols::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
 use tiers_core::{Blobs, Digest};
@@ -40,11 +41,8 @@ pub(crate) struct Index {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct IndexFile {
-    /// SHA-256 of the content.
+    /// SHA-256 of the content: `per-file.bin` names its per-file entry.
     pub digest: String,
-    /// SHA-256 of its per-file entry ([`FileSymbols`] in the codec's
-    /// encoding): a blob of the cache's store.
-    pub symbols: String,
     /// `None` for a file without a module name (see [`py_symbols::module_name`]).
     pub module: Option<String>,
     /// Digest of the module's [`Interface`](py_symbols::Interface).
@@ -248,7 +246,6 @@ impl Index {
         for (path, f) in &self.files {
             w.str(path);
             w.digest(&f.digest)?;
-            w.digest(&f.symbols)?;
             w.opt_str(&f.module);
             match &f.interface {
                 None => w.tag(0),
@@ -286,7 +283,6 @@ impl Index {
         let files = sorted(&mut r, |r| {
             let file = IndexFile {
                 digest: r.digest()?,
-                symbols: r.digest()?,
                 module: r.opt_str()?,
                 interface: r.opt(codec::Reader::digest)?,
                 errors: r.u32()?,
@@ -384,6 +380,7 @@ pub struct TableFile {
 /// store of the cache dir it is in.
 pub fn load_table(entry_dir: &Path, blobs: &Blobs) -> Result<SymbolTable, TierError> {
     let index = Index::load(entry_dir)?;
+    let per_file = per_file::load(entry_dir)?;
     let mut files = Vec::with_capacity(index.files.len());
     for (path, f) in &index.files {
         files.push(TableFile {
@@ -392,7 +389,7 @@ pub fn load_table(entry_dir: &Path, blobs: &Blobs) -> Result<SymbolTable, TierEr
             digest: f.digest.clone(),
             interface: f.interface.clone(),
             errors: f.errors,
-            symbols: read_symbols(blobs, &f.symbols)?,
+            symbols: read_symbols(blobs, per_file::of(&per_file, entry_dir, &f.digest)?)?,
         });
     }
     let mut graph = ResolvedGraph {
@@ -480,6 +477,7 @@ fn corrupt(path: &Path) -> impl Fn(codec::CodecError) -> TierError + '_ {
 /// time. What `tiers export` writes.
 pub fn export(entry_dir: &Path, blobs: &Blobs, out: &mut dyn Write) -> Result<(), TierError> {
     let index = Index::load(entry_dir)?;
+    let per_file = per_file::load(entry_dir)?;
     let w = |r: std::io::Result<()>| r.map_err(TierError::Output);
     let json = |r: serde_json::Result<()>| r.map_err(|e| TierError::Output(e.into()));
     w(write!(
@@ -488,7 +486,7 @@ pub fn export(entry_dir: &Path, blobs: &Blobs, out: &mut dyn Write) -> Result<()
         index.extractor_version, index.schema_version
     ))?;
     for (i, (path, f)) in index.files.iter().enumerate() {
-        let symbols = read_symbols(blobs, &f.symbols)?;
+        let symbols = read_symbols(blobs, per_file::of(&per_file, entry_dir, &f.digest)?)?;
         w(write!(
             out,
             "{}{{\"path\":{},\"module\":{},\"digest\":{},\"interface\":{},\"errors\":{},\"symbols\":",
@@ -544,7 +542,6 @@ mod tests {
     fn sample() -> Index {
         let row = |module: Option<&str>, errors| IndexFile {
             digest: "ab".repeat(32),
-            symbols: "12".repeat(32),
             module: module.map(str::to_owned),
             interface: module.map(|_| "cd".repeat(32)),
             errors,
