@@ -34,10 +34,7 @@ fn entry_dir(run: &Run, tier: &str) -> PathBuf {
 
 /// `<entry>/entry.tree`, parsed.
 fn tree(entry: &Path) -> Value {
-    let path = entry.join("entry.tree");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", path.display()));
-    serde_json::from_str(&text).expect("a tree is JSON")
+    support::entry_tree(entry).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Where the store keeps the blob `digest` (`.x`: executable).
@@ -87,10 +84,7 @@ fn tree_blobs(tree: &Value) -> Vec<(String, bool)> {
 /// Every blob the entry's tree names, and every file it lists, is there and holds
 /// the bytes of its digest; `Err` says which is not.
 fn check_entry(cache: &Path, entry: &Path) -> Result<(), String> {
-    let path = entry.join("entry.tree");
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("`{}`: {e}", path.display()))?;
-    let tree: Value =
-        serde_json::from_str(&text).map_err(|e| format!("`{}`: {e}", path.display()))?;
+    let tree = support::entry_tree(entry)?;
     for (digest, exec) in tree_blobs(&tree) {
         let path = blob_path(cache, &digest, exec);
         match std::fs::read(&path) {

@@ -223,3 +223,24 @@ out = pathlib.Path(os.environ["TIERS_OUT"])
 pub fn runs(p: &Project, tier: &str) -> usize {
     p.read("runs.log").lines().filter(|l| *l == tier).count()
 }
+
+/// `<entry>/entry.tree` as JSON: `{"files": [{"path", "digest", "exec"}], "named":
+/// [digest]}`, read with the engine's decoder (the layout is binary).
+pub fn entry_tree(entry: &Path) -> Result<Value, String> {
+    let tree = tiers::Tree::read(entry)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("`{}` has no tree", entry.display()))?;
+    let files: Vec<Value> = tree
+        .files
+        .iter()
+        .map(|f| {
+            serde_json::json!({
+                "path": f.path.to_string_lossy(),
+                "digest": f.digest.to_string(),
+                "exec": f.exec,
+            })
+        })
+        .collect();
+    let named: Vec<String> = tree.named.iter().map(ToString::to_string).collect();
+    Ok(serde_json::json!({ "files": files, "named": named }))
+}

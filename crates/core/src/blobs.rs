@@ -110,7 +110,8 @@ impl<'de> Deserialize<'de> for Digest {
 /// One file of a [`Tree`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeFile {
-    pub path: String,
+    /// Relative, `/`-separated; any bytes but `/` and NUL in a name.
+    pub path: PathBuf,
     pub digest: Digest,
     pub exec: bool,
 }
@@ -118,8 +119,8 @@ pub struct TreeFile {
 /// A symbolic link of a [`Tree`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TreeLink {
-    pub path: String,
-    pub target: String,
+    pub path: PathBuf,
+    pub target: PathBuf,
 }
 
 /// What an entry is made of: relative path → blob, links, directories, and the
@@ -129,7 +130,7 @@ pub struct Tree {
     pub format: u32,
     pub files: Vec<TreeFile>,
     pub links: Vec<TreeLink>,
-    pub dirs: Vec<String>,
+    pub dirs: Vec<PathBuf>,
     /// Blobs the kind named ([`BuildOutcome::blobs`](crate::BuildOutcome::blobs)).
     pub named: Vec<Digest>,
 }
@@ -151,13 +152,14 @@ impl Tree {
 
     /// The binary layout: `TTRE`, the format (u32), then files (exec byte,
     /// digest, path), links (path, target), directories (path) and named
-    /// digests, each list after its u32 count; strings are a u32 length and
-    /// UTF-8 bytes; integers little-endian.
+    /// digests, each list after its u32 count; paths are a u32 length and
+    /// their bytes; integers little-endian.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Vec::with_capacity(16 + self.files.len() * 48 + self.named.len() * 32);
-        let put_str = |w: &mut Vec<u8>, s: &str| {
-            w.extend_from_slice(&(s.len() as u32).to_le_bytes());
-            w.extend_from_slice(s.as_bytes());
+        let put_str = |w: &mut Vec<u8>, p: &Path| {
+            let b = p.as_os_str().as_encoded_bytes();
+            w.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            w.extend_from_slice(b);
         };
         w.extend_from_slice(TREE_MAGIC);
         w.extend_from_slice(&self.format.to_le_bytes());
@@ -210,7 +212,7 @@ impl Tree {
         }
         for _ in 0..r.count(8)? {
             let path = r.path()?;
-            let target = r.str()?;
+            let target = r.bytes_path()?;
             tree.links.push(TreeLink { path, target });
         }
         for _ in 0..r.count(4)? {
@@ -236,6 +238,17 @@ impl Tree {
 
 const TREE_MAGIC: &[u8; 4] = b"TTRE";
 
+#[cfg(unix)]
+fn path_of_bytes(b: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(b))
+}
+
+#[cfg(not(unix))]
+fn path_of_bytes(b: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(b).into_owned())
+}
+
 struct TreeReader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -251,7 +264,9 @@ impl TreeReader<'_> {
     }
 
     fn u32(&mut self) -> std::result::Result<u32, String> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     /// A count of items of at least `min` bytes each, checked against the
@@ -268,17 +283,24 @@ impl TreeReader<'_> {
         Ok(Digest(self.take(32)?.try_into().expect("32 bytes")))
     }
 
-    fn str(&mut self) -> std::result::Result<String, String> {
+    fn bytes_path(&mut self) -> std::result::Result<PathBuf, String> {
         let n = self.u32()? as usize;
-        let at = self.at;
-        String::from_utf8(self.take(n)?.to_vec()).map_err(|_| format!("invalid UTF-8 at byte {at}"))
+        let b = self.take(n)?;
+        if b.contains(&0) {
+            return Err(format!("a path at byte {} holds a NUL", self.at - n));
+        }
+        Ok(path_of_bytes(b))
     }
 
     /// A relative path with no `..`, `.` or empty component.
-    fn path(&mut self) -> std::result::Result<String, String> {
-        let p = self.str()?;
-        if p.is_empty() || p.starts_with('/') || p.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-            return Err(format!("`{p}` is not a path inside the entry"));
+    fn path(&mut self) -> std::result::Result<PathBuf, String> {
+        let p = self.bytes_path()?;
+        let b = p.as_os_str().as_encoded_bytes();
+        if b.is_empty()
+            || b.split(|c| *c == b'/')
+                .any(|c| c.is_empty() || c == b"." || c == b"..")
+        {
+            return Err(format!("`{}` is not a path inside the entry", p.display()));
         }
         Ok(p)
     }
@@ -465,33 +487,19 @@ impl Blobs {
             {
                 continue;
             }
-            let Some(rel_str) = rel.to_str() else {
-                return Err(Error::build(format!(
-                    "`{}` is not a UTF-8 name: tiers cannot store it",
-                    path.display()
-                )));
-            };
-            let rel_str = rel_str.replace(std::path::MAIN_SEPARATOR, "/");
+            let rel = rel.to_owned();
             let ft = item.file_type();
             if ft.is_dir() {
-                tree.dirs.push(rel_str);
+                tree.dirs.push(rel);
             } else if ft.is_symlink() {
                 let target = fs::read_link(path).at(path)?;
-                let Some(target) = target.to_str() else {
-                    return Err(Error::build(format!(
-                        "the symlink `{}` has a target that is not UTF-8: tiers cannot store it",
-                        path.display()
-                    )));
-                };
-                tree.links.push(TreeLink {
-                    path: rel_str,
-                    target: target.to_owned(),
-                });
+                tree.links.push(TreeLink { path: rel, target });
             } else if ft.is_file() {
-                let exec = is_exec(&item.metadata().map_err(|e| Error::io(path, e.into()))?);
-                let digest = self.put_file(path, exec)?;
+                let meta = item.metadata().map_err(|e| Error::io(path, e.into()))?;
+                let digest = self.put_file(path, &meta)?;
+                let exec = is_exec(&meta);
                 tree.files.push(TreeFile {
-                    path: rel_str,
+                    path: rel,
                     digest,
                     exec,
                 });
@@ -502,40 +510,72 @@ impl Blobs {
         Ok(tree)
     }
 
-    /// Store the file at `path` as a blob and make `path` a hard link to it.
-    fn put_file(&self, path: &Path, exec: bool) -> Result<Digest> {
+    /// Store the file at `path` (whose metadata is `meta`) as a blob and make
+    /// `path` a hard link to it. A blob already there is checked first: one
+    /// whose bytes do not match its name is replaced. A file with other links
+    /// (the build linked it from elsewhere, maybe from the project) is copied,
+    /// never made read-only or adopted as the blob.
+    fn put_file(&self, path: &Path, meta: &fs::Metadata) -> Result<Digest> {
+        let exec = is_exec(meta);
         let digest = hash_file(path)?;
         let blob = self.path(&digest, exec);
-        if blob.is_file() {
-            // Identical content is stored once: the file becomes the blob's link.
-            // Where that is not possible (another file system, too many links)
-            // the file stays as it is.
-            let tmp = path.with_file_name(format!(".tiers-link-{}", unique_suffix()));
-            if fs::hard_link(&blob, &tmp).is_ok() && fs::rename(&tmp, path).is_err() {
-                let _ = fs::remove_file(&tmp);
+        let foreign = links(meta) > 1;
+        let sound = blob.is_file() && self.holds(&blob, &digest, meta.len());
+        if !sound && !foreign {
+            set_read_only(path, exec).at(path)?;
+            let tmp = self.tmp()?;
+            let adopted = fs::hard_link(path, &tmp).is_ok();
+            if adopted {
+                self.settle(&tmp, &blob, exec)?;
+                return Ok(digest);
             }
-            return Ok(digest);
         }
-        set_read_only(path, exec).at(path)?;
-        match fs::hard_link(path, &blob) {
-            Ok(()) => return Ok(digest),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(digest),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let shard = blob.parent().expect("a blob is in a shard");
-                fs::create_dir_all(shard).at(shard)?;
-                match fs::hard_link(path, &blob) {
-                    Ok(()) => return Ok(digest),
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(digest),
-                    Err(_) => {}
-                }
-            }
-            Err(_) => {}
+        if !sound {
+            // A copy (another file system, or a file the build does not own),
+            // renamed into place whole, over a damaged blob if there is one.
+            let tmp = self.tmp()?;
+            fs::copy(path, &tmp).at(&tmp)?;
+            self.settle(&tmp, &blob, exec)?;
         }
-        // Another file system: a copy, renamed into place whole.
-        let tmp = self.tmp()?;
-        fs::copy(path, &tmp).at(&tmp)?;
-        self.settle(&tmp, &blob, exec)?;
+        // Identical content is stored once: the file becomes the blob's link.
+        // Where that is not possible (another file system, too many links) the
+        // file stays as it is.
+        let tmp = path.with_file_name(format!(".tiers-link-{}", unique_suffix()));
+        if fs::hard_link(&blob, &tmp).is_ok() && fs::rename(&tmp, path).is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
         Ok(digest)
+    }
+
+    /// Whether the blob at `blob` holds the bytes of `digest` (`len` of them).
+    fn holds(&self, blob: &Path, digest: &Digest, len: u64) -> bool {
+        fs::metadata(blob).is_ok_and(|m| m.len() == len)
+            && hash_file(blob).is_ok_and(|d| d == *digest)
+    }
+
+    /// Check the entry at `dir` against its tree and the blobs it names against
+    /// their digests, before it leaves this machine: the first that does not
+    /// match (or is missing) is the error. A damaged named blob is removed.
+    pub fn verify(&self, dir: &Path, tree: &Tree) -> Result<()> {
+        let damaged = |path: PathBuf, why: &str| Error::Marker {
+            path,
+            why: format!("{why}\nhint: `tiers build --rebuild <tier>` builds the entry again"),
+        };
+        for f in &tree.files {
+            let path = dir.join(&f.path);
+            if hash_file(&path)? != f.digest {
+                return Err(damaged(path, "does not match the entry's record of it"));
+            }
+        }
+        for d in &tree.named {
+            if self.read(d)?.is_none() {
+                return Err(damaged(
+                    self.path(d, false),
+                    "is missing, or did not match its digest",
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Move the blobs an entry from a shared cache carried (`<dir>/.tiers-blobs/`)
@@ -727,6 +767,17 @@ pub fn hash_file(path: &Path) -> Result<Digest> {
 }
 
 #[cfg(unix)]
+fn links(m: &fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    m.nlink()
+}
+
+#[cfg(not(unix))]
+fn links(_m: &fs::Metadata) -> u64 {
+    1
+}
+
+#[cfg(unix)]
 fn is_exec(m: &fs::Metadata) -> bool {
     use std::os::unix::fs::PermissionsExt;
     m.permissions().mode() & 0o111 != 0
@@ -756,6 +807,7 @@ fn set_read_only(path: &Path, exec: bool) -> io::Result<()> {
 
 #[cfg(all(test, unix))]
 mod tests {
+    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
@@ -801,7 +853,7 @@ mod tests {
         let t2 = blobs.ingest(&b, &two, vec![]).unwrap();
         assert_eq!(blob_count(&blobs), 2);
         assert_eq!(t1.files[0].digest, t2.files[0].digest);
-        assert_eq!(t1.dirs, ["out"]);
+        assert_eq!(t1.dirs, [PathBuf::from("out")]);
         let ino = |p: PathBuf| fs::metadata(p).unwrap().ino();
         assert_eq!(ino(one.join("out/x.txt")), ino(two.join("x.txt")));
         assert_eq!(fs::read(two.join("x.txt")).unwrap(), b"same");
@@ -860,7 +912,7 @@ mod tests {
         let tree = Tree {
             format: TREE_FORMAT,
             files: vec![TreeFile {
-                path: "db/ünï.txt".into(),
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(b"db/caf\xe9.txt")),
                 digest: Digest::of(b"a"),
                 exec: true,
             }],
@@ -874,7 +926,10 @@ mod tests {
         let bytes = tree.encode();
         assert_eq!(Tree::decode(&bytes).unwrap(), tree);
         for cut in 0..bytes.len() {
-            assert!(Tree::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes");
+            assert!(
+                Tree::decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
         }
         for bad in ["../x", "/etc/passwd", "a//b", "a/./b", ""] {
             let mut t = tree.clone();

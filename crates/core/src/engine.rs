@@ -1015,21 +1015,13 @@ impl Engine {
             };
             let dir = t.store.entry_dir(key);
             let blobs = Blobs::of_cache_dir(&self.cache_dir);
+            // Nothing damaged leaves this machine: every file and named blob
+            // is checked against its digest first.
             let carried = match crate::blobs::Tree::read(&dir)? {
-                Some(tree) => tree
-                    .named
-                    .iter()
-                    .map(|d| {
-                        let path = blobs.path(d, false);
-                        match path.is_file() {
-                            true => Ok(path),
-                            false => Err(Error::build(format!(
-                                "the entry names the blob `{}`, which is missing",
-                                path.display()
-                            ))),
-                        }
-                    })
-                    .collect::<Result<Vec<_>>>()?,
+                Some(tree) => {
+                    blobs.verify(&dir, &tree)?;
+                    tree.named.iter().map(|d| blobs.path(d, false)).collect()
+                }
                 None => Vec::new(),
             };
             shared.store(&t.name, &marker, &dir, &carried).await?;
@@ -1226,7 +1218,7 @@ impl Engine {
             .filter_map(|k| t.store.alias(k))
             .collect();
         pointed.extend(served);
-        let removed = retain(t, how, &pointed)?;
+        let removed = retain(t, how, &pointed, self.pointer_ttl)?;
         if how != (Retain::Report { dry_run: true }) {
             Blobs::of_cache_dir(&self.cache_dir).note_removed(removed.len());
         }
@@ -1451,7 +1443,12 @@ enum Retain {
 
 /// Entries of `t` beyond its retention, least recently used first; removed unless
 /// a dry run. The current entry is never among them.
-fn retain(t: &Planned, how: Retain, pointed: &BTreeSet<Key>) -> Result<Vec<Removed>> {
+fn retain(
+    t: &Planned,
+    how: Retain,
+    pointed: &BTreeSet<Key>,
+    ttl: std::time::Duration,
+) -> Result<Vec<Removed>> {
     let dry_run = how == Retain::Report { dry_run: true };
     let mut entries = t.store.entries()?;
     // Pointed entries count first, whatever their age.
@@ -1479,7 +1476,10 @@ fn retain(t: &Planned, how: Retain, pointed: &BTreeSet<Key>) -> Result<Vec<Remov
             (None, Retain::Quiet) => 0,
         };
         if !dry_run {
-            t.store.remove(&e.key)?;
+            // A build may have pointed at it since `pointed` was read.
+            if !t.store.remove_unless_pointed(&e.key, ttl)? {
+                continue;
+            }
             tracing::info!(tier = %t.name, key = e.key.short(), "retention removed an entry");
         }
         removed.push(Removed {

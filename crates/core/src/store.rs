@@ -409,9 +409,29 @@ impl Store {
         remove_dir(&trash)
     }
 
+    /// Remove `key`'s entry (retention) unless a pointer used within `ttl` names
+    /// it, directly or through an alias: checked under the key's lock, which a
+    /// build holds until it has pointed at its entry. Returns whether it went.
+    pub fn remove_unless_pointed(&self, key: &Key, ttl: Duration) -> Result<bool> {
+        let lock = self.lock(key)?;
+        let pointed = self.pointed(ttl);
+        let named = pointed
+            .iter()
+            .any(|p| p == key || self.alias(p).as_ref() == Some(key));
+        if named {
+            return Ok(false);
+        }
+        self.remove_locked(key, lock)?;
+        Ok(true)
+    }
+
     /// Remove `key`'s entry (retention), under its lock, and what names it.
     pub fn remove(&self, key: &Key) -> Result<()> {
         let lock = self.lock(key)?;
+        self.remove_locked(key, lock)
+    }
+
+    fn remove_locked(&self, key: &Key, lock: KeyLock) -> Result<()> {
         let dir = self.entry_dir(key);
         if dir.exists() {
             self.discard(&dir)?;

@@ -104,10 +104,12 @@ pub(crate) fn of<'m>(
     dir: &Path,
     content: &str,
 ) -> Result<&'m str, TierError> {
-    map.get(content).map(String::as_str).ok_or_else(|| TierError::Corrupt {
-        path: dir.join(PER_FILE),
-        why: format!("it names no per-file entry for the content {content}"),
-    })
+    map.get(content)
+        .map(String::as_str)
+        .ok_or_else(|| TierError::Corrupt {
+            path: dir.join(PER_FILE),
+            why: format!("it names no per-file entry for the content {content}"),
+        })
 }
 
 /// The records of a `per-file.bin`, or `None` if it is not one.
