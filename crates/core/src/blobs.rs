@@ -425,6 +425,42 @@ impl Blobs {
         Ok(out)
     }
 
+    /// [`Blobs::list`] for a caller that knows which blobs were in the store at
+    /// `then`: a shard whose directory has not changed since (its change time,
+    /// which no one can set back, as `touch` sets a modification time) still
+    /// holds them, so only the shards written or swept since are read. Without
+    /// `then`, or with one from the future, every shard is.
+    pub fn present_since(&self, then: Option<std::time::SystemTime>) -> Result<Present> {
+        let mut present = Present {
+            listed: HashSet::new(),
+            unchanged: [false; 256],
+        };
+        let then = then.filter(|t| *t <= std::time::SystemTime::now());
+        for b in 0..=255u8 {
+            let shard = self.dir.join(format!("{b:02x}"));
+            let unchanged = then.is_some_and(|then| {
+                fs::metadata(&shard)
+                    .ok()
+                    .and_then(|m| changed_at(&m))
+                    .is_some_and(|changed| changed < then)
+            });
+            present.unchanged[usize::from(b)] = unchanged;
+            if unchanged {
+                continue;
+            }
+            let read = match fs::read_dir(&shard) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&shard, e)),
+            };
+            present.listed.extend(
+                read.flatten()
+                    .filter_map(|b| b.file_name().to_str().and_then(Digest::parse)),
+            );
+        }
+        Ok(present)
+    }
+
     /// Take the build lease (see [`Lease`]). Creates the store.
     pub fn lease(&self) -> Result<Lease> {
         fs::create_dir_all(&self.dir).at(&self.dir)?;
@@ -749,6 +785,34 @@ impl Blobs {
         }
         Ok(marked)
     }
+}
+
+/// Which blobs are in the store ([`Blobs::present_since`]).
+pub struct Present {
+    listed: HashSet<Digest>,
+    unchanged: [bool; 256],
+}
+
+impl Present {
+    /// Whether the blob of `digest` is there: one of those that were there at
+    /// the time given to [`Blobs::present_since`], or any listed.
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.unchanged[usize::from(digest.0[0])] || self.listed.contains(digest)
+    }
+}
+
+/// When the inode of `m` last changed (its ctime).
+#[cfg(unix)]
+fn changed_at(m: &fs::Metadata) -> Option<std::time::SystemTime> {
+    use std::os::unix::fs::MetadataExt;
+    let secs = u64::try_from(m.ctime()).ok()?;
+    let nanos = u32::try_from(m.ctime_nsec()).ok()?;
+    std::time::SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+}
+
+#[cfg(not(unix))]
+fn changed_at(m: &fs::Metadata) -> Option<std::time::SystemTime> {
+    m.modified().ok()
 }
 
 /// The SHA-256 of a file's bytes, read in blocks.

@@ -466,7 +466,7 @@ impl Engine {
                 }
             }
         }
-        let cx = self.context(t, upstream);
+        let cx = self.context(t, upstream, Mode::Status);
         let look = self.lookup(t, &cx).await?;
         let last_key = t.store.current(&self.checkout);
         let last = last_key
@@ -582,8 +582,9 @@ impl Engine {
         Ok(up)
     }
 
-    fn context(&self, t: &Planned, upstream: BTreeMap<String, Upstream>) -> Context {
+    fn context(&self, t: &Planned, upstream: BTreeMap<String, Upstream>, mode: Mode) -> Context {
         Context {
+            building: mode == Mode::Build,
             tier: t.name.clone(),
             project: self.project.clone(),
             cache_dir: self.cache_dir.clone(),
@@ -696,7 +697,7 @@ impl Engine {
         forced: Option<Forced>,
         mode: Mode,
     ) -> TierReport {
-        let cx = self.context(t, upstream);
+        let cx = self.context(t, upstream, mode);
         let look = match self.lookup(t, &cx).await {
             Ok(l) => l,
             Err(e) => return failed_or_skipped(t, None, e),

@@ -29,7 +29,7 @@ mod store;
 mod tier;
 
 pub use blobs::{
-    hash_file as hash_blob_file, Blobs, Digest, Lease, Swept, Tree, TreeFile, TreeLink, CARRIED,
+    hash_file as hash_blob_file, Blobs, Digest, Lease, Present, Swept, Tree, TreeFile, TreeLink, CARRIED,
     TREE,
 };
 pub use candidates::{Candidate, CANDIDATE_LIMIT};

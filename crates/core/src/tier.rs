@@ -145,6 +145,7 @@ pub struct Context {
     pub(crate) inputs: Arc<Inputs>,
     pub(crate) upstream: BTreeMap<String, Upstream>,
     pub(crate) verbose: bool,
+    pub(crate) building: bool,
     /// The last entry, once read: its marker holds the whole key document,
     /// which the engine's lookup has often parsed already.
     pub(crate) previous: Arc<std::sync::OnceLock<Option<Entry>>>,
@@ -174,6 +175,7 @@ impl Context {
             inputs,
             upstream: BTreeMap::new(),
             verbose: false,
+            building: true,
             previous: Default::default(),
             progress: Progress::none(),
         }
@@ -252,6 +254,13 @@ impl Context {
 
     fn store(&self) -> crate::store::Store {
         crate::store::Store::new(&self.tier_root, &self.tier)
+    }
+
+    /// Whether this run may build (`tiers build`) rather than only report what a
+    /// build would do (`tiers status`, `explain`): a kind may start work for its
+    /// build from [`Tier::key`] only then, and must finish or join it itself.
+    pub fn building(&self) -> bool {
+        self.building
     }
 
     /// Whether the user asked for verbose output: kinds may stream tool output.

@@ -12,12 +12,13 @@ use tiers_core::{Blobs, Digest, KeyDoc, Progress, Unit};
 use serde::{Deserialize, Serialize};
 
 use super::cross::{Fragments, Fresh, Pass};
-use super::per_file;
+use super::per_file::{self, PerFile};
 use super::table::{
-    blob_digest, bucket_of, read_bucket, read_symbols, Index, IndexFile, Names, INDEX_FORMAT,
+    blob_digest, bucket_of, read_bucket, read_symbols, Index, IndexFile, Names, Parts, INDEX,
+    INDEX_FORMAT,
 };
 use super::TierError;
-use py_symbols::codec::FastMap;
+use py_symbols::codec::{digest_bytes, FastMap};
 use py_symbols::{
     codec, module_name, ExtractOptions, Extractor, FileSymbols, Interface, EXTRACTOR_VERSION,
     MAX_FILE_BYTES, SCHEMA_VERSION,
@@ -101,6 +102,8 @@ pub(crate) struct Job {
     pub doc: Arc<KeyDoc>,
     /// The entry to build from, when it is for another key.
     pub previous: Option<PathBuf>,
+    /// That entry, read since the key was computed ([`Preload`]).
+    pub preloaded: Option<Preload>,
     /// The tier's other entries, most recently used first: their per-file
     /// entries count too (a file back to an earlier content is not parsed).
     pub others: Vec<PathBuf>,
@@ -114,19 +117,67 @@ pub(crate) struct Job {
 pub(super) struct Prev {
     pub dir: PathBuf,
     pub index: Index,
+    /// The digests of the index's parts.
+    pub parts: Parts,
     /// Content digest → digest of its per-file entry in the store.
-    pub per_file: HashMap<String, String>,
+    pub per_file: PerFile,
+}
+
+/// The entry a build will start from, read on a thread of its own from the
+/// moment the key is known (only in a run that builds): while the engine
+/// hashes the key document and reads the last marker on one core, this
+/// decodes the index on the other. Joined by the build, or when dropped.
+pub(crate) struct Preload {
+    read: Option<std::thread::JoinHandle<Option<Preloaded>>>,
+}
+
+type Preloaded = (PathBuf, Result<Option<Prev>, TierError>);
+
+impl Preload {
+    /// Read the entry `previous` finds, on a thread of its own.
+    pub fn start(
+        previous: impl FnOnce() -> Option<PathBuf> + Send + 'static,
+        blobs: Blobs,
+    ) -> Option<Preload> {
+        let read = std::thread::Builder::new()
+            .name("symtab-preload".into())
+            .spawn(move || {
+                let dir = previous()?;
+                let prev = Prev::load(&dir, &blobs);
+                Some((dir, prev))
+            })
+            .ok()?;
+        Some(Preload { read: Some(read) })
+    }
+
+    /// The entry, if this read is of `dir`.
+    fn take(mut self, dir: &Path) -> Option<Result<Option<Prev>, TierError>> {
+        let read = match self.read.take()?.join() {
+            Ok(read) => read,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        read.filter(|(at, _)| at == dir).map(|(_, prev)| prev)
+    }
+}
+
+impl Drop for Preload {
+    fn drop(&mut self) {
+        if let Some(read) = self.read.take() {
+            let _ = read.join();
+        }
+    }
 }
 
 impl Prev {
-    fn load(dir: &Path) -> Result<Option<Prev>, TierError> {
-        let Some(index) = Index::load_current(dir)? else {
+    fn load(dir: &Path, blobs: &Blobs) -> Result<Option<Prev>, TierError> {
+        let Some((index, parts)) = Index::load_current(dir, blobs)? else {
             return Ok(None);
         };
         Ok(Some(Prev {
             dir: dir.to_owned(),
             index,
-            per_file: per_file::load(dir)?,
+            parts,
+            per_file: per_file::load(dir, blobs)?,
         }))
     }
 }
@@ -146,7 +197,7 @@ pub(super) fn is_package(path: &str) -> bool {
 struct Parsed {
     digest: String,
     /// The digest of its per-file entry in the store.
-    symbols_blob: String,
+    symbols_blob: [u8; 32],
     errors: u32,
     /// The module each row holding this content provides, as others see it.
     infos: Vec<(usize, Option<ModuleInfo>)>,
@@ -156,13 +207,19 @@ struct Parsed {
 
 impl Job {
     /// Build the entry; returns what it did and the blobs its index names.
-    pub fn run(self) -> Result<(Counts, Vec<Digest>), TierError> {
+    pub fn run(mut self) -> Result<(Counts, Vec<Digest>), TierError> {
         let mut clock = Clock::new();
+        let preloaded = self.preloaded.take();
         self.make_dirs()?;
-        let (rows, prev) = std::thread::scope(|scope| {
+        let (rows, mut prev) = std::thread::scope(|scope| {
             let rows = scope.spawn(|| self.rows());
+            let preloaded = preloaded;
+            let read = |dir: &Path| match preloaded.and_then(|p| p.take(dir)) {
+                Some(Ok(prev)) => Ok(prev),
+                _ => Prev::load(dir, &self.blobs),
+            };
             let prev = match self.previous.as_deref().filter(|_| !self.scratch) {
-                Some(dir) => match Prev::load(dir) {
+                Some(dir) => match read(dir) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(
@@ -180,11 +237,11 @@ impl Job {
         });
         clock.lap("previous entry and rows");
         // Content digest → per-file entry, from the previous index.
-        let known: HashMap<String, String> = prev
-            .as_ref()
-            .map(|p| p.per_file.clone())
+        let known: PerFile = prev
+            .as_mut()
+            .map(|p| std::mem::take(&mut p.per_file))
             .unwrap_or_default();
-        let built = match self.run_with(prev.as_ref(), &known, &rows, clock) {
+        let built = match self.run_with(prev.as_ref(), known, &rows, clock) {
             // About the previous entry: its index, or a blob it names.
             Err(e)
                 if prev.as_ref().is_some_and(|p| {
@@ -199,15 +256,18 @@ impl Job {
                 let _ = fs::remove_dir_all(&self.build_dir);
                 self.make_dirs()?;
                 // Its per-file entries still count: each is checked as it is used.
+                let known = prev
+                    .as_ref()
+                    .and_then(|p| per_file::load(&p.dir, &self.blobs).ok())
+                    .unwrap_or_default();
                 let job = Job {
                     scratch: true,
                     ..self.clone_settings()
                 };
-                job.run_with(None, &known, &rows, Clock::new())
+                job.run_with(None, known, &rows, Clock::new())
             }
             other => other,
         }?;
-        drop(known);
         free_later((rows, prev));
         Ok(built)
     }
@@ -220,6 +280,7 @@ impl Job {
             build_dir: self.build_dir.clone(),
             doc: self.doc.clone(),
             previous: None,
+            preloaded: None,
             others: self.others.clone(),
             scratch: self.scratch,
             progress: self.progress.clone(),
@@ -259,7 +320,7 @@ impl Job {
     fn run_with(
         &self,
         prev: Option<&Prev>,
-        known: &HashMap<String, String>,
+        mut known: PerFile,
         rows: &[Row],
         clock: Clock,
     ) -> Result<(Counts, Vec<Digest>), TierError> {
@@ -268,31 +329,38 @@ impl Job {
             by_digest.entry(&r.digest).or_default().push(i);
         }
         // Contents the previous entry does not know: the other entries may.
-        let mut known = known.clone();
+        let mut elsewhere: FastMap<[u8; 32], [u8; 32]> = FastMap::default();
         if !self.scratch {
-            let unknown: Vec<&str> = by_digest
+            let unknown: Vec<[u8; 32]> = by_digest
                 .keys()
-                .copied()
-                .filter(|d| !known.contains_key(*d))
+                .filter_map(|d| digest_bytes(d))
+                .filter(|d| !known.contains_key(d))
                 .collect();
-            known.extend(per_file::find(&self.others, &unknown));
+            elsewhere.extend(per_file::find(&self.others, &unknown, &self.blobs));
         }
-        // One listing of the store, not a look-up per content.
-        let present = self.blobs.list().map_err(|e| TierError::Read {
+        // The previous entry's per-file entries were all stored when it wrote
+        // its index: only the shards of the store changed since are read.
+        let then = prev.and_then(|p| fs::metadata(p.dir.join(INDEX)).and_then(|m| m.modified()).ok());
+        let present = self.blobs.present_since(then).map_err(|e| TierError::Read {
             path: self.blobs.dir().to_owned(),
             source: std::io::Error::other(e.to_string()),
         })?;
         let stored = |digest: &str| {
-            known
-                .get(digest)
-                .and_then(|s| Digest::parse(s))
-                .is_some_and(|d| present.contains(&d))
+            let Some(content) = digest_bytes(digest) else {
+                return false;
+            };
+            match (known.get(&content), elsewhere.get(&content)) {
+                (Some(s), _) => present.contains(&Digest::from_bytes(*s)),
+                (None, Some(s)) => self.blobs.contains(&Digest::from_bytes(*s)),
+                (None, None) => false,
+            }
         };
         let to_parse: Vec<(&str, &[usize])> = by_digest
             .iter()
             .filter(|(&digest, _)| !stored(digest))
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
+        known.extend(elsewhere);
         self.build_with(prev, known, rows, &to_parse, clock)
     }
 
@@ -300,7 +368,7 @@ impl Job {
     fn build_with(
         &self,
         prev: Option<&Prev>,
-        known: HashMap<String, String>,
+        known: PerFile,
         rows: &[Row],
         to_parse: &[(&str, &[usize])],
         mut clock: Clock,
@@ -334,7 +402,9 @@ impl Job {
             if let Some(s) = p.symbols {
                 loader.kept.insert(p.digest.clone(), s);
             }
-            loader.per_file.insert(p.digest, p.symbols_blob);
+            if let Some(content) = digest_bytes(&p.digest) {
+                loader.per_file.insert(content, p.symbols_blob);
+            }
         }
         let parsed_digests: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
         clock.lap("parsed");
@@ -425,29 +495,26 @@ impl Job {
                 .filter(|r| errors.get(r.digest.as_str()).is_some_and(|&n| n > 0))
                 .count(),
         };
-        let symbols_of = |r: &Row| -> Result<String, TierError> {
-            per_file
-                .get(&r.digest)
-                .cloned()
+        let pair_of = |r: &Row| -> Result<([u8; 32], [u8; 32]), TierError> {
+            let content = digest_bytes(&r.digest);
+            content
+                .and_then(|c| Some((c, *per_file.get(&c)?)))
                 .ok_or_else(|| TierError::Corrupt {
                     path: self.project.join(&r.path),
                     why: "no per-file entry was made for it".into(),
                 })
         };
-        let symbols = rows.iter().map(symbols_of).collect::<Result<Vec<_>, _>>()?;
-        per_file::save(
-            &self.build_dir,
-            rows.iter()
-                .map(|r| r.digest.as_str())
-                .zip(symbols.iter().map(String::as_str)),
-        )?;
-        let mut named: Vec<Digest> = symbols
-            .iter()
-            .chain(buckets.values())
+        let pairs = rows.iter().map(pair_of).collect::<Result<Vec<_>, _>>()?;
+        let buckets_named = buckets
+            .values()
             .map(|d| blob_digest(d))
-            .collect::<Result<_, _>>()?;
-        named.sort_unstable();
-        named.dedup();
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut named: Vec<Digest> = pairs
+            .iter()
+            .map(|(_, s)| Digest::from_bytes(*s))
+            .chain(buckets_named)
+            .collect();
+        named.extend(per_file::save(&self.build_dir, pairs, |b| self.put(b))?);
         let mut index = Index {
             format: INDEX_FORMAT,
             extractor_version: EXTRACTOR_VERSION,
@@ -474,7 +541,12 @@ impl Job {
             graph: buckets,
         };
         index.compact_names();
-        index.save(&self.build_dir)?;
+        let from = prev.map(|p| (&p.index, &p.parts));
+        for part in index.save(&self.build_dir, from, |bytes| self.put(bytes))? {
+            named.push(blob_digest(&part)?);
+        }
+        named.sort_unstable();
+        named.dedup();
         free_later(index);
         clock.lap("index.bin");
         Ok((counts, named))
@@ -642,7 +714,7 @@ impl Job {
             |extractor, &(digest, holders)| -> Result<Parsed, TierError> {
                 let path = &rows[holders[0]].path;
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
-                let symbols_blob = self.put(&codec::encode_symbols(&symbols))?;
+                let symbols_blob = self.put_blob(&codec::encode_symbols(&symbols))?;
                 self.progress.advance(1);
                 let infos = holders
                     .iter()
@@ -664,6 +736,12 @@ impl Job {
             },
         );
         results.into_iter().collect()
+    }
+
+    /// [`Job::put`], the digest as bytes.
+    fn put_blob(&self, bytes: &[u8]) -> Result<[u8; 32], TierError> {
+        let hex = self.put(bytes)?;
+        Ok(*blob_digest(&hex)?.as_bytes())
     }
 
     /// Put `bytes` in the store; returns their digest. A build from scratch
@@ -730,11 +808,11 @@ fn read_and_extract(
 pub(super) struct Loader<'a> {
     job: &'a Job,
     /// Content digest → digest of its per-file entry in the store.
-    per_file: HashMap<String, String>,
+    per_file: PerFile,
     kept: HashMap<String, Arc<FileSymbols>>,
     /// Contents whose per-file entry was missing or damaged, parsed again by
     /// this build: their symbols and new entry.
-    repaired: Mutex<HashMap<String, (Arc<FileSymbols>, String)>>,
+    repaired: Mutex<HashMap<[u8; 32], (Arc<FileSymbols>, [u8; 32])>>,
 }
 
 impl Loader<'_> {
@@ -745,8 +823,12 @@ impl Loader<'_> {
         if let Some(s) = self.kept.get(&row.digest) {
             return Ok(s.clone());
         }
-        let read = match self.per_file.get(&row.digest) {
-            Some(blob) => read_symbols(&self.job.blobs, blob),
+        let content = digest_bytes(&row.digest).ok_or_else(|| TierError::Corrupt {
+            path: self.job.project.join(&row.path),
+            why: format!("`{}` is not a digest", row.digest),
+        })?;
+        let read = match self.per_file.get(&content) {
+            Some(blob) => read_symbols(&self.job.blobs, &Digest::from_bytes(*blob)),
             None => Err(TierError::Corrupt {
                 path: self.job.project.join(&row.path),
                 why: "no per-file entry was made for it".into(),
@@ -758,16 +840,16 @@ impl Loader<'_> {
                 // One repair of a content at a time, and once: several rows
                 // and threads may ask for it.
                 let mut repaired = self.repaired.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((s, _)) = repaired.get(&row.digest) {
+                if let Some((s, _)) = repaired.get(&content) {
                     return Ok(s.clone());
                 }
                 tracing::warn!("symtab: {e}; parsing `{}` again", row.path);
                 let mut extractor = Extractor::new(ExtractOptions::default());
                 let symbols =
                     read_and_extract(&mut extractor, &self.job.project, &row.path, &row.digest)?;
-                let blob = self.job.put(&codec::encode_symbols(&symbols))?;
+                let blob = self.job.put_blob(&codec::encode_symbols(&symbols))?;
                 let symbols = Arc::new(symbols);
-                repaired.insert(row.digest.clone(), (symbols.clone(), blob));
+                repaired.insert(content, (symbols.clone(), blob));
                 Ok(symbols)
             }
         }

@@ -133,6 +133,8 @@ pub struct SymtabTier {
     spec: InputSpec,
     inputs: Vec<String>,
     exclude: Vec<String>,
+    /// The entry a build starts from, being read since the key was computed.
+    preload: std::sync::Mutex<Option<build::Preload>>,
 }
 
 impl SymtabTier {
@@ -147,6 +149,7 @@ impl SymtabTier {
             spec: InputSpec::new(spec.name, &o.inputs, &o.exclude)?,
             inputs: o.inputs,
             exclude: o.exclude,
+            preload: Default::default(),
         })
     }
 }
@@ -213,6 +216,13 @@ fn extractor_identity() -> String {
 #[async_trait]
 impl Tier for SymtabTier {
     async fn key(&self, cx: &Context) -> Result<KeyDoc> {
+        // A build, if there is one, starts from the last entry: it is read
+        // while the inputs are hashed, in a run that builds only.
+        if cx.building() {
+            let at = cx.clone();
+            *self.preload.lock().unwrap_or_else(|p| p.into_inner()) =
+                build::Preload::start(move || Some(at.previous()?.dir), cx.blobs().clone());
+        }
         let inputs = self.inputs(cx)?;
         Ok(KeyDoc::new(KIND, KIND_VERSION)
             .option("inputs", &self.inputs)
@@ -248,6 +258,11 @@ impl Tier for SymtabTier {
             build_dir: entry.build_dir.clone(),
             doc: entry.doc.clone(),
             previous,
+            preloaded: self
+                .preload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
             others,
             scratch,
             progress: cx.progress().clone(),

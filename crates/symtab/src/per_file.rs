@@ -1,74 +1,158 @@
-//! `per-file.bin`: an entry's content digest → per-file entry pairs, sorted, so
-//! that a build finds a content in the tier's other entries with a binary search
-//! of each file instead of decoding their indexes.
+//! `per-file.bin`: an entry's content digest → per-file entry pairs, so that a
+//! build finds a content in the tier's other entries with a binary search
+//! instead of decoding their indexes.
 //!
-//! Layout: the magic `TPFM`, a little-endian `u32` format, then 64-byte records
-//! (content digest, per-file entry digest, 32 bytes each) in content order.
+//! The pairs are split by the first four bits of the content digest into
+//! [`PARTS`] blobs of the cache's store, each `TPFM`, a little-endian `u32`
+//! format, then 64-byte records (content digest, per-file entry digest) in
+//! content order; `per-file.bin` itself is `TPFH`, the format, and the parts'
+//! digests. A one-file edit writes one part of some 40 KB, not all 600 KB.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use py_symbols::codec::digest_bytes;
-use tiers_core::Digest;
+use py_symbols::codec::{digest_bytes, FastMap};
+use tiers_core::{Blobs, Digest};
 
+use super::table::read_blob;
 use super::TierError;
 
 pub(crate) const PER_FILE: &str = "per-file.bin";
-const MAGIC: [u8; 4] = *b"TPFM";
-const FORMAT: u32 = 1;
-const HEADER: usize = 8;
+const HEADER_MAGIC: [u8; 4] = *b"TPFH";
+const PART_MAGIC: [u8; 4] = *b"TPFM";
+const FORMAT: u32 = 2;
+const PREFIX: usize = 8;
 const RECORD: usize = 64;
+const PARTS: usize = 16;
 
-/// Write the `pairs` (content digest, per-file entry digest, both hex) into `dir`.
-pub(crate) fn save<'a>(
+/// Content digest → digest of its per-file entry, both as bytes.
+pub(crate) type PerFile = FastMap<[u8; 32], [u8; 32]>;
+
+fn part_of(content: &[u8; 32]) -> usize {
+    usize::from(content[0] >> 4)
+}
+
+/// Write the `pairs` (content digest, per-file entry digest): the parts through
+/// `put`, which stores a blob and returns its digest, and `per-file.bin` into
+/// `dir`. Returns the parts' digests, which the entry names.
+pub(crate) fn save(
     dir: &Path,
-    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<(), TierError> {
-    let mut pairs: Vec<([u8; 32], [u8; 32])> = pairs
-        .into_iter()
-        .filter_map(|(c, s)| Some((digest_bytes(c)?, digest_bytes(s)?)))
-        .collect();
+    pairs: impl IntoIterator<Item = ([u8; 32], [u8; 32])>,
+    put: impl Fn(&[u8]) -> Result<String, TierError>,
+) -> Result<Vec<Digest>, TierError> {
+    let mut pairs: Vec<([u8; 32], [u8; 32])> = pairs.into_iter().collect();
     pairs.sort_unstable();
     pairs.dedup_by(|a, b| a.0 == b.0);
-    let mut bytes = Vec::with_capacity(HEADER + pairs.len() * RECORD);
-    bytes.extend_from_slice(&MAGIC);
-    bytes.extend_from_slice(&FORMAT.to_le_bytes());
+    let mut parts: Vec<Vec<u8>> = (0..PARTS)
+        .map(|_| {
+            let mut p = Vec::with_capacity(PREFIX + pairs.len() / PARTS * RECORD * 2);
+            p.extend_from_slice(&PART_MAGIC);
+            p.extend_from_slice(&FORMAT.to_le_bytes());
+            p
+        })
+        .collect();
     for (content, symbols) in pairs {
-        bytes.extend_from_slice(&content);
-        bytes.extend_from_slice(&symbols);
+        let part = &mut parts[part_of(&content)];
+        part.extend_from_slice(&content);
+        part.extend_from_slice(&symbols);
+    }
+    let mut header = Vec::with_capacity(PREFIX + PARTS * 32);
+    header.extend_from_slice(&HEADER_MAGIC);
+    header.extend_from_slice(&FORMAT.to_le_bytes());
+    let mut digests = Vec::with_capacity(PARTS);
+    for part in &parts {
+        let hex = put(part)?;
+        let digest = Digest::parse(&hex).expect("the store names a blob by its digest");
+        header.extend_from_slice(digest.as_bytes());
+        digests.push(digest);
     }
     let path = dir.join(PER_FILE);
-    std::fs::write(&path, bytes).map_err(|source| TierError::Write { path, source })
+    std::fs::write(&path, header).map_err(|source| TierError::Write { path, source })?;
+    Ok(digests)
+}
+
+/// The digests of the parts `dir`'s `per-file.bin` names, or why not.
+fn parts(dir: &Path) -> Result<Vec<Digest>, TierError> {
+    let path = dir.join(PER_FILE);
+    let bytes = std::fs::read(&path).map_err(|source| TierError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    if bytes.len() != PREFIX + PARTS * 32 || !has_prefix(&bytes, HEADER_MAGIC) {
+        return Err(TierError::Corrupt {
+            path,
+            why: "not a list of per-file entries of this version".into(),
+        });
+    }
+    Ok(bytes[PREFIX..]
+        .chunks_exact(32)
+        .map(|d| Digest::from_bytes(d.try_into().expect("32 bytes")))
+        .collect())
+}
+
+/// The records of one part, checked: its magic, whole records, in order.
+fn records<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a [u8]>, TierError> {
+    let corrupt = |why: &str| TierError::Corrupt {
+        path: path.to_owned(),
+        why: why.into(),
+    };
+    if !has_prefix(bytes, PART_MAGIC) || (bytes.len() - PREFIX) % RECORD != 0 {
+        return Err(corrupt("not a part of a list of per-file entries"));
+    }
+    let records: Vec<&[u8]> = bytes[PREFIX..].chunks_exact(RECORD).collect();
+    if !records.windows(2).all(|w| w[0][..32] < w[1][..32]) {
+        return Err(corrupt("its records are not in order"));
+    }
+    Ok(records)
+}
+
+/// The pairs of `dir`'s `per-file.bin`, its parts read from `blobs`.
+pub(crate) fn load(dir: &Path, blobs: &Blobs) -> Result<PerFile, TierError> {
+    let mut map = PerFile::default();
+    for digest in parts(dir)? {
+        let bytes = read_blob(blobs, &digest, "list of per-file entries")?;
+        for r in records(&bytes, &blobs.path(&digest, false))? {
+            let half = |b: &[u8]| -> [u8; 32] { b.try_into().expect("32 bytes") };
+            map.insert(half(&r[..32]), half(&r[32..]));
+        }
+    }
+    Ok(map)
+}
+
+/// The per-file entry of the content `digest` (hex) in `map`, read from `dir`.
+pub(crate) fn of(map: &PerFile, dir: &Path, digest: &str) -> Result<Digest, TierError> {
+    digest_bytes(digest)
+        .and_then(|d| map.get(&d))
+        .map(|s| Digest::from_bytes(*s))
+        .ok_or_else(|| TierError::Corrupt {
+            path: dir.join(PER_FILE),
+            why: format!("it names no per-file entry for the content {digest}"),
+        })
 }
 
 /// The per-file entries of `wanted` contents that `entries` know, the first
-/// entry that knows one winning. An entry whose file is missing or not of this
-/// layout knows nothing.
-pub(crate) fn find(entries: &[PathBuf], wanted: &[&str]) -> HashMap<String, String> {
-    let mut found = HashMap::new();
-    let mut left: Vec<(&str, [u8; 32])> = wanted
-        .iter()
-        .filter_map(|d| Some((*d, digest_bytes(d)?)))
-        .collect();
+/// entry that knows one winning: per entry one small read of `per-file.bin`,
+/// then a binary search of the part that holds the content. An entry whose
+/// list is missing, damaged or not of this layout knows nothing.
+pub(crate) fn find(
+    entries: &[PathBuf],
+    wanted: &[[u8; 32]],
+    blobs: &Blobs,
+) -> Vec<([u8; 32], [u8; 32])> {
+    let mut found = Vec::new();
+    let mut left: Vec<[u8; 32]> = wanted.to_vec();
     for dir in entries {
         if left.is_empty() {
             break;
         }
-        let Ok(bytes) = std::fs::read(dir.join(PER_FILE)) else {
+        let Ok(parts) = parts(dir) else {
             continue;
         };
-        let Some(records) = records(&bytes) else {
-            continue;
-        };
-        left.retain(|(hex, content)| {
-            let hit = records
-                .binary_search_by(|r| r[..32].cmp(content.as_slice()))
-                .ok()
-                .map(|i| &records[i][32..]);
-            match hit {
+        left.retain(|content| {
+            let digest = &parts[part_of(content)];
+            let path = blobs.path(digest, false);
+            match search(&path, content) {
                 Some(symbols) => {
-                    let symbols: [u8; 32] = symbols.try_into().expect("32 bytes");
-                    found.insert((*hex).to_owned(), Digest::from_bytes(symbols).to_string());
+                    found.push((*content, symbols));
                     false
                 }
                 None => true,
@@ -78,50 +162,73 @@ pub(crate) fn find(entries: &[PathBuf], wanted: &[&str]) -> HashMap<String, Stri
     found
 }
 
-/// The pairs of `dir`'s `per-file.bin`: content digest → per-file entry.
-pub(crate) fn load(dir: &Path) -> Result<HashMap<String, String>, TierError> {
-    let path = dir.join(PER_FILE);
-    let bytes = std::fs::read(&path).map_err(|source| TierError::Read {
-        path: path.clone(),
-        source,
-    })?;
-    let records = records(&bytes).ok_or_else(|| TierError::Corrupt {
-        path,
-        why: "not a list of per-file entries".into(),
-    })?;
-    Ok(records
-        .into_iter()
-        .map(|r| {
-            let half = |b: &[u8]| Digest::from_bytes(b.try_into().expect("32 bytes")).to_string();
-            (half(&r[..32]), half(&r[32..]))
-        })
-        .collect())
-}
-
-/// The per-file entry of `content` in `map`, read from `dir`.
-pub(crate) fn of<'m>(
-    map: &'m HashMap<String, String>,
-    dir: &Path,
-    content: &str,
-) -> Result<&'m str, TierError> {
-    map.get(content)
-        .map(String::as_str)
-        .ok_or_else(|| TierError::Corrupt {
-            path: dir.join(PER_FILE),
-            why: format!("it names no per-file entry for the content {content}"),
-        })
-}
-
-/// The records of a `per-file.bin`, or `None` if it is not one.
-fn records(bytes: &[u8]) -> Option<Vec<&[u8]>> {
-    let body = bytes.strip_prefix(&MAGIC)?;
-    let (format, body) = body.split_at_checked(4)?;
-    if u32::from_le_bytes(format.try_into().ok()?) != FORMAT || body.len() % RECORD != 0 {
+/// Binary search of the part at `path` for `content`, a few small reads.
+fn search(path: &Path, content: &[u8; 32]) -> Option<[u8; 32]> {
+    let file = std::fs::File::open(path).ok()?;
+    let len = file.metadata().ok()?.len();
+    let mut prefix = [0u8; PREFIX];
+    read_at(&file, &mut prefix, 0)?;
+    let body = len.checked_sub(PREFIX as u64)?;
+    if !has_prefix(&prefix, PART_MAGIC) || body % RECORD as u64 != 0 {
         return None;
     }
-    let records: Vec<&[u8]> = body.chunks_exact(RECORD).collect();
-    records
-        .windows(2)
-        .all(|w| w[0][..32] < w[1][..32])
-        .then_some(records)
+    let (mut lo, mut hi) = (0u64, body / RECORD as u64);
+    let mut record = [0u8; RECORD];
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        read_at(&file, &mut record, PREFIX as u64 + mid * RECORD as u64)?;
+        match record[..32].cmp(content.as_slice()) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return record[32..].try_into().ok(),
+        }
+    }
+    None
+}
+
+#[cfg(unix)]
+fn read_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> Option<()> {
+    use std::os::unix::fs::FileExt;
+    file.read_exact_at(buf, at).ok()
+}
+
+#[cfg(not(unix))]
+fn read_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> Option<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = file;
+    f.seek(SeekFrom::Start(at)).ok()?;
+    f.read_exact(buf).ok()
+}
+
+fn has_prefix(bytes: &[u8], magic: [u8; 4]) -> bool {
+    bytes.len() >= PREFIX
+        && bytes[..4] == magic
+        && u32::from_le_bytes(bytes[4..8].try_into().expect("4 bytes")) == FORMAT
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_is_found_in_the_first_entry_that_knows_it() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(cache.path());
+        let put = |b: &[u8]| Ok(blobs.put(b).unwrap().to_string());
+        let paths: Vec<PathBuf> = (0..2).map(|i| cache.path().join(format!("e{i}"))).collect();
+        for p in &paths {
+            std::fs::create_dir_all(p).unwrap();
+        }
+        let d = |n: u8| [n; 32];
+        save(&paths[0], (1..=9).map(|n| (d(n * 20), d(100 + n))), put).unwrap();
+        save(&paths[1], [(d(40), d(200)), (d(50), d(201))], put).unwrap();
+        let mut got = find(&paths, &[d(40), d(50), d(180), d(70)], &blobs);
+        got.sort();
+        assert_eq!(got, [(d(40), d(102)), (d(50), d(201)), (d(180), d(109))]);
+        assert_eq!(load(&paths[1], &blobs).unwrap().get(&d(50)), Some(&d(201)));
+        // Not a list of this layout: knows nothing, and `load` says why.
+        std::fs::write(paths[1].join(PER_FILE), b"TPFH\x02\0\0\0short").unwrap();
+        assert!(find(&paths[1..], &[d(50)], &blobs).is_empty());
+        assert!(load(&paths[1], &blobs).is_err());
+    }
 }

@@ -1,6 +1,6 @@
 //! What an entry holds, read back: the index, the graph buckets, the export.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use tiers_core::{Blobs, Digest};
 pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 
 /// Version of an entry's layout (`index.bin`, the directories).
-pub(crate) const INDEX_FORMAT: u32 = 4;
+pub(crate) const INDEX_FORMAT: u32 = 5;
 pub(crate) const INDEX: &str = "index.bin";
 const INDEX_MAGIC: [u8; 4] = *b"TIDX";
 
@@ -127,9 +127,54 @@ pub(crate) fn bucket_of(path: &str) -> String {
     format!("{:02x}", sha2::Sha256::digest(path.as_bytes())[0])
 }
 
+/// Where `index.bin` keeps its parts: the header names a blob of module
+/// names and the row chunks, in path order, each a blob of the cache's store.
+/// A chunk ends after a row whose path hashes to a multiple of
+/// [`CHUNK_ROWS`], so its bounds move only with the paths beside them: a
+/// one-file edit writes one chunk of some 128 rows, not the whole index.
+const CHUNK_ROWS: u64 = 128;
+const CHUNK_MAGIC: [u8; 4] = *b"TIXC";
+const NAMES_MAGIC: [u8; 4] = *b"TINM";
+
+/// Whether the row of `path` ends its chunk (FNV-1a of the path).
+fn ends_chunk(path: &str) -> bool {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h % CHUNK_ROWS == 0
+}
+
+/// The digests of an index's parts, for the build that starts from it: the
+/// names blob, and each chunk by its first and last path and row count.
+#[derive(Debug, Default)]
+pub(crate) struct Parts {
+    names: String,
+    chunks: HashMap<(String, String, usize), String>,
+}
+
+/// `index.bin` itself: the versions, the counts, the names blob, the chunks
+/// and the graph buckets.
+struct Header {
+    format: u32,
+    extractor_version: u32,
+    schema_version: u32,
+    counts: Counts,
+    names: String,
+    chunks: Vec<String>,
+    graph: BTreeMap<String, String>,
+}
+
 impl Index {
-    /// The index of `entry_dir`; an error if it is not of this layout.
-    pub fn load(entry_dir: &Path) -> Result<Index, TierError> {
+    /// The index of `entry_dir`, its parts read from `blobs`; an error if it
+    /// is not of this layout.
+    pub fn load(entry_dir: &Path, blobs: &Blobs) -> Result<Index, TierError> {
+        Index::load_with_parts(entry_dir, blobs).map(|(index, _)| index)
+    }
+
+    /// [`Index::load`], with the digests of its parts: a build that starts
+    /// from it names the parts it leaves as they are instead of writing them.
+    pub fn load_with_parts(entry_dir: &Path, blobs: &Blobs) -> Result<(Index, Parts), TierError> {
         let path = entry_dir.join(INDEX);
         let bytes = read(&path)?;
         let format = Index::format_of(&bytes).map_err(corrupt(&path))?;
@@ -139,19 +184,22 @@ impl Index {
                 why: format!("its format is {format}, this version of tiers reads {INDEX_FORMAT}"),
             });
         }
-        Index::decode(&bytes).map_err(corrupt(&path))
+        Index::assemble(&path, &bytes, blobs)
     }
 
     /// The index of `entry_dir` when its layout, extractor and schema are
     /// this build's; `None` for an entry another version of tiers made.
-    pub fn load_current(entry_dir: &Path) -> Result<Option<Index>, TierError> {
+    pub fn load_current(
+        entry_dir: &Path,
+        blobs: &Blobs,
+    ) -> Result<Option<(Index, Parts)>, TierError> {
         let path = entry_dir.join(INDEX);
         let bytes = read(&path)?;
         if Index::format_of(&bytes).map_err(corrupt(&path))? != INDEX_FORMAT {
             return Ok(None);
         }
-        let index = Index::decode(&bytes).map_err(corrupt(&path))?;
-        Ok(index.is_current().then_some(index))
+        let (index, parts) = Index::assemble(&path, &bytes, blobs)?;
+        Ok(index.is_current().then_some((index, parts)))
     }
 
     fn format_of(bytes: &[u8]) -> Result<u32, codec::CodecError> {
@@ -160,13 +208,166 @@ impl Index {
         r.u32()
     }
 
-    pub fn save(&self, entry_dir: &Path) -> Result<(), TierError> {
+    /// The header at `path` and the parts it names.
+    fn assemble(path: &Path, bytes: &[u8], blobs: &Blobs) -> Result<(Index, Parts), TierError> {
+        let header = Header::decode(bytes).map_err(corrupt(path))?;
+        let names_blob = blob_digest(&header.names)?;
+        let names_bytes = read_blob(blobs, &names_blob, "index part")?;
+        let names = {
+            let mut r = codec::Reader::new(&names_bytes);
+            r.header(NAMES_MAGIC)
+                .and_then(|()| Names::decode(&mut r))
+                .and_then(|n| r.finish().map(|()| n))
+                .map_err(corrupt(&blobs.path(&names_blob, false)))?
+        };
+        // The chunks are read and decoded on every core.
+        let decoded = super::build::par_map(&header.chunks, |chunk| {
+            let digest = blob_digest(chunk)?;
+            let bytes = read_blob(blobs, &digest, "index part")?;
+            let at = blobs.path(&digest, false);
+            let mut r = codec::Reader::new(&bytes);
+            r.header(CHUNK_MAGIC).map_err(corrupt(&at))?;
+            let rows = sorted_vec(&mut r, |r| {
+                let file = IndexFile {
+                    digest: r.digest()?,
+                    module: r.opt_str()?,
+                    interface: r.opt(codec::Reader::digest)?,
+                    errors: r.u32()?,
+                    deps: r.vec(codec::Reader::u32)?.into(),
+                };
+                if let Some(&id) = file.deps.iter().find(|&&id| id as usize >= names.len()) {
+                    return Err(r.error(r.at, format!("module name {id} is not in the table")));
+                }
+                Ok(file)
+            })
+            .and_then(|m| r.finish().map(|()| m))
+            .map_err(corrupt(&at))?;
+            Ok::<_, TierError>((at, rows))
+        });
+        let mut rows: Vec<(String, IndexFile)> = Vec::with_capacity(header.counts.files);
+        let mut parts = Parts {
+            names: header.names.clone(),
+            chunks: HashMap::new(),
+        };
+        for (chunk, digest) in decoded.into_iter().zip(&header.chunks) {
+            let (at, decoded) = chunk?;
+            if let (Some((first, _)), Some((last, _))) = (decoded.first(), decoded.last()) {
+                parts
+                    .chunks
+                    .insert((first.clone(), last.clone(), decoded.len()), digest.clone());
+            }
+            if let (Some((last, _)), Some((first, _))) = (rows.last(), decoded.first()) {
+                if last >= first {
+                    return Err(TierError::Corrupt {
+                        path: at,
+                        why: "its rows do not follow the chunk before".into(),
+                    });
+                }
+            }
+            rows.extend(decoded);
+        }
+        let index = Index {
+            format: header.format,
+            extractor_version: header.extractor_version,
+            schema_version: header.schema_version,
+            counts: header.counts,
+            files: rows.into_iter().collect(),
+            names,
+            graph: header.graph,
+        };
+        Ok((index, parts))
+    }
+
+    /// Write `index.bin` into `entry_dir` and its parts through `put`, which
+    /// stores a blob and returns its digest; returns the parts' digests, which
+    /// the entry names. A part whose rows (or names) are those of the index
+    /// it was built from, `from`, is named as it is, not written again.
+    pub fn save(
+        &self,
+        entry_dir: &Path,
+        from: Option<(&Index, &Parts)>,
+        put: impl Fn(&[u8]) -> Result<String, TierError> + Sync,
+    ) -> Result<Vec<String>, TierError> {
         let path = entry_dir.join(INDEX);
-        let bytes = self.encode().ok_or_else(|| TierError::Write {
+        let not_hex = || TierError::Write {
             path: path.clone(),
             source: std::io::Error::other("a digest is not 64 lowercase hex digits"),
+        };
+        let names = match from {
+            Some((old, parts)) if old.names == self.names => parts.names.clone(),
+            _ => {
+                let mut w = codec::Writer::with_capacity(
+                    self.names.text.len() + 2 * self.names.len() + 16,
+                );
+                w.header(NAMES_MAGIC);
+                self.names.encode(&mut w);
+                put(&w.buf)?
+            }
+        };
+        // Chunks: runs of rows, each ending at a row whose path ends a chunk.
+        let mut bounds = Vec::new();
+        let mut start = 0;
+        let rows: Vec<(&String, &IndexFile)> = self.files.iter().collect();
+        for (i, (path, _)) in rows.iter().enumerate() {
+            if ends_chunk(path) || i + 1 == rows.len() {
+                bounds.push((start, i + 1));
+                start = i + 1;
+            }
+        }
+        let unchanged = |from_row: usize, to_row: usize| -> Option<String> {
+            let (old, parts) = from?;
+            let chunk = &rows[from_row..to_row];
+            let key = (chunk[0].0.clone(), chunk[chunk.len() - 1].0.clone(), chunk.len());
+            let digest = parts.chunks.get(&key)?;
+            chunk
+                .iter()
+                .all(|(path, f)| old.files.get(*path).is_some_and(|o| o == *f))
+                .then(|| digest.clone())
+        };
+        let chunks = super::build::par_map(&bounds, |&(from, to)| {
+            if let Some(digest) = unchanged(from, to) {
+                return Some(Ok(digest));
+            }
+            let mut w = codec::Writer::with_capacity((to - from) * 120);
+            w.header(CHUNK_MAGIC);
+            w.len(to - from);
+            for (path, f) in &rows[from..to] {
+                w.str(path);
+                w.digest(&f.digest)?;
+                w.opt_str(&f.module);
+                match &f.interface {
+                    None => w.tag(0),
+                    Some(d) => {
+                        w.tag(1);
+                        w.digest(d)?;
+                    }
+                }
+                w.u32(f.errors);
+                w.vec(&f.deps, |w, &id| w.u32(id));
+            }
+            Some(put(&w.buf))
+        });
+        let chunks = chunks
+            .into_iter()
+            .map(|c| c.ok_or_else(not_hex)?)
+            .collect::<Result<Vec<_>, _>>()?;
+        let header = Header {
+            format: self.format,
+            extractor_version: self.extractor_version,
+            schema_version: self.schema_version,
+            counts: self.counts.clone(),
+            names,
+            chunks,
+            graph: self.graph.clone(),
+        };
+        let bytes = header.encode().ok_or_else(not_hex)?;
+        std::fs::write(&path, bytes).map_err(|source| TierError::Write {
+            path: path.clone(),
+            source,
         })?;
-        std::fs::write(&path, bytes).map_err(|source| TierError::Write { path, source })
+        let mut parts = header.chunks;
+        parts.push(header.names);
+        Ok(parts)
     }
 
     /// Which path provides each module: the first in path order.
@@ -212,19 +413,20 @@ impl Index {
         self.names = names;
     }
 
+    /// Whether per-file entries and resolutions of this index are those this
+    /// build would make.
+    pub fn is_current(&self) -> bool {
+        self.extractor_version == EXTRACTOR_VERSION && self.schema_version == SCHEMA_VERSION
+    }
+}
+
+impl Header {
     /// The binary layout of `codec.rs`: magic `TIDX`, the versions, the
-    /// counts, the consulted module names, then files and graph buckets in
-    /// key order, digests as their 32 bytes. `None` if a digest is not hex.
+    /// counts, the names blob, the chunk blobs in order, then the graph
+    /// buckets in key order; digests as their 32 bytes. `None` if a digest is
+    /// not hex.
     fn encode(&self) -> Option<Vec<u8>> {
-        let size: usize = self
-            .files
-            .iter()
-            .map(|(p, f)| {
-                90 + p.len() + f.module.as_ref().map_or(0, String::len) + 2 * f.deps.len()
-            })
-            .sum();
-        let names = self.names.text.len() + 2 * self.names.len();
-        let mut w = codec::Writer::with_capacity(64 + size + names + self.graph.len() * 40);
+        let mut w = codec::Writer::with_capacity(128 + 32 * self.chunks.len() + 40 * self.graph.len());
         w.header(INDEX_MAGIC);
         for n in [self.format, self.extractor_version, self.schema_version] {
             w.u32(n);
@@ -241,21 +443,10 @@ impl Index {
         ] {
             w.len(n);
         }
-        self.names.encode(&mut w);
-        w.len(self.files.len());
-        for (path, f) in &self.files {
-            w.str(path);
-            w.digest(&f.digest)?;
-            w.opt_str(&f.module);
-            match &f.interface {
-                None => w.tag(0),
-                Some(d) => {
-                    w.tag(1);
-                    w.digest(d)?;
-                }
-            }
-            w.u32(f.errors);
-            w.vec(&f.deps, |w, &id| w.u32(id));
+        w.digest(&self.names)?;
+        w.len(self.chunks.len());
+        for chunk in &self.chunks {
+            w.digest(chunk)?;
         }
         w.len(self.graph.len());
         for (bucket, digest) in &self.graph {
@@ -265,7 +456,7 @@ impl Index {
         Some(w.buf)
     }
 
-    fn decode(bytes: &[u8]) -> Result<Index, codec::CodecError> {
+    fn decode(bytes: &[u8]) -> Result<Header, codec::CodecError> {
         let mut r = codec::Reader::new(bytes);
         r.header(INDEX_MAGIC)?;
         let (format, extractor_version, schema_version) = (r.u32()?, r.u32()?, r.u32()?);
@@ -279,40 +470,26 @@ impl Index {
             resolve_reused: n()?,
             files_with_errors: n()?,
         };
-        let names = Names::decode(&mut r)?;
-        let files = sorted(&mut r, |r| {
-            let file = IndexFile {
-                digest: r.digest()?,
-                module: r.opt_str()?,
-                interface: r.opt(codec::Reader::digest)?,
-                errors: r.u32()?,
-                deps: r.vec(codec::Reader::u32)?.into(),
-            };
-            if let Some(&id) = file.deps.iter().find(|&&id| id as usize >= names.len()) {
-                return Err(r.error(r.at, format!("module name {id} is not in the table")));
-            }
-            Ok(file)
-        })?;
+        let names = r.digest()?;
+        let n = r.len("chunk count")?;
+        let mut chunks = Vec::with_capacity(n.min(1 << 16));
+        for _ in 0..n {
+            chunks.push(r.digest()?);
+        }
         let graph = sorted(&mut r, |r| r.digest())?;
         if let Some(bucket) = graph.keys().find(|b| !is_hex(b, 2)) {
             return Err(r.error(0, format!("`{bucket}` is not a graph bucket")));
         }
         r.finish()?;
-        Ok(Index {
+        Ok(Header {
             format,
             extractor_version,
             schema_version,
             counts,
-            files,
             names,
+            chunks,
             graph,
         })
-    }
-
-    /// Whether per-file entries and resolutions of this index are those this
-    /// build would make.
-    pub fn is_current(&self) -> bool {
-        self.extractor_version == EXTRACTOR_VERSION && self.schema_version == SCHEMA_VERSION
     }
 }
 
@@ -324,8 +501,17 @@ fn is_hex(s: &str, len: usize) -> bool {
 /// must be strictly increasing.
 fn sorted<T>(
     r: &mut codec::Reader<'_>,
-    mut value: impl FnMut(&mut codec::Reader<'_>) -> Result<T, codec::CodecError>,
+    value: impl FnMut(&mut codec::Reader<'_>) -> Result<T, codec::CodecError>,
 ) -> Result<BTreeMap<String, T>, codec::CodecError> {
+    // Already sorted: the map is built in one pass.
+    Ok(sorted_vec(r, value)?.into_iter().collect())
+}
+
+/// [`sorted`], the pairs as they are.
+fn sorted_vec<T>(
+    r: &mut codec::Reader<'_>,
+    mut value: impl FnMut(&mut codec::Reader<'_>) -> Result<T, codec::CodecError>,
+) -> Result<Vec<(String, T)>, codec::CodecError> {
     let n = r.len("map size")?;
     let mut pairs: Vec<(String, T)> = Vec::with_capacity(n.min(1 << 16));
     for _ in 0..n {
@@ -337,8 +523,7 @@ fn sorted<T>(
         let v = value(r)?;
         pairs.push((key, v));
     }
-    // Already sorted: the map is built in one pass.
-    Ok(pairs.into_iter().collect())
+    Ok(pairs)
 }
 
 /// The whole symbol table of one project state, as typed structs: what
@@ -379,8 +564,8 @@ pub struct TableFile {
 /// reports it), whose per-file entries and graph buckets are in `blobs`, the
 /// store of the cache dir it is in.
 pub fn load_table(entry_dir: &Path, blobs: &Blobs) -> Result<SymbolTable, TierError> {
-    let index = Index::load(entry_dir)?;
-    let per_file = per_file::load(entry_dir)?;
+    let index = Index::load(entry_dir, blobs)?;
+    let per_file = per_file::load(entry_dir, blobs)?;
     let mut files = Vec::with_capacity(index.files.len());
     for (path, f) in &index.files {
         files.push(TableFile {
@@ -389,7 +574,7 @@ pub fn load_table(entry_dir: &Path, blobs: &Blobs) -> Result<SymbolTable, TierEr
             digest: f.digest.clone(),
             interface: f.interface.clone(),
             errors: f.errors,
-            symbols: read_symbols(blobs, per_file::of(&per_file, entry_dir, &f.digest)?)?,
+            symbols: read_symbols(blobs, &per_file::of(&per_file, entry_dir, &f.digest)?)?,
         });
     }
     let mut graph = ResolvedGraph {
@@ -429,18 +614,17 @@ pub(crate) fn blob_digest(hex: &str) -> Result<Digest, TierError> {
 /// an error naming it ([`TierError::Blob`]).
 pub(crate) fn read_blob(
     blobs: &Blobs,
-    hex: &str,
+    digest: &Digest,
     what: &'static str,
 ) -> Result<Vec<u8>, TierError> {
-    let digest = blob_digest(hex)?;
-    match blobs.read(&digest) {
+    match blobs.read(digest) {
         Ok(Some(bytes)) => Ok(bytes),
         Ok(None) => Err(TierError::Blob {
             what,
-            path: blobs.path(&digest, false),
+            path: blobs.path(digest, false),
         }),
         Err(e) => Err(TierError::Read {
-            path: blobs.path(&digest, false),
+            path: blobs.path(digest, false),
             source: std::io::Error::other(e.to_string()),
         }),
     }
@@ -448,13 +632,13 @@ pub(crate) fn read_blob(
 
 /// Graph bucket `digest`, from the store.
 pub(crate) fn read_bucket(blobs: &Blobs, digest: &str) -> Result<Vec<u8>, TierError> {
-    read_blob(blobs, digest, "graph bucket")
+    read_blob(blobs, &blob_digest(digest)?, "graph bucket")
 }
 
 /// The per-file entry `digest`, from the store.
-pub(crate) fn read_symbols(blobs: &Blobs, digest: &str) -> Result<FileSymbols, TierError> {
+pub(crate) fn read_symbols(blobs: &Blobs, digest: &Digest) -> Result<FileSymbols, TierError> {
     let bytes = read_blob(blobs, digest, "per-file entry")?;
-    let path = blobs.path(&blob_digest(digest)?, false);
+    let path = blobs.path(digest, false);
     codec::decode_symbols(&bytes).map_err(corrupt(&path))
 }
 
@@ -476,8 +660,8 @@ fn corrupt(path: &Path) -> impl Fn(codec::CodecError) -> TierError + '_ {
 /// (the shape of [`SymbolTable`]), streaming: one file's symbols in memory at a
 /// time. What `tiers export` writes.
 pub fn export(entry_dir: &Path, blobs: &Blobs, out: &mut dyn Write) -> Result<(), TierError> {
-    let index = Index::load(entry_dir)?;
-    let per_file = per_file::load(entry_dir)?;
+    let index = Index::load(entry_dir, blobs)?;
+    let per_file = per_file::load(entry_dir, blobs)?;
     let w = |r: std::io::Result<()>| r.map_err(TierError::Output);
     let json = |r: serde_json::Result<()>| r.map_err(|e| TierError::Output(e.into()));
     w(write!(
@@ -486,7 +670,7 @@ pub fn export(entry_dir: &Path, blobs: &Blobs, out: &mut dyn Write) -> Result<()
         index.extractor_version, index.schema_version
     ))?;
     for (i, (path, f)) in index.files.iter().enumerate() {
-        let symbols = read_symbols(blobs, per_file::of(&per_file, entry_dir, &f.digest)?)?;
+        let symbols = read_symbols(blobs, &per_file::of(&per_file, entry_dir, &f.digest)?)?;
         w(write!(
             out,
             "{}{{\"path\":{},\"module\":{},\"digest\":{},\"interface\":{},\"errors\":{},\"symbols\":",
@@ -572,44 +756,72 @@ mod tests {
     }
 
     #[test]
-    fn the_index_round_trips_and_a_damaged_one_is_an_error() {
-        let index = sample();
-        let bytes = index.encode().unwrap();
-        assert_eq!(Index::decode(&bytes).unwrap(), index);
-        for cut in 0..bytes.len() {
-            assert!(
-                Index::decode(&bytes[..cut]).is_err(),
-                "prefix of {cut} bytes"
-            );
+    fn the_index_round_trips_in_chunks_and_a_damaged_one_is_an_error() {
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(cache.path());
+        let put = |b: &[u8]| Ok(blobs.put(b).unwrap().to_string());
+        let dir = cache.path().join("entry");
+        std::fs::create_dir_all(&dir).unwrap();
+        // Enough rows for several chunks.
+        let mut index = sample();
+        let row = index.files.values().next().unwrap().clone();
+        for i in 0..1000 {
+            index.files.insert(format!("m/{i:04}.py"), row.clone());
         }
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert!(Index::decode(&longer).is_err(), "trailing bytes");
+        let parts = index.save(&dir, None, put).unwrap();
+        assert!(parts.len() > 3, "{} parts", parts.len());
+        assert_eq!(Index::load(&dir, &blobs).unwrap(), index);
+        // One more row changes one chunk (and the header), not the others.
+        index.files.insert("m/0500a.py".into(), row.clone());
+        let again = index.save(&dir, None, put).unwrap();
+        let new: Vec<_> = again.iter().filter(|p| !parts.contains(p)).collect();
+        assert_eq!(new.len(), 1, "{new:?}");
+        // Saved from the index it was built from, only the changed chunk (and
+        // nothing else) is written.
+        let (old, parts) = Index::load_with_parts(&dir, &blobs).unwrap();
+        let mut edited = old.clone();
+        edited.files.get_mut("m/0007.py").unwrap().errors += 1;
+        let written = std::sync::atomic::AtomicUsize::new(0);
+        let counted = |b: &[u8]| {
+            written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            put(b)
+        };
+        let third = edited.save(&dir, Some((&old, &parts)), counted).unwrap();
+        assert_eq!(written.into_inner(), 1);
+        assert_eq!(third.iter().filter(|p| !again.contains(p)).count(), 1);
+        assert_eq!(Index::load(&dir, &blobs).unwrap(), edited);
+        index.save(&dir, None, put).unwrap();
+        // Every prefix of the header is an error, and so is a damaged part.
+        let bytes = std::fs::read(dir.join(INDEX)).unwrap();
+        for cut in 0..bytes.len() {
+            assert!(Header::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes");
+        }
+        let chunk = blobs.path(&blob_digest(new[0]).unwrap(), false);
+        std::fs::write(&chunk, b"damaged").unwrap();
+        let err = Index::load(&dir, &blobs).unwrap_err();
+        assert!(matches!(err, TierError::Blob { .. }), "{err:?}");
         // Digests are stored as bytes: one that is not hex cannot be written,
-        // and none read back can name a file outside the entry.
+        // and none read back can name a file outside the store.
         let mut escaping = index.clone();
         escaping
             .graph
             .insert("40".into(), format!("../../{}", "e".repeat(58)));
-        assert!(escaping.encode().is_none());
-        let mut dangling = index.clone();
+        assert!(escaping.save(&dir, None, put).is_err());
+        let mut dangling = sample();
         dangling.names = ["a"].into_iter().collect();
-        let err = Index::decode(&dangling.encode().unwrap()).unwrap_err();
-        assert!(err.what.contains("not in the table"), "{err}");
-        let mut swapped = index.clone();
+        dangling.save(&dir, None, put).unwrap();
+        let err = Index::load(&dir, &blobs).unwrap_err();
+        assert!(err.to_string().contains("not in the table") || format!("{err:?}").contains("not in the table"), "{err:?}");
+        let mut swapped = sample();
         swapped.format += 1;
-        let dir = std::env::temp_dir().join(format!("tiers-index-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        swapped.save(&dir).unwrap();
-        let err = Index::load(&dir).unwrap_err();
-        let current = Index::load_current(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
+        swapped.save(&dir, None, put).unwrap();
+        let err = Index::load(&dir, &blobs).unwrap_err();
         assert!(
-            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 5")),
+            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 6")),
             "{err:?}"
         );
         assert!(
-            matches!(current, Ok(None)),
+            matches!(Index::load_current(&dir, &blobs), Ok(None)),
             "another layout is not this build's"
         );
     }
