@@ -371,11 +371,20 @@ impl Blobs {
         if !replace && dest.is_file() {
             return Ok(digest);
         }
-        let tmp = self.tmp()?;
-        let mut f = File::create(&tmp).at(&tmp)?;
+        // Made read-only from the start: one system call less per blob.
+        let tmp = self.dir.join(".tmp").join(unique_suffix());
+        let mut f = match create_read_only(&tmp) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let dir = self.dir.join(".tmp");
+                fs::create_dir_all(&dir).at(&dir)?;
+                create_read_only(&tmp).at(&tmp)?
+            }
+            Err(e) => return Err(Error::io(&tmp, e)),
+        };
         f.write_all(bytes).at(&tmp)?;
         drop(f);
-        self.settle(&tmp, &dest, false)?;
+        self.rename_into(&tmp, &dest)?;
         Ok(digest)
     }
 
@@ -482,6 +491,11 @@ impl Blobs {
     /// Make `tmp` read-only and rename it to `dest`, its shard made if need be.
     fn settle(&self, tmp: &Path, dest: &Path, exec: bool) -> Result<()> {
         set_read_only(tmp, exec).at(tmp)?;
+        self.rename_into(tmp, dest)
+    }
+
+    /// Rename `tmp` to `dest`, its shard made if need be.
+    fn rename_into(&self, tmp: &Path, dest: &Path) -> Result<()> {
         match fs::rename(tmp, dest) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -850,6 +864,21 @@ fn is_exec(m: &fs::Metadata) -> bool {
 #[cfg(not(unix))]
 fn is_exec(_m: &fs::Metadata) -> bool {
     false
+}
+
+/// A new file for a blob's bytes, read-only once closed.
+fn create_read_only(path: &Path) -> io::Result<File> {
+    let mut options = File::options();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o444);
+    }
+    let f = options.open(path)?;
+    #[cfg(not(unix))]
+    set_read_only(path, false)?;
+    Ok(f)
 }
 
 /// Blobs are never written again: read-only (and executable if `exec`).

@@ -29,8 +29,8 @@ mod store;
 mod tier;
 
 pub use blobs::{
-    hash_file as hash_blob_file, Blobs, Digest, Lease, Present, Swept, Tree, TreeFile, TreeLink, CARRIED,
-    TREE,
+    hash_file as hash_blob_file, Blobs, Digest, Lease, Present, Swept, Tree, TreeFile, TreeLink,
+    CARRIED, TREE,
 };
 pub use candidates::{Candidate, CANDIDATE_LIMIT};
 pub use config::{

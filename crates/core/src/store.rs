@@ -415,9 +415,11 @@ impl Store {
     pub fn remove_unless_pointed(&self, key: &Key, ttl: Duration) -> Result<bool> {
         let lock = self.lock(key)?;
         let pointed = self.pointed(ttl);
-        let named = pointed
-            .iter()
-            .any(|p| p == key || self.alias(p).as_ref() == Some(key));
+        // A pointed key without an entry of its own is served by its alias.
+        let named = pointed.iter().any(|p| {
+            p == key
+                || (!self.entry_dir(p).join(MARKER).exists() && self.alias(p).as_ref() == Some(key))
+        });
         if named {
             return Ok(false);
         }

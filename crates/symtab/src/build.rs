@@ -340,11 +340,18 @@ impl Job {
         }
         // The previous entry's per-file entries were all stored when it wrote
         // its index: only the shards of the store changed since are read.
-        let then = prev.and_then(|p| fs::metadata(p.dir.join(INDEX)).and_then(|m| m.modified()).ok());
-        let present = self.blobs.present_since(then).map_err(|e| TierError::Read {
-            path: self.blobs.dir().to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let then = prev.and_then(|p| {
+            fs::metadata(p.dir.join(INDEX))
+                .and_then(|m| m.modified())
+                .ok()
+        });
+        let present = self
+            .blobs
+            .present_since(then)
+            .map_err(|e| TierError::Read {
+                path: self.blobs.dir().to_owned(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         let stored = |digest: &str| {
             let Some(content) = digest_bytes(digest) else {
                 return false;
@@ -802,6 +809,9 @@ fn read_and_extract(
     Ok(extractor.extract(&bytes))
 }
 
+/// A content parsed again: its symbols and its new per-file entry.
+type Repaired = (Arc<FileSymbols>, [u8; 32]);
+
 /// The per-file symbols of this build's rows: those parsed by a small build
 /// kept in memory, the others read from the store. Used from every thread of
 /// the cross-file pass.
@@ -812,7 +822,7 @@ pub(super) struct Loader<'a> {
     kept: HashMap<String, Arc<FileSymbols>>,
     /// Contents whose per-file entry was missing or damaged, parsed again by
     /// this build: their symbols and new entry.
-    repaired: Mutex<HashMap<[u8; 32], (Arc<FileSymbols>, [u8; 32])>>,
+    repaired: Mutex<HashMap<[u8; 32], Repaired>>,
 }
 
 impl Loader<'_> {

@@ -95,7 +95,7 @@ fn records<'a>(bytes: &'a [u8], path: &Path) -> Result<Vec<&'a [u8]>, TierError>
         path: path.to_owned(),
         why: why.into(),
     };
-    if !has_prefix(bytes, PART_MAGIC) || (bytes.len() - PREFIX) % RECORD != 0 {
+    if !has_prefix(bytes, PART_MAGIC) || !(bytes.len() - PREFIX).is_multiple_of(RECORD) {
         return Err(corrupt("not a part of a list of per-file entries"));
     }
     let records: Vec<&[u8]> = bytes[PREFIX..].chunks_exact(RECORD).collect();

@@ -142,7 +142,7 @@ fn ends_chunk(path: &str) -> bool {
     for b in path.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
     }
-    h % CHUNK_ROWS == 0
+    h.is_multiple_of(CHUNK_ROWS)
 }
 
 /// The digests of an index's parts, for the build that starts from it: the
@@ -296,9 +296,8 @@ impl Index {
         let names = match from {
             Some((old, parts)) if old.names == self.names => parts.names.clone(),
             _ => {
-                let mut w = codec::Writer::with_capacity(
-                    self.names.text.len() + 2 * self.names.len() + 16,
-                );
+                let mut w =
+                    codec::Writer::with_capacity(self.names.text.len() + 2 * self.names.len() + 16);
                 w.header(NAMES_MAGIC);
                 self.names.encode(&mut w);
                 put(&w.buf)?
@@ -317,7 +316,11 @@ impl Index {
         let unchanged = |from_row: usize, to_row: usize| -> Option<String> {
             let (old, parts) = from?;
             let chunk = &rows[from_row..to_row];
-            let key = (chunk[0].0.clone(), chunk[chunk.len() - 1].0.clone(), chunk.len());
+            let key = (
+                chunk[0].0.clone(),
+                chunk[chunk.len() - 1].0.clone(),
+                chunk.len(),
+            );
             let digest = parts.chunks.get(&key)?;
             chunk
                 .iter()
@@ -426,7 +429,8 @@ impl Header {
     /// buckets in key order; digests as their 32 bytes. `None` if a digest is
     /// not hex.
     fn encode(&self) -> Option<Vec<u8>> {
-        let mut w = codec::Writer::with_capacity(128 + 32 * self.chunks.len() + 40 * self.graph.len());
+        let mut w =
+            codec::Writer::with_capacity(128 + 32 * self.chunks.len() + 40 * self.graph.len());
         w.header(INDEX_MAGIC);
         for n in [self.format, self.extractor_version, self.schema_version] {
             w.u32(n);
@@ -794,7 +798,10 @@ mod tests {
         // Every prefix of the header is an error, and so is a damaged part.
         let bytes = std::fs::read(dir.join(INDEX)).unwrap();
         for cut in 0..bytes.len() {
-            assert!(Header::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes");
+            assert!(
+                Header::decode(&bytes[..cut]).is_err(),
+                "prefix of {cut} bytes"
+            );
         }
         let chunk = blobs.path(&blob_digest(new[0]).unwrap(), false);
         std::fs::write(&chunk, b"damaged").unwrap();
@@ -811,7 +818,11 @@ mod tests {
         dangling.names = ["a"].into_iter().collect();
         dangling.save(&dir, None, put).unwrap();
         let err = Index::load(&dir, &blobs).unwrap_err();
-        assert!(err.to_string().contains("not in the table") || format!("{err:?}").contains("not in the table"), "{err:?}");
+        assert!(
+            err.to_string().contains("not in the table")
+                || format!("{err:?}").contains("not in the table"),
+            "{err:?}"
+        );
         let mut swapped = sample();
         swapped.format += 1;
         swapped.save(&dir, None, put).unwrap();
