@@ -7,6 +7,12 @@
 //! [`Reason`]s, locks each key, publishes entries atomically (marker last), applies
 //! the `rebuild`/`eager` policy and `after` ordering, and reports.
 //!
+//! It also owns the one store of a cache dir ([`Blobs`]): every file an entry holds
+//! and every part a kind names is a blob named by its SHA-256, stored once for all
+//! tiers; an entry is its marker plus a [`Tree`]. Retention removes entries, and
+//! only the engine's mark-and-sweep removes blobs, never one a live entry or a
+//! running build may name (see `blobs.rs` for the layout and who deletes what).
+//!
 //! Embedders open a project with [`Engine::open`], passing a [`Registry`] that holds
 //! the built-in kinds and any of their own, then call [`Engine::build`] or
 //! [`Engine::status`] and read the [`Report`] — the same data `--json` prints.

@@ -14,19 +14,21 @@
 //! one file's content. So each content's [`FileSymbols`](py_symbols::FileSymbols)
 //! is a blob of the cache's store ([`Context::blobs`]), named by the digest of
 //! its encoding and shared by every project state and tier; a file is parsed
-//! only when the entry built from ([`Context::previous`]) has no per-file entry
-//! for its content. An entry (one project state) holds only its index, which
-//! names the per-file entries and graph buckets it uses; the build names them
-//! to the engine ([`BuildOutcome::blobs`]), which keeps them while the entry
-//! lives and carries them to a shared cache with it. So a one-file edit writes
-//! one per-file entry, a graph bucket and a new index.
+//! only when no entry of the tier has a per-file entry for its content still in
+//! the store (the entry the build starts from, [`Context::previous`], first).
+//! An entry (one project state) holds an index and a per-file list, whose parts
+//! are blobs too; the build names every blob it uses to the engine
+//! ([`BuildOutcome::blobs`]), which keeps them while the entry lives and carries
+//! them to a shared cache with it. So a one-file edit writes one per-file entry,
+//! a graph bucket, one chunk of the index and one part of the per-file list.
 //!
 //! ```text
-//! <cache dir>/blobs/<2 hex>/<digest>   per-file entries and graph buckets (the engine's)
-//! <tier root>/<key>/index.bin          path → content digest, per-file entry, module,
-//!                                      interface, consulted modules; bucket → digest
-//! <tier root>/<key>/per-file.bin       content digest → per-file entry, sorted: what
-//!                                      a build looks up in the entries it does not start from
+//! <cache dir>/blobs/<2 hex>/<digest>   per-file entries, graph buckets, index chunks and
+//!                                      names, per-file list parts (the engine's store)
+//! <tier root>/<key>/index.bin          names the index's chunks (path → content digest,
+//!                                      module, interface, consulted modules) and buckets
+//! <tier root>/<key>/per-file.bin       names 16 parts: content digest → per-file entry,
+//!                                      sorted, looked up by builds starting elsewhere
 //! ```
 //!
 //! The resolved graph is split into 256 buckets by a hash of the path, so that
