@@ -1,0 +1,264 @@
+//! Findings of a second review of the blob store (issue 15), one test per promise:
+//! a project moved with its cache dir, and an entry restored from a shared cache
+//! whose record lacks a blob the entry names.
+
+mod support;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+use support::{project, tiers_bin, Run};
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn run(project: &Path, args: &[&str]) -> Run {
+    let out = Command::new(tiers_bin())
+        .arg("-C")
+        .arg(project)
+        .args(args)
+        .env_remove("TIERS_CACHE_DIR")
+        .env_remove("TIERS_REMOTE_URL")
+        .env_remove("TIERS_REMOTE_MODE")
+        .output()
+        .expect("run tiers");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn build(project: &Path) -> Run {
+    run(project, &["build", "--json"]).expect_code(0)
+}
+
+fn run_ok(project: &Path, args: &[&str]) -> Run {
+    run(project, args).expect_code(0)
+}
+
+fn entry_dir(run: &Run, tier: &str) -> PathBuf {
+    PathBuf::from(run.tier(tier)["path"].as_str().expect("a path"))
+}
+
+fn export(project: &Path) -> Run {
+    run(project, &["export", "sym", "-o", "/dev/null"])
+}
+
+#[test]
+fn moving_a_project_with_its_cache_dir_keeps_the_blobs_its_entries_name() {
+    let p = project().build();
+    let (before, after) = (p.path("one"), p.path("two"));
+    std::fs::create_dir_all(&before).unwrap();
+    std::fs::write(
+        before.join("tiers.toml"),
+        "[tiers.sym]\nkind = \"symtab\"\n",
+    )
+    .unwrap();
+    for i in 0..3 {
+        std::fs::write(
+            before.join(format!("m{i}.py")),
+            format!("def f{i}(): pass\n"),
+        )
+        .unwrap();
+    }
+    build(&before);
+    // `mv project elsewhere`, or a CI cache restored into another workspace path.
+    std::fs::rename(&before, &after).unwrap();
+    let run = build(&after);
+    assert_eq!(run.status("sym"), "fresh", "{}", run.stderr);
+    run_ok(&after, &["gc"]);
+    let out = export(&after);
+    assert_eq!(
+        out.code, 0,
+        "the moved entry is fresh, yet `tiers gc` swept the blobs it names:\n{}",
+        out.stderr
+    );
+}
+
+// A shared cache in a directory (see tests/remote.rs for its layout).
+
+const FILES: usize = 12;
+
+fn source(i: usize) -> String {
+    format!("def f{i}():\n    return {i}\n")
+}
+
+fn write_checkout(dir: &Path, remote: &Path, keep: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let toml = format!(
+        "[remote]\nurl = \"file://{}\"\n[tiers.sym]\nkind = \"symtab\"\nkeep = {keep}\n",
+        remote.display()
+    );
+    std::fs::write(dir.join("tiers.toml"), toml).unwrap();
+    for i in 0..FILES {
+        std::fs::write(dir.join(format!("m{i}.py")), source(i)).unwrap();
+    }
+}
+
+/// The record of the only entry of tier `sym` in the directory store.
+fn record(remote: &Path) -> (PathBuf, Value) {
+    let dir = remote.join("records/sym");
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("a record")
+        .unwrap()
+        .path();
+    (
+        path.clone(),
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap(),
+    )
+}
+
+/// The per-file entry blob that `entry`'s `per-file.bin` names for `content`.
+fn per_file_blob(cache: &Path, entry: &Path, content: &[u8]) -> String {
+    let want = Sha256::digest(content);
+    let header = std::fs::read(entry.join("per-file.bin")).unwrap();
+    let part = hex(&header[8 + usize::from(want[0] >> 4) * 32..][..32]);
+    let bytes = std::fs::read(cache.join("blobs").join(&part[..2]).join(&part)).unwrap();
+    bytes[8..]
+        .chunks_exact(64)
+        .find(|r| r[..32] == want[..])
+        .map(|r| hex(&r[32..]))
+        .expect("the content is in its part")
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Rewrite the record's archive without the carried blob `missing` (what a
+/// partial upload by another tool, or a hand-pruned store, leaves).
+fn drop_carried(remote: &Path, original: &[u8], missing: &str) {
+    let (path, mut rec) = record(remote);
+    let tar_bytes = zstd::decode_all(original).unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let mut out = tar::Builder::new(Vec::new());
+    let mut dropped = 0u64;
+    for member in archive.entries().unwrap() {
+        let mut member = member.unwrap();
+        let name = member.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        member.read_to_end(&mut data).unwrap();
+        if name.ends_with(missing) {
+            dropped = data.len() as u64;
+            continue;
+        }
+        let mut header = member.header().clone();
+        out.append_data(&mut header, &name, &data[..]).unwrap();
+    }
+    assert!(dropped > 0, "the archive carries `{missing}`");
+    let packed = zstd::encode_all(&out.into_inner().unwrap()[..], 3).unwrap();
+    let name = sha256_hex(&packed);
+    std::fs::write(remote.join("blobs").join(&name), &packed).unwrap();
+    rec["blobs"] = serde_json::json!([{ "sha256": name, "bytes": packed.len() }]);
+    rec["files"] = (rec["files"].as_u64().unwrap() - 1).into();
+    rec["bytes"] = (rec["bytes"].as_u64().unwrap() - dropped).into();
+    std::fs::write(path, serde_json::to_vec(&rec).unwrap()).unwrap();
+}
+
+/// A first checkout builds and uploads; its record is then made to lack the
+/// per-file entry of `m{which}.py`. Returns the remote, the original archive and
+/// that blob's digest.
+fn shared_without(root: &Path, which: usize) -> (PathBuf, Vec<u8>, String) {
+    let remote = root.join("remote");
+    std::fs::create_dir_all(&remote).unwrap();
+    let first = root.join("first");
+    write_checkout(&first, &remote, 10);
+    let run = build(&first);
+    let entry = entry_dir(&run, "sym");
+    let missing = per_file_blob(&first.join(".tiers"), &entry, source(which).as_bytes());
+    let (_, rec) = record(&remote);
+    let archive = rec["blobs"][0]["sha256"].as_str().unwrap().to_owned();
+    let original = std::fs::read(remote.join("blobs").join(archive)).unwrap();
+    drop_carried(&remote, &original, &missing);
+    (remote, original, missing)
+}
+
+#[test]
+fn an_entry_restored_from_a_record_that_lacks_a_named_blob_can_be_exported() {
+    let p = project().build();
+    let (remote, _, missing) = shared_without(p.root(), 3);
+    let second = p.path("second");
+    write_checkout(&second, &remote, 10);
+    let run = build(&second);
+    let out = export(&second);
+    assert_eq!(
+        out.code, 0,
+        "`tiers build` reported `{}` with exit 0, but the entry lacks the per-file entry `{missing}`:\n{}",
+        run.status("sym"),
+        out.stderr
+    );
+}
+
+/// The change time of `path`.
+fn ctime(path: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.ctime(), m.ctime_nsec())
+}
+
+/// The modification time of `path`.
+fn mtime(path: &Path) -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    (m.mtime(), m.mtime_nsec())
+}
+
+#[test]
+fn a_build_from_a_restored_entry_never_names_a_blob_the_store_lacks() {
+    // The checkout once held the missing blob and swept it, so its shard exists and
+    // is older than the restored index: the build trusts the shard. A candidate
+    // whose shard the restore itself writes into would not show it: try the next.
+    for which in 0..FILES {
+        let p = project().build();
+        let (remote, _, missing) = shared_without(p.root(), which);
+        let b = p.path("second");
+        write_checkout(&b, &remote, 1);
+        let cache = b.join(".tiers");
+        // A state with every file and one more, then one without `m{which}.py`:
+        // retention removes the first and the sweep its per-file entry.
+        std::fs::write(b.join("extra.py"), "EXTRA = 1\n").unwrap();
+        build(&b);
+        std::fs::remove_file(b.join("extra.py")).unwrap();
+        std::fs::remove_file(b.join(format!("m{which}.py"))).unwrap();
+        build(&b);
+        run_ok(&b, &["gc"]);
+        let blob = cache.join("blobs").join(&missing[..2]).join(&missing);
+        assert!(!blob.exists(), "the sweep removed `{missing}`");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Back to the first checkout's state: restored, without that blob.
+        std::fs::write(b.join(format!("m{which}.py")), source(which)).unwrap();
+        let run = build(&b);
+        if run.status("sym") != "restored" {
+            // A restore that refuses the incomplete record leaves nothing to trust.
+            assert_eq!(export(&b).code, 0, "{}", run.stderr);
+            return;
+        }
+        let index = entry_dir(&run, "sym").join("index.bin");
+        if ctime(blob.parent().unwrap()) >= mtime(&index) {
+            continue;
+        }
+        // An edit elsewhere: the build starts from the restored entry.
+        let edited = (which + 1) % FILES;
+        std::fs::write(b.join(format!("m{edited}.py")), "def edited(): pass\n").unwrap();
+        let run = build(&b);
+        assert_eq!(run.status("sym"), "rebuilt", "{}", run.stderr);
+        let out = export(&b);
+        assert_eq!(
+            out.code, 0,
+            "the edit's build reported `rebuilt` and named `{missing}`, which the store lacks:\n{}",
+            out.stderr
+        );
+        return;
+    }
+    panic!("every candidate's shard was written by the restore");
+}
