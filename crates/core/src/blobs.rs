@@ -673,15 +673,21 @@ impl Blobs {
     }
 
     /// Remember that `root` holds entries naming blobs here, so a sweep reads them.
-    fn register_root(&self, root: &Path) -> Result<()> {
+    ///
+    /// A root inside the cache dir is recorded relative to it, so the record
+    /// still holds when the cache dir moves with its project (or is copied);
+    /// one outside is recorded by its absolute path.
+    pub(crate) fn register_root(&self, root: &Path) -> Result<()> {
+        let cache_dir = self.dir.parent().unwrap_or(&self.dir);
+        let recorded = root.strip_prefix(cache_dir).unwrap_or(root);
         let dir = self.dir.join(".roots");
-        let id = Key::of_bytes(root.as_os_str().as_encoded_bytes());
+        let id = Key::of_bytes(recorded.as_os_str().as_encoded_bytes());
         let path = dir.join(&id.as_str()[..32]);
         if path.is_file() {
             return Ok(());
         }
         fs::create_dir_all(&dir).at(&dir)?;
-        crate::fsutil::write_atomic(&path, root.as_os_str().as_encoded_bytes())
+        crate::fsutil::write_atomic(&path, recorded.as_os_str().as_encoded_bytes())
     }
 
     /// Record that retention removed `n` entries: a build sweeps once enough went.
@@ -761,28 +767,43 @@ impl Blobs {
     }
 
     /// Every blob an entry of a registered root names.
+    ///
+    /// The roots are those recorded in `.roots/` and every directory of the
+    /// cache dir that holds a `.tiers-root` (a cache dir moved or copied with
+    /// its project holds its own roots wherever it now is).
     fn mark(&self) -> Result<HashSet<(Digest, bool)>> {
         let mut marked = HashSet::new();
+        let cache_dir = self.dir.parent().unwrap_or(&self.dir).to_owned();
+        let mut roots: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+        if let Ok(read) = fs::read_dir(&cache_dir) {
+            for d in read.flatten() {
+                if d.path().join(crate::store::ROOT_MARKER).is_file() {
+                    roots.push((d.path(), None));
+                }
+            }
+        }
         let roots_dir = self.dir.join(".roots");
-        let roots = match fs::read_dir(&roots_dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(marked),
+        match fs::read_dir(&roots_dir) {
+            Ok(read) => {
+                for record in read.flatten() {
+                    let bytes = fs::read(record.path()).at(record.path())?;
+                    // Relative: inside this cache dir, wherever it is now.
+                    roots.push((cache_dir.join(path_of_bytes(&bytes)), Some(record.path())));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(&roots_dir, e)),
-        };
-        for record in roots.flatten() {
-            let bytes = fs::read(record.path()).at(record.path())?;
-            #[cfg(unix)]
-            let root = {
-                use std::os::unix::ffi::OsStrExt;
-                PathBuf::from(std::ffi::OsStr::from_bytes(&bytes))
-            };
-            #[cfg(not(unix))]
-            let root = PathBuf::from(String::from_utf8_lossy(&bytes).into_owned());
+        }
+        roots.sort();
+        roots.dedup_by(|a, b| a.0 == b.0);
+        for (root, record) in roots {
             let read = match fs::read_dir(&root) {
                 Ok(r) => r,
                 // The root went, and its entries with it.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    let _ = fs::remove_file(record.path());
+                    if let Some(record) = record {
+                        let _ = fs::remove_file(record);
+                    }
                     continue;
                 }
                 Err(e) => return Err(Error::io(&root, e)),

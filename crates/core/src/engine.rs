@@ -422,9 +422,19 @@ impl Engine {
                 t.store.clean_debris()?;
             }
         }
+        let blobs = Blobs::of_cache_dir(&self.cache_dir);
+        if !dry_run && blobs.dir().is_dir() {
+            // Roots outside the cache dir are found by their record: one moved
+            // since its last build is recorded before the sweep reads them.
+            for t in self.tiers.iter().filter(|t| !t.tier.builds_in_place()) {
+                if t.store.root().join(store::ROOT_MARKER).is_file() {
+                    blobs.register_root(t.store.root())?;
+                }
+            }
+        }
         let swept = match dry_run {
             true => None,
-            false => Blobs::of_cache_dir(&self.cache_dir).sweep()?,
+            false => blobs.sweep()?,
         };
         Ok(Collected { removed, swept })
     }
@@ -978,7 +988,22 @@ impl Engine {
         }
         marker.tier = t.name.clone();
         let blobs = Blobs::of_cache_dir(&self.cache_dir);
-        let named = blobs.take_carried(staging.path())?;
+        let mut named = blobs.take_carried(staging.path())?;
+        // The entry's own tree names every blob it needs: each came with it or
+        // is here already, or the entry is not taken.
+        if let Some(tree) = crate::blobs::Tree::read(staging.path())? {
+            if let Some(d) = tree.named.iter().find(|d| !blobs.contains(d)) {
+                return Err(Error::Marker {
+                    path: staging.path().to_owned(),
+                    why: format!(
+                        "the shared cache's entry for {key} names the blob {d}, which it does not carry"
+                    ),
+                });
+            }
+            named.extend(tree.named);
+            named.sort();
+            named.dedup();
+        }
         blobs.ingest(t.store.root(), staging.path(), named)?;
         t.store.publish(staging.path(), &marker, lock)?;
         staging.disarm();

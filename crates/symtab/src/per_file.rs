@@ -131,8 +131,9 @@ pub(crate) fn of(map: &PerFile, dir: &Path, digest: &str) -> Result<Digest, Tier
 
 /// The per-file entries of `wanted` contents that `entries` know, the first
 /// entry that knows one winning: per entry one small read of `per-file.bin`,
-/// then a binary search of the part that holds the content. An entry whose
-/// list is missing, damaged or not of this layout knows nothing.
+/// then a binary search of the part that holds the content (read whole and
+/// checked against its digest). An entry whose list is missing, damaged or not
+/// of this layout knows nothing.
 pub(crate) fn find(
     entries: &[PathBuf],
     wanted: &[[u8; 32]],
@@ -147,57 +148,27 @@ pub(crate) fn find(
         let Ok(parts) = parts(dir) else {
             continue;
         };
-        left.retain(|content| {
-            let digest = &parts[part_of(content)];
-            let path = blobs.path(digest, false);
-            match search(&path, content) {
+        left.retain(
+            |content| match search(blobs, &parts[part_of(content)], content) {
                 Some(symbols) => {
                     found.push((*content, symbols));
                     false
                 }
                 None => true,
-            }
-        });
+            },
+        );
     }
     found
 }
 
-/// Binary search of the part at `path` for `content`, a few small reads.
-fn search(path: &Path, content: &[u8; 32]) -> Option<[u8; 32]> {
-    let file = std::fs::File::open(path).ok()?;
-    let len = file.metadata().ok()?.len();
-    let mut prefix = [0u8; PREFIX];
-    read_at(&file, &mut prefix, 0)?;
-    let body = len.checked_sub(PREFIX as u64)?;
-    if !has_prefix(&prefix, PART_MAGIC) || body % RECORD as u64 != 0 {
-        return None;
-    }
-    let (mut lo, mut hi) = (0u64, body / RECORD as u64);
-    let mut record = [0u8; RECORD];
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        read_at(&file, &mut record, PREFIX as u64 + mid * RECORD as u64)?;
-        match record[..32].cmp(content.as_slice()) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => return record[32..].try_into().ok(),
-        }
-    }
-    None
-}
-
-#[cfg(unix)]
-fn read_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> Option<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, at).ok()
-}
-
-#[cfg(not(unix))]
-fn read_at(file: &std::fs::File, buf: &mut [u8], at: u64) -> Option<()> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut f = file;
-    f.seek(SeekFrom::Start(at)).ok()?;
-    f.read_exact(buf).ok()
+/// Binary search of the part `digest` for `content`.
+fn search(blobs: &Blobs, digest: &Digest, content: &[u8; 32]) -> Option<[u8; 32]> {
+    let bytes = blobs.read(digest).ok()??;
+    let records = records(&bytes, &blobs.path(digest, false)).ok()?;
+    let i = records
+        .binary_search_by(|r| r[..32].cmp(content.as_slice()))
+        .ok()?;
+    records[i][32..].try_into().ok()
 }
 
 fn has_prefix(bytes: &[u8], magic: [u8; 4]) -> bool {
