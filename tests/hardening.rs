@@ -12,7 +12,7 @@ use serde_json::Value;
 use support::procs::{
     alive, counting, gone_within, kill, wait_for_pids, writer_project, DEPFILE_SCRIPT, ONE_TIER,
 };
-use support::{project, runs, snapshot, Project};
+use support::{project, runs, sha256_hex, snapshot, Project};
 
 /// Every file under `dir` with its bytes, for "tiers left it as it was".
 fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -246,14 +246,6 @@ fn checkouts_sharing_a_cache_dir_each_see_their_own_entry() {
             assert_eq!(digest, own, "checkout {content} sees its own entry");
         }
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 #[test]

@@ -9,25 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
-use support::{project, Run};
+use support::{entry_dir, project, sha256_hex};
 
 const SYM: &str = "[tiers.sym]\nkind = \"symtab\"\n";
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn entry_dir(run: &Run, tier: &str) -> PathBuf {
-    PathBuf::from(
-        run.tier(tier)["path"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no path for `{tier}`:\n{}", run.stdout)),
-    )
-}
 
 fn blob_path(cache: &Path, digest: &str) -> PathBuf {
     cache.join("blobs").join(&digest[..2]).join(digest)

@@ -9,15 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
-use support::{project, tiers_bin, Run};
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
+use support::{entry_dir, project, sha256_hex, tiers_bin, Run};
 
 fn run(project: &Path, args: &[&str]) -> Run {
     let out = Command::new(tiers_bin())
@@ -42,10 +34,6 @@ fn build(project: &Path) -> Run {
 
 fn run_ok(project: &Path, args: &[&str]) -> Run {
     run(project, args).expect_code(0)
-}
-
-fn entry_dir(run: &Run, tier: &str) -> PathBuf {
-    PathBuf::from(run.tier(tier)["path"].as_str().expect("a path"))
 }
 
 fn export(project: &Path) -> Run {
@@ -120,7 +108,7 @@ fn record(remote: &Path) -> (PathBuf, Value) {
 
 /// The per-file entry blob that `entry`'s `per-file.bin` names for `content`.
 fn per_file_blob(cache: &Path, entry: &Path, content: &[u8]) -> String {
-    let want = Sha256::digest(content);
+    let want = <sha2::Sha256 as sha2::Digest>::digest(content);
     let header = std::fs::read(entry.join("per-file.bin")).unwrap();
     let part = hex(&header[8 + usize::from(want[0] >> 4) * 32..][..32]);
     let bytes = std::fs::read(cache.join("blobs").join(&part[..2]).join(&part)).unwrap();

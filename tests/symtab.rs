@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::Value;
-use support::{project, Project, Run};
+use support::{entry_dir, project, Project, Run};
 
 const TIER: &str = "[tiers.sym]\nkind = \"symtab\"\n";
 
@@ -70,14 +70,6 @@ fn data(run: &Run, tier: &str) -> Value {
     let text = std::fs::read_to_string(&marker)
         .unwrap_or_else(|e| panic!("cannot read `{}`: {e}", marker.display()));
     serde_json::from_str::<Value>(&text).expect("marker JSON")["data"].clone()
-}
-
-fn entry_dir(run: &Run, tier: &str) -> PathBuf {
-    PathBuf::from(
-        run.tier(tier)["path"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no path for `{tier}`:\n{}", run.stdout)),
-    )
 }
 
 /// The index of the entry: path → {digest, module, interface, errors}.

@@ -244,3 +244,22 @@ pub fn entry_tree(entry: &Path) -> Result<Value, String> {
     let named: Vec<String> = tree.named.iter().map(ToString::to_string).collect();
     Ok(serde_json::json!({ "files": files, "named": named }))
 }
+
+/// The SHA-256 of `bytes` in lowercase hex, computed here: tests check the store
+/// without trusting its own digests.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The directory of `tier`'s entry in a `build --json` report.
+pub fn entry_dir(run: &Run, tier: &str) -> PathBuf {
+    PathBuf::from(
+        run.tier(tier)["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no path for `{tier}`:\n{}", run.stdout)),
+    )
+}
