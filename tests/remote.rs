@@ -299,19 +299,6 @@ fn redis_stopped_mid_run_is_one_warning_and_local_builds() {
     server_stopped_mid_run(&redis.url(), redis.pid());
 }
 
-/// The record of `tier` in a directory store, and the paths of its blobs.
-fn record(store: &Path, tier: &str) -> (PathBuf, Value) {
-    let dir = store.join("records").join(tier);
-    let path = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .expect("a record")
-        .unwrap()
-        .path();
-    let json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    (path, json)
-}
-
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(bytes)
@@ -325,7 +312,7 @@ fn a_corrupt_blob_is_detected_rebuilt_locally_and_replaced_on_upload() {
     let store = tempfile::tempdir().unwrap();
     let url = url_line(&format!("file://{}", store.path().display()));
     build(&checkout(&url, ""), &[]);
-    let (_, rec) = record(store.path(), "cmd");
+    let (_, rec) = support::remote_record(store.path(), "cmd");
     let name = rec["blobs"][0]["sha256"].as_str().unwrap().to_owned();
     let blob = store.path().join("blobs").join(&name);
     let good = std::fs::read(&blob).unwrap();
@@ -382,7 +369,7 @@ fn crafted(members: &[(tar::EntryType, &str, &str)]) -> Vec<u8> {
 fn plant(store: &Path, tier: &str, archive: &[u8]) {
     let name = sha256(archive);
     std::fs::write(store.join("blobs").join(&name), archive).unwrap();
-    let (path, mut rec) = record(store, tier);
+    let (path, mut rec) = support::remote_record(store, tier);
     rec["blobs"] = serde_json::json!([{ "sha256": name, "bytes": archive.len() }]);
     std::fs::write(path, serde_json::to_vec(&rec).unwrap()).unwrap();
 }

@@ -8,7 +8,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
 use support::{entry_dir, project, sha256_hex, tiers_bin, Run};
 
 fn run(project: &Path, args: &[&str]) -> Run {
@@ -91,21 +90,6 @@ fn write_checkout(dir: &Path, remote: &Path, keep: usize) {
     }
 }
 
-/// The record of the only entry of tier `sym` in the directory store.
-fn record(remote: &Path) -> (PathBuf, Value) {
-    let dir = remote.join("records/sym");
-    let path = std::fs::read_dir(&dir)
-        .unwrap()
-        .next()
-        .expect("a record")
-        .unwrap()
-        .path();
-    (
-        path.clone(),
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap(),
-    )
-}
-
 /// The per-file entry blob that `entry`'s `per-file.bin` names for `content`.
 fn per_file_blob(cache: &Path, entry: &Path, content: &[u8]) -> String {
     let want = <sha2::Sha256 as sha2::Digest>::digest(content);
@@ -126,7 +110,7 @@ fn hex(b: &[u8]) -> String {
 /// Rewrite the record's archive without the carried blob `missing` (what a
 /// partial upload by another tool, or a hand-pruned store, leaves).
 fn drop_carried(remote: &Path, original: &[u8], missing: &str) {
-    let (path, mut rec) = record(remote);
+    let (path, mut rec) = support::remote_record(remote, "sym");
     let tar_bytes = zstd::decode_all(original).unwrap();
     let mut archive = tar::Archive::new(&tar_bytes[..]);
     let mut out = tar::Builder::new(Vec::new());
@@ -164,7 +148,7 @@ fn shared_without(root: &Path, which: usize) -> (PathBuf, Vec<u8>, String) {
     let run = build(&first);
     let entry = entry_dir(&run, "sym");
     let missing = per_file_blob(&first.join(".tiers"), &entry, source(which).as_bytes());
-    let (_, rec) = record(&remote);
+    let (_, rec) = support::remote_record(&remote, "sym");
     let archive = rec["blobs"][0]["sha256"].as_str().unwrap().to_owned();
     let original = std::fs::read(remote.join("blobs").join(archive)).unwrap();
     drop_carried(&remote, &original, &missing);

@@ -263,3 +263,16 @@ pub fn entry_dir(run: &Run, tier: &str) -> PathBuf {
             .unwrap_or_else(|| panic!("no path for `{tier}`:\n{}", run.stdout)),
     )
 }
+
+/// The record of `tier`'s only entry in a directory shared cache, and its JSON.
+pub fn remote_record(store: &Path, tier: &str) -> (PathBuf, Value) {
+    let dir = store.join("records").join(tier);
+    let path = std::fs::read_dir(&dir)
+        .unwrap()
+        .next()
+        .expect("a record")
+        .unwrap()
+        .path();
+    let json = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    (path, json)
+}
