@@ -333,6 +333,7 @@ fn the_version_is_asked_once_and_a_warm_status_spawns_no_cli() {
     let p = python_project();
     cq.build(&p, &[]);
     assert_eq!(cq.versions(), 1, "{:?}", cq.calls());
+    assert_eq!(version_records(&p).len(), 1, "the build keeps the version");
     let before = cq.calls().len();
     assert_eq!(cq.status(&p).status("db"), "fresh");
     assert_eq!(cq.build(&p, &[]).status("db"), "fresh");
@@ -352,7 +353,22 @@ fn without_the_version_cache_a_changed_version_is_seen_at_once() {
         run.reasons("db"),
         ["the CodeQL CLI changed from 2.20.0 to 2.20.2"]
     );
-    assert!(!p.cache_dir().join(".codeql-cli.json").exists());
+    assert!(version_records(&p).is_empty(), "{:?}", version_records(&p));
+}
+
+/// The kept answers of `codeql version`, in the cache dir's tool probes.
+fn version_records(p: &Project) -> Vec<PathBuf> {
+    std::fs::read_dir(p.cache_dir().join(tiers_core::probe::PROBE_DIR))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|f| {
+                    f.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("codeql-version-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]

@@ -777,6 +777,50 @@ fn a_version_manager_shim_is_followed_to_the_interpreter_it_picks() {
     );
 }
 
+/// A warm `tiers status` and `tiers build` ask neither the interpreter nor the
+/// installer who they are: the first build kept their answers (in the cache dir's
+/// tool probes), and a status writes none.
+#[test]
+fn a_warm_status_and_build_probe_no_tool() {
+    let p = uv_project("tinya==1.0\n", "python = \"spy/python3\"\n");
+    p.write(
+        "spy/python3",
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -I ] && echo probe >> \"$(dirname \"$0\")/python3.log\"\nexec '{}' \"$@\"\n",
+            default_python().display()
+        ),
+    );
+    std::fs::set_permissions(
+        p.path("spy/python3"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let probes = || {
+        let count = |log: &str, line: &str| {
+            std::fs::read_to_string(p.path(log))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| *l == line)
+                .count()
+        };
+        (
+            count("spy/python3.log", "probe"),
+            count("spy/uv.log", "--version"),
+        )
+    };
+    assert_eq!(status(&p).status("venv"), "missing");
+    assert!(
+        !p.cache_dir().join(".tool-probes").exists(),
+        "status writes nothing"
+    );
+    assert_eq!(build(&p, &[]).status("venv"), "built");
+    let built = probes();
+    assert!(built.0 >= 1 && built.1 >= 1, "{built:?}");
+    assert_eq!(status(&p).status("venv"), "fresh");
+    assert_eq!(build(&p, &[]).status("venv"), "fresh");
+    assert_eq!(probes(), built, "(interpreter, installer) probes");
+}
+
 #[test]
 fn a_venv_directory_without_its_marker_is_debris_and_is_rebuilt() {
     // What a build killed half way leaves: the entry directory, no `entry.json`.

@@ -52,10 +52,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tiers_core::{
     async_trait, process, BuildOutcome, Context, Entry, Error, Freshness, InputSpec, KeyDoc,
-    Reason, Registry, Result, Tier, TierSpec,
+    Reason, Registry, Result, Tier, TierSpec, ToolCache,
 };
 
-pub use cli::{parse_version, Cli, ENV_PATH, VERSION_CACHE};
+pub use cli::{parse_version, Cli, ENV_PATH};
 pub use database::{zip_names, Metadata, METADATA, SOURCE_ARCHIVE};
 
 /// Bumped whenever the way this kind builds changes: old entries then miss.
@@ -281,8 +281,12 @@ impl CodeqlTier {
                         }
                     },
                 )?;
-                Ok(cli::version_of(cx.tier(), &path, cx.cache_dir(), self.cache_cli_version)
-                    .await?)
+                let cache = if self.cache_cli_version {
+                    ToolCache::new(cx.cache_dir()).writing(cx.building())
+                } else {
+                    ToolCache::in_memory()
+                };
+                Ok(cli::version_of(cx.tier(), &path, &cache).await?)
             })
             .await
     }
@@ -542,9 +546,6 @@ impl Tier for CodeqlTier {
             );
         }
         let used_inputs = self.used_inputs(cx, entry, &db, &meta);
-        if self.cache_cli_version {
-            cli::remember(cli, cx.cache_dir());
-        }
         let summary = used_inputs.as_ref().map(|u| {
             format!(
                 "{} database of {} source files, CodeQL {}",

@@ -13,6 +13,10 @@
 //! only the engine's mark-and-sweep removes blobs, never one a live entry or a
 //! running build may name (see `blobs.rs` for the layout and who deletes what).
 //!
+//! Kinds that ask a tool who it is (an interpreter's identity, a CLI's version) keep
+//! the answer in one [`ToolCache`] ([`probe`]), valid while the binary's stat data is
+//! unchanged, so a warm check runs no process.
+//!
 //! Embedders open a project with [`Engine::open`], passing a [`Registry`] that holds
 //! the built-in kinds and any of their own, then call [`Engine::build`] or
 //! [`Engine::status`] and read the [`Report`] — the same data `--json` prints.
@@ -25,6 +29,7 @@ mod error;
 mod fsutil;
 mod inputs;
 mod key;
+pub mod probe;
 pub mod process;
 mod progress;
 mod registry;
@@ -50,6 +55,7 @@ pub use error::{Error, Result};
 pub use fsutil::write_atomic;
 pub use inputs::{hash_file, InputSet, InputSpec, InputStats, Inputs};
 pub use key::{Freshness, Key, KeyDoc, Reason, KEY_FORMAT};
+pub use probe::{Fingerprint, Probe, ToolCache};
 pub use progress::{Progress, ProgressDisplay, ProgressLine, Reporter, Unit};
 pub use registry::{Factory, Registry};
 pub use report::{PathsReport, ReasonReport, Report, Status, TierPath, TierReport};

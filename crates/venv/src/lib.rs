@@ -17,7 +17,8 @@
 //! `key = "bytes"` keys on every byte of every manifest instead.
 //!
 //! The interpreter and installer are probed once per binary and the answers kept
-//! on the binaries' stat data ([`probe`]), so a warm check runs no process. Venvs are
+//! on the binaries' stat data ([`probe`], through the engine's
+//! [`ToolCache`]), so a warm check runs no process. Venvs are
 //! not relocatable: a venv is built in its entry directory under the key's lock, and a
 //! hit re-checks its health cheaply ([`health`]).
 //!
@@ -33,6 +34,7 @@ pub mod health;
 mod job;
 pub mod manifests;
 pub mod probe;
+mod readings;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +44,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tiers_core::{
     async_trait, BuildOutcome, Context, Entry, Freshness, InputSet, InputSpec, KeyDoc, Reason,
-    Registry, Result, Tier, TierSpec,
+    Registry, Result, Tier, TierSpec, ToolCache,
 };
 
 pub use deps::{KeyMode, Reading};
@@ -50,7 +52,8 @@ pub use error::VenvError;
 pub use health::venv_python;
 pub use job::Job;
 pub use manifests::{Manifests, DEFAULT_MANIFESTS};
-pub use probe::{Interpreter, ProbeCache, Tool};
+pub use probe::{Interpreter, Tool};
+pub use readings::ReadingCache;
 
 /// Bumped whenever the way any venv backend builds changes: old entries then miss.
 pub const KIND_VERSION: u32 = 2;
@@ -408,7 +411,7 @@ impl VenvTier {
     }
 
     async fn resolve(&self, cx: &Context) -> Result<Resolved> {
-        let cache = ProbeCache::new(cx.cache_dir());
+        let cache = ToolCache::new(cx.cache_dir()).writing(cx.building());
         let inputs: InputSet = cx.inputs(&self.spec)?;
         let manifests = Manifests::from_inputs(&inputs);
         let python =
@@ -428,7 +431,12 @@ impl VenvTier {
             .into());
         }
         let readings = match self.options.key {
-            KeyMode::Dependencies => read_manifests(cx.tier(), cx.project(), &inputs, &cache)?,
+            KeyMode::Dependencies => read_manifests(
+                cx.tier(),
+                cx.project(),
+                &inputs,
+                &ReadingCache::new(cx.cache_dir()),
+            )?,
             KeyMode::Bytes => BTreeMap::new(),
         };
         let read = with_includes(backend.reads(&manifests, &self.options), &readings);
@@ -457,7 +465,7 @@ impl VenvTier {
         cx: &Context,
         all: &[Arc<dyn Backend>],
         manifests: &Manifests,
-        cache: &ProbeCache,
+        cache: &ToolCache,
     ) -> Result<(Arc<dyn Backend>, Option<Tool>)> {
         let mut passed_over = Vec::new();
         for b in all.iter().filter(|b| b.suits(manifests)) {
@@ -486,7 +494,7 @@ impl VenvTier {
         &self,
         cx: &Context,
         backend: &dyn Backend,
-        cache: &ProbeCache,
+        cache: &ToolCache,
     ) -> Result<Option<Tool>, VenvError> {
         let Some(spec) = backend.tool() else {
             return Ok(None);
@@ -701,7 +709,7 @@ fn reading_now(cx: &Context, rel: &str) -> Result<Option<Reading>> {
     let Some(digest) = cx.digest_of(rel)? else {
         return Ok(None);
     };
-    let cache = ProbeCache::new(cx.cache_dir());
+    let cache = ReadingCache::new(cx.cache_dir());
     if let Some(kept) = cache.reading(rel, &digest) {
         return Ok(Some(kept));
     }
@@ -724,7 +732,7 @@ fn read_manifests(
     tier: &str,
     project: &Path,
     inputs: &InputSet,
-    cache: &ProbeCache,
+    cache: &ReadingCache,
 ) -> Result<BTreeMap<String, Reading>, VenvError> {
     let mut out = BTreeMap::new();
     let mut todo: Vec<String> = Vec::new();

@@ -1,29 +1,31 @@
 //! Identities of the interpreter and of the installer, probed once per binary.
 //!
 //! Asking Python or poetry who they are costs tens to hundreds of milliseconds; a warm
-//! check must cost a few. So each answer is kept in `<cache dir>/.venv-probes/`,
-//! keyed on the binary's path, and reused while the binary's stat data (inode, size,
-//! mtime, ctime — of the path itself, of what it links to, and of the interpreter it
-//! resolved to) is unchanged. A version manager's shim (a script such as pyenv's)
-//! picks its interpreter from the environment and from `.python-version` files rather
-//! than from its own bytes, so for a script those are part of the fingerprint too.
+//! check must cost a few. So each answer is kept in the engine's [`ToolCache`]
+//! (`<cache dir>/.tool-probes/`, written by builds only) and reused while the
+//! binary's stat data and the interpreter it resolved to are unchanged. What is
+//! venv's own is the asking, and the shims: a version manager's shim (a script such
+//! as pyenv's) picks its interpreter from the environment and from `.python-version`
+//! files rather than from its own bytes, so for a script those are part of the
+//! fingerprint too.
 
 use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tiers_core::{write_atomic, Key};
+use tiers_core::{Fingerprint, Probe, ToolCache};
 
 use crate::error::VenvError;
 
-/// Version of the probe cache's records; bump when [`Interpreter`] or the probe
-/// script changes.
-const PROBE_FORMAT: u32 = 1;
+/// The interpreter's identity; bump the version when [`Interpreter`] or
+/// [`PYTHON_PROBE`] changes.
+const PYTHON: Probe = Probe::new("venv-python", 1);
+/// An installer's `--version`; bump the version when [`Tool`] changes.
+const INSTALLER: Probe = Probe::new("venv-installer", 1);
 
 /// What the interpreter says about itself. The key holds it; health checks compare
 /// a venv's `pyvenv.cfg` and `bin/python` against it.
@@ -143,29 +145,6 @@ fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The stat data that identifies one version of a file, as one comparable line.
-fn stat_line(path: &Path, follow: bool) -> String {
-    let meta = if follow {
-        fs::metadata(path)
-    } else {
-        fs::symlink_metadata(path)
-    };
-    match meta {
-        Ok(m) => format!(
-            "{} {} {} {} {}.{} {}.{}",
-            path.display(),
-            m.dev(),
-            m.ino(),
-            m.size(),
-            m.mtime(),
-            m.mtime_nsec(),
-            m.ctime(),
-            m.ctime_nsec()
-        ),
-        Err(_) => format!("{} -", path.display()),
-    }
-}
-
 /// Whether `path` is a script (`#!`) rather than a binary: a version manager's shim.
 fn is_script(path: &Path) -> bool {
     let mut head = [0u8; 2];
@@ -175,169 +154,34 @@ fn is_script(path: &Path) -> bool {
 }
 
 /// What a shim's choice of interpreter depends on besides its own bytes.
-fn shim_context(project: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
+fn with_shim_context(mut fp: Fingerprint, project: &Path) -> Fingerprint {
     for var in ["PYENV_VERSION", "PYENV_ROOT", "ASDF_PYTHON_VERSION", "PATH"] {
         let value = std::env::var_os(var).unwrap_or_default();
-        lines.push(format!("{var}={}", value.to_string_lossy()));
+        fp = fp.line(format!("{var}={}", value.to_string_lossy()));
     }
     for dir in project.ancestors() {
         for name in [".python-version", ".tool-versions"] {
-            lines.push(stat_line(&dir.join(name), true));
+            fp = fp.file(&dir.join(name));
         }
     }
     let pyenv_root = std::env::var_os("PYENV_ROOT")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".pyenv")));
-    if let Some(root) = pyenv_root {
-        lines.push(stat_line(&root.join("version"), true));
+    match pyenv_root {
+        Some(root) => fp.file(&root.join("version")),
+        None => fp,
     }
-    lines
 }
 
-/// The fingerprint of a program as found: the path, what it links to, and for a
-/// script the environment that steers it.
-fn fingerprint(program: &Path, project: &Path) -> Vec<String> {
-    let mut lines = vec![stat_line(program, false), stat_line(program, true)];
-    if let Ok(real) = fs::canonicalize(program) {
-        lines.push(stat_line(&real, true));
-    }
+/// The fingerprint of a program as found: the binary's, and for a script the
+/// environment that steers it.
+fn fingerprint(program: &Path, project: &Path) -> Fingerprint {
+    let fp = Fingerprint::of_binary(program);
     if is_script(program) {
-        lines.extend(shim_context(project));
+        with_shim_context(fp, project)
+    } else {
+        fp
     }
-    lines
-}
-
-#[derive(Serialize, Deserialize)]
-struct Record<T> {
-    format: u32,
-    program: PathBuf,
-    fingerprint: Vec<String>,
-    /// Stat lines of files the answer names (the resolved interpreter).
-    #[serde(default)]
-    resolved: Vec<String>,
-    value: T,
-}
-
-/// The probe cache: one small JSON file per probed program.
-#[derive(Clone, Debug)]
-pub struct ProbeCache {
-    dir: Option<PathBuf>,
-}
-
-impl ProbeCache {
-    /// Probes are kept in `<cache dir>/.venv-probes`. With no cache dir yet (a first
-    /// `tiers status`), nothing is written and every probe runs.
-    pub fn new(cache_dir: &Path) -> Self {
-        ProbeCache {
-            dir: cache_dir.is_dir().then(|| cache_dir.join(".venv-probes")),
-        }
-    }
-
-    /// A cache that keeps nothing.
-    pub fn disabled() -> Self {
-        ProbeCache { dir: None }
-    }
-
-    fn file(&self, what: &str, program: &Path) -> Option<PathBuf> {
-        let name = Key::of_bytes(format!("{what}\0{}", program.display()).as_bytes());
-        self.dir
-            .as_ref()
-            .map(|d| d.join(format!("{what}-{}.json", &name.as_str()[..24])))
-    }
-
-    fn get<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        program: &Path,
-        fingerprint: &[String],
-        resolved: impl Fn(&T) -> Vec<String>,
-    ) -> Option<T> {
-        let bytes = fs::read(self.file(what, program)?).ok()?;
-        let record: Record<T> = serde_json::from_slice(&bytes).ok()?;
-        (record.format == PROBE_FORMAT
-            && record.program == program
-            && record.fingerprint == fingerprint
-            && record.resolved == resolved(&record.value))
-        .then_some(record.value)
-    }
-
-    fn put<T: Serialize>(
-        &self,
-        what: &str,
-        program: &Path,
-        fingerprint: Vec<String>,
-        resolved: Vec<String>,
-        value: T,
-    ) {
-        let Some(file) = self.file(what, program) else {
-            return;
-        };
-        let record = Record {
-            format: PROBE_FORMAT,
-            program: program.to_owned(),
-            fingerprint,
-            resolved,
-            value,
-        };
-        let bytes = serde_json::to_vec_pretty(&record).expect("a probe record serializes");
-        // A cache that cannot be written only costs the next check a probe.
-        if let Some(dir) = file.parent() {
-            let _ = fs::create_dir_all(dir);
-        }
-        if let Err(e) = write_atomic(&file, &bytes) {
-            tracing::debug!("cannot keep the probe of `{}`: {e}", program.display());
-        }
-    }
-}
-
-/// Version of the kept manifest readings; bump when [`crate::deps`] reads
-/// differently.
-const READING_FORMAT: u32 = 1;
-
-/// How the key read one manifest, kept beside the digest of the bytes it read.
-#[derive(Serialize, Deserialize)]
-struct KeptReading {
-    format: u32,
-    rel: String,
-    digest: String,
-    reading: crate::deps::Reading,
-}
-
-impl ProbeCache {
-    /// The kept reading of the manifest `rel` whose bytes have `digest`. Parsing a
-    /// large `uv.lock` on every warm check would cost milliseconds; its digest comes
-    /// through the stat cache. One file per manifest path, replaced when it changes.
-    pub fn reading(&self, rel: &str, digest: &str) -> Option<crate::deps::Reading> {
-        let bytes = fs::read(self.file("manifest", Path::new(rel))?).ok()?;
-        let kept: KeptReading = serde_json::from_slice(&bytes).ok()?;
-        (kept.format == READING_FORMAT && kept.rel == rel && kept.digest == digest)
-            .then_some(kept.reading)
-    }
-
-    /// Keep `reading` of `rel` for [`ProbeCache::reading`]; a failure only costs a parse.
-    pub fn keep_reading(&self, rel: &str, reading: &crate::deps::Reading) {
-        let Some(file) = self.file("manifest", Path::new(rel)) else {
-            return;
-        };
-        let kept = KeptReading {
-            format: READING_FORMAT,
-            rel: rel.to_owned(),
-            digest: reading.file_digest.clone(),
-            reading: reading.clone(),
-        };
-        let bytes = serde_json::to_vec(&kept).expect("a reading serializes");
-        if let Some(dir) = file.parent() {
-            let _ = fs::create_dir_all(dir);
-        }
-        if let Err(e) = write_atomic(&file, &bytes) {
-            tracing::debug!("cannot keep the reading of `{rel}`: {e}");
-        }
-    }
-}
-
-fn interpreter_resolved(i: &Interpreter) -> Vec<String> {
-    vec![stat_line(&i.executable, true)]
 }
 
 /// Find the interpreter `python` (a name on PATH or a path) and tell who it is.
@@ -345,7 +189,7 @@ pub async fn identify_interpreter(
     tier: &str,
     python: &str,
     project: &Path,
-    cache: &ProbeCache,
+    cache: &ToolCache,
 ) -> Result<Interpreter, VenvError> {
     let err = |why: String| VenvError::Interpreter {
         tier: tier.to_owned(),
@@ -363,7 +207,7 @@ pub async fn identify_interpreter(
         )),
     })?;
     let fp = fingerprint(&program, project);
-    if let Some(hit) = cache.get("python", &program, &fp, interpreter_resolved) {
+    if let Some(hit) = cache.get(PYTHON, &program, &fp) {
         return Ok(hit);
     }
     let out = tokio::process::Command::new(&program)
@@ -389,12 +233,13 @@ pub async fn identify_interpreter(
             String::from_utf8_lossy(&out.stdout).trim()
         ))
     })?;
+    // A shim's answer holds only while the interpreter it resolved to is unchanged.
     cache.put(
-        "python",
+        PYTHON,
         &program,
         fp,
-        interpreter_resolved(&found),
-        found.clone(),
+        std::slice::from_ref(&found.executable),
+        &found,
     );
     Ok(found)
 }
@@ -415,10 +260,10 @@ pub async fn tool_version(
     name: &str,
     program: &Path,
     project: &Path,
-    cache: &ProbeCache,
+    cache: &ToolCache,
 ) -> Result<Tool, VenvError> {
     let fp = fingerprint(program, project);
-    if let Some(hit) = cache.get("tool", program, &fp, |_: &Tool| Vec::new()) {
+    if let Some(hit) = cache.get(INSTALLER, program, &fp) {
         return Ok(hit);
     }
     let err = |why: String| VenvError::ToolVersion {
@@ -453,7 +298,7 @@ pub async fn tool_version(
         path: program.to_owned(),
         version,
     };
-    cache.put("tool", program, fp, Vec::new(), tool.clone());
+    cache.put(INSTALLER, program, fp, &[], &tool);
     Ok(tool)
 }
 
@@ -473,28 +318,6 @@ mod tests {
     fn write_exe(path: &Path, text: &str) {
         fs::write(path, text).unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-    }
-
-    #[test]
-    fn a_manifest_reading_is_kept_for_its_bytes_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = ProbeCache::new(dir.path());
-        let a = crate::deps::read("requirements.txt", b"tinya\n");
-        let b = crate::deps::read("requirements.txt", b"tinyb\n");
-        assert_eq!(cache.reading("requirements.txt", &a.file_digest), None);
-        cache.keep_reading("requirements.txt", &a);
-        assert_eq!(
-            cache.reading("requirements.txt", &a.file_digest),
-            Some(a.clone())
-        );
-        assert_eq!(cache.reading("requirements.txt", &b.file_digest), None);
-        assert_eq!(cache.reading("dev/requirements.txt", &a.file_digest), None);
-        cache.keep_reading("requirements.txt", &b);
-        assert_eq!(cache.reading("requirements.txt", &a.file_digest), None);
-        assert_eq!(cache.reading("requirements.txt", &b.file_digest), Some(b));
-        assert!(ProbeCache::disabled()
-            .reading("requirements.txt", &a.file_digest)
-            .is_none());
     }
 
     #[test]
@@ -536,7 +359,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache_dir = dir.path().join("cache");
         fs::create_dir(&cache_dir).unwrap();
-        let cache = ProbeCache::new(&cache_dir);
+        let cache = ToolCache::new(&cache_dir).writing(true);
         let tool = dir.path().join("fake-uv");
         let log = dir.path().join("calls");
         write_exe(
@@ -573,7 +396,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_interpreter_describes_itself() {
         let dir = tempfile::tempdir().unwrap();
-        let cache = ProbeCache::new(dir.path());
+        let cache = ToolCache::new(dir.path()).writing(true);
         let Ok(found) = identify_interpreter("t", "python3", dir.path(), &cache).await else {
             panic!("the tests need python3 on PATH");
         };
