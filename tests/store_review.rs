@@ -88,21 +88,23 @@ fn a_rebuild_holds_the_bytes_its_command_wrote_not_a_damaged_blob() {
     );
 }
 
+/// A project with `src/a.txt` and one command tier `out` that runs `run` (a TOML
+/// array).
+fn command_project(run: &str) -> support::Project {
+    project()
+        .file(
+            "tiers.toml",
+            format!("[tiers.out]\nkind = \"command\"\ninputs = [\"src/*.txt\"]\nrun = {run}\n"),
+        )
+        .file("src/a.txt", "a\n")
+        .build()
+}
+
 #[test]
 fn storing_an_output_never_changes_a_project_file() {
     // A command that hard-links an input into its output (`cp -l`, `os.link`: a
     // cheap copy).
-    let p = project()
-        .file(
-            "tiers.toml",
-            r#"[tiers.out]
-kind = "command"
-inputs = ["src/*.txt"]
-run = ["sh", "-c", "ln src/a.txt \"$TIERS_OUT/a.txt\""]
-"#,
-        )
-        .file("src/a.txt", "a\n")
-        .build();
+    let p = command_project(r#"["sh", "-c", "ln src/a.txt \"$TIERS_OUT/a.txt\""]"#);
     let source = p.path("src/a.txt");
     std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o644)).unwrap();
     let before = std::fs::metadata(&source).unwrap();
@@ -179,17 +181,9 @@ fn an_upload_never_sends_a_blob_that_does_not_match_its_digest() {
 fn a_command_output_with_a_name_that_is_not_utf8_is_published() {
     // An artifact is a directory of ordinary files; before the store, a command
     // could write any name the file system takes.
-    let p = project()
-        .file(
-            "tiers.toml",
-            r#"[tiers.out]
-kind = "command"
-inputs = ["src/*.txt"]
-run = ["python3", "-c", 'import os; open(os.fsencode(os.environ["TIERS_OUT"]) + b"/caf\xe9.txt", "w").write("x")']
-"#,
-        )
-        .file("src/a.txt", "a\n")
-        .build();
+    let p = command_project(
+        r#"["python3", "-c", 'import os; open(os.fsencode(os.environ["TIERS_OUT"]) + b"/caf\xe9.txt", "w").write("x")']"#,
+    );
     let run = p.tiers(&["build", "--json"]);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
 }
