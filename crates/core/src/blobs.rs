@@ -5,7 +5,8 @@
 //!   .lock                  builds hold it shared; a sweep holds it exclusively
 //!   .roots/<hash>          a tier root whose entries name blobs here (its path)
 //!   .removed               one byte per entry retention removed since the last sweep
-//!   .tmp/<pid>-<n>         a blob being written
+//!   .tmp/<pid>-<n>         a file being stored
+//!   <2 hex>/.<pid>-<n>.tmp a blob being written, beside its final name
 //!   <2 hex>/<64 hex>       one blob: a file named by the SHA-256 of its bytes
 //!   <2 hex>/<64 hex>.x     the same, executable
 //! ```
@@ -372,12 +373,13 @@ impl Blobs {
             return Ok(digest);
         }
         // Made read-only from the start: one system call less per blob.
-        let tmp = self.dir.join(".tmp").join(unique_suffix());
+        // Beside its final name, so the rename stays in one directory.
+        let shard = dest.parent().expect("a blob is in a shard");
+        let tmp = shard.join(format!(".{}.tmp", unique_suffix()));
         let mut f = match create_read_only(&tmp) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let dir = self.dir.join(".tmp");
-                fs::create_dir_all(&dir).at(&dir)?;
+                fs::create_dir_all(shard).at(shard)?;
                 create_read_only(&tmp).at(&tmp)?
             }
             Err(e) => return Err(Error::io(&tmp, e)),
@@ -735,6 +737,15 @@ impl Blobs {
             for blob in read.flatten() {
                 let file = blob.file_name();
                 let Some(file) = file.to_str() else { continue };
+                // A blob a killed build was writing (no build writes now).
+                let stale = file
+                    .strip_prefix('.')
+                    .and_then(|f| f.strip_suffix(".tmp"))
+                    .is_some_and(crate::fsutil::is_unique_suffix);
+                if stale {
+                    let _ = fs::remove_file(blob.path());
+                    continue;
+                }
                 let (hex, exec) = match file.strip_suffix(".x") {
                     Some(h) => (h, true),
                     None => (file, false),
