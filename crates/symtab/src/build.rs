@@ -203,6 +203,9 @@ struct Parsed {
     infos: Vec<(usize, Option<ModuleInfo>)>,
     /// Kept only when the build parses few files.
     symbols: Option<Arc<FileSymbols>>,
+    /// Its encoding, kept when its symbols are not: the cross-file pass
+    /// decodes it rather than read back and check what this build just stored.
+    encoded: Option<Arc<[u8]>>,
 }
 
 impl Job {
@@ -391,6 +394,7 @@ impl Job {
             job: self,
             per_file: known,
             kept: HashMap::new(),
+            encoded: HashMap::new(),
             repaired: Mutex::new(HashMap::new()),
         };
         let infos: Vec<OnceLock<Option<ModuleInfo>>> = std::iter::repeat_with(OnceLock::new)
@@ -406,6 +410,9 @@ impl Job {
                 }
             }
             errors.insert(digest, p.errors);
+            if let Some(e) = p.encoded {
+                loader.encoded.insert(p.digest.clone(), e);
+            }
             if let Some(s) = p.symbols {
                 loader.kept.insert(p.digest.clone(), s);
             }
@@ -475,6 +482,7 @@ impl Job {
         {
             per_file.insert(digest, blob);
         }
+        free_later((loader.kept, loader.encoded));
         clock.lap("cross-file pass");
         let named: Vec<usize> = (0..rows.len())
             .filter(|&i| rows[i].module.is_some())
@@ -721,7 +729,8 @@ impl Job {
             |extractor, &(digest, holders)| -> Result<Parsed, TierError> {
                 let path = &rows[holders[0]].path;
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
-                let symbols_blob = self.put_blob(&codec::encode_symbols(&symbols))?;
+                let encoded = codec::encode_symbols(&symbols);
+                let symbols_blob = self.put_blob(&encoded)?;
                 self.progress.advance(1);
                 let infos = holders
                     .iter()
@@ -738,6 +747,7 @@ impl Job {
                     symbols_blob,
                     errors: symbols.errors.len() as u32,
                     infos,
+                    encoded: (!keep).then(|| Arc::from(encoded)),
                     symbols: keep.then(|| Arc::new(symbols)),
                 })
             },
@@ -820,6 +830,8 @@ pub(super) struct Loader<'a> {
     /// Content digest → digest of its per-file entry in the store.
     per_file: PerFile,
     kept: HashMap<String, Arc<FileSymbols>>,
+    /// The encodings of the other contents this build parsed.
+    encoded: HashMap<String, Arc<[u8]>>,
     /// Contents whose per-file entry was missing or damaged, parsed again by
     /// this build: their symbols and new entry.
     repaired: Mutex<HashMap<[u8; 32], Repaired>>,
@@ -832,6 +844,11 @@ impl Loader<'_> {
     pub fn load(&self, row: &Row) -> Result<Arc<FileSymbols>, TierError> {
         if let Some(s) = self.kept.get(&row.digest) {
             return Ok(s.clone());
+        }
+        if let Some(e) = self.encoded.get(&row.digest) {
+            if let Ok(s) = codec::decode_symbols(e) {
+                return Ok(Arc::new(s));
+            }
         }
         let content = digest_bytes(&row.digest).ok_or_else(|| TierError::Corrupt {
             path: self.job.project.join(&row.path),
