@@ -411,32 +411,7 @@ impl Blobs {
         Ok(Some(bytes))
     }
 
-    /// The digests of the (non-executable) blobs there: one read of each shard,
-    /// for callers that would otherwise look up thousands one by one.
-    pub fn list(&self) -> Result<HashSet<Digest>> {
-        let mut out = HashSet::new();
-        let read = match fs::read_dir(&self.dir) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(Error::io(&self.dir, e)),
-        };
-        for shard in read.flatten() {
-            if shard.file_name().len() != 2 {
-                continue;
-            }
-            let Ok(blobs) = fs::read_dir(shard.path()) else {
-                continue;
-            };
-            out.extend(
-                blobs
-                    .flatten()
-                    .filter_map(|b| b.file_name().to_str().and_then(Digest::parse)),
-            );
-        }
-        Ok(out)
-    }
-
-    /// [`Blobs::list`] for a caller that knows which blobs were in the store at
+    /// Which blobs are in the store, for a caller that knows which were there at
     /// `then`: a shard whose directory has not changed since (its change time,
     /// which no one can set back, as `touch` sets a modification time) still
     /// holds them, so only the shards written or swept since are read. Without

@@ -39,10 +39,7 @@ mod statcache;
 mod store;
 mod tier;
 
-pub use blobs::{
-    hash_file as hash_blob_file, Blobs, Digest, Lease, Present, Swept, Tree, TreeFile, TreeLink,
-    CARRIED, TREE,
-};
+pub use blobs::{Blobs, Digest, Lease, Present, Swept, Tree, TreeFile, TreeLink, CARRIED, TREE};
 pub use candidates::{Candidate, CANDIDATE_LIMIT};
 pub use config::{
     load as load_config, Config, ConfigSource, Rebuild, RemoteConfig, RemoteMode, TierCommon,
