@@ -23,7 +23,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -836,19 +836,9 @@ fn changed_at(m: &fs::Metadata) -> Option<std::time::SystemTime> {
     m.modified().ok()
 }
 
-/// The SHA-256 of a file's bytes, read in blocks.
-pub fn hash_file(path: &Path) -> Result<Digest> {
-    let mut f = File::open(path).at(path)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(Digest(hasher.finalize().into()))
+/// The SHA-256 of a file's bytes (the inputs' hasher).
+fn hash_file(path: &Path) -> Result<Digest> {
+    Ok(Digest(crate::inputs::hash_into(path, &mut Vec::new())?.0))
 }
 
 #[cfg(unix)]

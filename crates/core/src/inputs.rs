@@ -628,7 +628,7 @@ const READ_BUF: usize = 256 * 1024;
 
 /// Digest, the stat data of the file that was read (taken from the open file, before
 /// reading, so a later edit makes the record mismatch rather than lie) and its length.
-fn hash_into(path: &Path, buf: &mut Vec<u8>) -> Result<([u8; 32], Option<Stat>, u64)> {
+pub(crate) fn hash_into(path: &Path, buf: &mut Vec<u8>) -> Result<([u8; 32], Option<Stat>, u64)> {
     let io = |e| Error::io(path, e);
     let mut file = File::open(path).map_err(io)?;
     let stat = Stat::of(&file.metadata().map_err(io)?);
