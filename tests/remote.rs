@@ -1,6 +1,6 @@
 //! The shared cache level (issue 8), end to end through the `tiers` binary, against
 //! real servers started on 127.0.0.1 by the test: a directory (`file://`), nginx with
-//! WebDAV, and redis-server.
+//! WebDAV, redis-server and moto's S3 server.
 //!
 //! Two checkouts of one project at different paths, each with its own cache dir,
 //! share one remote: the first builds and uploads, the second restores without
@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use servers::{Nginx, Redis};
+use servers::{Nginx, Redis, S3};
 use support::{project, runs, Project, Run, COUNTING_SCRIPT};
 
 /// The project: a command tier, a codeql tier (the stand-in CLI) and a symtab tier.
@@ -119,9 +119,10 @@ const TIERS: [&str; 3] = ["cmd", "db", "symbols"];
 
 /// The first checkout builds the three tiers and uploads them; the second, elsewhere
 /// with its own cache dir, restores them and runs no builder; its paths are its own.
-fn second_checkout_restores(url: &str) {
+/// Every run gets `env` (the server's credentials).
+fn second_checkout_restores(url: &str, env: &[(&str, &str)]) {
     let first = checkout(&url_line(url), "");
-    let run = build(&first, &[]);
+    let run = build(&first, env);
     for tier in TIERS {
         assert_eq!(run.status(tier), "built", "{tier}: {}", run.stderr);
     }
@@ -131,7 +132,7 @@ fn second_checkout_restores(url: &str) {
 
     let second = checkout(&url_line(url), "");
     assert_ne!(first.root(), second.root());
-    let status = tiers(&second, &["status", "--json"], &[]).expect_code(0);
+    let status = tiers(&second, &["status", "--json"], env).expect_code(0);
     for tier in TIERS {
         assert_eq!(status.status(tier), "missing");
         assert_eq!(
@@ -141,7 +142,7 @@ fn second_checkout_restores(url: &str) {
         );
     }
 
-    let run = build(&second, &[]);
+    let run = build(&second, env);
     for tier in TIERS {
         assert_eq!(run.status(tier), "restored", "{tier}: {}", run.stderr);
         assert!(
@@ -164,7 +165,8 @@ fn second_checkout_restores(url: &str) {
     );
     assert!(remote_warnings(&run).is_empty(), "{}", run.stderr);
 
-    let paths = second.paths();
+    let paths_of = |p: &Project| tiers(p, &["paths", "--json"], env).expect_code(0).json();
+    let paths = paths_of(&second);
     let cache = second.cache_dir().canonicalize().unwrap();
     for tier in TIERS {
         let path = PathBuf::from(paths["tiers"][tier]["path"].as_str().unwrap());
@@ -181,14 +183,14 @@ fn second_checkout_restores(url: &str) {
     assert!(db.join("src.zip").is_file());
     // The restored symbol table is readable where the first checkout's was.
     let symbols = |p: &Project| {
-        let paths = p.paths();
+        let paths = paths_of(p);
         let dir = PathBuf::from(paths["tiers"]["symbols"]["path"].as_str().unwrap());
         std::fs::read(dir.join("index.bin")).expect("index.bin")
     };
     assert_eq!(symbols(&second), symbols(&first));
 
     // Restored entries are fresh entries like any other.
-    let again = build(&second, &[]);
+    let again = build(&second, env);
     for tier in TIERS {
         assert_eq!(again.status(tier), "fresh", "{tier}");
     }
@@ -197,7 +199,7 @@ fn second_checkout_restores(url: &str) {
 #[test]
 fn second_checkout_restores_through_a_directory() {
     let store = tempfile::tempdir().unwrap();
-    second_checkout_restores(&format!("file://{}", store.path().display()));
+    second_checkout_restores(&format!("file://{}", store.path().display()), &[]);
     assert!(store.path().join("records/cmd").is_dir());
     assert!(store.path().join("records/db").is_dir());
 }
@@ -205,25 +207,45 @@ fn second_checkout_restores_through_a_directory() {
 #[test]
 fn second_checkout_restores_through_webdav() {
     let nginx = Nginx::start();
-    second_checkout_restores(&nginx.webdav_url("tiers"));
+    second_checkout_restores(&nginx.webdav_url("tiers"), &[]);
     assert!(nginx.root().join("tiers/records/db").is_dir());
 }
 
 #[test]
 fn second_checkout_restores_through_redis() {
     let redis = Redis::start();
-    second_checkout_restores(&redis.url());
+    second_checkout_restores(&redis.url(), &[]);
     assert!(redis.keys().iter().any(|k| k.contains("records/db/")));
 }
 
 #[test]
 fn second_checkout_restores_through_plain_http_put() {
     let nginx = Nginx::start();
-    second_checkout_restores(&nginx.http_url("plain"));
+    second_checkout_restores(&nginx.http_url("plain"), &[]);
     assert!(nginx
         .requests()
         .iter()
         .all(|l| l.starts_with("GET ") || l.starts_with("PUT ")));
+}
+
+#[test]
+fn second_checkout_restores_through_s3() {
+    let s3 = S3::start();
+    let env = s3.env();
+    second_checkout_restores(&s3.url("ci/tiers"), &pairs(&env));
+    let objects = s3.objects("ci/tiers/");
+    assert!(
+        objects
+            .iter()
+            .any(|(k, _)| k.starts_with("ci/tiers/records/db/")),
+        "{objects:?}"
+    );
+    assert!(objects.iter().all(|(_, size)| *size > 0), "{objects:?}");
+}
+
+/// `[(name, value)]` borrowed, for [`tiers`].
+fn pairs<'a>(env: &'a [(&'a str, String)]) -> Vec<(&'a str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 #[test]
@@ -262,7 +284,7 @@ fn a_server_that_is_down_is_one_warning_and_a_local_build() {
 
 /// The command tier stops the server while it builds: its upload fails, the codeql
 /// tier after it finds the remote off for the rest of the run. One warning, both built.
-fn server_stopped_mid_run(url: &str, pid: u32) {
+fn server_stopped_mid_run(url: &str, pid: u32, env: &[(&str, &str)]) {
     let extra = format!(
         "\n[tiers.stop]\nkind = \"command\"\ninputs = []\nrun = [\"kill\", \"-9\", \"{pid}\"]\n"
     );
@@ -273,7 +295,7 @@ fn server_stopped_mid_run(url: &str, pid: u32) {
     toml = toml.replace("[tiers.cmd]\n", "[tiers.cmd]\nafter = [\"stop\"]\n");
     toml = toml.replace("[tiers.db]\n", "[tiers.db]\nafter = [\"cmd\"]\n");
     p.write("tiers.toml", toml);
-    let run = build(&p, &[]);
+    let run = build(&p, env);
     for tier in ["stop", "cmd", "db"] {
         assert_eq!(run.status(tier), "built", "{tier}: {}", run.stderr);
     }
@@ -290,13 +312,20 @@ fn server_stopped_mid_run(url: &str, pid: u32) {
 #[test]
 fn webdav_stopped_mid_run_is_one_warning_and_local_builds() {
     let nginx = Nginx::start();
-    server_stopped_mid_run(&nginx.webdav_url("t"), nginx.pid());
+    server_stopped_mid_run(&nginx.webdav_url("t"), nginx.pid(), &[]);
 }
 
 #[test]
 fn redis_stopped_mid_run_is_one_warning_and_local_builds() {
     let redis = Redis::start();
-    server_stopped_mid_run(&redis.url(), redis.pid());
+    server_stopped_mid_run(&redis.url(), redis.pid(), &[]);
+}
+
+#[test]
+fn s3_stopped_mid_run_is_one_warning_and_local_builds() {
+    let s3 = S3::start();
+    let env = s3.env();
+    server_stopped_mid_run(&s3.url("t"), s3.pid(), &pairs(&env));
 }
 
 fn sha256(bytes: &[u8]) -> String {

@@ -1,9 +1,10 @@
 //! Real storage servers for the shared-cache tests, on 127.0.0.1 with free ports, in a
-//! temp dir, stopped on drop: `redis-server` and `nginx` with a WebDAV location.
-//! Both come from the machine's package manager (`scripts/ensure-tools` installs them).
+//! temp dir, stopped on drop: `redis-server`, `nginx` with a WebDAV location, and
+//! moto's S3 server. The first two come from the machine's package manager, moto from
+//! the Python package index (`scripts/ensure-tools` installs them all).
 #![allow(dead_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +27,7 @@ pub fn require(program: &str) -> PathBuf {
         .map(|d| d.join(program))
         .find(|p| p.is_file());
     found.unwrap_or_else(|| {
-        panic!("`{program}` is not installed: run `source scripts/ensure-tools` (it installs redis-server and nginx)")
+        panic!("`{program}` is not installed: run `source scripts/ensure-tools` (it installs redis-server, nginx and moto_server)")
     })
 }
 
@@ -323,4 +324,215 @@ http {{
             .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
             .collect()
     }
+}
+
+/// moto's S3 server (`moto_server`, from `$TIERS_TEST_MOTO` or PATH) holding one
+/// bucket, [`S3::BUCKET`], in memory.
+///
+/// Its requests here carry a dummy `Authorization` header: moto checks no signature,
+/// but answers 403 to an anonymous request for an object that exists. Bodies go as
+/// `application/octet-stream`: moto reads a form-encoded body as a form, storing
+/// nothing.
+pub struct S3 {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    process: Process,
+}
+
+impl S3 {
+    pub const BUCKET: &'static str = "tiers";
+
+    pub fn start() -> S3 {
+        let bin = std::env::var_os("TIERS_TEST_MOTO")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| require("moto_server"));
+        let dir = tempfile::Builder::new()
+            .prefix("tiers-moto-")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let log = dir.path().join("moto.log");
+        let out = std::fs::File::create(&log).expect("moto log");
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stderr(out.try_clone().expect("moto log"))
+            .stdout(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start `{}`: {e}", bin.display()));
+        wait_for_port(port, &mut child, &log);
+        let s3 = S3 {
+            port,
+            dir,
+            process: Process { child: Some(child) },
+        };
+        let (status, body) = s3.request("PUT", &format!("/{}", S3::BUCKET), &[]);
+        assert_eq!(
+            status,
+            200,
+            "create the bucket: {}",
+            String::from_utf8_lossy(&body)
+        );
+        s3
+    }
+
+    /// `s3://tiers/<prefix>`
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", S3::BUCKET)
+    }
+
+    /// `http://127.0.0.1:N`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The AWS environment a `tiers` process needs to reach this server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+        ]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.child.as_ref().map_or(0, Child::id)
+    }
+
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+
+    /// Every object whose key starts with `prefix` (keys are whole, without a leading
+    /// `/`), with its size, sorted by key.
+    pub fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = format!("list-type=2&prefix={}", query_escape(prefix));
+            if let Some(t) = &token {
+                query.push_str(&format!("&continuation-token={}", query_escape(t)));
+            }
+            let (status, body) = self.request("GET", &format!("/{}?{query}", S3::BUCKET), &[]);
+            let xml = String::from_utf8_lossy(&body);
+            assert_eq!(status, 200, "list `{prefix}`: {xml}");
+            for item in xml.split("<Contents>").skip(1) {
+                let key = xml_unescape(xml_field(item, "Key").expect("a listed key"));
+                let size = xml_field(item, "Size").and_then(|s| s.parse().ok());
+                objects.push((key, size.expect("a listed size")));
+            }
+            token = match xml_field(&xml, "IsTruncated") {
+                Some("true") => xml_field(&xml, "NextContinuationToken").map(xml_unescape),
+                _ => None,
+            };
+            if token.is_none() {
+                break;
+            }
+        }
+        objects.sort();
+        objects
+    }
+
+    /// The object at `key`; `None` when there is none.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let (status, body) = self.request("GET", &self.object(key), &[]);
+        match status {
+            200 => Some(body),
+            404 => None,
+            s => panic!(
+                "GET `{key}` answered {s}: {}",
+                String::from_utf8_lossy(&body)
+            ),
+        }
+    }
+
+    /// Write (or overwrite) the object at `key`.
+    pub fn put(&self, key: &str, bytes: &[u8]) {
+        let (status, body) = self.request("PUT", &self.object(key), bytes);
+        assert_eq!(
+            status,
+            200,
+            "PUT `{key}`: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    /// Remove the object at `key`; nothing when there is none.
+    pub fn delete(&self, key: &str) {
+        let (status, body) = self.request("DELETE", &self.object(key), &[]);
+        assert_eq!(
+            status,
+            204,
+            "DELETE `{key}`: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
+    fn object(&self, key: &str) -> String {
+        let key: String = key
+            .split('/')
+            .map(query_escape)
+            .collect::<Vec<_>>()
+            .join("/");
+        format!("/{}/{key}", S3::BUCKET)
+    }
+
+    /// One HTTP/1.1 request, the connection closed after it: the status and the body.
+    fn request(&self, method: &str, target: &str, body: &[u8]) -> (u16, Vec<u8>) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=0\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {len}\r\n\
+             Connection: close\r\n\r\n",
+            port = self.port,
+            len = body.len()
+        );
+        s.write_all(head.as_bytes()).expect("send to moto");
+        s.write_all(body).expect("send to moto");
+        let mut response = Vec::new();
+        s.read_to_end(&mut response).expect("read from moto");
+        let end = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("an HTTP response head");
+        let head = String::from_utf8_lossy(&response[..end]);
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("an HTTP status line: {head}"));
+        (status, response[end + 4..].to_vec())
+    }
+}
+
+/// The text of the first `<name>…</name>` in `xml`.
+fn xml_field<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let len = xml[start..].find(&format!("</{name}>"))?;
+    Some(&xml[start..start + len])
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&amp;", "&")
+}
+
+/// Percent-encode all but unreserved characters (RFC 3986).
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
