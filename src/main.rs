@@ -242,11 +242,14 @@ fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
         None => Reporter::default(),
     };
     let mut engine = Engine::open(options, &tiers::registry())?.with_progress(reporter.clone());
+    let mut shared = None;
     if !cli.no_remote && engine.remote_config().url.is_some() {
-        let shared = tiers_remote::Remote::open(engine.remote_config())
+        let remote = tiers_remote::Remote::open(engine.remote_config())
             .map_err(tiers::Error::from)?
             .with_progress(reporter);
-        engine = engine.with_shared(Some(Arc::new(shared)));
+        let remote: Arc<dyn tiers::SharedCache> = Arc::new(remote);
+        shared = Some(remote.clone());
+        engine = engine.with_shared(Some(remote));
     }
     if engine.tier_names().next().is_none() {
         let message = match engine.config_file() {
@@ -265,7 +268,22 @@ fn run(cli: Cli, display: Option<Arc<Terminal>>) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    match cli.command {
+    let outcome = dispatch(cli.command, engine, &runtime);
+    if let Some(shared) = &shared {
+        if let Some(traffic) = shared.traffic() {
+            tracing::debug!("shared cache {}: {traffic}", shared.describe());
+        }
+    }
+    outcome
+}
+
+/// Run `command` on the opened engine.
+fn dispatch(
+    command: Command,
+    engine: Engine,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Build {
             tiers,
             rebuild,

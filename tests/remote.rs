@@ -337,18 +337,18 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn a_corrupt_blob_is_detected_rebuilt_locally_and_replaced_on_upload() {
+fn a_corrupt_pack_is_detected_rebuilt_locally_and_sent_again() {
     let store = tempfile::tempdir().unwrap();
     let url = url_line(&format!("file://{}", store.path().display()));
     build(&checkout(&url, ""), &[]);
     let (_, rec) = support::remote_record(store.path(), "cmd");
-    let name = rec["blobs"][0]["sha256"].as_str().unwrap().to_owned();
-    let blob = store.path().join("blobs").join(&name);
-    let good = std::fs::read(&blob).unwrap();
+    let name = rec["packs"][0]["sha256"].as_str().unwrap().to_owned();
+    let pack = store.path().join("packs").join(&name);
+    let good = std::fs::read(&pack).unwrap();
     let mut bad = good.clone();
     let last = bad.len() - 1;
     bad[last] ^= 0x55;
-    std::fs::write(&blob, &bad).unwrap();
+    std::fs::write(&pack, &bad).unwrap();
 
     let second = checkout(&url, "");
     let run = build(&second, &[]);
@@ -362,8 +362,15 @@ fn a_corrupt_blob_is_detected_rebuilt_locally_and_replaced_on_upload() {
         "{}",
         warnings[0]
     );
-    // The local build's upload wrote the blob again (packing is deterministic).
-    assert_eq!(sha256(&std::fs::read(&blob).unwrap()), name);
+    // The local build's upload sent the entry's blobs again, in packs that are
+    // whole; the record names those.
+    let (_, rec) = support::remote_record(store.path(), "cmd");
+    for p in rec["packs"].as_array().unwrap() {
+        let p = p["sha256"].as_str().unwrap();
+        assert_ne!(p, name);
+        let bytes = std::fs::read(store.path().join("packs").join(p)).unwrap();
+        assert_eq!(sha256(&bytes), p);
+    }
 
     let third = checkout(&url, "");
     let run = build(&third, &[]);
@@ -371,43 +378,67 @@ fn a_corrupt_blob_is_detected_rebuilt_locally_and_replaced_on_upload() {
     assert_eq!(runs(&third, "cmd"), 0);
 }
 
-/// A tar + zstd archive with members written header byte by header byte, as a
-/// hostile writer would (tar's own builder refuses these names).
-fn crafted(members: &[(tar::EntryType, &str, &str)]) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
-    for (kind, name, link) in members {
-        let mut h = tar::Header::new_old();
-        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
-        h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
-        h.set_entry_type(*kind);
-        h.set_mode(0o644);
-        let data: &[u8] = if *kind == tar::EntryType::Regular {
-            b"pwned\n"
-        } else {
-            b""
-        };
-        h.set_size(data.len() as u64);
-        h.set_cksum();
-        b.append(&h, data).unwrap();
-    }
-    zstd::encode_all(&b.into_inner().unwrap()[..], 3).unwrap()
+/// A tree as a hostile writer would make it: `files` (path → content) and
+/// `links` (path → target), encoded without the checks a reader applies.
+fn hostile_tree(files: &[(&str, &str)], links: &[(&str, &str)]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let tree = tiers::Tree {
+        format: 1,
+        files: files
+            .iter()
+            .map(|(p, content)| tiers::TreeFile {
+                path: p.into(),
+                digest: tiers::Digest::of(content.as_bytes()),
+                exec: false,
+            })
+            .collect(),
+        links: links
+            .iter()
+            .map(|(p, t)| tiers::TreeLink {
+                path: p.into(),
+                target: t.into(),
+            })
+            .collect(),
+        ..tiers::Tree::default()
+    };
+    let contents = files.iter().map(|(_, c)| c.as_bytes().to_vec()).collect();
+    (tree.encode(), contents)
 }
 
-/// Replace `tier`'s entry in the directory store by `archive`, with a valid digest,
-/// so that only the unpacking checks stand between it and the restoring checkout.
-fn plant(store: &Path, tier: &str, archive: &[u8]) {
-    let name = sha256(archive);
-    std::fs::write(store.join("blobs").join(&name), archive).unwrap();
+/// Replace `tier`'s tree in the directory store by `tree` (its file contents in
+/// a new pack, all digests valid), so that only the restore's checks stand
+/// between it and the restoring checkout.
+fn plant(store: &Path, tier: &str, (tree, contents): (Vec<u8>, Vec<Vec<u8>>)) {
+    let mut w = tiers_remote::packs::PackWriter::new(1 << 30);
+    let mut chunks = Vec::new();
+    for r in tiers_remote::cdc::chunks(&tree) {
+        let d = tiers::Digest::of(&tree[r.clone()]);
+        w.add(d, &tree[r]).unwrap();
+        chunks.push(d.to_string());
+    }
+    for c in &contents {
+        w.add(tiers::Digest::of(c), c).unwrap();
+    }
+    let packed = w.finish().unwrap();
+    let name = packed.pack.sha256.to_string();
+    std::fs::write(store.join("packs").join(&name), &packed.bytes).unwrap();
     let (path, mut rec) = support::remote_record(store, tier);
-    rec["blobs"] = serde_json::json!([{ "sha256": name, "bytes": archive.len() }]);
+    rec["tree"] = serde_json::json!({
+        "sha256": sha256(&tree),
+        "bytes": tree.len(),
+        "chunks": chunks,
+    });
+    rec["packs"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::to_value(packed.pack).unwrap());
     std::fs::write(path, serde_json::to_vec(&rec).unwrap()).unwrap();
 }
 
-fn hostile_entry_is_rejected(members: &[(tar::EntryType, &str, &str)], outside: &Path) {
+fn hostile_entry_is_rejected(tree: (Vec<u8>, Vec<Vec<u8>>), outside: &Path) {
     let store = tempfile::tempdir().unwrap();
     let url = url_line(&format!("file://{}", store.path().display()));
     build(&checkout(&url, ""), &[]);
-    plant(store.path(), "cmd", &crafted(members));
+    plant(store.path(), "cmd", tree);
 
     let second = checkout(&url, "");
     let before = support::snapshot(outside);
@@ -416,7 +447,11 @@ fn hostile_entry_is_rejected(members: &[(tar::EntryType, &str, &str)], outside: 
     assert_eq!(runs(&second, "cmd"), 1);
     let warnings = remote_warnings(&run);
     assert_eq!(warnings.len(), 1, "{}", run.stderr);
-    assert!(warnings[0].contains("was rejected"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("was rejected") || warnings[0].contains("its tree"),
+        "{}",
+        warnings[0]
+    );
     assert_eq!(
         support::snapshot(outside),
         before,
@@ -435,50 +470,52 @@ fn hostile_entry_is_rejected(members: &[(tar::EntryType, &str, &str)], outside: 
 }
 
 #[test]
-fn an_archive_member_with_dot_dot_is_rejected() {
+fn a_tree_path_with_dot_dot_is_rejected() {
     let outside = tempfile::tempdir().unwrap();
     hostile_entry_is_rejected(
-        &[
-            (tar::EntryType::Regular, "ok.txt", ""),
-            (tar::EntryType::Regular, "../escape", ""),
-            (tar::EntryType::Regular, "../../escape", ""),
-        ],
+        hostile_tree(
+            &[
+                ("ok.txt", "fine\n"),
+                ("../escape", "pwned\n"),
+                ("../../escape", "x"),
+            ],
+            &[],
+        ),
         outside.path(),
     );
 }
 
 #[test]
-fn an_archive_member_with_an_absolute_path_is_rejected() {
+fn a_tree_path_that_is_absolute_is_rejected() {
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().join("pwned");
     hostile_entry_is_rejected(
-        &[
-            (tar::EntryType::Regular, "ok.txt", ""),
-            (tar::EntryType::Regular, target.to_str().unwrap(), ""),
-        ],
+        hostile_tree(
+            &[("ok.txt", "fine\n"), (target.to_str().unwrap(), "pwned\n")],
+            &[],
+        ),
         outside.path(),
     );
     assert!(!target.exists());
 }
 
 #[test]
-fn an_archive_with_an_escaping_symlink_is_rejected() {
+fn a_tree_with_an_escaping_symlink_is_rejected() {
     let outside = tempfile::tempdir().unwrap();
     let target = outside.path().display().to_string();
     hostile_entry_is_rejected(
-        &[
-            (tar::EntryType::Regular, "ok.txt", ""),
-            (tar::EntryType::Symlink, "link", &target),
-            (tar::EntryType::Regular, "link/pwned", ""),
-        ],
+        hostile_tree(
+            &[("ok.txt", "fine\n"), ("link/pwned", "pwned\n")],
+            &[("link", &target)],
+        ),
         outside.path(),
     );
     let outside = tempfile::tempdir().unwrap();
     hostile_entry_is_rejected(
-        &[
-            (tar::EntryType::Symlink, "up", "../../../../../../.."),
-            (tar::EntryType::Regular, "up/pwned", ""),
-        ],
+        hostile_tree(
+            &[("up/pwned", "pwned\n")],
+            &[("up", "../../../../../../..")],
+        ),
         outside.path(),
     );
 }
@@ -644,7 +681,7 @@ fn untrusted_record_is_a_miss(writer_key: Option<&str>, tamper: bool, expect: &s
     let path = only_file(&store.path().join("records/cmd"));
     if tamper {
         let text = std::fs::read_to_string(&path).unwrap();
-        let altered = text.replacen("\"build_seconds\": ", "\"build_seconds\": 1", 1);
+        let altered = text.replacen("\"files\": ", "\"files\": 1", 1);
         assert_ne!(text, altered);
         std::fs::write(&path, altered).unwrap();
     }

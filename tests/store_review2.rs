@@ -4,11 +4,10 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{entry_dir, project, sha256_hex, tiers_bin, Run};
+use support::{entry_dir, project, tiers_bin, Run};
 
 fn run(project: &Path, args: &[&str]) -> Run {
     let out = Command::new(tiers_bin())
@@ -107,40 +106,33 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Rewrite the record's archive without the carried blob `missing` (what a
+/// Rewrite the record's packs as one pack without the blob `missing` (what a
 /// partial upload by another tool, or a hand-pruned store, leaves).
-fn drop_carried(remote: &Path, original: &[u8], missing: &str) {
+fn drop_carried(remote: &Path, missing: &str) {
     let (path, mut rec) = support::remote_record(remote, "sym");
-    let tar_bytes = zstd::decode_all(original).unwrap();
-    let mut archive = tar::Archive::new(&tar_bytes[..]);
-    let mut out = tar::Builder::new(Vec::new());
-    let mut dropped = 0u64;
-    for member in archive.entries().unwrap() {
-        let mut member = member.unwrap();
-        let name = member.path().unwrap().to_string_lossy().into_owned();
-        let mut data = Vec::new();
-        member.read_to_end(&mut data).unwrap();
-        if name.ends_with(missing) {
-            dropped = data.len() as u64;
-            continue;
+    let mut w = tiers_remote::packs::PackWriter::new(1 << 30);
+    let mut dropped = false;
+    for p in rec["packs"].as_array().unwrap() {
+        let pack: tiers_remote::PackRef = serde_json::from_value(p.clone()).unwrap();
+        let bytes = std::fs::read(remote.join(pack.path())).unwrap();
+        for (d, blob) in tiers_remote::packs::unpack_all(&bytes, &pack).unwrap() {
+            if d.to_string() == missing {
+                dropped = true;
+            } else {
+                w.add(d, &blob).unwrap();
+            }
         }
-        let mut header = member.header().clone();
-        out.append_data(&mut header, &name, &data[..]).unwrap();
     }
-    assert!(dropped > 0, "the archive carries `{missing}`");
-    let packed = zstd::encode_all(&out.into_inner().unwrap()[..], 3).unwrap();
-    let name = sha256_hex(&packed);
-    std::fs::write(remote.join("blobs").join(&name), &packed).unwrap();
-    rec["blobs"] = serde_json::json!([{ "sha256": name, "bytes": packed.len() }]);
-    rec["files"] = (rec["files"].as_u64().unwrap() - 1).into();
-    rec["bytes"] = (rec["bytes"].as_u64().unwrap() - dropped).into();
+    assert!(dropped, "the record's packs hold `{missing}`");
+    let packed = w.finish().unwrap();
+    std::fs::write(remote.join(packed.pack.path()), &packed.bytes).unwrap();
+    rec["packs"] = serde_json::json!([packed.pack]);
     std::fs::write(path, serde_json::to_vec(&rec).unwrap()).unwrap();
 }
 
 /// A first checkout builds and uploads; its record is then made to lack the
-/// per-file entry of `m{which}.py`. Returns the remote, the original archive and
-/// that blob's digest.
-fn shared_without(root: &Path, which: usize) -> (PathBuf, Vec<u8>, String) {
+/// per-file entry of `m{which}.py`. Returns the remote and that blob's digest.
+fn shared_without(root: &Path, which: usize) -> (PathBuf, String) {
     let remote = root.join("remote");
     std::fs::create_dir_all(&remote).unwrap();
     let first = root.join("first");
@@ -148,17 +140,14 @@ fn shared_without(root: &Path, which: usize) -> (PathBuf, Vec<u8>, String) {
     let run = build(&first);
     let entry = entry_dir(&run, "sym");
     let missing = per_file_blob(&first.join(".tiers"), &entry, source(which).as_bytes());
-    let (_, rec) = support::remote_record(&remote, "sym");
-    let archive = rec["blobs"][0]["sha256"].as_str().unwrap().to_owned();
-    let original = std::fs::read(remote.join("blobs").join(archive)).unwrap();
-    drop_carried(&remote, &original, &missing);
-    (remote, original, missing)
+    drop_carried(&remote, &missing);
+    (remote, missing)
 }
 
 #[test]
 fn an_entry_restored_from_a_record_that_lacks_a_named_blob_can_be_exported() {
     let p = project().build();
-    let (remote, _, missing) = shared_without(p.root(), 3);
+    let (remote, missing) = shared_without(p.root(), 3);
     let second = p.path("second");
     write_checkout(&second, &remote, 10);
     let run = build(&second);
@@ -192,7 +181,7 @@ fn a_build_from_a_restored_entry_never_names_a_blob_the_store_lacks() {
     // whose shard the restore itself writes into would not show it: try the next.
     for which in 0..FILES {
         let p = project().build();
-        let (remote, _, missing) = shared_without(p.root(), which);
+        let (remote, missing) = shared_without(p.root(), which);
         let b = p.path("second");
         write_checkout(&b, &remote, 1);
         let cache = b.join(".tiers");

@@ -975,7 +975,8 @@ impl Engine {
         lock: &KeyLock,
     ) -> Result<Option<Marker>> {
         let staging = Debris::new(t.store.stage(key, lock)?);
-        let mut marker = match shared.fetch(&t.name, key, staging.path()).await? {
+        let blobs = Blobs::of_cache_dir(&self.cache_dir);
+        let mut marker = match shared.fetch(&t.name, key, staging.path(), &blobs).await? {
             Some(m) => m,
             None => return Ok(None),
         };
@@ -987,7 +988,6 @@ impl Engine {
             });
         }
         marker.tier = t.name.clone();
-        let blobs = Blobs::of_cache_dir(&self.cache_dir);
         let mut named = blobs.take_carried(staging.path())?;
         // The entry's own tree names every blob it needs: each came with it or
         // is here already, or the entry is not taken.
@@ -1041,16 +1041,16 @@ impl Engine {
             };
             let dir = t.store.entry_dir(key);
             let blobs = Blobs::of_cache_dir(&self.cache_dir);
+            let Some(tree) = crate::blobs::Tree::read(&dir)? else {
+                return Err(Error::Marker {
+                    path: dir.join(crate::blobs::TREE),
+                    why: "the entry has no tree, so it cannot be shared".into(),
+                });
+            };
             // Nothing damaged leaves this machine: every file and named blob
             // is checked against its digest first.
-            let carried = match crate::blobs::Tree::read(&dir)? {
-                Some(tree) => {
-                    blobs.verify(&dir, &tree)?;
-                    tree.named.iter().map(|d| blobs.path(d, false)).collect()
-                }
-                None => Vec::new(),
-            };
-            shared.store(&t.name, &marker, &dir, &carried).await?;
+            blobs.verify(&dir, &tree)?;
+            shared.store(&t.name, &marker, &dir, &tree, &blobs).await?;
             if marker.used_inputs.is_some() {
                 let skey = marker.doc.structure_key();
                 let list = Candidates::new(t.store.root()).load(&skey);

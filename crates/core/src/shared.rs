@@ -2,16 +2,19 @@
 //!
 //! The engine looks up local exact → local candidates → shared exact → shared
 //! candidates → build, and after a local build uploads the entry (blobs first, the
-//! record last, in the implementation) when the level is writable. Any error of the
+//! record last, in the implementation) when the level is writable. The engine
+//! hands the level its local blob store, so that it moves only the blobs one side
+//! lacks. Any error of the
 //! shared level is one warning and a miss: a build never fails because a server is
 //! down, and the level is not switched off for later runs.
 //!
 //! `tiers-remote` implements this on OpenDAL; embedders may bring their own.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use async_trait::async_trait;
 
+use crate::blobs::{Blobs, Tree};
 use crate::candidates::Candidate;
 use crate::error::Result;
 use crate::key::Key;
@@ -32,24 +35,32 @@ pub trait SharedCache: Send + Sync {
     /// Whether this run may upload (`mode = "read-write"`).
     fn writable(&self) -> bool;
 
-    /// Unpack the entry of `key` into the empty dir `dest` (its artifact files, not
-    /// `entry.json`) and return its marker; `Ok(None)` when the level does not have it.
-    /// Nothing may be written outside `dest`.
-    async fn fetch(&self, tier: &str, key: &Key, dest: &Path) -> Result<Option<Marker>>;
+    /// Restore the entry of `key` into the empty dir `dest` — its files, its
+    /// `entry.tree`, and the blobs the tree names that `local` lacks as
+    /// `.tiers-blobs/<digest>` — and return its marker; `Ok(None)` when the level
+    /// does not have it. Files whose blobs `local` holds need not be downloaded.
+    /// Nothing may be written outside `dest` but what the level keeps about itself
+    /// in the cache dir's `.remote/`.
+    async fn fetch(
+        &self,
+        tier: &str,
+        key: &Key,
+        dest: &Path,
+        local: &Blobs,
+    ) -> Result<Option<Marker>>;
 
     /// Whether the level has the entry of `key` (for `tiers status`).
     async fn contains(&self, tier: &str, key: &Key) -> Result<bool>;
 
-    /// Upload the published entry in `dir` (`entry.json` excluded) with its marker,
-    /// and with the blob files in `carried` (those the entry names without holding
-    /// them), each as `.tiers-blobs/<its file name>`, which [`fetch`](Self::fetch)
-    /// gives back in `dest`.
+    /// Upload the published entry in `dir` with its marker and `tree` (its files
+    /// are in `dir`, the blobs it names in `local`, all checked by the engine).
     async fn store(
         &self,
         tier: &str,
         marker: &Marker,
         dir: &Path,
-        carried: &[PathBuf],
+        tree: &Tree,
+        local: &Blobs,
     ) -> Result<()>;
 
     /// The discovered-inputs candidates of `structure_key`, newest first.
@@ -62,4 +73,10 @@ pub trait SharedCache: Send + Sync {
         structure_key: &Key,
         list: &[Candidate],
     ) -> Result<()>;
+
+    /// What this run asked of the level: one line (`12 requests (…), 3 bytes up,
+    /// …`) for `tiers -v`; `None` when it asked nothing.
+    fn traffic(&self) -> Option<String> {
+        None
+    }
 }

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tiers_core::{
-    async_trait, BuildOutcome, BuildRequest, Candidate, ConfigSource, Context, Engine,
+    async_trait, Blobs, BuildOutcome, BuildRequest, Candidate, ConfigSource, Context, Engine,
     EngineOptions, Entry, Error, InputSpec, Key, KeyDoc, Marker, Registry, Result, SharedCache,
-    Status, Tier,
+    Status, Tier, Tree,
 };
 
 /// A shared level in a directory: `<root>/<key>/` holds the files and `marker.json`.
@@ -56,7 +56,13 @@ impl SharedCache for DirShared {
     fn writable(&self) -> bool {
         self.writable
     }
-    async fn fetch(&self, _tier: &str, key: &Key, dest: &Path) -> Result<Option<Marker>> {
+    async fn fetch(
+        &self,
+        _tier: &str,
+        key: &Key,
+        dest: &Path,
+        _local: &Blobs,
+    ) -> Result<Option<Marker>> {
         self.check()?;
         self.fetches.fetch_add(1, Ordering::SeqCst);
         let dir = self.root.join(key.as_str());
@@ -75,16 +81,17 @@ impl SharedCache for DirShared {
         _tier: &str,
         marker: &Marker,
         dir: &Path,
-        carried: &[std::path::PathBuf],
+        tree: &Tree,
+        local: &Blobs,
     ) -> Result<()> {
         self.check()?;
         assert!(self.writable, "a read-only level was written");
         let to = self.root.join(marker.key.as_str());
         copy_dir(dir, &to);
         let carry = to.join(tiers_core::CARRIED);
-        for path in carried {
+        for d in &tree.named {
             std::fs::create_dir_all(&carry).unwrap();
-            std::fs::copy(path, carry.join(path.file_name().unwrap())).unwrap();
+            std::fs::copy(local.path(d, false), carry.join(d.to_string())).unwrap();
         }
         std::fs::write(to.join("marker.json"), serde_json::to_vec(marker).unwrap()).unwrap();
         Ok(())

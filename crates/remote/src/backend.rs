@@ -1,7 +1,8 @@
-//! One OpenDAL operator per location, and the three requests the cache makes of it —
-//! read, write, delete — each under a timeout, retried with backoff when the failure
-//! is worth retrying (a timeout, HTTP 429 or 5xx), and never stat or list: nginx's
-//! WebDAV module and bazel-remote answer GET and PUT, not PROPFIND.
+//! One OpenDAL operator per location, and the requests the cache makes of it —
+//! read (whole or a byte range), write, delete — each under a timeout, retried with
+//! backoff when the failure is worth retrying (a timeout, HTTP 429 or 5xx), and never
+//! stat or list: nginx's WebDAV module and bazel-remote answer GET and PUT, not
+//! PROPFIND. Whether an object is there is asked with a ranged read of its last byte.
 //!
 //! A request that still fails marks the remote failed **for this process**: later
 //! requests of the same run are answered as misses at once, so a server that is down
@@ -12,8 +13,9 @@
 //! killed upload leaves nothing a later one cannot remove.
 
 use std::future::Future;
+use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
@@ -68,6 +70,42 @@ pub struct Backend {
     fs_root: Option<PathBuf>,
     /// Whether this run removed dead writers' temporaries yet (directory stores).
     swept: AtomicBool,
+    traffic: Traffic,
+}
+
+/// The requests of this run and the bytes they moved.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub reads: AtomicU64,
+    pub writes: AtomicU64,
+    pub checks: AtomicU64,
+    pub up: AtomicU64,
+    pub down: AtomicU64,
+}
+
+impl Traffic {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// `N requests (r reads, w writes, c checks), U bytes up, D bytes down`.
+    pub fn summary(&self) -> String {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (r, w, c) = (get(&self.reads), get(&self.writes), get(&self.checks));
+        format!(
+            "{} requests ({r} reads, {w} writes, {c} checks), {} bytes up, {} bytes down",
+            r + w + c,
+            get(&self.up),
+            get(&self.down)
+        )
+    }
+
+    /// Whether no request was made.
+    pub fn is_empty(&self) -> bool {
+        [&self.reads, &self.writes, &self.checks]
+            .iter()
+            .all(|c| c.load(Ordering::Relaxed) == 0)
+    }
 }
 
 /// TLS for https, rediss and S3 through rustls with the ring provider, installed once
@@ -166,11 +204,87 @@ impl Backend {
             reached: AtomicBool::new(false),
             fs_root,
             swept: AtomicBool::new(false),
+            traffic: Traffic::default(),
         })
     }
 
     pub fn remote(&self) -> &str {
         &self.remote
+    }
+
+    /// The requests made so far.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
+    }
+
+    /// `range` of the object at `path`; `None` when there is no object. Fewer
+    /// bytes than asked for mean the object is shorter.
+    pub async fn get_range(
+        &self,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        Traffic::add(&self.traffic.reads, 1);
+        let got = self.read_range(path, range).await;
+        if let Ok(Some(b)) = &got {
+            Traffic::add(&self.traffic.down, b.len() as u64);
+        }
+        got
+    }
+
+    /// Whether an object of `bytes` bytes is at `path`: one ranged read of its
+    /// last byte (an object cut short answers none).
+    pub async fn check(&self, path: &str, bytes: u64) -> Result<bool, RemoteError> {
+        Traffic::add(&self.traffic.checks, 1);
+        let Some(last) = bytes.checked_sub(1) else {
+            return Ok(false);
+        };
+        Ok(self
+            .read_range(path, last..bytes)
+            .await?
+            .is_some_and(|b| b.len() == 1))
+    }
+
+    async fn read_range(
+        &self,
+        path: &str,
+        range: Range<u64>,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        if let Some(root) = &self.fs_root {
+            let got = self
+                .fs_call(root, "read", path, move |file| {
+                    use std::io::{Read, Seek, SeekFrom};
+                    let mut f = match std::fs::File::open(&file) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                        Err(e) => return Err(e),
+                    };
+                    f.seek(SeekFrom::Start(range.start))?;
+                    let mut bytes = Vec::new();
+                    f.take(range.end - range.start).read_to_end(&mut bytes)?;
+                    Ok(Some(bytes))
+                })
+                .await;
+            if let Err(e) = &got {
+                self.fail(e);
+            }
+            return got;
+        }
+        let got = self
+            .call("read", path, || async {
+                match self.op().read_with(path).range(range.clone()).await {
+                    Ok(buf) => Ok(Some(buf.to_vec())),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                    // Asked past the end: an object shorter than its record says.
+                    Err(e) if e.kind() == ErrorKind::RangeNotSatisfied => Ok(Some(Vec::new())),
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+        if let Err(e) = &got {
+            self.fail(e);
+        }
+        got
     }
 
     /// The failure that switched the remote off for this run, if one did.
@@ -233,6 +347,7 @@ impl Backend {
         limit: usize,
     ) -> Result<Option<Result<Vec<u8>, u64>>, RemoteError> {
         if let Some(root) = &self.fs_root {
+            Traffic::add(&self.traffic.reads, 1);
             let got = self
                 .fs_call(root, "read", path, move |file| {
                     use std::io::Read;
@@ -254,6 +369,9 @@ impl Backend {
                     }))
                 })
                 .await;
+            if let Ok(Some(Ok(b))) = &got {
+                Traffic::add(&self.traffic.down, b.len() as u64);
+            }
             if let Err(e) = &got {
                 self.fail(e);
             }
@@ -270,6 +388,15 @@ impl Backend {
 
     /// The object at `path`; `None` when there is none.
     pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, RemoteError> {
+        Traffic::add(&self.traffic.reads, 1);
+        let got = self.get_whole(path).await;
+        if let Ok(Some(b)) = &got {
+            Traffic::add(&self.traffic.down, b.len() as u64);
+        }
+        got
+    }
+
+    async fn get_whole(&self, path: &str) -> Result<Option<Vec<u8>>, RemoteError> {
         if let Some(root) = &self.fs_root {
             let got = self
                 .fs_call(root, "read", path, |file| match std::fs::read(&file) {
@@ -299,6 +426,8 @@ impl Backend {
     }
 
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
+        Traffic::add(&self.traffic.writes, 1);
+        Traffic::add(&self.traffic.up, bytes.len() as u64);
         if let Some(root) = &self.fs_root {
             let put = self.fs_put(root, path, bytes).await;
             if let Err(e) = &put {

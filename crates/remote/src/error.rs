@@ -80,18 +80,20 @@ pub enum RemoteError {
         why: String,
     },
 
-    #[error("the blob `{path}` named by `{record}` is missing")]
+    #[error("`{path}`, named by `{record}`, is missing: not used; the next upload sends what it held again")]
     MissingBlob {
         remote: String,
         path: String,
         record: String,
     },
 
-    #[error("the blob `{path}` is corrupt (its SHA-256 is {actual}): not used; the next upload of this entry replaces it")]
+    /// A pack whose bytes are not what its name and index say. A writable remote
+    /// removes it, so that every uploader finds it gone.
+    #[error("`{path}` is corrupt ({why}): not used; the next upload sends what it held again")]
     Digest {
         remote: String,
         path: String,
-        actual: String,
+        why: String,
     },
 
     #[error("the entry of `{record}` was rejected: {source}")]

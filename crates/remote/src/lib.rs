@@ -1,31 +1,53 @@
 //! The shared cache level of tiers, on storage people already run — Redis, WebDAV or
 //! plain HTTP GET/PUT, S3, a directory — through Apache OpenDAL.
 //!
-//! # The big decision: content-addressed blobs, named by a small record written last
+//! # The big decision: blobs in packs, named by a small record written last
 //!
 //! ```text
-//! <root>/blobs/<sha256>                         tar + zstd of an entry (in chunks)
-//! <root>/records/<tier>/<key>.json              the marker and the blobs' digests
+//! <root>/packs/<sha256>                         blobs one upload added, in zstd frames,
+//!                                               followed by their index (see [`packs`])
+//! <root>/records/<tier>/<key>.json              the entry: its marker and tree as lists
+//!                                               of chunk digests, and the packs that
+//!                                               hold them and every blob the tree names
 //! <root>/candidates/<tier>/<structure key>.json discovered-inputs candidates
 //! <root>/.tmp/tiers-<host>-<pid>-<start>-<n>     a directory store's uploads in progress
 //! ```
 //!
-//! An upload puts the blobs first and the record last, so a reader that finds a
-//! record finds its blobs — unless something removed or damaged them, which the
-//! SHA-256 in the blob's name catches: a blob whose bytes do not hash to its name is
-//! a miss (one warning, a local build), and the upload after that build writes it
-//! again. Packing is deterministic, so machines that build the same bytes share blobs.
+//! An entry is already a tree of content-addressed blobs in the local store (see
+//! [`tiers_core::Blobs`]); the shared cache keeps the same blobs. Its marker and tree
+//! are cut into content-defined chunks ([`cdc`]), so a one-file edit changes a few
+//! chunks of them, one file's blobs, and nothing else.
+//!
+//! **Upload.** The blobs the server already has are those in the packs of the
+//! records this cache dir last uploaded or restored ([`state`]). Each such pack is
+//! checked with one ranged read of its last byte, then named again; every other
+//! blob goes into one new pack (one request per 32 MiB). The record goes last, so a
+//! reader that finds a record finds its packs. An edit after a full build therefore
+//! costs three requests: a check, a pack of kilobytes, a record.
+//!
+//! **Restore.** The record, then each pack's index (one ranged read, or the copy
+//! kept from before), then only the frames that hold blobs the local store lacks,
+//! several reads in flight; chunks of the marker and tree come from the last
+//! restored or uploaded version where they are the same.
+//!
+//! Why packs and not one object per blob (Bazel's CAS): a symbol table is some
+//! 10,000 blobs of a few kilobytes, and none of the stores tiers supports answers
+//! "which of these exist" in one request — WebDAV on nginx and Redis cannot list.
+//! Why not content-defined chunks of one packed stream (casync): an edit changes
+//! blobs scattered through the entry, so every chunk around each of them would be
+//! new. Packs plus chunked metadata send what is new and nothing else.
 //!
 //! Nothing read from the remote is trusted. Records and candidate lists are refused
 //! unparsed above a byte cap ([`MAX_RECORD_BYTES`], [`MAX_CANDIDATES_BYTES`]) and
-//! parsed into types (keys are 64 hex digits, paths relative without `..`); a list
-//! is read up to [`CANDIDATE_LIMIT`] candidates. A blob must have the size its record
-//! gives and hash to its name. [`pack::unpack`] refuses absolute
-//! paths, `..`, symlinks leaving the entry, hard links and devices, and never writes
-//! through a symlink. But a read-write remote can still place *valid* files that later
-//! runs use as their artifacts: give write access to trusted CI only, and with
-//! `signing_key_env` ([`sign`]) readers holding the key accept only what a holder
-//! of the key wrote.
+//! parsed into types (digests are 64 hex digits, paths relative without `..`); a list
+//! is read up to [`CANDIDATE_LIMIT`] candidates. A pack index must match the digest
+//! its record gives, every blob and chunk read must hash to its name, the marker
+//! must describe the key asked for, and [`restore`] refuses a tree with paths or
+//! symlinks leaving the entry and never writes through a symlink. But a read-write
+//! remote can still place *valid* files that later runs use as their artifacts:
+//! give write access to trusted CI only, and with `signing_key_env` ([`sign`])
+//! readers holding the key accept only what a holder of the key wrote (a record
+//! names every pack and index by digest, so signing it covers them).
 //!
 //! Failure is a miss, never a failed build: see [`backend`] for timeouts, retries and
 //! how one failure switches the remote off for the rest of the run (not for later
@@ -33,50 +55,67 @@
 //! [`shareable`](tiers_core::Tier::shareable).
 
 pub mod backend;
+pub mod cdc;
 mod error;
 pub mod fs_write;
 pub mod location;
-pub mod pack;
+pub mod packs;
+pub mod restore;
 pub mod sign;
+pub mod state;
 mod wire;
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tiers_core::{
-    async_trait, Candidate, Key, Marker, Progress, RemoteConfig, RemoteMode, Reporter, SharedCache,
-    Unit, CANDIDATE_LIMIT,
+    async_trait, Blobs, Candidate, Digest, Key, Marker, RemoteConfig, RemoteMode, Reporter,
+    SharedCache, Tree, Unit, CANDIDATE_LIMIT,
 };
 
-pub use backend::Retry;
+pub use backend::{Retry, Traffic};
 pub use error::{RemoteError, UnpackError};
 pub use location::Location;
+pub use packs::PackRef;
 pub use sign::SigningKey;
 
-/// Version of the record and candidate-list layout; another version is a miss.
-pub const RECORD_FORMAT: u32 = 1;
+/// Version of the record layout; another version is a miss.
+pub const RECORD_FORMAT: u32 = 2;
 
-/// Packed entries are cut into blobs of at most this many bytes: one request each,
-/// bounded memory, and under Redis's 512 MiB value limit.
-pub const CHUNK_BYTES: usize = 32 << 20;
+/// Version of the candidate-list layout.
+pub const CANDIDATES_FORMAT: u32 = 1;
 
 /// A record larger than this is refused before it is parsed (it is still downloaded
-/// whole: nginx's WebDAV and Redis answer no size without a body). A record is dominated by
-/// its key document, about 150 bytes per input: 64 MiB holds some 400,000 inputs,
-/// ten times the largest project tiers is measured on, while bounding what one hostile
-/// record costs a reader. A writer does not upload a record it would refuse.
+/// whole: nginx's WebDAV and Redis answer no size without a body). A record holds a
+/// digest per 4 KiB of marker and tree and a line per pack: 64 MiB is far beyond
+/// what any entry needs, while bounding what one hostile record costs a reader.
 pub const MAX_RECORD_BYTES: usize = 64 << 20;
 
 /// A candidate list larger than this is refused before it is parsed: 32 candidates of
 /// some 1,500 used inputs each. A writer drops its oldest candidates to stay below.
 pub const MAX_CANDIDATES_BYTES: usize = 8 << 20;
 
-/// No blob is larger: Redis's value limit, and far above [`CHUNK_BYTES`].
+/// No pack, marker or tree is larger: Redis's value limit.
 pub const MAX_BLOB_BYTES: u64 = 512 << 20;
+
+/// An upload names at most this many packs it did not write: past it, the blobs
+/// of the packs it uses least go into its new pack, so that restores and
+/// existence checks stay a handful of requests however many edits came before.
+pub const MAX_REUSED_PACKS: usize = 8;
+
+/// Requests in flight at once.
+const IN_FLIGHT: usize = 8;
+
+/// Ranges of one pack this close together are read as one.
+const MERGE_GAP: u64 = 64 << 10;
+
+/// A ranged read asks for at most this much (unless one frame is larger), so
+/// that reads overlap their handling and memory stays bounded.
+const READ_BYTES: u64 = 4 << 20;
 
 /// `records/<tier>/<key>.json`: what a fetch needs to restore an entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,18 +123,50 @@ pub struct Record {
     pub format: u32,
     pub tier: String,
     pub key: Key,
-    /// The chunks of the packed entry, in order.
-    pub blobs: Vec<BlobRef>,
-    /// Files and their bytes in the entry, unpacked.
+    /// Files and their bytes in the entry.
     pub files: u64,
     pub bytes: u64,
-    pub marker: Marker,
+    /// The entry's marker (`entry.json`), in chunks.
+    pub marker: Chunked,
+    /// The entry's tree (`entry.tree`), in chunks.
+    pub tree: Chunked,
+    /// Every pack that holds a chunk of the two, a file or a blob the tree names.
+    pub packs: Vec<PackRef>,
 }
 
+/// A byte string stored as content-defined chunks ([`cdc`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlobRef {
-    pub sha256: Key,
+pub struct Chunked {
+    pub sha256: Digest,
     pub bytes: u64,
+    pub chunks: Vec<Digest>,
+}
+
+impl Chunked {
+    fn of(bytes: &[u8]) -> (Chunked, Vec<Range<usize>>) {
+        let ranges = cdc::chunks(bytes);
+        let chunked = Chunked {
+            sha256: Digest::of(bytes),
+            bytes: bytes.len() as u64,
+            chunks: ranges
+                .iter()
+                .map(|r| Digest::of(&bytes[r.clone()]))
+                .collect(),
+        };
+        (chunked, ranges)
+    }
+
+    fn check(&self, what: &str, limit: u64) -> Result<(), String> {
+        let most = self.bytes / cdc::MIN as u64 + 1;
+        if self.bytes == 0 || self.bytes > limit || self.chunks.len() as u64 > most {
+            return Err(format!(
+                "its {what} of {} bytes in {} chunks is not one tiers writes",
+                self.bytes,
+                self.chunks.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Serialize)]
@@ -107,19 +178,30 @@ struct CandidateList<'a> {
 /// The shared cache at one location. Usually reached through [`open`] as an
 /// `Arc<dyn SharedCache>`.
 pub struct Remote {
-    backend: backend::Backend,
+    backend: Arc<backend::Backend>,
     writable: bool,
-    chunk_bytes: usize,
+    pack_bytes: usize,
     /// With a key, records and lists are signed, and unsigned ones are misses.
     signing: Option<SigningKey>,
     /// Where the bytes moved for a tier are reported: on that tier's line.
     progress: Reporter,
+    /// Uploads go one at a time, so that each knows what the one before sent.
+    uploading: tokio::sync::Mutex<()>,
 }
 
 /// Open the shared cache `config` names. Connects to nothing yet: the first request
 /// does, so an unreachable server is a warning at the first lookup, not an error here.
 pub fn open(config: &RemoteConfig) -> Result<Arc<dyn SharedCache>, RemoteError> {
     Ok(Arc::new(Remote::open(config)?))
+}
+
+/// Where a blob of a restore goes.
+#[derive(Default)]
+struct Sink {
+    /// Files of the tree with this content.
+    files: Vec<usize>,
+    /// `.tiers-blobs/<digest>` too, for the engine to take into the store.
+    carried: bool,
 }
 
 impl Remote {
@@ -151,16 +233,17 @@ impl Remote {
         retry: Retry,
     ) -> Result<Remote, RemoteError> {
         Ok(Remote {
-            backend: backend::Backend::open(loc, timeout, retry)?,
+            backend: Arc::new(backend::Backend::open(loc, timeout, retry)?),
             writable,
-            chunk_bytes: CHUNK_BYTES,
+            pack_bytes: packs::PACK_BYTES,
             signing: None,
             progress: Reporter::default(),
+            uploading: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Report the bytes downloaded, unpacked and uploaded for a tier on that
-    /// tier's progress line (the engine's [`Reporter`]).
+    /// Report the bytes downloaded and uploaded for a tier on that tier's
+    /// progress line (the engine's [`Reporter`]).
     pub fn with_progress(mut self, reporter: Reporter) -> Self {
         self.progress = reporter;
         self
@@ -172,10 +255,15 @@ impl Remote {
         self
     }
 
-    /// Cut packed entries into blobs of `bytes` (tests of multi-blob entries).
-    pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
-        self.chunk_bytes = bytes.max(1);
+    /// Close packs at `bytes` (tests of entries in several packs).
+    pub fn with_pack_bytes(mut self, bytes: usize) -> Self {
+        self.pack_bytes = bytes.max(1);
         self
+    }
+
+    /// The requests this remote made so far, and the bytes they moved.
+    pub fn traffic(&self) -> &Traffic {
+        self.backend.traffic()
     }
 
     fn record_path(tier: &str, key: &Key) -> Result<String, RemoteError> {
@@ -186,29 +274,46 @@ impl Remote {
         Ok(format!("candidates/{}/{skey}.json", object_name(tier)?))
     }
 
-    fn blob_path(digest: &Key) -> String {
-        format!("blobs/{digest}")
+    /// What this cache dir knows of this remote.
+    fn state(&self, local: &Blobs) -> state::State {
+        state::State::of(local.dir().parent(), &self.identity())
     }
 
     /// The record of `key`, checked against it; `None` when there is none.
     pub async fn record(&self, tier: &str, key: &Key) -> Result<Option<Record>, RemoteError> {
         let path = Self::record_path(tier, key)?;
         let Some(body) = self
-            .read_object(&path, tier, key, "a record", MAX_RECORD_BYTES)
+            .read_object(
+                &path,
+                tier,
+                key,
+                "a record",
+                MAX_RECORD_BYTES,
+                RECORD_FORMAT,
+            )
             .await?
         else {
             return Ok(None);
         };
         let bad = |why: String| self.unusable(&path, why);
         let record: Record = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
-        if record.key != *key || record.marker.key != *key || record.marker.doc.key() != *key {
-            return Err(bad(format!(
-                "it describes key {} (its key document hashes to {}), not {key}",
-                record.marker.key,
-                record.marker.doc.key()
-            )));
+        if record.key != *key {
+            return Err(bad(format!("it describes key {}, not {key}", record.key)));
         }
-        check_record(&record, tier).map_err(bad)?;
+        if record.tier != tier {
+            return Err(bad(format!("it is a record of tier `{}`", record.tier)));
+        }
+        record
+            .marker
+            .check("marker", MAX_RECORD_BYTES as u64)
+            .map_err(bad)?;
+        record.tree.check("tree", MAX_BLOB_BYTES).map_err(bad)?;
+        if record.packs.is_empty() || record.packs.len() > 4 * MAX_REUSED_PACKS + 64 {
+            return Err(bad(format!("it names {} packs", record.packs.len())));
+        }
+        for p in &record.packs {
+            p.check().map_err(bad)?;
+        }
         Ok(Some(record))
     }
 
@@ -221,6 +326,7 @@ impl Remote {
         key: &Key,
         what: &'static str,
         limit: usize,
+        format: u32,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
         let Some(stored) = self.backend.get_at_most(path, limit).await? else {
             return Ok(None);
@@ -247,7 +353,7 @@ impl Remote {
         };
         let head: wire::Head =
             serde_json::from_slice(&body).map_err(|e| self.unusable(path, e.to_string()))?;
-        if head.format != RECORD_FORMAT {
+        if head.format != format {
             // Written by another version of tiers: not ours to read.
             tracing::debug!("ignoring `{path}` of format {}", head.format);
             return Ok(None);
@@ -285,71 +391,274 @@ impl Remote {
         }
     }
 
+    /// The indexes of `record`'s packs: kept from before, or one ranged read each.
+    async fn indexes(
+        &self,
+        record: &Record,
+        state: &state::State,
+    ) -> Result<Vec<packs::PackIndex>, RemoteError> {
+        let mut out: Vec<Option<packs::PackIndex>> =
+            record.packs.iter().map(|p| state.index(p)).collect();
+        let missing: Vec<(usize, PackRef)> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| i.is_none())
+            .map(|(n, _)| (n, record.packs[n]))
+            .collect();
+        let fetched = self
+            .in_flight(missing, |backend, (n, pack)| async move {
+                let at = pack.index.offset..pack.bytes;
+                let got = backend.get_range(&pack.path(), at).await;
+                (n, pack, got)
+            })
+            .await;
+        for (n, pack, got) in fetched {
+            let bytes = got?.ok_or_else(|| self.missing(&pack.path(), record))?;
+            if Digest::of(&bytes) != pack.index.sha256 {
+                return Err(self.corrupt(&pack, "its index does not match its record", state));
+            }
+            let index = packs::PackIndex::decode(&bytes, pack.index.offset)
+                .map_err(|why| self.unusable(&pack.path(), why))?;
+            state.save_index(&pack, &bytes);
+            out[n] = Some(index);
+        }
+        Ok(out
+            .into_iter()
+            .map(|i| i.expect("every index read"))
+            .collect())
+    }
+
+    fn missing(&self, path: &str, record: &Record) -> RemoteError {
+        RemoteError::MissingBlob {
+            remote: self.describe(),
+            path: path.to_owned(),
+            record: Self::record_path(&record.tier, &record.key).unwrap_or_default(),
+        }
+    }
+
+    /// A pack that does not hold what its record says (`why`): forgotten, so the
+    /// next upload sends its blobs again.
+    fn corrupt(&self, pack: &PackRef, why: &str, state: &state::State) -> RemoteError {
+        state.forget(&pack.sha256);
+        RemoteError::Digest {
+            remote: self.describe(),
+            path: pack.path(),
+            why: why.to_owned(),
+        }
+    }
+
+    /// Run `f` over `items`, [`IN_FLIGHT`] at a time; results in any order.
+    async fn in_flight<I, F, Fut, T>(&self, items: Vec<I>, f: F) -> Vec<T>
+    where
+        I: Send + 'static,
+        F: Fn(Arc<backend::Backend>, I) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut set = tokio::task::JoinSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            if set.len() >= IN_FLIGHT {
+                if let Some(Ok(t)) = set.join_next().await {
+                    out.push(t);
+                }
+            }
+            set.spawn(f(self.backend.clone(), item));
+        }
+        while let Some(joined) = set.join_next().await {
+            if let Ok(t) = joined {
+                out.push(t);
+            }
+        }
+        out
+    }
+
+    /// Download the blobs of `wanted` from `record`'s packs, reading only the
+    /// frames that hold them, and hand each to `got`, which checks it against its
+    /// digest: `false` means the pack is damaged.
+    async fn download(
+        &self,
+        record: &Record,
+        indexes: &[packs::PackIndex],
+        wanted: &HashSet<Digest>,
+        state: &state::State,
+        mut got: impl FnMut(Digest, &[u8]) -> Result<bool, RemoteError>,
+    ) -> Result<(), RemoteError> {
+        // Each blob from the first pack that has it.
+        let mut per_pack: Vec<Vec<(Digest, Range<u64>)>> = vec![Vec::new(); indexes.len()];
+        for d in wanted {
+            let (n, range) = indexes
+                .iter()
+                .enumerate()
+                .find_map(|(n, i)| i.blobs.get(d).map(|r| (n, r.clone())))
+                .ok_or_else(|| {
+                    self.unusable(
+                        &Self::record_path(&record.tier, &record.key).unwrap_or_default(),
+                        format!("none of its packs holds the blob {d}"),
+                    )
+                })?;
+            per_pack[n].push((*d, range));
+        }
+        let mut reads = Vec::new();
+        for (n, blobs) in per_pack.into_iter().enumerate() {
+            for span in packs::plan(&indexes[n], blobs, MERGE_GAP, READ_BYTES) {
+                let frames = indexes[n].frames[span.frames.clone()].to_vec();
+                reads.push((record.packs[n], span, frames));
+            }
+        }
+        let total: u64 = reads
+            .iter()
+            .map(|(_, s, _)| s.stored.end - s.stored.start)
+            .sum();
+        let progress = self.progress.of(&record.tier);
+        progress.phase_with_total("downloading", total, Unit::Bytes);
+
+        // Several reads in flight; each handled as it arrives.
+        let mut set = tokio::task::JoinSet::new();
+        let mut reads = reads.into_iter();
+        loop {
+            while set.len() < IN_FLIGHT {
+                let Some((pack, span, frames)) = reads.next() else {
+                    break;
+                };
+                let backend = self.backend.clone();
+                set.spawn(async move {
+                    let bytes = backend.get_range(&pack.path(), span.stored.clone()).await;
+                    (pack, span, frames, bytes)
+                });
+            }
+            let Some(joined) = set.join_next().await else {
+                break;
+            };
+            let (pack, span, frames, bytes) =
+                joined.map_err(|e| io_error(Path::new("packs"), std::io::Error::other(e)))?;
+            let bytes = bytes?.ok_or_else(|| self.missing(&pack.path(), record))?;
+            progress.advance(bytes.len() as u64);
+            if bytes.len() as u64 != span.stored.end - span.stored.start {
+                return Err(self.corrupt(&pack, "it is shorter than its index says", state));
+            }
+            let raw =
+                packs::inflate(&frames, &bytes).map_err(|why| self.corrupt(&pack, &why, state))?;
+            let base = frames.first().map_or(0, |f| f.raw);
+            for (d, r) in span.blobs {
+                let slice = raw.get((r.start - base) as usize..(r.end - base) as usize);
+                let fine = match slice {
+                    Some(s) => got(d, s)?,
+                    None => false,
+                };
+                if !fine {
+                    let why = format!("the blob {d} in it does not match its digest");
+                    return Err(self.corrupt(&pack, &why, state));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn fetch_into(
         &self,
         tier: &str,
         key: &Key,
         dest: &Path,
+        local: &Blobs,
     ) -> Result<Option<Marker>, RemoteError> {
         let Some(record) = self.record(tier, key).await? else {
             return Ok(None);
         };
         let record_path = Self::record_path(tier, key)?;
-        let remote = self.backend.remote().to_owned();
-        let progress = self.progress.of(tier);
-        let packed: u64 = record.blobs.iter().map(|b| b.bytes).sum();
-        progress.phase_with_total("downloading", packed, Unit::Bytes);
-        let spool_dir = dest.parent().unwrap_or(dest);
-        let mut spool = tempfile::tempfile_in(spool_dir)
-            .or_else(|_| tempfile::tempfile())
-            .map_err(|e| io_error(spool_dir, e))?;
-        for blob in &record.blobs {
-            let path = Self::blob_path(&blob.sha256);
-            let bytes = self
-                .backend
-                .get(&path)
-                .await?
-                .ok_or_else(|| RemoteError::MissingBlob {
-                    remote: remote.clone(),
-                    path: path.clone(),
-                    record: record_path.clone(),
-                })?;
-            let actual = Key::of_bytes(&bytes);
-            if actual != blob.sha256 || bytes.len() as u64 != blob.bytes {
-                return Err(RemoteError::Digest {
-                    remote: remote.clone(),
-                    path,
-                    actual: actual.to_string(),
-                });
-            }
-            spool
-                .write_all(&bytes)
-                .map_err(|e| io_error(spool_dir, e))?;
-            progress.advance(bytes.len() as u64);
-        }
-        progress.phase_with_total("unpacking", packed, Unit::Bytes);
-        spool
-            .seek(SeekFrom::Start(0))
-            .map_err(|e| io_error(spool_dir, e))?;
-        let dest_owned = dest.to_owned();
-        let unpacked = tokio::task::spawn_blocking(move || {
-            pack::unpack(
-                std::io::BufReader::new(Counted {
-                    inner: spool,
-                    progress,
-                }),
-                &dest_owned,
-                tiers_core::MARKER,
-            )
-        })
-        .await
-        .map_err(|e| io_error(dest, std::io::Error::other(e)))?;
-        unpacked.map_err(|source| RemoteError::Rejected {
-            remote,
-            record: record_path,
+        let state = self.state(local);
+        let indexes = self.indexes(&record, &state).await?;
+        let reject = |source: UnpackError| RemoteError::Rejected {
+            remote: self.describe(),
+            record: record_path.clone(),
             source,
-        })?;
-        Ok(Some(record.marker))
+        };
+
+        // The marker and the tree: chunks the last version had are taken from it.
+        let mut chunks: HashMap<Digest, Vec<u8>> = HashMap::new();
+        if let Some(base) = state.base(tier) {
+            for bytes in [&base.marker, &base.tree] {
+                for r in cdc::chunks(bytes) {
+                    chunks.insert(Digest::of(&bytes[r.clone()]), bytes[r].to_vec());
+                }
+            }
+        }
+        let wanted: HashSet<Digest> = record
+            .marker
+            .chunks
+            .iter()
+            .chain(&record.tree.chunks)
+            .filter(|d| !chunks.contains_key(d))
+            .copied()
+            .collect();
+        self.download(&record, &indexes, &wanted, &state, |d, b| {
+            let fine = Digest::of(b) == d;
+            chunks.insert(d, b.to_vec());
+            Ok(fine)
+        })
+        .await?;
+        let join = |c: &Chunked, what: &str| -> Result<Vec<u8>, RemoteError> {
+            let mut out = Vec::with_capacity(c.bytes as usize);
+            for d in &c.chunks {
+                out.extend_from_slice(&chunks[d]);
+            }
+            if Digest::of(&out) != c.sha256 || out.len() as u64 != c.bytes {
+                return Err(self.unusable(
+                    &record_path,
+                    format!("its {what}'s chunks do not make its {what}"),
+                ));
+            }
+            Ok(out)
+        };
+        let marker_bytes = join(&record.marker, "marker")?;
+        let tree_bytes = join(&record.tree, "tree")?;
+        let marker: Marker = serde_json::from_slice(&marker_bytes)
+            .map_err(|e| self.unusable(&record_path, format!("its marker: {e}")))?;
+        check_marker(&marker, key).map_err(|why| self.unusable(&record_path, why))?;
+        let tree = Tree::decode(&tree_bytes)
+            .map_err(|why| self.unusable(&record_path, format!("its tree: {why}")))?;
+        restore::prepare(dest, &tree).map_err(reject)?;
+
+        // Files and named blobs: from the local store where it has them.
+        let mut sinks: HashMap<Digest, Sink> = HashMap::new();
+        for (n, f) in tree.files.iter().enumerate() {
+            match local_bytes(local, &f.digest) {
+                Some(bytes) => restore::write_file(dest, f, &bytes).map_err(reject)?,
+                None => sinks.entry(f.digest).or_default().files.push(n),
+            }
+        }
+        for d in &tree.named {
+            if !local.contains(d) {
+                sinks.entry(*d).or_default().carried = true;
+            }
+        }
+        let wanted: HashSet<Digest> = sinks.keys().copied().collect();
+        self.download(&record, &indexes, &wanted, &state, |d, bytes| {
+            let sink = &sinks[&d];
+            if sink.carried {
+                // Straight into the store, under the digest of what is written
+                // (the engine's lease keeps a sweep out until the entry is
+                // published): the store's hash is the check.
+                let stored = local
+                    .put(bytes)
+                    .map_err(|e| io_error(local.dir(), std::io::Error::other(e.to_string())))?;
+                if stored != d {
+                    return Ok(false);
+                }
+            } else if Digest::of(bytes) != d {
+                return Ok(false);
+            }
+            for n in &sink.files {
+                restore::write_file(dest, &tree.files[*n], bytes).map_err(reject)?;
+            }
+            Ok(true)
+        })
+        .await?;
+        restore::write_links(dest, &tree).map_err(reject)?;
+        let tree_path = dest.join(tiers_core::TREE);
+        std::fs::write(&tree_path, &tree_bytes).map_err(|e| io_error(&tree_path, e))?;
+        state.save_base(tier, &record, &marker_bytes, &tree_bytes);
+        Ok(Some(marker))
     }
 
     async fn store_entry(
@@ -357,62 +666,116 @@ impl Remote {
         tier: &str,
         marker: &Marker,
         dir: &Path,
-        carried: &[std::path::PathBuf],
+        tree: &Tree,
+        local: &Blobs,
     ) -> Result<(), RemoteError> {
-        let carried = carried.to_vec();
+        let _one_at_a_time = self.uploading.lock().await;
         let record_path = Self::record_path(tier, &marker.key)?;
+        let state = self.state(local);
         let progress = self.progress.of(tier);
         progress.phase("packing for the shared cache");
-        let dir_owned = dir.to_owned();
-        let packed = tokio::task::spawn_blocking(move || {
-            let spool_dir = dir_owned.parent().unwrap_or(&dir_owned);
-            let mut spool = tempfile::tempfile_in(spool_dir)
-                .or_else(|_| tempfile::tempfile())
-                .map_err(|e| io_error(spool_dir, e))?;
-            let counts = pack::pack(
-                &dir_owned,
-                tiers_core::MARKER,
-                &carried,
-                tiers_core::CARRIED,
-                std::io::BufWriter::new(&mut spool),
-            )?;
-            spool
-                .seek(SeekFrom::Start(0))
-                .map_err(|e| io_error(&dir_owned, e))?;
-            Ok::<_, RemoteError>((spool, counts))
-        })
-        .await
-        .map_err(|e| io_error(dir, std::io::Error::other(e)))?;
-        let (mut spool, counts) = packed?;
-        if progress.is_on() {
-            let packed = spool.metadata().map_or(0, |m| m.len());
-            progress.phase_with_total("uploading", packed, Unit::Bytes);
-        }
-        let mut blobs = Vec::new();
-        loop {
-            let chunk = read_chunk(&mut spool, self.chunk_bytes).map_err(|e| io_error(dir, e))?;
-            if chunk.is_empty() {
-                break;
+
+        // What the entry is made of, each blob once, in the order it is packed.
+        let marker_bytes = serde_json::to_vec(marker).expect("a marker serializes");
+        let tree_bytes = tree.encode();
+        let (marker_chunks, marker_ranges) = Chunked::of(&marker_bytes);
+        let (tree_chunks, tree_ranges) = Chunked::of(&tree_bytes);
+        let mut parts: Vec<(Digest, Part)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (d, r) in marker_chunks.chunks.iter().zip(marker_ranges) {
+            if seen.insert(*d) {
+                parts.push((*d, Part::Marker(r)));
             }
-            let digest = Key::of_bytes(&chunk);
-            blobs.push(BlobRef {
-                sha256: digest.clone(),
-                bytes: chunk.len() as u64,
-            });
-            // Always written, even when a blob of that name exists: that is how a
-            // corrupt one is replaced.
-            let sent = chunk.len() as u64;
-            self.backend.put(&Self::blob_path(&digest), chunk).await?;
-            progress.advance(sent);
+        }
+        for (d, r) in tree_chunks.chunks.iter().zip(tree_ranges) {
+            if seen.insert(*d) {
+                parts.push((*d, Part::Tree(r)));
+            }
+        }
+        let (mut files, mut bytes) = (0, 0);
+        for f in &tree.files {
+            let path = dir.join(&f.path);
+            files += 1;
+            bytes += std::fs::metadata(&path)
+                .map_err(|e| io_error(&path, e))?
+                .len();
+            if seen.insert(f.digest) {
+                parts.push((f.digest, Part::File(path)));
+            }
+        }
+        for d in &tree.named {
+            if seen.insert(*d) {
+                parts.push((*d, Part::File(local.path(d, false))));
+            }
+        }
+
+        // Which of them the server has: in packs this cache dir knows, each pack
+        // checked once.
+        let known = state.known();
+        let mut uses: HashMap<Digest, (PackRef, usize)> = HashMap::new();
+        for (d, _) in &parts {
+            if let Some(pack) = known.get(d) {
+                uses.entry(pack.sha256).or_insert((*pack, 0)).1 += 1;
+            }
+        }
+        let mut reused: Vec<(PackRef, usize)> = uses.into_values().collect();
+        reused.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.sha256.cmp(&b.0.sha256)));
+        reused.truncate(MAX_REUSED_PACKS);
+        let checked = self
+            .in_flight(reused, |backend, (pack, _)| async move {
+                let there = backend.check(&pack.path(), pack.bytes).await;
+                (pack, there)
+            })
+            .await;
+        let mut packs = Vec::new();
+        for (pack, there) in checked {
+            if there? {
+                packs.push(pack);
+            } else {
+                tracing::debug!(
+                    "shared cache `{}`: `{}` is gone; its blobs are sent again",
+                    self.describe(),
+                    pack.path()
+                );
+                state.forget(&pack.sha256);
+            }
+        }
+        packs.sort_by_key(|p| p.sha256);
+        let on_server: HashSet<Digest> = packs.iter().map(|p| p.sha256).collect();
+        let new: Vec<(Digest, Part)> = parts
+            .into_iter()
+            .filter(|(d, _)| !known.get(d).is_some_and(|p| on_server.contains(&p.sha256)))
+            .collect();
+
+        // The rest, packed.
+        let (limit, marker_arc, tree_arc) = (
+            self.pack_bytes,
+            Arc::new(marker_bytes),
+            Arc::new(tree_bytes),
+        );
+        let (m, t) = (marker_arc.clone(), tree_arc.clone());
+        let written = tokio::task::spawn_blocking(move || pack_parts(&new, &m, &t, limit))
+            .await
+            .map_err(|e| io_error(dir, std::io::Error::other(e)))??;
+        let sending: u64 = written.iter().map(|p| p.pack.bytes).sum();
+        progress.phase_with_total("uploading", sending, Unit::Bytes);
+        for p in written {
+            // Always written, even when a pack of that name exists: that is how a
+            // damaged one is replaced.
+            self.backend.put(&p.pack.path(), p.bytes).await?;
+            progress.advance(p.pack.bytes);
+            state.save_index(&p.pack, &p.index);
+            packs.push(p.pack);
         }
         let record = Record {
             format: RECORD_FORMAT,
             tier: tier.to_owned(),
             key: marker.key.clone(),
-            blobs,
-            files: counts.files,
-            bytes: counts.bytes,
-            marker: marker.clone(),
+            files,
+            bytes,
+            marker: marker_chunks,
+            tree: tree_chunks,
+            packs,
         };
         let json = serde_json::to_vec_pretty(&record).expect("a record always serializes");
         let stored = self.seal(&record_path, json);
@@ -424,13 +787,124 @@ impl Remote {
                 limit: MAX_RECORD_BYTES as u64,
             });
         }
-        self.backend.put(&record_path, stored).await
+        self.backend.put(&record_path, stored).await?;
+        state.save_base(tier, &record, &marker_arc, &tree_arc);
+        Ok(())
+    }
+
+    /// Remove the pack at `path` from the server if it is damaged (its bytes do
+    /// not hash to its name), so that uploads that knew it find it gone and send
+    /// its blobs again. Read whole first: a record that misplaces a sound pack's
+    /// index does not get it removed. Only a writable remote removes anything.
+    async fn remove_if_damaged(&self, path: &str) {
+        let Some(name) = path.strip_prefix("packs/").and_then(Digest::parse) else {
+            return;
+        };
+        if !self.writable {
+            return;
+        }
+        let damaged = match self.backend.get(path).await {
+            Ok(Some(bytes)) => Digest::of(&bytes) != name,
+            Ok(None) | Err(_) => false,
+        };
+        if damaged {
+            match self.backend.delete(path).await {
+                Ok(()) => tracing::debug!(
+                    "shared cache `{}`: removed the damaged `{path}`",
+                    self.describe()
+                ),
+                Err(e) => tracing::debug!("shared cache `{}`: {e}", self.describe()),
+            }
+        }
     }
 
     /// Delete an object (tests, and tools that prune the store).
     pub async fn delete(&self, path: &str) -> Result<(), RemoteError> {
         self.backend.delete(path).await
     }
+}
+
+/// A blob of an upload: where its bytes are.
+enum Part {
+    Marker(Range<usize>),
+    Tree(Range<usize>),
+    File(PathBuf),
+}
+
+/// `parts` in packs of about `limit` bytes each.
+fn pack_parts(
+    parts: &[(Digest, Part)],
+    marker: &[u8],
+    tree: &[u8],
+    limit: usize,
+) -> Result<Vec<packs::Packed>, RemoteError> {
+    let mut out = Vec::new();
+    let mut writer = packs::PackWriter::new(limit);
+    let mut chunks = true;
+    for (d, part) in parts {
+        if chunks && matches!(part, Part::File(_)) {
+            // The marker's and tree's chunks in frames of their own: a restore
+            // reads them first, then the frames of the blobs the tree names.
+            chunks = false;
+            writer.cut().map_err(|e| io_error(Path::new("pack"), e))?;
+        }
+        let owned;
+        let bytes: &[u8] = match part {
+            Part::Marker(r) => &marker[r.clone()],
+            Part::Tree(r) => &tree[r.clone()],
+            Part::File(path) => {
+                owned = std::fs::read(path).map_err(|e| io_error(path, e))?;
+                &owned
+            }
+        };
+        let wrote = writer.add(*d, bytes);
+        wrote.map_err(|e| io_error(Path::new("pack"), e))?;
+        if writer.is_full() {
+            let full = std::mem::replace(&mut writer, packs::PackWriter::new(limit));
+            out.push(full.finish().map_err(|e| io_error(Path::new("pack"), e))?);
+        }
+    }
+    if !writer.is_empty() || out.is_empty() {
+        out.push(
+            writer
+                .finish()
+                .map_err(|e| io_error(Path::new("pack"), e))?,
+        );
+    }
+    Ok(out)
+}
+
+/// The local store's bytes of `digest`, whichever mode it was stored with.
+fn local_bytes(local: &Blobs, digest: &Digest) -> Option<Vec<u8>> {
+    [false, true].into_iter().find_map(|exec| {
+        std::fs::read(local.path(digest, exec))
+            .ok()
+            .filter(|b| Digest::of(b) == *digest)
+    })
+}
+
+/// What the checks of the key cannot tell: the marker is of this key, and its
+/// paths stay inside the project.
+fn check_marker(marker: &Marker, key: &Key) -> Result<(), String> {
+    if marker.key != *key || marker.doc.key() != *key {
+        return Err(format!(
+            "it describes key {} (its key document hashes to {}), not {key}",
+            marker.key,
+            marker.doc.key()
+        ));
+    }
+    let doc = &marker.doc;
+    if let Some(p) = doc.inputs.keys().find(|p| !wire::is_input_path(p)) {
+        return Err(format!("its key document names the input `{p}`"));
+    }
+    for p in marker.used_inputs.iter().flatten() {
+        if !doc.inputs.contains_key(p) {
+            return Err(format!(
+                "it names `{p}` as a used input, which its key document does not have"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -455,12 +929,17 @@ impl SharedCache for Remote {
         tier: &str,
         key: &Key,
         dest: &Path,
+        local: &Blobs,
     ) -> tiers_core::Result<Option<Marker>> {
         if self.off("a fetch") {
             return Ok(None);
         }
         self.progress.of(tier).phase("asking the shared cache");
-        Ok(self.miss_if_untrusted(self.fetch_into(tier, key, dest).await)?)
+        let fetched = self.fetch_into(tier, key, dest, local).await;
+        if let Err(RemoteError::Digest { path, .. }) = &fetched {
+            self.remove_if_damaged(path).await;
+        }
+        Ok(self.miss_if_untrusted(fetched)?)
     }
 
     async fn contains(&self, tier: &str, key: &Key) -> tiers_core::Result<bool> {
@@ -476,7 +955,8 @@ impl SharedCache for Remote {
         tier: &str,
         marker: &Marker,
         dir: &Path,
-        carried: &[std::path::PathBuf],
+        tree: &Tree,
+        local: &Blobs,
     ) -> tiers_core::Result<()> {
         if !self.writable {
             // The engine checks `writable` first; this keeps read-only true regardless.
@@ -489,7 +969,7 @@ impl SharedCache for Remote {
         if self.off("an upload") {
             return Ok(());
         }
-        Ok(self.store_entry(tier, marker, dir, carried).await?)
+        Ok(self.store_entry(tier, marker, dir, tree, local).await?)
     }
 
     async fn candidates(
@@ -523,7 +1003,7 @@ impl SharedCache for Remote {
             .collect();
         loop {
             let json = serde_json::to_vec(&CandidateList {
-                format: RECORD_FORMAT,
+                format: CANDIDATES_FORMAT,
                 candidates: &list,
             })
             .expect("candidates always serialize");
@@ -534,6 +1014,11 @@ impl SharedCache for Remote {
             // Newest first: the oldest goes.
             list.pop();
         }
+    }
+
+    fn traffic(&self) -> Option<String> {
+        let t = self.backend.traffic();
+        (!t.is_empty()).then(|| t.summary())
     }
 }
 
@@ -546,7 +1031,14 @@ impl Remote {
     ) -> Result<Option<Vec<Candidate>>, RemoteError> {
         let path = Self::candidates_path(tier, skey)?;
         let Some(body) = self
-            .read_object(&path, tier, skey, "a candidate list", MAX_CANDIDATES_BYTES)
+            .read_object(
+                &path,
+                tier,
+                skey,
+                "a candidate list",
+                MAX_CANDIDATES_BYTES,
+                CANDIDATES_FORMAT,
+            )
             .await?
         else {
             return Ok(None);
@@ -581,36 +1073,6 @@ impl Remote {
     }
 }
 
-/// What the checks of the key cannot tell: the record is of this tier, its blobs have
-/// sane sizes, and its paths stay inside the project.
-fn check_record(record: &Record, tier: &str) -> Result<(), String> {
-    if record.tier != tier {
-        return Err(format!("it is a record of tier `{}`", record.tier));
-    }
-    if let Some(b) = record
-        .blobs
-        .iter()
-        .find(|b| b.bytes == 0 || b.bytes > MAX_BLOB_BYTES)
-    {
-        return Err(format!(
-            "its blob {} has {} bytes (from 1 to {MAX_BLOB_BYTES})",
-            b.sha256, b.bytes
-        ));
-    }
-    let doc = &record.marker.doc;
-    if let Some(p) = doc.inputs.keys().find(|p| !wire::is_input_path(p)) {
-        return Err(format!("its key document names the input `{p}`"));
-    }
-    for p in record.marker.used_inputs.iter().flatten() {
-        if !doc.inputs.contains_key(p) {
-            return Err(format!(
-                "it names `{p}` as a used input, which its key document does not have"
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// A tier name as one path segment of an object name.
 fn object_name(name: &str) -> Result<&str, RemoteError> {
     let ok = !name.is_empty()
@@ -625,28 +1087,6 @@ fn object_name(name: &str) -> Result<&str, RemoteError> {
             name: name.to_owned(),
         })
     }
-}
-
-/// A reader that reports the bytes read through it.
-struct Counted<R> {
-    inner: R,
-    progress: Progress,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.progress.advance(n as u64);
-        Ok(n)
-    }
-}
-
-fn read_chunk(file: &mut File, max: usize) -> std::io::Result<Vec<u8>> {
-    let mut chunk = Vec::new();
-    Read::by_ref(file)
-        .take(max as u64)
-        .read_to_end(&mut chunk)?;
-    Ok(chunk)
 }
 
 fn io_error(path: &Path, source: std::io::Error) -> RemoteError {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use servers::{Nginx, Redis};
-use tiers_core::{Candidate, Key, KeyDoc, Marker, SharedCache};
+use tiers_core::{Blobs, Candidate, Key, KeyDoc, Marker, SharedCache, Tree};
 use tiers_remote::backend::Backend;
 use tiers_remote::{Location, Remote, Retry};
 
@@ -44,12 +44,44 @@ fn marker(tier: &str, seed: &str) -> Marker {
     }
 }
 
-/// An entry dir with a few files, a nested dir, a symlink and the marker (not uploaded).
-fn entry_dir(big: usize) -> tempfile::TempDir {
+/// A cache dir's blob store, for one side of a test.
+struct Local {
+    _dir: tempfile::TempDir,
+    blobs: Blobs,
+}
+
+impl std::ops::Deref for Local {
+    type Target = Blobs;
+    fn deref(&self) -> &Blobs {
+        &self.blobs
+    }
+}
+
+fn local() -> Local {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Blobs::of_cache_dir(dir.path());
+    Local { _dir: dir, blobs }
+}
+
+/// A published entry: its dir (a few files, a nested dir, a symlink, the marker,
+/// which is not uploaded as a file), its tree, and the store of its cache dir.
+struct Entry {
+    dir: tempfile::TempDir,
+    tree: Tree,
+    local: Local,
+}
+
+impl Entry {
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn entry_dir(big: usize) -> Entry {
     let d = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(d.path().join("out/nested")).unwrap();
     std::fs::write(d.path().join("out/result.txt"), "result\n").unwrap();
-    // Incompressible enough to need several chunks when chunks are small.
+    // Incompressible enough to need several packs when packs are small.
     let mut x: u64 = 0x9e3779b97f4a7c15;
     let noise: Vec<u8> = (0..big)
         .map(|_| {
@@ -59,10 +91,25 @@ fn entry_dir(big: usize) -> tempfile::TempDir {
             x as u8
         })
         .collect();
-    std::fs::write(d.path().join("out/nested/data.bin"), noise).unwrap();
+    // In files of 100 kB: small packs then hold one file each.
+    for (n, part) in noise.chunks(100_000).enumerate() {
+        std::fs::write(d.path().join(format!("out/nested/data-{n}.bin")), part).unwrap();
+    }
     std::os::unix::fs::symlink("out/result.txt", d.path().join("latest")).unwrap();
     std::fs::write(d.path().join("entry.json"), "{\"not\": \"uploaded\"}").unwrap();
-    d
+    let local = local();
+    let tree = local
+        .ingest(&local._dir.path().join("t"), d.path(), vec![])
+        .unwrap();
+    Entry {
+        dir: d,
+        tree,
+        local,
+    }
+}
+
+async fn upload(r: &Remote, m: &Marker, e: &Entry) -> tiers_core::Result<()> {
+    r.store("t", m, e.path(), &e.tree, &e.local).await
 }
 
 fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -101,11 +148,11 @@ async fn round_trip(r: &Remote, big: usize) -> Marker {
     let m = marker("t", &format!("round-trip-{big}"));
     let src = entry_dir(big);
     assert!(!r.contains("t", &m.key).await.unwrap());
-    r.store("t", &m, src.path(), &[]).await.unwrap();
+    upload(r, &m, &src).await.unwrap();
     assert!(r.contains("t", &m.key).await.unwrap());
     let dest = tempfile::tempdir().unwrap();
     let got = r
-        .fetch("t", &m.key, dest.path())
+        .fetch("t", &m.key, dest.path(), &local())
         .await
         .unwrap()
         .expect("a hit");
@@ -133,17 +180,17 @@ async fn candidates_round_trip(r: &Remote) {
 async fn directory_round_trip_in_several_blobs() {
     let store = tempfile::tempdir().unwrap();
     let url = format!("file://{}", store.path().display());
-    let r = remote(&url, true).with_chunk_bytes(64 * 1024);
+    let r = remote(&url, true).with_pack_bytes(64 * 1024);
     let m = round_trip(&r, 300_000).await;
     let record: serde_json::Value = serde_json::from_slice(
         &std::fs::read(store.path().join(format!("records/t/{}.json", m.key))).unwrap(),
     )
     .unwrap();
-    let blobs = record["blobs"].as_array().unwrap();
-    assert!(blobs.len() >= 4, "{record}");
-    for b in blobs {
-        let name = b["sha256"].as_str().unwrap();
-        let bytes = std::fs::read(store.path().join("blobs").join(name)).unwrap();
+    let packs = record["packs"].as_array().unwrap();
+    assert!(packs.len() >= 3, "{record}");
+    for p in packs {
+        let name = p["sha256"].as_str().unwrap();
+        let bytes = std::fs::read(store.path().join("packs").join(name)).unwrap();
         assert_eq!(Key::of_bytes(&bytes).as_str(), name);
     }
     candidates_round_trip(&r).await;
@@ -191,46 +238,55 @@ async fn uploads_and_downloads_report_their_bytes_on_the_tier_line() {
     let seen = steps.0.clone();
     let reporter = tiers_core::Reporter::new(Arc::new(steps));
     let r = remote(&url, true)
-        .with_chunk_bytes(64 * 1024)
+        .with_pack_bytes(64 * 1024)
         .with_progress(reporter.clone());
     let m = marker("t", "progress");
     let src = entry_dir(300_000);
     let line = reporter.start("t", "command");
-    r.store("t", &m, src.path(), &[]).await.unwrap();
+    upload(&r, &m, &src).await.unwrap();
     let dest = tempfile::tempdir().unwrap();
-    r.fetch("t", &m.key, dest.path())
+    r.fetch("t", &m.key, dest.path(), &local())
         .await
         .unwrap()
         .expect("a hit");
     drop(line);
-    let blob_bytes: u64 = std::fs::read_dir(store.path().join("blobs"))
+    let pack_bytes: u64 = std::fs::read_dir(store.path().join("packs"))
         .unwrap()
         .map(|e| e.unwrap().metadata().unwrap().len())
         .sum();
-    assert!(blob_bytes > 300_000);
-    let full = |what: &str| (what.to_owned(), Some(blob_bytes), blob_bytes);
+    assert!(pack_bytes > 300_000);
+    let steps = seen.lock().unwrap().clone();
+    let names: Vec<&str> = steps.iter().map(|s| s.0.as_str()).collect();
     assert_eq!(
-        *seen.lock().unwrap(),
+        names,
         [
-            ("packing for the shared cache".to_owned(), None, 0),
-            full("uploading"),
-            ("asking the shared cache".to_owned(), None, 0),
-            full("downloading"),
-            full("unpacking"),
+            "packing for the shared cache",
+            "uploading",
+            "asking the shared cache",
+            "downloading",
+            "downloading"
         ]
+    );
+    assert_eq!(steps[1].1, Some(pack_bytes));
+    for (what, total, done) in &steps {
+        assert_eq!(total.unwrap_or(0), *done, "{what}");
+    }
+    // The restore read the frames, not the indexes or more: less than was sent.
+    let read = steps[3].2 + steps[4].2;
+    assert!(
+        read > 300_000 && read < pack_bytes,
+        "{read} of {pack_bytes}"
     );
     // Another tier's transfers do not land on a line that has ended.
     let before = seen.lock().unwrap().len();
-    r.store("t", &marker("t", "later"), src.path(), &[])
-        .await
-        .unwrap();
+    upload(&r, &marker("t", "later"), &src).await.unwrap();
     assert_eq!(seen.lock().unwrap().len(), before);
 }
 
 #[tokio::test]
 async fn nginx_webdav_round_trip() {
     let nginx = Nginx::start();
-    let r = remote(&nginx.webdav_url("team/cache"), true).with_chunk_bytes(100_000);
+    let r = remote(&nginx.webdav_url("team/cache"), true).with_pack_bytes(100_000);
     let m = round_trip(&r, 250_000).await;
     assert!(nginx
         .root()
@@ -245,7 +301,7 @@ async fn nginx_webdav_round_trip() {
     );
     assert!(methods
         .iter()
-        .any(|l| l.starts_with("PUT /team/cache/blobs/")));
+        .any(|l| l.starts_with("PUT /team/cache/packs/")));
 }
 
 #[tokio::test]
@@ -265,7 +321,7 @@ async fn plain_http_get_put_round_trip() {
 #[tokio::test]
 async fn redis_round_trip_in_several_blobs() {
     let redis = Redis::start();
-    let r = remote(&redis.url(), true).with_chunk_bytes(64 * 1024);
+    let r = remote(&redis.url(), true).with_pack_bytes(64 * 1024);
     let m = round_trip(&r, 200_000).await;
     let keys = redis.keys();
     assert!(
@@ -273,40 +329,42 @@ async fn redis_round_trip_in_several_blobs() {
             .any(|k| k.ends_with(&format!("records/t/{}.json", m.key))),
         "{keys:?}"
     );
-    assert!(keys.iter().filter(|k| k.contains("blobs/")).count() >= 3);
+    assert!(keys.iter().filter(|k| k.contains("packs/")).count() >= 2);
     candidates_round_trip(&r).await;
 }
 
 #[tokio::test]
-async fn a_corrupt_blob_is_a_digest_error_and_the_next_upload_replaces_it() {
+async fn a_corrupt_pack_is_a_digest_error_and_the_next_upload_replaces_it() {
     let store = tempfile::tempdir().unwrap();
     let r = remote(&format!("file://{}", store.path().display()), true);
     let m = marker("t", "corrupt");
-    let src = entry_dir(1000);
-    r.store("t", &m, src.path(), &[]).await.unwrap();
-    let blob = std::fs::read_dir(store.path().join("blobs"))
+    upload(&r, &m, &entry_dir(1000)).await.unwrap();
+    let pack = std::fs::read_dir(store.path().join("packs"))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    let good = std::fs::read(&blob).unwrap();
+    let good = std::fs::read(&pack).unwrap();
     let mut bad = good.clone();
-    bad[good.len() / 2] ^= 0xff;
-    std::fs::write(&blob, &bad).unwrap();
+    bad[good.len() / 4] ^= 0xff;
+    std::fs::write(&pack, &bad).unwrap();
 
     let dest = tempfile::tempdir().unwrap();
     let e = r
-        .fetch("t", &m.key, dest.path())
+        .fetch("t", &m.key, dest.path(), &local())
         .await
         .unwrap_err()
         .to_string();
-    assert!(e.contains("is corrupt") && e.contains("blobs/"), "{e}");
-    assert!(std::fs::read_dir(dest.path()).unwrap().next().is_none());
+    assert!(e.contains("is corrupt") && e.contains("packs/"), "{e}");
 
-    r.store("t", &m, src.path(), &[]).await.unwrap();
-    assert_eq!(std::fs::read(&blob).unwrap(), good);
-    assert!(r.fetch("t", &m.key, dest.path()).await.unwrap().is_some());
+    // An upload from a cache dir that does not know the pack sends it again:
+    // packing is deterministic, so it lands on the damaged one.
+    upload(&r, &m, &entry_dir(1000)).await.unwrap();
+    assert_eq!(std::fs::read(&pack).unwrap(), good);
+    let dest = tempfile::tempdir().unwrap();
+    let got = r.fetch("t", &m.key, dest.path(), &local()).await.unwrap();
+    assert!(got.is_some());
 }
 
 #[tokio::test]
@@ -314,11 +372,11 @@ async fn a_missing_blob_and_a_record_for_another_key_are_errors() {
     let store = tempfile::tempdir().unwrap();
     let r = remote(&format!("file://{}", store.path().display()), true);
     let m = marker("t", "missing");
-    r.store("t", &m, entry_dir(10).path(), &[]).await.unwrap();
-    std::fs::remove_dir_all(store.path().join("blobs")).unwrap();
+    upload(&r, &m, &entry_dir(10)).await.unwrap();
+    std::fs::remove_dir_all(store.path().join("packs")).unwrap();
     let dest = tempfile::tempdir().unwrap();
     let e = r
-        .fetch("t", &m.key, dest.path())
+        .fetch("t", &m.key, dest.path(), &local())
         .await
         .unwrap_err()
         .to_string();
@@ -333,7 +391,7 @@ async fn a_missing_blob_and_a_record_for_another_key_are_errors() {
     )
     .unwrap();
     let e = r
-        .fetch("t", &other.key, dest.path())
+        .fetch("t", &other.key, dest.path(), &local())
         .await
         .unwrap_err()
         .to_string();
@@ -349,7 +407,7 @@ async fn read_only_never_writes() {
     let r = remote(&nginx.webdav_url("ro"), false);
     assert!(!r.writable());
     let m = marker("t", "ro");
-    r.store("t", &m, entry_dir(10).path(), &[]).await.unwrap();
+    upload(&r, &m, &entry_dir(10)).await.unwrap();
     r.store_candidates("t", &Key::of_bytes(b"s"), &[])
         .await
         .unwrap();
@@ -481,7 +539,7 @@ async fn after_a_refused_connection_the_rest_of_the_run_skips_the_remote() {
     let dest = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let e = r
-        .fetch("t", &m.key, dest.path())
+        .fetch("t", &m.key, dest.path(), &local())
         .await
         .unwrap_err()
         .to_string();
@@ -490,9 +548,13 @@ async fn after_a_refused_connection_the_rest_of_the_run_skips_the_remote() {
         "{e}"
     );
     // Later calls of this run are quiet misses, without a request.
-    assert!(r.fetch("t", &m.key, dest.path()).await.unwrap().is_none());
+    assert!(r
+        .fetch("t", &m.key, dest.path(), &local())
+        .await
+        .unwrap()
+        .is_none());
     assert!(!r.contains("t", &m.key).await.unwrap());
-    r.store("t", &m, entry_dir(10).path(), &[]).await.unwrap();
+    upload(&r, &m, &entry_dir(10)).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "refused is not retried"
@@ -565,7 +627,7 @@ async fn redis_signed_objects_verify_only_under_their_key() {
     let other = remote(&redis.url(), true).with_signing(key(2));
     assert!(!other.contains("t", &m.key).await.unwrap());
     assert!(other
-        .fetch("t", &m.key, dest.path())
+        .fetch("t", &m.key, dest.path(), &local())
         .await
         .unwrap()
         .is_none());
@@ -574,16 +636,13 @@ async fn redis_signed_objects_verify_only_under_their_key() {
 
     let keyless = remote(&redis.url(), true);
     assert!(keyless
-        .fetch("t", &m.key, dest.path())
+        .fetch("t", &m.key, dest.path(), &local())
         .await
         .unwrap()
         .is_some());
     assert_eq!(keyless.candidates("t", &skey).await.unwrap().len(), 1);
 
     // An unsigned upload over the signed one: the signer no longer accepts it.
-    keyless
-        .store("t", &m, entry_dir(10).path(), &[])
-        .await
-        .unwrap();
+    upload(&keyless, &m, &entry_dir(10)).await.unwrap();
     assert!(!signer.contains("t", &m.key).await.unwrap());
 }
