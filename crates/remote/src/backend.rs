@@ -605,7 +605,11 @@ fn retryable(e: &opendal::Error) -> bool {
     }
     match http_status(e) {
         Some(s) => s == 429 || (500..600).contains(&s),
-        None => e.is_temporary() && e.to_string().to_ascii_lowercase().contains("timeout"),
+        // A timeout, however the service words it (Redis: "I/O error: timed out").
+        None => {
+            let text = e.to_string().to_ascii_lowercase();
+            e.is_temporary() && (text.contains("timeout") || text.contains("timed out"))
+        }
     }
 }
 

@@ -195,6 +195,38 @@ pub fn open(config: &RemoteConfig) -> Result<Arc<dyn SharedCache>, RemoteError> 
     Ok(Arc::new(Remote::open(config)?))
 }
 
+/// What a restore does with each blob it downloads: `Ok(false)` when the blob
+/// does not match its digest.
+type Got = Arc<GotFn>;
+type GotFn = dyn Fn(Digest, &[u8]) -> Result<bool, RemoteError> + Send + Sync;
+
+/// Decompress the frames of one read and hand each wanted blob to `got`;
+/// `Ok(Err(why))` when the pack does not hold what its index says.
+fn hand_over(
+    frames: &[packs::Frame],
+    bytes: &[u8],
+    span: packs::Span,
+    got: &GotFn,
+) -> Result<Result<(), String>, RemoteError> {
+    let raw = match packs::inflate(frames, bytes) {
+        Ok(raw) => raw,
+        Err(why) => return Ok(Err(why)),
+    };
+    let base = frames.first().map_or(0, |f| f.raw);
+    for (d, r) in span.blobs {
+        let at = r.start.checked_sub(base).zip(r.end.checked_sub(base));
+        let slice = at.and_then(|(a, b)| raw.get(a as usize..b as usize));
+        let fine = match slice {
+            Some(s) => got(d, s)?,
+            None => false,
+        };
+        if !fine {
+            return Ok(Err(format!("the blob {d} in it does not match its digest")));
+        }
+    }
+    Ok(Ok(()))
+}
+
 /// Where a blob of a restore goes.
 #[derive(Default)]
 struct Sink {
@@ -475,14 +507,16 @@ impl Remote {
 
     /// Download the blobs of `wanted` from `record`'s packs, reading only the
     /// frames that hold them, and hand each to `got`, which checks it against its
-    /// digest: `false` means the pack is damaged.
+    /// digest: `false` means the pack is damaged. What arrives is decompressed and
+    /// handed over on a blocking thread, so that the reads still in flight are
+    /// served meanwhile (a Redis connection answers within 500 ms or fails).
     async fn download(
         &self,
         record: &Record,
         indexes: &[packs::PackIndex],
         wanted: &HashSet<Digest>,
         state: &state::State,
-        mut got: impl FnMut(Digest, &[u8]) -> Result<bool, RemoteError>,
+        got: Got,
     ) -> Result<(), RemoteError> {
         // Each blob from the first pack that has it.
         let mut per_pack: Vec<Vec<(Digest, Range<u64>)>> = vec![Vec::new(); indexes.len()];
@@ -537,19 +571,13 @@ impl Remote {
             if bytes.len() as u64 != span.stored.end - span.stored.start {
                 return Err(self.corrupt(&pack, "it is shorter than its index says", state));
             }
-            let raw =
-                packs::inflate(&frames, &bytes).map_err(|why| self.corrupt(&pack, &why, state))?;
-            let base = frames.first().map_or(0, |f| f.raw);
-            for (d, r) in span.blobs {
-                let slice = raw.get((r.start - base) as usize..(r.end - base) as usize);
-                let fine = match slice {
-                    Some(s) => got(d, s)?,
-                    None => false,
-                };
-                if !fine {
-                    let why = format!("the blob {d} in it does not match its digest");
-                    return Err(self.corrupt(&pack, &why, state));
-                }
+            let got = got.clone();
+            let handled =
+                tokio::task::spawn_blocking(move || hand_over(&frames, &bytes, span, &*got))
+                    .await
+                    .map_err(|e| io_error(Path::new("packs"), std::io::Error::other(e)))??;
+            if let Err(why) = handled {
+                return Err(self.corrupt(&pack, &why, state));
             }
         }
         Ok(())
@@ -591,14 +619,18 @@ impl Remote {
             .filter(|d| !chunks.contains_key(d))
             .copied()
             .collect();
-        self.download(&record, &indexes, &wanted, &state, |d, b| {
+        let fetched = Arc::new(std::sync::Mutex::new(chunks));
+        let into = fetched.clone();
+        let got: Got = Arc::new(move |d, b| {
             let fine = Digest::of(b) == d;
-            chunks.insert(d, b.to_vec());
+            into.lock().expect("not poisoned").insert(d, b.to_vec());
             Ok(fine)
-        })
-        .await?;
+        });
+        self.download(&record, &indexes, &wanted, &state, got)
+            .await?;
+        let chunks = std::mem::take(&mut *fetched.lock().expect("not poisoned"));
         let join = |c: &Chunked, what: &str| -> Result<Vec<u8>, RemoteError> {
-            let mut out = Vec::with_capacity(c.bytes as usize);
+            let mut out = Vec::new();
             for d in &c.chunks {
                 out.extend_from_slice(&chunks[d]);
             }
@@ -633,27 +665,39 @@ impl Remote {
             }
         }
         let wanted: HashSet<Digest> = sinks.keys().copied().collect();
-        self.download(&record, &indexes, &wanted, &state, |d, bytes| {
-            let sink = &sinks[&d];
-            if sink.carried {
-                // Straight into the store, under the digest of what is written
-                // (the engine's lease keeps a sweep out until the entry is
-                // published): the store's hash is the check.
-                let stored = local
-                    .put(bytes)
-                    .map_err(|e| io_error(local.dir(), std::io::Error::other(e.to_string())))?;
-                if stored != d {
+        let tree = Arc::new(tree);
+        let got: Got = {
+            let (tree, local, dest) = (tree.clone(), local.clone(), dest.to_owned());
+            let (remote, record) = (self.describe(), record_path.clone());
+            Arc::new(move |d, bytes| {
+                let sink = &sinks[&d];
+                if sink.carried {
+                    // Straight into the store, under the digest of what is written
+                    // (the engine's lease keeps a sweep out until the entry is
+                    // published): the store's hash is the check.
+                    let stored = local
+                        .put(bytes)
+                        .map_err(|e| io_error(local.dir(), std::io::Error::other(e.to_string())))?;
+                    if stored != d {
+                        return Ok(false);
+                    }
+                } else if Digest::of(bytes) != d {
                     return Ok(false);
                 }
-            } else if Digest::of(bytes) != d {
-                return Ok(false);
-            }
-            for n in &sink.files {
-                restore::write_file(dest, &tree.files[*n], bytes).map_err(reject)?;
-            }
-            Ok(true)
-        })
-        .await?;
+                for n in &sink.files {
+                    restore::write_file(&dest, &tree.files[*n], bytes).map_err(|source| {
+                        RemoteError::Rejected {
+                            remote: remote.clone(),
+                            record: record.clone(),
+                            source,
+                        }
+                    })?;
+                }
+                Ok(true)
+            })
+        };
+        self.download(&record, &indexes, &wanted, &state, got)
+            .await?;
         restore::write_links(dest, &tree).map_err(reject)?;
         let tree_path = dest.join(tiers_core::TREE);
         std::fs::write(&tree_path, &tree_bytes).map_err(|e| io_error(&tree_path, e))?;
@@ -695,17 +739,18 @@ impl Remote {
         let (mut files, mut bytes) = (0, 0);
         for f in &tree.files {
             let path = dir.join(&f.path);
+            let n = file_len(&path)?;
             files += 1;
-            bytes += std::fs::metadata(&path)
-                .map_err(|e| io_error(&path, e))?
-                .len();
+            bytes += n;
             if seen.insert(f.digest) {
-                parts.push((f.digest, Part::File(path)));
+                parts.push((f.digest, Part::File(path, n)));
             }
         }
         for d in &tree.named {
             if seen.insert(*d) {
-                parts.push((*d, Part::File(local.path(d, false))));
+                let path = local.path(d, false);
+                let n = file_len(&path)?;
+                parts.push((*d, Part::File(path, n)));
             }
         }
 
@@ -747,26 +792,31 @@ impl Remote {
             .filter(|(d, _)| !known.get(d).is_some_and(|p| on_server.contains(&p.sha256)))
             .collect();
 
-        // The rest, packed.
+        // The rest, packed on a thread and sent as each pack is done: at most
+        // two packs are in memory, however large the entry.
         let (limit, marker_arc, tree_arc) = (
             self.pack_bytes,
             Arc::new(marker_bytes),
             Arc::new(tree_bytes),
         );
+        let raw: u64 = new.iter().map(|(_, p)| p.len()).sum();
+        progress.phase_with_total("uploading", raw, Unit::Bytes);
         let (m, t) = (marker_arc.clone(), tree_arc.clone());
-        let written = tokio::task::spawn_blocking(move || pack_parts(&new, &m, &t, limit))
-            .await
-            .map_err(|e| io_error(dir, std::io::Error::other(e)))??;
-        let sending: u64 = written.iter().map(|p| p.pack.bytes).sum();
-        progress.phase_with_total("uploading", sending, Unit::Bytes);
-        for p in written {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<packs::Packed>(1);
+        let packing = tokio::task::spawn_blocking(move || {
+            pack_parts(&new, &m, &t, limit, |p| tx.blocking_send(p).is_ok())
+        });
+        while let Some(p) = rx.recv().await {
             // Always written, even when a pack of that name exists: that is how a
             // damaged one is replaced.
             self.backend.put(&p.pack.path(), p.bytes).await?;
-            progress.advance(p.pack.bytes);
+            progress.advance(p.raw);
             state.save_index(&p.pack, &p.index);
             packs.push(p.pack);
         }
+        packing
+            .await
+            .map_err(|e| io_error(dir, std::io::Error::other(e)))??;
         let record = Record {
             format: RECORD_FORMAT,
             tier: tier.to_owned(),
@@ -828,50 +878,66 @@ impl Remote {
 enum Part {
     Marker(Range<usize>),
     Tree(Range<usize>),
-    File(PathBuf),
+    /// A file, and its length.
+    File(PathBuf, u64),
 }
 
-/// `parts` in packs of about `limit` bytes each.
+impl Part {
+    fn len(&self) -> u64 {
+        match self {
+            Part::Marker(r) | Part::Tree(r) => r.len() as u64,
+            Part::File(_, len) => *len,
+        }
+    }
+}
+
+fn file_len(path: &Path) -> Result<u64, RemoteError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|e| io_error(path, e))
+}
+
+/// `parts` in packs of about `limit` bytes each, each handed to `emit` when
+/// done; `emit` answers whether to go on.
 fn pack_parts(
     parts: &[(Digest, Part)],
     marker: &[u8],
     tree: &[u8],
     limit: usize,
-) -> Result<Vec<packs::Packed>, RemoteError> {
-    let mut out = Vec::new();
+    mut emit: impl FnMut(packs::Packed) -> bool,
+) -> Result<(), RemoteError> {
+    let fail = |e: std::io::Error| io_error(Path::new("packs"), e);
+    let stopped = || fail(std::io::Error::other("the upload stopped"));
     let mut writer = packs::PackWriter::new(limit);
     let mut chunks = true;
     for (d, part) in parts {
-        if chunks && matches!(part, Part::File(_)) {
+        if chunks && matches!(part, Part::File(..)) {
             // The marker's and tree's chunks in frames of their own: a restore
             // reads them first, then the frames of the blobs the tree names.
             chunks = false;
-            writer.cut().map_err(|e| io_error(Path::new("pack"), e))?;
+            writer.cut().map_err(fail)?;
         }
         let owned;
         let bytes: &[u8] = match part {
             Part::Marker(r) => &marker[r.clone()],
             Part::Tree(r) => &tree[r.clone()],
-            Part::File(path) => {
+            Part::File(path, _) => {
                 owned = std::fs::read(path).map_err(|e| io_error(path, e))?;
                 &owned
             }
         };
-        let wrote = writer.add(*d, bytes);
-        wrote.map_err(|e| io_error(Path::new("pack"), e))?;
+        writer.add(*d, bytes).map_err(fail)?;
         if writer.is_full() {
             let full = std::mem::replace(&mut writer, packs::PackWriter::new(limit));
-            out.push(full.finish().map_err(|e| io_error(Path::new("pack"), e))?);
+            if !emit(full.finish().map_err(fail)?) {
+                return Err(stopped());
+            }
         }
     }
-    if !writer.is_empty() || out.is_empty() {
-        out.push(
-            writer
-                .finish()
-                .map_err(|e| io_error(Path::new("pack"), e))?,
-        );
+    if !writer.is_empty() && !emit(writer.finish().map_err(fail)?) {
+        return Err(stopped());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The local store's bytes of `digest`, whichever mode it was stored with.

@@ -255,6 +255,8 @@ pub struct PackWriter {
 /// A pack written, with what it holds.
 pub struct Packed {
     pub bytes: Vec<u8>,
+    /// The bytes of the blobs in it, uncompressed.
+    pub raw: u64,
     pub pack: PackRef,
     pub index: Vec<u8>,
 }
@@ -348,8 +350,10 @@ impl PackWriter {
                 sha256: Digest::of(&index),
             },
         };
+        let raw = self.blobs.iter().map(|(_, len)| u64::from(*len)).sum();
         Ok(Packed {
             bytes: self.out,
+            raw,
             pack,
             index,
         })
