@@ -487,6 +487,82 @@ mod tests {
         );
     }
 
+    /// Review of issue 19: a blob of no bytes (an empty file) where a frame
+    /// starts, or at the pack's end, is in no frame. Every read still covers
+    /// exactly the frames it names, and holds every wanted blob that has bytes.
+    #[test]
+    fn an_empty_blob_where_a_frame_starts_breaks_no_read() {
+        let blobs: Vec<Vec<u8>> = (0..4u8).map(|n| blob(FRAME_RAW, n * 2 + 1)).collect();
+        let mut w = PackWriter::new(PACK_BYTES);
+        for b in &blobs {
+            w.add(Digest::of(b), b).unwrap();
+        }
+        let packed = w.finish().unwrap();
+        let index = PackIndex::decode(&packed.index, packed.pack.index.offset).unwrap();
+        let at = |n: u64| n * FRAME_RAW as u64;
+        let d = |n: usize| Digest::of(&blobs[n]);
+        let empty = Digest::of(b"");
+        let cases: Vec<Vec<(Digest, Range<u64>)>> = vec![
+            // After a read that does not start the pack: where the next frame
+            // starts, and at the pack's end.
+            vec![(d(1), at(1)..at(2)), (empty, at(2)..at(2))],
+            vec![(d(1), at(1)..at(2)), (empty, at(4)..at(4))],
+            // Before a blob of the frame it starts.
+            vec![(empty, at(2)..at(2)), (d(2), at(2)..at(3))],
+            // Alone.
+            vec![(empty, at(3)..at(3))],
+        ];
+        for wanted in cases {
+            for gap in [0, u64::MAX] {
+                let spans = plan(&index, wanted.clone(), gap, 4 << 20);
+                for s in &spans {
+                    let frames = &index.frames[s.frames.clone()];
+                    let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
+                        panic!("a read of no frame: {s:?} for {wanted:?}");
+                    };
+                    let end = last.stored + u64::from(last.stored_len);
+                    assert_eq!(s.stored, first.stored..end, "{wanted:?}, gap {gap}");
+                    for (_, r) in &s.blobs {
+                        assert!(first.raw <= r.start, "{wanted:?}");
+                        assert!(r.end <= last.raw + u64::from(last.raw_len), "{wanted:?}");
+                    }
+                }
+                let read: Vec<Digest> = spans
+                    .iter()
+                    .flat_map(|s| s.blobs.iter().map(|(d, r)| (*d, r.clone())))
+                    .filter(|(_, r)| !r.is_empty())
+                    .map(|(d, _)| d)
+                    .collect();
+                let with_bytes: Vec<Digest> = wanted
+                    .iter()
+                    .filter(|(_, r)| !r.is_empty())
+                    .map(|(d, _)| *d)
+                    .collect();
+                assert_eq!(read, with_bytes, "{wanted:?}");
+            }
+        }
+    }
+
+    /// Review of issue 19: no blob tiers writes is larger than MAX_BLOB_BYTES
+    /// (nor a pack holding it); an index claiming one is refused before a reader
+    /// inflates gigabytes of zeros stored in a few bytes per frame.
+    #[test]
+    fn an_index_claiming_a_blob_larger_than_any_tiers_writes_is_refused() {
+        let frames = (crate::MAX_BLOB_BYTES / FRAME_RAW as u64 + 1) as u32;
+        let mut index = Vec::new();
+        index.extend_from_slice(MAGIC);
+        index.extend_from_slice(&VERSION.to_le_bytes());
+        index.extend_from_slice(&frames.to_le_bytes());
+        for _ in 0..frames {
+            index.extend_from_slice(&1u32.to_le_bytes());
+            index.extend_from_slice(&(FRAME_RAW as u32).to_le_bytes());
+        }
+        index.extend_from_slice(&1u32.to_le_bytes());
+        index.extend_from_slice(Digest::of(b"big").as_bytes());
+        index.extend_from_slice(&(frames * FRAME_RAW as u32).to_le_bytes());
+        assert!(PackIndex::decode(&index, u64::from(frames)).is_err());
+    }
+
     #[test]
     fn a_damaged_index_is_refused() {
         let mut w = PackWriter::new(PACK_BYTES);

@@ -319,6 +319,19 @@ mod tests {
             ..Tree::default()
         };
         assert!(write(&twice).0.unwrap_err().contains("twice"));
+        // Review of issue 19: below `.tiers-blobs` too, where the engine takes
+        // every file for a carried blob (and out of the entry) after a restore.
+        let digest = Digest::of(b"x").to_string();
+        for path in [
+            format!(".tiers-blobs/{digest}"),
+            ".tiers-blobs/sub/a".into(),
+        ] {
+            let tree = Tree {
+                files: vec![file(&path)],
+                ..Tree::default()
+            };
+            assert!(write(&tree).0.unwrap_err().contains("reserves"), "{path}");
+        }
         let file_then_dir = Tree {
             files: vec![file("a"), file("a/b")],
             ..Tree::default()
