@@ -531,6 +531,14 @@ impl Remote {
                         format!("none of its packs holds the blob {d}"),
                     )
                 })?;
+            if range.is_empty() {
+                // A blob of no bytes (an empty file) is in no frame: no read.
+                if !got(*d, &[])? {
+                    let why = format!("the blob {d} in it does not match its digest");
+                    return Err(self.corrupt(&record.packs[n], &why, state));
+                }
+                continue;
+            }
             per_pack[n].push((*d, range));
         }
         let mut reads = Vec::new();

@@ -158,13 +158,16 @@ pub struct Span {
 
 /// Ranged reads that hold `wanted` (blobs of `index`): frames that hold wanted
 /// blobs, joined where less than `gap` bytes lie between them, each read at most
-/// `most` bytes unless a blob needs more; no frame is in two reads.
+/// `most` bytes unless a blob needs more; no frame is in two reads. A blob of no
+/// bytes is in no frame (it may sit where one starts, or at the pack's end) and
+/// in no read: its reader has it already.
 pub fn plan(
     index: &PackIndex,
     mut wanted: Vec<(Digest, Range<u64>)>,
     gap: u64,
     most: u64,
 ) -> Vec<Span> {
+    wanted.retain(|(_, r)| !r.is_empty());
     wanted.sort_by_key(|(_, r)| r.start);
     let mut spans: Vec<Span> = Vec::new();
     for (d, r) in wanted {
