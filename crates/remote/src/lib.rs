@@ -102,6 +102,10 @@ pub const MAX_CANDIDATES_BYTES: usize = 8 << 20;
 /// No pack, marker or tree is larger: Redis's value limit.
 pub const MAX_BLOB_BYTES: u64 = 512 << 20;
 
+/// No record names more packs (32 GiB of them at [`packs::PACK_BYTES`]): a reader
+/// refuses one that does, and a writer refuses to upload an entry that needs more.
+pub const MAX_PACKS: usize = 1024;
+
 /// An upload names at most this many packs it did not write: past it, the blobs
 /// of the packs it uses least go into its new pack, so that restores and
 /// existence checks stay a handful of requests however many edits came before.
@@ -340,7 +344,7 @@ impl Remote {
             .check("marker", MAX_RECORD_BYTES as u64)
             .map_err(bad)?;
         record.tree.check("tree", MAX_BLOB_BYTES).map_err(bad)?;
-        if record.packs.is_empty() || record.packs.len() > 4 * MAX_REUSED_PACKS + 64 {
+        if record.packs.is_empty() || record.packs.len() > MAX_PACKS {
             return Err(bad(format!("it names {} packs", record.packs.len())));
         }
         for p in &record.packs {
@@ -815,6 +819,25 @@ impl Remote {
             pack_parts(&new, &m, &t, limit, |p| tx.blocking_send(p).is_ok())
         });
         while let Some(p) = rx.recv().await {
+            // What readers would refuse is not sent (nor the record naming it).
+            let why = if packs.len() >= MAX_PACKS {
+                Some(format!(
+                    "it needs more than the {MAX_PACKS} packs readers accept"
+                ))
+            } else if p.pack.bytes > MAX_BLOB_BYTES {
+                Some(format!(
+                    "a pack of it holds {} bytes, and readers accept at most {MAX_BLOB_BYTES}",
+                    p.pack.bytes
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(RemoteError::Pack {
+                    dir: dir.to_owned(),
+                    why,
+                });
+            }
             // Always written, even when a pack of that name exists: that is how a
             // damaged one is replaced.
             self.backend.put(&p.pack.path(), p.bytes).await?;
