@@ -631,26 +631,48 @@ impl Remote {
             .filter(|d| !chunks.contains_key(d))
             .copied()
             .collect();
-        let fetched = Arc::new(std::sync::Mutex::new(chunks));
+        // The chunks differ, so they hold no more than the two; a record whose
+        // chunks say otherwise is refused before they fill the memory.
+        let most = record.marker.bytes.saturating_add(record.tree.bytes);
+        let fetched = Arc::new(std::sync::Mutex::new((chunks, 0u64)));
         let into = fetched.clone();
+        let (remote, path) = (self.describe(), record_path.clone());
         let got: Got = Arc::new(move |d, b| {
+            let mut into = into.lock().expect("not poisoned");
+            into.1 += b.len() as u64;
+            if into.1 > most {
+                return Err(RemoteError::Record {
+                    remote: remote.clone(),
+                    path: path.clone(),
+                    why: format!(
+                        "its chunks hold more than the {most} bytes of its marker and tree"
+                    ),
+                });
+            }
             let fine = Digest::of(b) == d;
-            into.lock().expect("not poisoned").insert(d, b.to_vec());
+            into.0.insert(d, b.to_vec());
             Ok(fine)
         });
         self.download(&record, &indexes, &wanted, &state, got)
             .await?;
-        let chunks = std::mem::take(&mut *fetched.lock().expect("not poisoned"));
+        let chunks = std::mem::take(&mut fetched.lock().expect("not poisoned").0);
         let join = |c: &Chunked, what: &str| -> Result<Vec<u8>, RemoteError> {
-            let mut out = Vec::new();
-            for d in &c.chunks {
-                out.extend_from_slice(&chunks[d]);
-            }
-            if Digest::of(&out) != c.sha256 || out.len() as u64 != c.bytes {
-                return Err(self.unusable(
+            let bad = || {
+                self.unusable(
                     &record_path,
                     format!("its {what}'s chunks do not make its {what}"),
-                ));
+                )
+            };
+            let mut out = Vec::new();
+            for d in &c.chunks {
+                let chunk = &chunks[d];
+                if (out.len() + chunk.len()) as u64 > c.bytes {
+                    return Err(bad());
+                }
+                out.extend_from_slice(chunk);
+            }
+            if Digest::of(&out) != c.sha256 || out.len() as u64 != c.bytes {
+                return Err(bad());
             }
             Ok(out)
         };
