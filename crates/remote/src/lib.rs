@@ -121,6 +121,10 @@ const MERGE_GAP: u64 = 64 << 10;
 /// that reads overlap their handling and memory stays bounded.
 const READ_BYTES: u64 = 4 << 20;
 
+/// A ranged read inflates to at most this much (unless one blob is larger): its
+/// frames are decompressed whole before its blobs are handed on.
+const READ_RAW_BYTES: u64 = 32 << 20;
+
 /// `records/<tier>/<key>.json`: what a fetch needs to restore an entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Record {
@@ -547,7 +551,7 @@ impl Remote {
         }
         let mut reads = Vec::new();
         for (n, blobs) in per_pack.into_iter().enumerate() {
-            for span in packs::plan(&indexes[n], blobs, MERGE_GAP, READ_BYTES) {
+            for span in packs::plan(&indexes[n], blobs, MERGE_GAP, READ_BYTES, READ_RAW_BYTES) {
                 let frames = indexes[n].frames[span.frames.clone()].to_vec();
                 reads.push((record.packs[n], span, frames));
             }
