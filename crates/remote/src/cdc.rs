@@ -99,6 +99,23 @@ mod tests {
         assert!((2 * 1024..10 * 1024).contains(&average), "{average}");
     }
 
+    /// The bounds are part of format 2: records name chunks by digest, and a
+    /// reader re-cuts its last marker and tree to find the ones it has. These
+    /// were computed apart from this code (a Python transcription of it).
+    #[test]
+    fn the_bounds_of_format_2_never_change() {
+        assert_eq!(GEAR[0], 0xe220_a839_7b1d_cdaf);
+        assert_eq!(GEAR[255], 0x5a58_32bb_47bc_f19e);
+        let ends: Vec<usize> = chunks(&noise(64 << 10, 42)).iter().map(|r| r.end).collect();
+        assert_eq!(
+            ends,
+            [
+                7211, 9197, 10942, 17767, 20200, 24705, 29071, 39526, 43877, 53468, 56250, 65124,
+                65536
+            ]
+        );
+    }
+
     #[test]
     fn an_insertion_changes_only_the_chunks_around_it() {
         let before = noise(512 << 10, 5);

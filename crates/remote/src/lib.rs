@@ -102,6 +102,10 @@ pub const MAX_CANDIDATES_BYTES: usize = 8 << 20;
 /// No pack, marker or tree is larger: Redis's value limit.
 pub const MAX_BLOB_BYTES: u64 = 512 << 20;
 
+/// No record names more packs (32 GiB of them at [`packs::PACK_BYTES`]): a reader
+/// refuses one that does, and a writer refuses to upload an entry that needs more.
+pub const MAX_PACKS: usize = 1024;
+
 /// An upload names at most this many packs it did not write: past it, the blobs
 /// of the packs it uses least go into its new pack, so that restores and
 /// existence checks stay a handful of requests however many edits came before.
@@ -116,6 +120,10 @@ const MERGE_GAP: u64 = 64 << 10;
 /// A ranged read asks for at most this much (unless one frame is larger), so
 /// that reads overlap their handling and memory stays bounded.
 const READ_BYTES: u64 = 4 << 20;
+
+/// A ranged read inflates to at most this much (unless one blob is larger): its
+/// frames are decompressed whole before its blobs are handed on.
+const READ_RAW_BYTES: u64 = 32 << 20;
 
 /// `records/<tier>/<key>.json`: what a fetch needs to restore an entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -340,7 +348,7 @@ impl Remote {
             .check("marker", MAX_RECORD_BYTES as u64)
             .map_err(bad)?;
         record.tree.check("tree", MAX_BLOB_BYTES).map_err(bad)?;
-        if record.packs.is_empty() || record.packs.len() > 4 * MAX_REUSED_PACKS + 64 {
+        if record.packs.is_empty() || record.packs.len() > MAX_PACKS {
             return Err(bad(format!("it names {} packs", record.packs.len())));
         }
         for p in &record.packs {
@@ -531,11 +539,19 @@ impl Remote {
                         format!("none of its packs holds the blob {d}"),
                     )
                 })?;
+            if range.is_empty() {
+                // A blob of no bytes (an empty file) is in no frame: no read.
+                if !got(*d, &[])? {
+                    let why = format!("the blob {d} in it does not match its digest");
+                    return Err(self.corrupt(&record.packs[n], &why, state));
+                }
+                continue;
+            }
             per_pack[n].push((*d, range));
         }
         let mut reads = Vec::new();
         for (n, blobs) in per_pack.into_iter().enumerate() {
-            for span in packs::plan(&indexes[n], blobs, MERGE_GAP, READ_BYTES) {
+            for span in packs::plan(&indexes[n], blobs, MERGE_GAP, READ_BYTES, READ_RAW_BYTES) {
                 let frames = indexes[n].frames[span.frames.clone()].to_vec();
                 reads.push((record.packs[n], span, frames));
             }
@@ -619,26 +635,48 @@ impl Remote {
             .filter(|d| !chunks.contains_key(d))
             .copied()
             .collect();
-        let fetched = Arc::new(std::sync::Mutex::new(chunks));
+        // The chunks differ, so they hold no more than the two; a record whose
+        // chunks say otherwise is refused before they fill the memory.
+        let most = record.marker.bytes.saturating_add(record.tree.bytes);
+        let fetched = Arc::new(std::sync::Mutex::new((chunks, 0u64)));
         let into = fetched.clone();
+        let (remote, path) = (self.describe(), record_path.clone());
         let got: Got = Arc::new(move |d, b| {
+            let mut into = into.lock().expect("not poisoned");
+            into.1 += b.len() as u64;
+            if into.1 > most {
+                return Err(RemoteError::Record {
+                    remote: remote.clone(),
+                    path: path.clone(),
+                    why: format!(
+                        "its chunks hold more than the {most} bytes of its marker and tree"
+                    ),
+                });
+            }
             let fine = Digest::of(b) == d;
-            into.lock().expect("not poisoned").insert(d, b.to_vec());
+            into.0.insert(d, b.to_vec());
             Ok(fine)
         });
         self.download(&record, &indexes, &wanted, &state, got)
             .await?;
-        let chunks = std::mem::take(&mut *fetched.lock().expect("not poisoned"));
+        let chunks = std::mem::take(&mut fetched.lock().expect("not poisoned").0);
         let join = |c: &Chunked, what: &str| -> Result<Vec<u8>, RemoteError> {
-            let mut out = Vec::new();
-            for d in &c.chunks {
-                out.extend_from_slice(&chunks[d]);
-            }
-            if Digest::of(&out) != c.sha256 || out.len() as u64 != c.bytes {
-                return Err(self.unusable(
+            let bad = || {
+                self.unusable(
                     &record_path,
                     format!("its {what}'s chunks do not make its {what}"),
-                ));
+                )
+            };
+            let mut out = Vec::new();
+            for d in &c.chunks {
+                let chunk = &chunks[d];
+                if (out.len() + chunk.len()) as u64 > c.bytes {
+                    return Err(bad());
+                }
+                out.extend_from_slice(chunk);
+            }
+            if Digest::of(&out) != c.sha256 || out.len() as u64 != c.bytes {
+                return Err(bad());
             }
             Ok(out)
         };
@@ -807,6 +845,25 @@ impl Remote {
             pack_parts(&new, &m, &t, limit, |p| tx.blocking_send(p).is_ok())
         });
         while let Some(p) = rx.recv().await {
+            // What readers would refuse is not sent (nor the record naming it).
+            let why = if packs.len() >= MAX_PACKS {
+                Some(format!(
+                    "it needs more than the {MAX_PACKS} packs readers accept"
+                ))
+            } else if p.pack.bytes > MAX_BLOB_BYTES {
+                Some(format!(
+                    "a pack of it holds {} bytes, and readers accept at most {MAX_BLOB_BYTES}",
+                    p.pack.bytes
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(RemoteError::Pack {
+                    dir: dir.to_owned(),
+                    why,
+                });
+            }
             // Always written, even when a pack of that name exists: that is how a
             // damaged one is replaced.
             self.backend.put(&p.pack.path(), p.bytes).await?;
@@ -1159,5 +1216,320 @@ fn io_error(path: &Path, source: std::io::Error) -> RemoteError {
     RemoteError::Io {
         path: path.to_owned(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod review_tests {
+    //! Review of format 2 (issue 19): uploads and restores through a directory
+    //! store, and records a hostile writer could leave there.
+
+    use super::*;
+    use tiers_core::KeyDoc;
+
+    /// A cache dir and its blob store.
+    struct Side {
+        dir: tempfile::TempDir,
+        blobs: Blobs,
+    }
+
+    fn side() -> Side {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(dir.path());
+        Side { dir, blobs }
+    }
+
+    fn marker(seed: &str) -> Marker {
+        let doc = KeyDoc::new("command", 1).option("seed", seed);
+        Marker {
+            format: 1,
+            tier: "t".to_owned(),
+            key: doc.key(),
+            doc,
+            created_unix: 1_700_000_000,
+            build_seconds: 1.5,
+            used_inputs: None,
+            data: serde_json::Value::Null,
+        }
+    }
+
+    fn remote(store: &Path) -> Remote {
+        let loc = Location::parse(&format!("file://{}", store.display()), &|_| None).unwrap();
+        Remote::at(&loc, true, Duration::from_secs(30), Retry::default()).unwrap()
+    }
+
+    /// `files` as an entry published in a fresh cache dir: the side, the entry
+    /// dir and its tree.
+    fn entry(files: &[(String, Vec<u8>)]) -> (Side, PathBuf, Tree) {
+        let s = side();
+        let dir = s.dir.path().join("t").join("entry");
+        for (p, b) in files {
+            let path = dir.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b).unwrap();
+        }
+        let tree = s
+            .blobs
+            .ingest(&s.dir.path().join("t"), &dir, vec![])
+            .unwrap();
+        (s, dir, tree)
+    }
+
+    /// Upload `files` under a key of `seed`; the upload's error, if any.
+    async fn upload(r: &Remote, seed: &str, files: &[(String, Vec<u8>)]) -> Result<Marker, String> {
+        let m = marker(seed);
+        let (src, dir, tree) = entry(files);
+        r.store_entry("t", &m, &dir, &tree, &src.blobs)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(m)
+    }
+
+    /// Restore `key` into a fresh cache dir: its files, or why not.
+    async fn restore(r: &Remote, key: &Key) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let fresh = side();
+        let dest = fresh.dir.path().join("stage");
+        std::fs::create_dir(&dest).unwrap();
+        let got = r
+            .fetch_into("t", key, &dest, &fresh.blobs)
+            .await
+            .map_err(|e| e.to_string())?;
+        assert!(got.is_some(), "no record");
+        let tree = Tree::read(&dest).unwrap().unwrap();
+        Ok(tree
+            .files
+            .iter()
+            .map(|f| {
+                let rel = f.path.display().to_string();
+                (rel, std::fs::read(dest.join(&f.path)).unwrap())
+            })
+            .collect())
+    }
+
+    fn file(name: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+        (name.to_owned(), bytes.to_vec())
+    }
+
+    /// An empty file is a blob of no bytes; packed last, it sits at the end of
+    /// the pack's last frame. A store that lacks it restores it.
+    #[tokio::test]
+    async fn an_entry_ending_in_an_empty_file_restores_into_a_fresh_store() {
+        let store = tempfile::tempdir().unwrap();
+        let r = remote(store.path());
+        let files = vec![file("a.txt", &b"alpha\n".repeat(100)), file("z.txt", b"")];
+        let m = upload(&r, "tail", &files).await.unwrap();
+        assert_eq!(restore(&r, &m.key).await.unwrap(), files);
+    }
+
+    /// An entry of one empty file (a stamp): its blob starts the frame after the
+    /// marker's and tree's, and no frame holds it.
+    #[tokio::test]
+    async fn an_entry_of_one_empty_file_restores_into_a_fresh_store() {
+        let store = tempfile::tempdir().unwrap();
+        let r = remote(store.path());
+        let files = vec![file("done", b"")];
+        let m = upload(&r, "stamp", &files).await.unwrap();
+        assert_eq!(restore(&r, &m.key).await.unwrap(), files);
+    }
+
+    fn numbered(n: usize) -> Vec<(String, Vec<u8>)> {
+        (0..n)
+            .map(|i| file(&format!("f{i:04}"), format!("file {i}\n").as_bytes()))
+            .collect()
+    }
+
+    /// A large entry is in many packs (here: one blob per pack). What the writer
+    /// records, readers accept.
+    #[tokio::test]
+    async fn an_entry_in_a_hundred_packs_restores() {
+        let store = tempfile::tempdir().unwrap();
+        let r = remote(store.path()).with_pack_bytes(1);
+        let files = numbered(100);
+        let m = upload(&r, "hundred", &files).await.unwrap();
+        assert_eq!(restore(&r, &m.key).await.unwrap(), files);
+    }
+
+    /// Past the number of packs a reader accepts, the upload is refused and no
+    /// record is written that every reader would refuse.
+    #[tokio::test]
+    async fn an_entry_in_more_packs_than_readers_accept_is_not_recorded() {
+        let store = tempfile::tempdir().unwrap();
+        let r = remote(store.path()).with_pack_bytes(1);
+        let files = numbered(1100);
+        let m = marker("too-many");
+        let (src, dir, tree) = entry(&files);
+        let stored = r.store_entry("t", &m, &dir, &tree, &src.blobs).await;
+        let record = Remote::record_path("t", &m.key).unwrap();
+        assert!(!store.path().join(&record).exists(), "{stored:?}");
+        assert!(stored.is_err());
+    }
+
+    /// How much the process's peak resident memory grows while `f` runs. The
+    /// peak is reset first (Linux's `clear_refs`), and one such test runs at a
+    /// time, so that another's peak neither hides nor adds to this one's.
+    async fn growth<T>(f: impl std::future::Future<Output = T>) -> (T, u64) {
+        static ONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = ONE.lock().await;
+        let peak = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+            let kb: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap();
+            kb * 1024
+        };
+        std::fs::write("/proc/self/clear_refs", "5").unwrap();
+        let before = peak();
+        let out = f.await;
+        (out, peak().saturating_sub(before))
+    }
+
+    /// Write `record` and `packs` as a writer with access to the store could.
+    fn plant(store: &Path, record: &Record, packs: &[packs::Packed]) {
+        for p in packs {
+            let path = store.join(p.pack.path());
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, &p.bytes).unwrap();
+        }
+        let path = store.join(Remote::record_path(&record.tier, &record.key).unwrap());
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, serde_json::to_vec(record).unwrap()).unwrap();
+    }
+
+    /// A real marker, chunked, with its chunks added to `w`.
+    fn marker_chunks(m: &Marker, w: &mut packs::PackWriter) -> Chunked {
+        let bytes = serde_json::to_vec(m).unwrap();
+        let (chunked, ranges) = Chunked::of(&bytes);
+        for (d, r) in chunked.chunks.iter().zip(ranges) {
+            w.add(*d, &bytes[r]).unwrap();
+        }
+        chunked
+    }
+
+    /// A record whose tree repeats one chunk of 16 KiB sixty-five thousand times
+    /// (its size says 64 MiB, its chunks make 1 GiB): the reader stops joining
+    /// once the chunks pass the size the record gives.
+    #[tokio::test]
+    async fn a_record_repeating_one_chunk_does_not_make_a_reader_hold_a_gigabyte() {
+        let store = tempfile::tempdir().unwrap();
+        let m = marker("repeated-chunk");
+        let mut w = packs::PackWriter::new(packs::PACK_BYTES);
+        let marker = marker_chunks(&m, &mut w);
+        let zeros = vec![0u8; cdc::MAX];
+        w.add(Digest::of(&zeros), &zeros).unwrap();
+        let packed = w.finish().unwrap();
+        let bytes: u64 = 64 << 20;
+        let record = Record {
+            format: RECORD_FORMAT,
+            tier: "t".into(),
+            key: m.key.clone(),
+            files: 0,
+            bytes: 0,
+            marker,
+            tree: Chunked {
+                sha256: Digest::of(b"not this"),
+                bytes,
+                chunks: vec![Digest::of(&zeros); (bytes / cdc::MIN as u64 + 1) as usize],
+            },
+            packs: vec![packed.pack],
+        };
+        plant(store.path(), &record, &[packed]);
+        let (got, grew) = growth(restore(&remote(store.path()), &m.key)).await;
+        assert!(got.is_err());
+        assert!(grew < 512 << 20, "the peak grew by {} MiB", grew >> 20);
+    }
+
+    /// A record whose tree says 600 KiB in 600 chunks, each chunk a different
+    /// MiB in the pack (each frame of it a few bytes): the reader holds no more
+    /// chunks than the marker and tree can be made of.
+    #[tokio::test]
+    async fn a_record_of_large_chunks_does_not_make_a_reader_hold_them_all() {
+        let store = tempfile::tempdir().unwrap();
+        let m = marker("large-chunks");
+        let mut w = packs::PackWriter::new(usize::MAX);
+        let marker = marker_chunks(&m, &mut w);
+        let mut chunks = Vec::new();
+        let mut big = vec![0u8; packs::FRAME_RAW];
+        for n in 0..600u32 {
+            big[..4].copy_from_slice(&n.to_le_bytes());
+            chunks.push(Digest::of(&big));
+            w.add(Digest::of(&big), &big).unwrap();
+        }
+        let packed = w.finish().unwrap();
+        let record = Record {
+            format: RECORD_FORMAT,
+            tier: "t".into(),
+            key: m.key.clone(),
+            files: 0,
+            bytes: 0,
+            marker,
+            tree: Chunked {
+                sha256: Digest::of(b"not this"),
+                bytes: 600 << 10,
+                chunks,
+            },
+            packs: vec![packed.pack],
+        };
+        plant(store.path(), &record, &[packed]);
+        let (got, grew) = growth(restore(&remote(store.path()), &m.key)).await;
+        assert!(got.is_err());
+        assert!(grew < 256 << 20, "the peak grew by {} MiB", grew >> 20);
+    }
+
+    /// A pack whose index says 512 blobs of 1 MiB are in frames of a few bytes
+    /// each (1 MiB of zeros compresses to almost nothing): a reader inflates a
+    /// bounded part of it per read, not all of it at once.
+    #[tokio::test]
+    async fn frames_that_inflate_far_beyond_their_size_are_read_a_bounded_part_at_a_time() {
+        let store = tempfile::tempdir().unwrap();
+        let m = marker("zip-bomb");
+        // The marker's and tree's chunks in a pack of their own; the tree names
+        // 512 files the other pack claims to hold.
+        let names: Vec<Digest> = (0..512u32).map(|n| Digest::of(&n.to_le_bytes())).collect();
+        let tree = Tree {
+            format: 1,
+            files: names
+                .iter()
+                .enumerate()
+                .map(|(n, d)| tiers_core::TreeFile {
+                    path: format!("f{n}").into(),
+                    digest: *d,
+                    exec: false,
+                })
+                .collect(),
+            ..Tree::default()
+        };
+        let tree_bytes = tree.encode();
+        let mut w = packs::PackWriter::new(packs::PACK_BYTES);
+        let marker = marker_chunks(&m, &mut w);
+        let (tree_chunks, ranges) = Chunked::of(&tree_bytes);
+        for (d, r) in tree_chunks.chunks.iter().zip(ranges) {
+            w.add(*d, &tree_bytes[r]).unwrap();
+        }
+        let first = w.finish().unwrap();
+        let zeros = vec![0u8; packs::FRAME_RAW];
+        let mut w = packs::PackWriter::new(usize::MAX);
+        for d in &names {
+            // Not the digest of its bytes: the reader finds out after inflating.
+            w.add(*d, &zeros).unwrap();
+        }
+        let bomb = w.finish().unwrap();
+        assert!(bomb.bytes.len() < 1 << 20, "{}", bomb.bytes.len());
+        let record = Record {
+            format: RECORD_FORMAT,
+            tier: "t".into(),
+            key: m.key.clone(),
+            files: 512,
+            bytes: 512 << 20,
+            marker,
+            tree: tree_chunks,
+            packs: vec![first.pack, bomb.pack],
+        };
+        plant(store.path(), &record, &[first, bomb]);
+        let (got, grew) = growth(restore(&remote(store.path()), &m.key)).await;
+        assert!(got.is_err());
+        assert!(grew < 256 << 20, "the peak grew by {} MiB", grew >> 20);
     }
 }

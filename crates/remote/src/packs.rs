@@ -124,6 +124,9 @@ impl PackIndex {
         for _ in 0..r.count(36)? {
             let digest = Digest::from_bytes(r.take(32)?.try_into().expect("32 bytes"));
             let len = u64::from(r.u32()?);
+            if len > crate::MAX_BLOB_BYTES {
+                return Err(format!("it holds a blob of {len} bytes"));
+            }
             index.blobs.insert(digest, at..at + len);
             at += len;
         }
@@ -158,14 +161,25 @@ pub struct Span {
 
 /// Ranged reads that hold `wanted` (blobs of `index`): frames that hold wanted
 /// blobs, joined where less than `gap` bytes lie between them, each read at most
-/// `most` bytes unless a blob needs more; no frame is in two reads.
+/// `most` bytes, inflating to at most `most_raw`, unless a blob needs more; no
+/// frame is in two reads but where a read would pass `most_raw` (frames can
+/// inflate a thousandfold, and a read is inflated whole). A blob of no bytes is
+/// in no frame (it may sit where one starts, or at the pack's end) and in no
+/// read: its reader has it already.
 pub fn plan(
     index: &PackIndex,
     mut wanted: Vec<(Digest, Range<u64>)>,
     gap: u64,
     most: u64,
+    most_raw: u64,
 ) -> Vec<Span> {
+    wanted.retain(|(_, r)| !r.is_empty());
     wanted.sort_by_key(|(_, r)| r.start);
+    let raw_end = |end: usize| {
+        end.checked_sub(1)
+            .and_then(|last| index.frames.get(last))
+            .map_or(0, |f| f.raw + u64::from(f.raw_len))
+    };
     let mut spans: Vec<Span> = Vec::new();
     for (d, r) in wanted {
         let frames = index.frames_of(&r);
@@ -176,13 +190,17 @@ pub fn plan(
             }
             _ => 0..0,
         };
-        match spans.last_mut() {
+        let joins = spans.last().is_some_and(|s| {
+            let raw_start = index.frames.get(s.frames.start).map_or(0, |f| f.raw);
+            let raw = raw_end(s.frames.end.max(frames.end)).saturating_sub(raw_start);
             // A frame is read once: a blob in the last span's last frame joins it.
-            Some(s)
-                if frames.start < s.frames.end
-                    || (stored.start <= s.stored.end.saturating_add(gap)
-                        && stored.end - s.stored.start <= most) =>
-            {
+            let shares = frames.start < s.frames.end;
+            let near = stored.start <= s.stored.end.saturating_add(gap)
+                && stored.end.saturating_sub(s.stored.start) <= most;
+            (shares || near) && raw <= most_raw
+        });
+        match spans.last_mut() {
+            Some(s) if joins => {
                 s.frames.end = s.frames.end.max(frames.end);
                 s.stored.end = s.stored.end.max(stored.end);
                 s.blobs.push((d, r));
@@ -459,21 +477,21 @@ mod tests {
         };
         // Neighbours join; a frame between two wanted ones is read if the gap allows.
         assert_eq!(
-            frames(&plan(&index, want(&[1, 0, 2]), 0, u64::MAX)),
+            frames(&plan(&index, want(&[1, 0, 2]), 0, u64::MAX, u64::MAX)),
             [(0, 3)]
         );
         assert_eq!(
-            frames(&plan(&index, want(&[0, 2]), 0, u64::MAX)),
+            frames(&plan(&index, want(&[0, 2]), 0, u64::MAX, u64::MAX)),
             [(0, 1), (2, 3)]
         );
         assert_eq!(
-            frames(&plan(&index, want(&[0, 2]), u64::MAX, u64::MAX)),
+            frames(&plan(&index, want(&[0, 2]), u64::MAX, u64::MAX, u64::MAX)),
             [(0, 3)]
         );
         // At most `most` bytes per read, but never less than a frame.
         let one = index.frames[0].stored_len as u64;
         assert_eq!(
-            frames(&plan(&index, want(&[0, 1, 2]), 0, one)),
+            frames(&plan(&index, want(&[0, 1, 2]), 0, one, u64::MAX)),
             [(0, 1), (1, 2), (2, 3)]
         );
         // Blobs that share a frame share its read.
@@ -482,9 +500,109 @@ mod tests {
             .map(|n| (Digest::of(&n.to_le_bytes()), n * half..(n + 1) * half))
             .collect();
         assert_eq!(
-            frames(&plan(&index, halves, 0, 1)),
+            frames(&plan(&index, halves, 0, 1, u64::MAX)),
             [(0, 1), (1, 2), (2, 3)]
         );
+    }
+
+    #[test]
+    fn reads_of_frames_that_inflate_far_stay_bounded_in_raw_bytes() {
+        // Eight frames of zeros, a few bytes each; blobs of 1.5 frames, so that
+        // each shares a frame with the next.
+        let zeros = vec![0u8; FRAME_RAW * 8];
+        let mut w = PackWriter::new(PACK_BYTES);
+        w.add(Digest::of(b"all"), &zeros).unwrap();
+        let packed = w.finish().unwrap();
+        let index = PackIndex::decode(&packed.index, packed.pack.index.offset).unwrap();
+        let step = FRAME_RAW as u64 * 3 / 2;
+        let blobs: Vec<(Digest, Range<u64>)> = (0..5u64)
+            .map(|n| (Digest::of(&n.to_le_bytes()), n * step..(n + 1) * step))
+            .collect();
+        let spans = plan(&index, blobs, u64::MAX, u64::MAX, 3 * FRAME_RAW as u64);
+        assert!(spans.len() > 1, "{spans:?}");
+        for s in &spans {
+            let raw: u64 = index.frames[s.frames.clone()]
+                .iter()
+                .map(|f| u64::from(f.raw_len))
+                .sum();
+            assert!(raw <= 3 * FRAME_RAW as u64, "{s:?}");
+        }
+    }
+
+    /// Review of issue 19: a blob of no bytes (an empty file) where a frame
+    /// starts, or at the pack's end, is in no frame. Every read still covers
+    /// exactly the frames it names, and holds every wanted blob that has bytes.
+    #[test]
+    fn an_empty_blob_where_a_frame_starts_breaks_no_read() {
+        let blobs: Vec<Vec<u8>> = (0..4u8).map(|n| blob(FRAME_RAW, n * 2 + 1)).collect();
+        let mut w = PackWriter::new(PACK_BYTES);
+        for b in &blobs {
+            w.add(Digest::of(b), b).unwrap();
+        }
+        let packed = w.finish().unwrap();
+        let index = PackIndex::decode(&packed.index, packed.pack.index.offset).unwrap();
+        let at = |n: u64| n * FRAME_RAW as u64;
+        let d = |n: usize| Digest::of(&blobs[n]);
+        let empty = Digest::of(b"");
+        let cases: Vec<Vec<(Digest, Range<u64>)>> = vec![
+            // After a read that does not start the pack: where the next frame
+            // starts, and at the pack's end.
+            vec![(d(1), at(1)..at(2)), (empty, at(2)..at(2))],
+            vec![(d(1), at(1)..at(2)), (empty, at(4)..at(4))],
+            // Before a blob of the frame it starts.
+            vec![(empty, at(2)..at(2)), (d(2), at(2)..at(3))],
+            // Alone.
+            vec![(empty, at(3)..at(3))],
+        ];
+        for wanted in cases {
+            for gap in [0, u64::MAX] {
+                let spans = plan(&index, wanted.clone(), gap, 4 << 20, 32 << 20);
+                for s in &spans {
+                    let frames = &index.frames[s.frames.clone()];
+                    let (Some(first), Some(last)) = (frames.first(), frames.last()) else {
+                        panic!("a read of no frame: {s:?} for {wanted:?}");
+                    };
+                    let end = last.stored + u64::from(last.stored_len);
+                    assert_eq!(s.stored, first.stored..end, "{wanted:?}, gap {gap}");
+                    for (_, r) in &s.blobs {
+                        assert!(first.raw <= r.start, "{wanted:?}");
+                        assert!(r.end <= last.raw + u64::from(last.raw_len), "{wanted:?}");
+                    }
+                }
+                let read: Vec<Digest> = spans
+                    .iter()
+                    .flat_map(|s| s.blobs.iter().map(|(d, r)| (*d, r.clone())))
+                    .filter(|(_, r)| !r.is_empty())
+                    .map(|(d, _)| d)
+                    .collect();
+                let with_bytes: Vec<Digest> = wanted
+                    .iter()
+                    .filter(|(_, r)| !r.is_empty())
+                    .map(|(d, _)| *d)
+                    .collect();
+                assert_eq!(read, with_bytes, "{wanted:?}");
+            }
+        }
+    }
+
+    /// Review of issue 19: no blob tiers writes is larger than MAX_BLOB_BYTES
+    /// (nor a pack holding it); an index claiming one is refused before a reader
+    /// inflates gigabytes of zeros stored in a few bytes per frame.
+    #[test]
+    fn an_index_claiming_a_blob_larger_than_any_tiers_writes_is_refused() {
+        let frames = (crate::MAX_BLOB_BYTES / FRAME_RAW as u64 + 1) as u32;
+        let mut index = Vec::new();
+        index.extend_from_slice(MAGIC);
+        index.extend_from_slice(&VERSION.to_le_bytes());
+        index.extend_from_slice(&frames.to_le_bytes());
+        for _ in 0..frames {
+            index.extend_from_slice(&1u32.to_le_bytes());
+            index.extend_from_slice(&(FRAME_RAW as u32).to_le_bytes());
+        }
+        index.extend_from_slice(&1u32.to_le_bytes());
+        index.extend_from_slice(Digest::of(b"big").as_bytes());
+        index.extend_from_slice(&(frames * FRAME_RAW as u32).to_le_bytes());
+        assert!(PackIndex::decode(&index, u64::from(frames)).is_err());
     }
 
     #[test]

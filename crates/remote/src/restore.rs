@@ -5,7 +5,7 @@
 //! `..`. Here:
 //!
 //! - the top level may not hold the names the engine writes itself (the marker,
-//!   the tree, the carried blobs);
+//!   the tree, the carried blobs), nor anything below the carried blobs' directory;
 //! - a symlink's target must be relative and of the form `../../a/b` (leading `..`
 //!   only), climbing no higher than the link's own directory depth, so it resolves
 //!   inside the entry;
@@ -36,13 +36,17 @@ pub fn prepare(dest: &Path, tree: &Tree) -> Result<(), UnpackError> {
         .chain(&tree.dirs);
     for path in paths {
         let names = names(path)?;
-        if let [only] = names[..] {
-            if RESERVED.iter().any(|r| OsStr::new(r) == only) {
-                return Err(unsafe_(
-                    path,
-                    "has a name tiers reserves for the entry's own records",
-                ));
-            }
+        // The engine takes whatever is below `.tiers-blobs` out of the entry.
+        let reserved = match names[..] {
+            [only] => RESERVED.iter().any(|r| OsStr::new(r) == only),
+            [first, ..] => first == OsStr::new(tiers_core::CARRIED),
+            [] => false,
+        };
+        if reserved {
+            return Err(unsafe_(
+                path,
+                "has a name tiers reserves for the entry's own records",
+            ));
         }
     }
     for dir in &tree.dirs {
@@ -319,6 +323,19 @@ mod tests {
             ..Tree::default()
         };
         assert!(write(&twice).0.unwrap_err().contains("twice"));
+        // Review of issue 19: below `.tiers-blobs` too, where the engine takes
+        // every file for a carried blob (and out of the entry) after a restore.
+        let digest = Digest::of(b"x").to_string();
+        for path in [
+            format!(".tiers-blobs/{digest}"),
+            ".tiers-blobs/sub/a".into(),
+        ] {
+            let tree = Tree {
+                files: vec![file(&path)],
+                ..Tree::default()
+            };
+            assert!(write(&tree).0.unwrap_err().contains("reserves"), "{path}");
+        }
         let file_then_dir = Tree {
             files: vec![file("a"), file("a/b")],
             ..Tree::default()
