@@ -106,6 +106,10 @@ pub const MAX_BLOB_BYTES: u64 = 512 << 20;
 /// refuses one that does, and a writer refuses to upload an entry that needs more.
 pub const MAX_PACKS: usize = 1024;
 
+/// A reader holds the indexes of a record's packs at once: at most this many
+/// bytes of them (36 bytes per blob: some 7 million blobs).
+pub const MAX_INDEX_BYTES: u64 = 256 << 20;
+
 /// An upload names at most this many packs it did not write: past it, the blobs
 /// of the packs it uses least go into its new pack, so that restores and
 /// existence checks stay a handful of requests however many edits came before.
@@ -351,8 +355,19 @@ impl Remote {
         if record.packs.is_empty() || record.packs.len() > MAX_PACKS {
             return Err(bad(format!("it names {} packs", record.packs.len())));
         }
+        let mut seen = HashSet::new();
+        let mut index_bytes = 0u64;
         for p in &record.packs {
             p.check().map_err(bad)?;
+            if !seen.insert(p.sha256) {
+                return Err(bad(format!("it names the pack {} twice", p.sha256)));
+            }
+            index_bytes += p.index.bytes;
+        }
+        if index_bytes > MAX_INDEX_BYTES {
+            return Err(bad(format!(
+                "its packs' indexes hold {index_bytes} bytes, more than the {MAX_INDEX_BYTES} a reader holds"
+            )));
         }
         Ok(Some(record))
     }
@@ -1439,6 +1454,35 @@ mod review_tests {
         let (got, grew) = growth(restore(&remote(store.path()), &m.key)).await;
         assert!(got.is_err());
         assert!(grew < 512 << 20, "the peak grew by {} MiB", grew >> 20);
+    }
+
+    /// A record that names one pack over and over would make a reader read and
+    /// hold its index as many times: refused before any index is read.
+    #[tokio::test]
+    async fn a_record_naming_a_pack_twice_is_refused() {
+        let store = tempfile::tempdir().unwrap();
+        let m = marker("pack-twice");
+        let mut w = packs::PackWriter::new(packs::PACK_BYTES);
+        let marker = marker_chunks(&m, &mut w);
+        let packed = w.finish().unwrap();
+        let record = Record {
+            format: RECORD_FORMAT,
+            tier: "t".into(),
+            key: m.key.clone(),
+            files: 0,
+            bytes: 0,
+            tree: marker.clone(),
+            marker,
+            packs: vec![packed.pack; 2],
+        };
+        plant(store.path(), &record, &[packed]);
+        let r = remote(store.path());
+        let e = r.record("t", &m.key).await.unwrap_err().to_string();
+        assert!(e.contains("twice"), "{e}");
+        assert_eq!(
+            r.traffic().reads.load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     /// A record whose tree says 600 KiB in 600 chunks, each chunk a different
