@@ -373,13 +373,12 @@ impl Blobs {
             return Ok(digest);
         }
         // Made read-only from the start: one system call less per blob.
-        // Beside its final name, so the rename stays in one directory.
-        let shard = dest.parent().expect("a blob is in a shard");
-        let tmp = shard.join(format!(".{}.tmp", unique_suffix()));
+        let tmp = self.dir.join(".tmp").join(unique_suffix());
         let mut f = match create_read_only(&tmp) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(shard).at(shard)?;
+                let dir = self.dir.join(".tmp");
+                fs::create_dir_all(&dir).at(&dir)?;
                 create_read_only(&tmp).at(&tmp)?
             }
             Err(e) => return Err(Error::io(&tmp, e)),
