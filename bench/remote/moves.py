@@ -19,8 +19,9 @@ and NEW. One run of one binary against one remote:
 
 Counting. Redis: on the server, `CONFIG RESETSTAT` before the build and `INFO stats`
 / `INFO commandstats` after it (bytes up = total_net_input_bytes, down =
-total_net_output_bytes, requests = calls; this script's own commands are measured
-once per server and subtracted). file://: the remote dir is listed before and after
+total_net_output_bytes, requests = calls but PING, which the client's connection
+pool sends before it hands out a connection and which is shown in a row of its own;
+this script's own commands are measured once per server and subtracted). file://: the remote dir is listed before and after
 (bytes up = sizes of the files created or changed, writes = their count); requests
 and bytes down come from the line a binary prints on stderr with `-v`
 ("shared cache <remote>: R requests (r reads, w writes, c checks), U bytes up, D bytes
@@ -234,7 +235,8 @@ class Bench:
             if redis:
                 s = redis.read()
                 fig[f"{step} bytes"] = s[direction]
-                fig[f"{step} requests"] = sum(s["calls"].values())
+                fig[f"{step} pings"] = s["calls"].get("ping", 0)
+                fig[f"{step} requests"] = sum(s["calls"].values()) - fig[f"{step} pings"]
                 fig[f"{step} writes"] = sum(n for c, n in s["calls"].items()
                                             if c.split("|")[0] in REDIS_WRITES)
                 fig[f"{step} calls"] = s["calls"]
@@ -311,6 +313,7 @@ def report(name, runs):
         ("edit upload bytes", "edit bytes", "bytes", None),
         ("edit upload requests", "edit requests", "count", ("<= 10", lambda n, b: n <= 10)),
         ("edit upload writes", "edit writes", "count", None),
+        ("edit build PINGs (Redis pool)", "edit pings", "count", None),
         ("edit upload / full upload", "edit pct", "pct", ("<= 1 %", lambda n, b: n <= 1)),
         ("second checkout download bytes", "second bytes", "bytes", None),
         ("second checkout requests", "second requests", "count", None),
