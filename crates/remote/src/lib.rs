@@ -1414,6 +1414,26 @@ mod review_tests {
     }
 
     /// A real marker, chunked, with its chunks added to `w`.
+    /// A record of `m`'s key in tier `t`, of no files, in no pack: what a hostile
+    /// writer starts from.
+    fn bare(m: &Marker) -> Record {
+        let none = Chunked {
+            sha256: Digest::of(b""),
+            bytes: 0,
+            chunks: Vec::new(),
+        };
+        Record {
+            format: RECORD_FORMAT,
+            tier: "t".into(),
+            key: m.key.clone(),
+            files: 0,
+            bytes: 0,
+            marker: none.clone(),
+            tree: none,
+            packs: Vec::new(),
+        }
+    }
+
     fn marker_chunks(m: &Marker, w: &mut packs::PackWriter) -> Chunked {
         let bytes = serde_json::to_vec(m).unwrap();
         let (chunked, ranges) = Chunked::of(&bytes);
@@ -1437,11 +1457,6 @@ mod review_tests {
         let packed = w.finish().unwrap();
         let bytes: u64 = 64 << 20;
         let record = Record {
-            format: RECORD_FORMAT,
-            tier: "t".into(),
-            key: m.key.clone(),
-            files: 0,
-            bytes: 0,
             marker,
             tree: Chunked {
                 sha256: Digest::of(b"not this"),
@@ -1449,6 +1464,7 @@ mod review_tests {
                 chunks: vec![Digest::of(&zeros); (bytes / cdc::MIN as u64 + 1) as usize],
             },
             packs: vec![packed.pack],
+            ..bare(&m)
         };
         plant(store.path(), &record, &[packed]);
         let (got, grew) = growth(restore(&remote(store.path()), &m.key)).await;
@@ -1466,14 +1482,10 @@ mod review_tests {
         let marker = marker_chunks(&m, &mut w);
         let packed = w.finish().unwrap();
         let record = Record {
-            format: RECORD_FORMAT,
-            tier: "t".into(),
-            key: m.key.clone(),
-            files: 0,
-            bytes: 0,
             tree: marker.clone(),
             marker,
             packs: vec![packed.pack; 2],
+            ..bare(&m)
         };
         plant(store.path(), &record, &[packed]);
         let r = remote(store.path());
@@ -1503,11 +1515,6 @@ mod review_tests {
         }
         let packed = w.finish().unwrap();
         let record = Record {
-            format: RECORD_FORMAT,
-            tier: "t".into(),
-            key: m.key.clone(),
-            files: 0,
-            bytes: 0,
             marker,
             tree: Chunked {
                 sha256: Digest::of(b"not this"),
@@ -1515,6 +1522,7 @@ mod review_tests {
                 chunks,
             },
             packs: vec![packed.pack],
+            ..bare(&m)
         };
         plant(store.path(), &record, &[packed]);
         let (got, grew) = growth(restore(&remote(store.path()), &m.key)).await;
@@ -1570,6 +1578,7 @@ mod review_tests {
             marker,
             tree: tree_chunks,
             packs: vec![first.pack, bomb.pack],
+            ..bare(&m)
         };
         plant(store.path(), &record, &[first, bomb]);
         let (got, grew) = growth(restore(&remote(store.path()), &m.key)).await;
