@@ -132,8 +132,8 @@ impl State {
         let mut packs: Vec<PackRef> = read
             .flatten()
             .filter_map(|e| fs::read(e.path()).ok())
-            .filter_map(|b| decode_base(&b))
-            .flat_map(|b| b.record.packs)
+            .filter_map(|b| record_of_base(&b))
+            .flat_map(|r| r.packs)
             .collect();
         packs.sort_by_key(|p| p.sha256);
         packs.dedup_by_key(|p| p.sha256);
@@ -157,6 +157,13 @@ impl State {
             }
         }
     }
+}
+
+/// The record of a base, without copying its marker and tree.
+fn record_of_base(bytes: &[u8]) -> Option<Record> {
+    let rest = bytes.strip_prefix(BASE_MAGIC)?;
+    let n = u64::from_le_bytes(rest.get(..8)?.try_into().ok()?) as usize;
+    serde_json::from_slice(rest.get(8..8usize.checked_add(n)?)?).ok()
 }
 
 fn decode_base(bytes: &[u8]) -> Option<Base> {
