@@ -579,31 +579,6 @@ impl Blobs {
             && hash_file(blob).is_ok_and(|d| d == *digest)
     }
 
-    /// Check the entry at `dir` against its tree and the blobs it names against
-    /// their digests, before it leaves this machine: the first that does not
-    /// match (or is missing) is the error. A damaged named blob is removed.
-    pub fn verify(&self, dir: &Path, tree: &Tree) -> Result<()> {
-        let damaged = |path: PathBuf, why: &str| Error::Marker {
-            path,
-            why: format!("{why}\nhint: `tiers build --rebuild <tier>` builds the entry again"),
-        };
-        for f in &tree.files {
-            let path = dir.join(&f.path);
-            if hash_file(&path)? != f.digest {
-                return Err(damaged(path, "does not match the entry's record of it"));
-            }
-        }
-        for d in &tree.named {
-            if self.read(d)?.is_none() {
-                return Err(damaged(
-                    self.path(d, false),
-                    "is missing, or did not match its digest",
-                ));
-            }
-        }
-        Ok(())
-    }
-
     /// Move the blobs an entry from a shared cache carried (`<dir>/.tiers-blobs/`)
     /// into the store, each checked against its name; returns their digests. A
     /// blob whose bytes do not match its name rejects the entry.

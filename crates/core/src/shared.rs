@@ -53,7 +53,8 @@ pub trait SharedCache: Send + Sync {
     async fn contains(&self, tier: &str, key: &Key) -> Result<bool>;
 
     /// Upload the published entry in `dir` with its marker and `tree` (its files
-    /// are in `dir`, the blobs it names in `local`, all checked by the engine).
+    /// are in `dir`, the blobs it names in `local`). Nothing that does not hash
+    /// to the digest the tree gives may be sent: the upload fails instead.
     async fn store(
         &self,
         tier: &str,

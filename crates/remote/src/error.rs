@@ -96,6 +96,11 @@ pub enum RemoteError {
         why: String,
     },
 
+    /// A file or blob of an entry being uploaded that does not hash to the
+    /// digest its tree gives: the entry is not uploaded.
+    #[error("`{}` does not match its digest {digest}: the entry is not uploaded\nhint: `tiers build --rebuild <tier>` builds the entry again", path.display())]
+    Damaged { path: PathBuf, digest: String },
+
     #[error("the entry of `{record}` was rejected: {source}")]
     Rejected {
         remote: String,

@@ -995,6 +995,14 @@ fn pack_parts(
             Part::Tree(r) => &tree[r.clone()],
             Part::File(path, _) => {
                 owned = std::fs::read(path).map_err(|e| io_error(path, e))?;
+                // Nothing damaged leaves this machine: what the server has was
+                // checked when it was sent, what is sent is checked here.
+                if Digest::of(&owned) != *d {
+                    return Err(RemoteError::Damaged {
+                        path: path.clone(),
+                        digest: d.to_string(),
+                    });
+                }
                 &owned
             }
         };
@@ -1570,9 +1578,6 @@ mod review_tests {
         let bomb = w.finish().unwrap();
         assert!(bomb.bytes.len() < 1 << 20, "{}", bomb.bytes.len());
         let record = Record {
-            format: RECORD_FORMAT,
-            tier: "t".into(),
-            key: m.key.clone(),
             files: 512,
             bytes: 512 << 20,
             marker,
