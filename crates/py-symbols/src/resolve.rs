@@ -23,12 +23,14 @@
 //! - a call resolves only to a function or a class (a constructor call); calls
 //!   through variables, builtins and other projects are left out.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::codec::FastMap;
 use crate::schema::{FileSymbols, ImportKind, ParamKind, Pos};
 
 /// How many re-exports a lookup follows before giving up (cycles are cut too).
@@ -288,25 +290,41 @@ pub struct FileToResolve<'a> {
     /// any digest that identifies the symbols as well (a content digest, with
     /// the extractor version in the cache key).
     pub symbols_digest: &'a str,
+    /// The file's own interface, when the caller has it already (it is
+    /// computed from the symbols otherwise).
+    pub interface: Option<&'a Interface>,
 }
 
 /// Resolves one file's imports and calls against `modules`. The result
 /// records every question asked of `modules` with its answer, so it stays
 /// valid as long as those answers do.
 pub fn resolve_file(modules: &dyn Modules, file: FileToResolve<'_>) -> ResolvedModule {
-    let interface = Interface::new(file.module, file.is_package, file.symbols);
+    let computed;
+    let interface = match file.interface {
+        Some(interface) => interface,
+        None => {
+            computed = Interface::new(file.module, file.is_package, file.symbols);
+            &computed
+        }
+    };
     let mut cx = Resolver {
         world: modules,
         file,
-        interface: &interface,
-        deps: BTreeMap::new(),
+        interface,
+        consulted: FastMap::default(),
+        evaluated: FastMap::default(),
     };
     let imports = cx.imports();
     let calls = cx.calls();
+    let deps = cx
+        .consulted
+        .into_iter()
+        .map(|(module, info)| (module, info.map(|i| i.digest.clone())))
+        .collect();
     ResolvedModule {
         module: file.module.to_string(),
         symbols_digest: file.symbols_digest.to_string(),
-        deps: cx.deps,
+        deps,
         imports,
         calls,
     }
@@ -540,6 +558,7 @@ pub fn resolve_incremental(
                         is_package: entry.is_package,
                         symbols: &entry.symbols,
                         symbols_digest: &entry.symbols_digest,
+                        interface: Some(&entry.info.interface),
                     },
                 )
             }
@@ -567,21 +586,17 @@ enum Value {
     Unknown,
 }
 
-/// A name bound in a function or class scope.
-#[derive(Debug, Clone)]
-enum Local {
-    Value(Value),
-    Binding(Binding),
-    /// Bound to something this pass cannot follow (a parameter).
-    Opaque,
-}
-
 struct Resolver<'a> {
     world: &'a dyn Modules,
     file: FileToResolve<'a>,
     /// The file's own interface.
     interface: &'a Interface,
-    deps: BTreeMap<String, Option<String>>,
+    /// Every module asked about, with the answer: the resolution's `deps`.
+    consulted: FastMap<String, Option<&'a ModuleInfo>>,
+    /// Dotted callees whose head is a module-level name, evaluated: the same
+    /// callee gives the same value anywhere in the file where no local name
+    /// shadows its head, and asks the same questions.
+    evaluated: FastMap<String, Value>,
 }
 
 impl<'a> Resolver<'a> {
@@ -589,11 +604,11 @@ impl<'a> Resolver<'a> {
     /// own module name is recorded too: another path may provide it (`m.py`
     /// beside `m/__init__.py`), and then its answer is that file's.
     fn consult(&mut self, module: &str) -> Option<&'a ModuleInfo> {
-        let info = self.world.get(module);
-        if !self.deps.contains_key(module) {
-            self.deps
-                .insert(module.to_string(), info.map(|i| i.digest.clone()));
+        if let Some(&info) = self.consulted.get(module) {
+            return info;
         }
+        let info = self.world.get(module);
+        self.consulted.insert(module.to_string(), info);
         info
     }
 
@@ -630,7 +645,7 @@ impl<'a> Resolver<'a> {
                         found(self, prefixes(&base));
                     }
                     for name in &import.names {
-                        let mut candidates = vec![format!("{base}.{}", name.name)];
+                        let mut candidates = vec![dotted(&base, &name.name)];
                         candidates.extend(prefixes(&base));
                         found(self, candidates);
                     }
@@ -681,21 +696,43 @@ impl<'a> Resolver<'a> {
     }
 
     /// Evaluates a dotted callee seen in `scope`.
-    fn eval(&mut self, scopes: &Scopes, scope: Option<&str>, dotted: &str) -> Value {
+    fn eval(&mut self, scopes: &Scopes<'_>, scope: Option<&str>, dotted: &str) -> Value {
         let mut parts = dotted.split('.');
         let Some(head) = parts.next() else {
             return Value::Unknown;
         };
         let (module, interface) = (self.file.module, self.interface);
-        let mut value = match scopes.lookup(scope, head) {
-            Some(Local::Value(v)) => v,
-            Some(Local::Binding(b)) => self.binding_value(module, &b, 0),
-            Some(Local::Opaque) => Value::Unknown,
-            None => match interface.names.get(head) {
-                Some(b) => self.binding_value(module, b, 0),
-                None => self.star_lookup(&interface.star_imports, head, 0),
+        let value = match scopes.lookup(scope, head) {
+            Some(Found::Receiver(class)) => Value::Def {
+                module: module.to_string(),
+                qualname: class.to_string(),
+                kind: DefKind::Class,
             },
+            Some(Found::Local(&Local::Def { qualname, kind })) => Value::Def {
+                module: module.to_string(),
+                qualname: qualname.to_string(),
+                kind,
+            },
+            Some(Found::Local(Local::Binding(b))) => self.binding_value(module, b, 0),
+            Some(Found::Local(Local::Opaque)) => Value::Unknown,
+            None => {
+                if let Some(value) = self.evaluated.get(dotted) {
+                    return value.clone();
+                }
+                let head = match interface.names.get(head) {
+                    Some(b) => self.binding_value(module, b, 0),
+                    None => self.star_lookup(&interface.star_imports, head, 0),
+                };
+                let value = self.members(head, parts);
+                self.evaluated.insert(dotted.to_string(), value.clone());
+                return value;
+            }
         };
+        self.members(value, parts)
+    }
+
+    /// `value.a.b…` for the `parts` a, b, …
+    fn members<'p>(&mut self, mut value: Value, parts: impl Iterator<Item = &'p str>) -> Value {
         for part in parts {
             value = self.member(value, part, 0);
             if matches!(value, Value::Unknown) {
@@ -715,7 +752,7 @@ impl<'a> Resolver<'a> {
             },
             Binding::Module { module } => self.module_value(module),
             Binding::From { module, name } => {
-                let submodule = format!("{module}.{name}");
+                let submodule = dotted(module, name);
                 if self.is_module(&submodule) {
                     Value::Module(submodule)
                 } else {
@@ -747,7 +784,7 @@ impl<'a> Resolver<'a> {
         }
         match value {
             Value::Module(module) => {
-                let submodule = format!("{module}.{name}");
+                let submodule = dotted(&module, name);
                 if self.is_module(&submodule) {
                     return Value::Module(submodule);
                 }
@@ -773,7 +810,7 @@ impl<'a> Resolver<'a> {
                 let members = interface.and_then(|i| i.classes.get(&qualname));
                 match members.and_then(|m| m.get(name)) {
                     Some(kind) => Value::Def {
-                        qualname: format!("{qualname}.{name}"),
+                        qualname: dotted(&qualname, name),
                         module,
                         kind: *kind,
                     },
@@ -805,29 +842,55 @@ impl<'a> Resolver<'a> {
     }
 }
 
-/// The function and class scopes of one file, for name lookup.
-struct Scopes {
-    module: String,
+/// The function and class scopes of one file, for name lookup, borrowed from
+/// its symbols.
+struct Scopes<'s> {
     /// Qualified name → names bound in that def or class body.
-    locals: HashMap<String, HashMap<String, Local>>,
+    locals: FastMap<&'s str, FastMap<Cow<'s, str>, Local<'s>>>,
     /// Qualified name → (is a class, parent qualified name).
-    tree: HashMap<String, (bool, Option<String>)>,
+    tree: FastMap<&'s str, (bool, Option<&'s str>)>,
     /// Qualified name of a method → (its first parameter, its class).
-    receivers: HashMap<String, (String, String)>,
+    receivers: FastMap<&'s str, (&'s str, &'s str)>,
 }
 
-impl Scopes {
-    fn new(this: FileToResolve<'_>) -> Self {
+/// A name bound in a function or class scope.
+enum Local<'s> {
+    /// A def or class of this file, by qualified name.
+    Def {
+        qualname: &'s str,
+        kind: DefKind,
+    },
+    Binding(Binding),
+    /// Bound to something this pass cannot follow (a parameter).
+    Opaque,
+}
+
+/// A name bound in a scope, where it is bound and to what.
+type Bound<'s> = (Pos, Cow<'s, str>, Local<'s>);
+
+/// What a name is bound to in a def or class scope.
+enum Found<'s> {
+    /// The receiver parameter of a method: the class, by qualified name.
+    Receiver(&'s str),
+    Local(&'s Local<'s>),
+}
+
+impl<'s> Scopes<'s> {
+    fn new(this: FileToResolve<'s>) -> Self {
         let symbols = this.symbols;
-        let module = this.module.to_string();
-        let mut bound: HashMap<String, Vec<(Pos, String, Local)>> = HashMap::new();
-        let mut tree = HashMap::new();
-        let mut receivers = HashMap::new();
+        let mut bound: FastMap<&'s str, Vec<Bound<'s>>> = FastMap::default();
+        let mut tree = FastMap::default();
+        let mut receivers = FastMap::default();
         for function in &symbols.functions {
-            tree.insert(function.qualname.clone(), (false, function.parent.clone()));
-            let params = bound.entry(function.qualname.clone()).or_default();
+            let qualname = function.qualname.as_str();
+            tree.insert(qualname, (false, function.parent.as_deref()));
+            let params = bound.entry(qualname).or_default();
             for p in &function.parameters {
-                params.push((function.span.start, p.name.clone(), Local::Opaque));
+                params.push((
+                    function.span.start,
+                    Cow::from(p.name.as_str()),
+                    Local::Opaque,
+                ));
             }
             let is_static = function.decorators.iter().any(|d| d == "staticmethod");
             if let (true, false, Some(first), Some(class)) = (
@@ -840,40 +903,40 @@ impl Scopes {
                     first.kind,
                     ParamKind::PositionalOnly | ParamKind::PositionalOrKeyword
                 ) {
-                    receivers.insert(
-                        function.qualname.clone(),
-                        (first.name.clone(), class.clone()),
-                    );
+                    receivers.insert(qualname, (first.name.as_str(), class.as_str()));
                 }
             }
             if let Some(parent) = &function.parent {
-                bound.entry(parent.clone()).or_default().push((
+                bound.entry(parent.as_str()).or_default().push((
                     function.span.start,
-                    function.name.clone(),
-                    Local::Value(Value::Def {
-                        module: module.clone(),
-                        qualname: function.qualname.clone(),
+                    Cow::from(function.name.as_str()),
+                    Local::Def {
+                        qualname,
                         kind: DefKind::Function,
-                    }),
+                    },
                 ));
             }
         }
         for class in &symbols.classes {
-            tree.insert(class.qualname.clone(), (true, class.parent.clone()));
+            let qualname = class.qualname.as_str();
+            tree.insert(qualname, (true, class.parent.as_deref()));
             if let Some(parent) = &class.parent {
-                bound.entry(parent.clone()).or_default().push((
+                bound.entry(parent.as_str()).or_default().push((
                     class.span.start,
-                    class.name.clone(),
-                    Local::Value(Value::Def {
-                        module: module.clone(),
-                        qualname: class.qualname.clone(),
+                    Cow::from(class.name.as_str()),
+                    Local::Def {
+                        qualname,
                         kind: DefKind::Class,
-                    }),
+                    },
                 ));
             }
-            let own = bound.entry(class.qualname.clone()).or_default();
+            let own = bound.entry(qualname).or_default();
             for attribute in &class.attributes {
-                own.push((attribute.span.start, attribute.name.clone(), Local::Opaque));
+                own.push((
+                    attribute.span.start,
+                    Cow::from(attribute.name.as_str()),
+                    Local::Opaque,
+                ));
             }
         }
         for import in symbols.imports.iter() {
@@ -881,11 +944,11 @@ impl Scopes {
             let mut found = Vec::new();
             let mut stars = Vec::new();
             import_bindings(this.module, this.is_package, import, &mut found, &mut stars);
-            let scope_bound = bound.entry(scope.clone()).or_default();
+            let scope_bound = bound.entry(scope.as_str()).or_default();
             scope_bound.extend(
                 found
                     .into_iter()
-                    .map(|(at, name, b)| (at, name, Local::Binding(b))),
+                    .map(|(at, name, b)| (at, Cow::from(name), Local::Binding(b))),
             );
         }
         let locals = bound
@@ -896,7 +959,6 @@ impl Scopes {
             })
             .collect();
         Self {
-            module,
             locals,
             tree,
             receivers,
@@ -907,24 +969,20 @@ impl Scopes {
     /// defs (class bodies are skipped, as in Python, except the class's own
     /// body), or `None` for "look at module level". In a method, the receiver
     /// parameter stands for the class.
-    fn lookup(&self, scope: Option<&str>, name: &str) -> Option<Local> {
+    fn lookup(&self, scope: Option<&str>, name: &str) -> Option<Found<'_>> {
         let mut current = scope;
         let mut first = true;
         while let Some(qualname) = current {
             let (is_class, parent) = match self.tree.get(qualname) {
-                Some((is_class, parent)) => (*is_class, parent.as_deref()),
+                Some(&(is_class, parent)) => (is_class, parent),
                 None => (false, None),
             };
             if !is_class || first {
-                if let Some((_, class)) = self.receivers.get(qualname).filter(|(r, _)| r == name) {
-                    return Some(Local::Value(Value::Def {
-                        module: self.module.clone(),
-                        qualname: class.clone(),
-                        kind: DefKind::Class,
-                    }));
+                if let Some((_, class)) = self.receivers.get(qualname).filter(|(r, _)| *r == name) {
+                    return Some(Found::Receiver(class));
                 }
                 if let Some(local) = self.locals.get(qualname).and_then(|l| l.get(name)) {
-                    return Some(local.clone());
+                    return Some(Found::Local(local));
                 }
             }
             first = false;
@@ -932,6 +990,15 @@ impl Scopes {
         }
         None
     }
+}
+
+/// `a` and `b` joined as `a.b`.
+fn dotted(a: &str, b: &str) -> String {
+    let mut name = String::with_capacity(a.len() + 1 + b.len());
+    name.push_str(a);
+    name.push('.');
+    name.push_str(b);
+    name
 }
 
 /// `a.b.c` → `["a.b.c", "a.b", "a"]`.

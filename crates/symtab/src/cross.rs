@@ -95,6 +95,10 @@ impl Pass<'_> {
                     is_package: is_package(&r.path),
                     symbols: &symbols,
                     symbols_digest: &r.digest,
+                    interface: infos[i]
+                        .get()
+                        .and_then(Option::as_ref)
+                        .map(|m| &m.interface),
                 },
             );
             let deps: Vec<String> = resolved.deps.keys().cloned().collect();
