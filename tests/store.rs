@@ -321,8 +321,8 @@ fn damage(path: &Path) {
     std::fs::write(path, b"damaged").unwrap();
 }
 
-/// The named blob of `entry` that holds `needle` (a per-file entry of the symtab
-/// kind holds its file's names).
+/// The named blob of `entry` that holds `needle`: the pack of per-file entries of
+/// the symtab kind that holds its file's names.
 fn named_blob_with(cache: &Path, entry: &Path, needle: &[u8]) -> PathBuf {
     let found: Vec<PathBuf> = tree(entry)["named"]
         .as_array()
@@ -337,7 +337,7 @@ fn named_blob_with(cache: &Path, entry: &Path, needle: &[u8]) -> PathBuf {
     assert_eq!(
         found.len(),
         1,
-        "one per-file entry holds the name: {found:?}"
+        "one pack of per-file entries holds the name: {found:?}"
     );
     found.into_iter().next().unwrap()
 }
@@ -351,10 +351,18 @@ fn a_damaged_per_file_blob_is_found_by_its_digest_and_made_again() {
         .file("tiers.toml", SYM)
         .file("lib.py", LIB)
         .file("main.py", "")
+        .file("other.py", "def unrelated():\n    pass\n")
         .build();
     let cache = p.cache_dir();
     let first = p.build(&[]);
     let damaged = named_blob_with(&cache, &entry_dir(&first, "sym"), b"only_in_lib");
+    assert!(
+        std::fs::read(&damaged)
+            .unwrap()
+            .windows(9)
+            .any(|w| w == b"unrelated"),
+        "one pack holds the three files' entries"
+    );
     damage(&damaged);
     // Resolving the edited file's import reads `lib.py`'s per-file entry.
     p.write("main.py", MAIN);
@@ -365,8 +373,20 @@ fn a_damaged_per_file_blob_is_found_by_its_digest_and_made_again() {
         run.stderr
     );
     assert_eq!(run.status("sym"), "rebuilt");
+    // `other.py`'s entry, which the edit did not read, is made again too: the
+    // new entry names no blob of the damaged pack.
     assert_entry_intact(&cache, &entry_dir(&run, "sym"));
-    assert_ne!(std::fs::read(&damaged).unwrap(), b"damaged", "made again");
+    assert!(
+        run.stderr
+            .contains("1 file whose per-file entries were in a missing or damaged pack"),
+        "{}",
+        run.stderr
+    );
+    // The damaged pack is removed; its per-file entries are made again.
+    assert!(
+        std::fs::read(&damaged).map_or(true, |b| b != b"damaged"),
+        "the damaged pack is still in the store"
+    );
     let table = p.tiers(&["export", "sym"]).expect_code(0).json();
     assert_eq!(call_targets(&table, "main.py"), ["lib.helper_of_lib"]);
 }

@@ -89,16 +89,18 @@ fn write_checkout(dir: &Path, remote: &Path, keep: usize) {
     }
 }
 
-/// The per-file entry blob that `entry`'s `per-file.bin` names for `content`.
+/// The pack of per-file entries that holds `content`'s, as `entry`'s
+/// `per-file.bin` names it (records: content, entry and pack digests, offset,
+/// length).
 fn per_file_blob(cache: &Path, entry: &Path, content: &[u8]) -> String {
     let want = <sha2::Sha256 as sha2::Digest>::digest(content);
     let header = std::fs::read(entry.join("per-file.bin")).unwrap();
     let part = hex(&header[8 + usize::from(want[0] >> 4) * 32..][..32]);
     let bytes = std::fs::read(cache.join("blobs").join(&part[..2]).join(&part)).unwrap();
     bytes[8..]
-        .chunks_exact(64)
+        .chunks_exact(104)
         .find(|r| r[..32] == want[..])
-        .map(|r| hex(&r[32..]))
+        .map(|r| hex(&r[64..96]))
         .expect("the content is in its part")
 }
 

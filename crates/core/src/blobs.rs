@@ -410,6 +410,36 @@ impl Blobs {
         Ok(Some(bytes))
     }
 
+    /// `len` bytes at `offset` of the blob `digest`, checked against `part`, the
+    /// digest of those bytes: what a kind that packs many small things into one
+    /// blob reads of one of them, without reading the rest. `Ok(None)` when the
+    /// blob is missing or the bytes do not match; the whole blob is then checked
+    /// as [`Blobs::read`] does, and removed if it is damaged.
+    pub fn read_part(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: usize,
+        part: &Digest,
+    ) -> Result<Option<Vec<u8>>> {
+        use std::os::unix::fs::FileExt;
+        let path = self.path(digest, false);
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        let mut bytes = vec![0; len];
+        let read = file.read_exact_at(&mut bytes, offset);
+        drop(file);
+        match read {
+            Ok(()) if Digest::of(&bytes) == *part => Ok(Some(bytes)),
+            Ok(()) => Ok(self.read(digest)?.and(None)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(self.read(digest)?.and(None)),
+            Err(e) => Err(Error::io(&path, e)),
+        }
+    }
+
     /// Which blobs are in the store, for a caller that knows which were there at
     /// `then`: a shard whose directory has not changed since (its change time,
     /// which no one can set back, as `touch` sets a modification time) still
@@ -904,6 +934,31 @@ mod tests {
             .filter(|s| s.file_name().len() == 2)
             .map(|s| fs::read_dir(s.path()).unwrap().count())
             .sum()
+    }
+
+    #[test]
+    fn a_part_is_read_alone_and_a_damaged_blob_found_through_it_is_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let cache = tempfile::tempdir().unwrap();
+        let blobs = Blobs::of_cache_dir(cache.path());
+        let pack = blobs.put(b"onetwothree").unwrap();
+        let two = Digest::of(b"two");
+        assert_eq!(
+            blobs.read_part(&pack, 3, 3, &two).unwrap().as_deref(),
+            Some(&b"two"[..])
+        );
+        // Beyond the end, or another part's digest: not this part.
+        assert_eq!(blobs.read_part(&pack, 9, 3, &two).unwrap(), None);
+        assert_eq!(blobs.read_part(&pack, 0, 3, &two).unwrap(), None);
+        assert!(blobs.contains(&pack), "a whole blob is kept");
+        // The blob damaged in place: the part's check fails, the whole blob's
+        // too, and it goes.
+        let path = blobs.path(&pack, false);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&path, b"oneTWOthree").unwrap();
+        assert_eq!(blobs.read_part(&pack, 3, 3, &two).unwrap(), None);
+        assert!(!blobs.contains(&pack), "the damaged blob is removed");
+        assert_eq!(blobs.read_part(&pack, 3, 3, &two).unwrap(), None);
     }
 
     #[test]

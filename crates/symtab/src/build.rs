@@ -12,7 +12,7 @@ use tiers_core::{Blobs, Digest, KeyDoc, Progress, Unit};
 use serde::{Deserialize, Serialize};
 
 use super::cross::{Fragments, Fresh, Pass};
-use super::per_file::{self, PerFile};
+use super::per_file::{self, Loc, PerFile};
 use super::table::{
     blob_digest, bucket_of, read_bucket, read_symbols, Index, IndexFile, Names, Parts, INDEX,
     INDEX_FORMAT,
@@ -28,6 +28,10 @@ use py_symbols::{read_source, sha256_hex, ModuleInfo};
 /// A build that parses at most this many files keeps their symbols in memory
 /// for the cross-file pass; a larger one reads them back from the store.
 const KEEP_PARSED: usize = 2000;
+
+/// A pack of per-file entries is sealed once it holds this many bytes: a full
+/// build of 10,000 files stores some 120 blobs, not 10,000.
+const PACK_BYTES: usize = 1 << 20;
 
 /// What a build did: recorded in the entry marker's `data` and in `index.bin`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,8 +200,8 @@ pub(super) fn is_package(path: &str) -> bool {
 /// What parsing one content gave, besides the stored per-file entry.
 struct Parsed {
     digest: String,
-    /// The digest of its per-file entry in the store.
-    symbols_blob: [u8; 32],
+    /// Where its per-file entry goes.
+    slot: Slot,
     errors: u32,
     /// The module each row holding this content provides, as others see it.
     infos: Vec<(usize, Option<ModuleInfo>)>,
@@ -332,7 +336,7 @@ impl Job {
             by_digest.entry(&r.digest).or_default().push(i);
         }
         // Contents the previous entry does not know: the other entries may.
-        let mut elsewhere: FastMap<[u8; 32], [u8; 32]> = FastMap::default();
+        let mut elsewhere: PerFile = PerFile::default();
         if !self.scratch {
             let unknown: Vec<[u8; 32]> = by_digest
                 .keys()
@@ -360,8 +364,8 @@ impl Job {
                 return false;
             };
             match (known.get(&content), elsewhere.get(&content)) {
-                (Some(s), _) => present.contains(&Digest::from_bytes(*s)),
-                (None, Some(s)) => self.blobs.contains(&Digest::from_bytes(*s)),
+                (Some(at), _) => present.contains(&Digest::from_bytes(at.pack)),
+                (None, Some(at)) => self.blobs.contains(&Digest::from_bytes(at.pack)),
                 (None, None) => false,
             }
         };
@@ -389,13 +393,14 @@ impl Job {
             to_parse.len() as u64,
             Unit::Items("files"),
         );
-        let parsed = self.parse(rows, to_parse, keep)?;
+        let (parsed, packs) = self.parse(rows, to_parse, keep)?;
         let mut loader = Loader {
             job: self,
             per_file: known,
             kept: HashMap::new(),
             encoded: HashMap::new(),
             repaired: Mutex::new(HashMap::new()),
+            damaged: Mutex::new(HashSet::new()),
         };
         let infos: Vec<OnceLock<Option<ModuleInfo>>> = std::iter::repeat_with(OnceLock::new)
             .take(rows.len())
@@ -417,7 +422,7 @@ impl Job {
                 loader.kept.insert(p.digest.clone(), s);
             }
             if let Some(content) = digest_bytes(&p.digest) {
-                loader.per_file.insert(content, p.symbols_blob);
+                loader.per_file.insert(content, p.slot.at(&packs));
             }
         }
         let parsed_digests: HashSet<&str> = to_parse.iter().map(|(d, _)| *d).collect();
@@ -473,6 +478,7 @@ impl Job {
         }
         .run(&loader, &infos)?;
         drop(infos);
+        loader.repair_damaged_packs(rows)?;
         // Per-file entries the pass found damaged and made again.
         let mut per_file = loader.per_file;
         for (digest, (_, blob)) in loader
@@ -510,7 +516,7 @@ impl Job {
                 .filter(|r| errors.get(r.digest.as_str()).is_some_and(|&n| n > 0))
                 .count(),
         };
-        let pair_of = |r: &Row| -> Result<([u8; 32], [u8; 32]), TierError> {
+        let pair_of = |r: &Row| -> Result<([u8; 32], Loc), TierError> {
             let content = digest_bytes(&r.digest);
             content
                 .and_then(|c| Some((c, *per_file.get(&c)?)))
@@ -526,7 +532,7 @@ impl Job {
             .collect::<Result<Vec<_>, _>>()?;
         let mut named: Vec<Digest> = pairs
             .iter()
-            .map(|(_, s)| Digest::from_bytes(*s))
+            .map(|(_, at)| Digest::from_bytes(at.pack))
             .chain(buckets_named)
             .collect();
         named.extend(per_file::save(&self.build_dir, pairs, |b| self.put(b))?);
@@ -715,14 +721,20 @@ impl Job {
         Ok(buckets)
     }
 
-    /// Parse each content on every core; each result is stored on the worker,
-    /// with the interfaces of the rows holding it.
+    /// Parse each content on every core; each result is packed on the worker,
+    /// with the interfaces of the rows holding it. Returns the results and the
+    /// packs' digests, in the order of [`Slot::pack`].
     fn parse(
         &self,
         rows: &[Row],
         todo: &[(&str, &[usize])],
         keep: bool,
-    ) -> Result<Vec<Parsed>, TierError> {
+    ) -> Result<(Vec<Parsed>, Vec<[u8; 32]>), TierError> {
+        let packer = Packer {
+            job: self,
+            open: Mutex::new((0, Vec::new())),
+            sealed: Mutex::new(Vec::new()),
+        };
         let results = par_map_with(
             todo,
             || Extractor::new(ExtractOptions::default()),
@@ -730,7 +742,7 @@ impl Job {
                 let path = &rows[holders[0]].path;
                 let symbols = read_and_extract(extractor, &self.project, path, digest)?;
                 let encoded = codec::encode_symbols(&symbols);
-                let symbols_blob = self.put_blob(&encoded)?;
+                let slot = packer.add(&encoded, path)?;
                 self.progress.advance(1);
                 let infos = holders
                     .iter()
@@ -744,7 +756,7 @@ impl Job {
                     .collect();
                 Ok(Parsed {
                     digest: digest.to_owned(),
-                    symbols_blob,
+                    slot,
                     errors: symbols.errors.len() as u32,
                     infos,
                     encoded: (!keep).then(|| Arc::from(encoded)),
@@ -752,13 +764,25 @@ impl Job {
                 })
             },
         );
-        results.into_iter().collect()
+        let results = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok((results, packer.finish()?))
     }
 
     /// [`Job::put`], the digest as bytes.
     fn put_blob(&self, bytes: &[u8]) -> Result<[u8; 32], TierError> {
         let hex = self.put(bytes)?;
         Ok(*blob_digest(&hex)?.as_bytes())
+    }
+
+    /// Store one per-file entry as a pack of its own.
+    fn put_alone(&self, encoded: &[u8], path: &str) -> Result<Loc, TierError> {
+        let pack = self.put_blob(encoded)?;
+        Ok(Loc {
+            symbols: pack,
+            pack,
+            offset: 0,
+            len: entry_len(encoded, path)?,
+        })
     }
 
     /// Put `bytes` in the store; returns their digest. A build from scratch
@@ -819,8 +843,105 @@ fn read_and_extract(
     Ok(extractor.extract(&bytes))
 }
 
+/// The length of a per-file entry, which a [`Loc`] holds in 32 bits.
+fn entry_len(encoded: &[u8], path: &str) -> Result<u32, TierError> {
+    u32::try_from(encoded.len()).map_err(|_| TierError::Corrupt {
+        path: path.into(),
+        why: "its symbols take more than 4 GiB".into(),
+    })
+}
+
+/// The per-file entries a build writes, packed into blobs of some
+/// [`PACK_BYTES`] each, shared by the parse workers: a file per entry made a
+/// full build create 10,000 files, whose cost depends on the file system's
+/// state (ext4 scans for recently deleted inodes on each create).
+struct Packer<'j> {
+    job: &'j Job,
+    /// The number of the pack being filled, and its bytes.
+    open: Mutex<(usize, Vec<u8>)>,
+    /// Sealed packs: number → digest.
+    sealed: Mutex<Vec<(usize, [u8; 32])>>,
+}
+
+/// Where a per-file entry went: its pack by number, known by digest once the
+/// build's packs are sealed ([`Packer::finish`]).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    pack: usize,
+    offset: u32,
+    len: u32,
+    symbols: [u8; 32],
+}
+
+impl Slot {
+    fn at(&self, packs: &[[u8; 32]]) -> Loc {
+        Loc {
+            symbols: self.symbols,
+            pack: packs[self.pack],
+            offset: self.offset,
+            len: self.len,
+        }
+    }
+}
+
+impl Packer<'_> {
+    /// Add the per-file entry `encoded` (of the file at `path`); the worker
+    /// that fills a pack stores it.
+    fn add(&self, encoded: &[u8], path: &str) -> Result<Slot, TierError> {
+        let symbols = *Digest::of(encoded).as_bytes();
+        let len = entry_len(encoded, path)?;
+        let (slot, full) = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let (number, bytes) = &mut *open;
+            let offset = u32::try_from(bytes.len()).map_err(|_| TierError::Corrupt {
+                path: path.into(),
+                why: "its symbols do not fit in a pack".into(),
+            })?;
+            bytes.extend_from_slice(encoded);
+            let slot = Slot {
+                pack: *number,
+                offset,
+                len,
+                symbols,
+            };
+            let full = (bytes.len() >= PACK_BYTES).then(|| {
+                *number += 1;
+                (*number - 1, std::mem::take(bytes))
+            });
+            (slot, full)
+        };
+        if let Some((number, bytes)) = full {
+            self.seal(number, &bytes)?;
+        }
+        Ok(slot)
+    }
+
+    fn seal(&self, number: usize, bytes: &[u8]) -> Result<(), TierError> {
+        let digest = self.job.put_blob(bytes)?;
+        let mut sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
+        sealed.push((number, digest));
+        Ok(())
+    }
+
+    /// Store the last pack; returns every pack's digest, by number.
+    fn finish(self) -> Result<Vec<[u8; 32]>, TierError> {
+        let (number, bytes) = self.open.into_inner().unwrap_or_else(|p| p.into_inner());
+        if !bytes.is_empty() {
+            let digest = self.job.put_blob(&bytes)?;
+            self.sealed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((number, digest));
+        }
+        let mut sealed = self.sealed.into_inner().unwrap_or_else(|p| p.into_inner());
+        sealed.sort_unstable();
+        debug_assert!(sealed.iter().enumerate().all(|(i, (n, _))| i == *n));
+        Ok(sealed.into_iter().map(|(_, digest)| digest).collect())
+    }
+}
+
 /// A content parsed again: its symbols and its new per-file entry.
-type Repaired = (Arc<FileSymbols>, [u8; 32]);
+type Repaired = (Arc<FileSymbols>, Loc);
 
 /// The per-file symbols of this build's rows: those parsed by a small build
 /// kept in memory, the others read from the store. Used from every thread of
@@ -835,6 +956,8 @@ pub(super) struct Loader<'a> {
     /// Contents whose per-file entry was missing or damaged, parsed again by
     /// this build: their symbols and new entry.
     repaired: Mutex<HashMap<[u8; 32], Repaired>>,
+    /// Packs a per-file entry could not be read from.
+    damaged: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl Loader<'_> {
@@ -855,7 +978,10 @@ impl Loader<'_> {
             why: format!("`{}` is not a digest", row.digest),
         })?;
         let read = match self.per_file.get(&content) {
-            Some(blob) => read_symbols(&self.job.blobs, &Digest::from_bytes(*blob)),
+            Some(at) => read_symbols(&self.job.blobs, at).inspect_err(|_| {
+                let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+                damaged.insert(at.pack);
+            }),
             None => Err(TierError::Corrupt {
                 path: self.job.project.join(&row.path),
                 why: "no per-file entry was made for it".into(),
@@ -863,23 +989,69 @@ impl Loader<'_> {
         };
         match read {
             Ok(s) => Ok(Arc::new(s)),
-            Err(e) => {
-                // One repair of a content at a time, and once: several rows
-                // and threads may ask for it.
-                let mut repaired = self.repaired.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((s, _)) = repaired.get(&content) {
-                    return Ok(s.clone());
-                }
-                tracing::warn!("symtab: {e}; parsing `{}` again", row.path);
-                let mut extractor = Extractor::new(ExtractOptions::default());
-                let symbols =
-                    read_and_extract(&mut extractor, &self.job.project, &row.path, &row.digest)?;
-                let blob = self.job.put_blob(&codec::encode_symbols(&symbols))?;
-                let symbols = Arc::new(symbols);
-                repaired.insert(content, (symbols.clone(), blob));
-                Ok(symbols)
+            Err(e) => self.repair(row, content, Some(e)),
+        }
+    }
+
+    /// Parse `row`'s content again and store its per-file entry, once: several
+    /// rows and threads may ask for it. Warns with `why` when it is the first.
+    fn repair(
+        &self,
+        row: &Row,
+        content: [u8; 32],
+        why: Option<TierError>,
+    ) -> Result<Arc<FileSymbols>, TierError> {
+        let mut repaired = self.repaired.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, _)) = repaired.get(&content) {
+            return Ok(s.clone());
+        }
+        if let Some(e) = why {
+            tracing::warn!("symtab: {e}; parsing `{}` again", row.path);
+        }
+        let mut extractor = Extractor::new(ExtractOptions::default());
+        let symbols = read_and_extract(&mut extractor, &self.job.project, &row.path, &row.digest)?;
+        let at = self
+            .job
+            .put_alone(&codec::encode_symbols(&symbols), &row.path)?;
+        let symbols = Arc::new(symbols);
+        repaired.insert(content, (symbols.clone(), at));
+        Ok(symbols)
+    }
+
+    /// Parse again every content whose per-file entry is in a pack a read
+    /// found missing or damaged, so that the entry names none: the pass reads
+    /// only the entries it needs, and a pack holds many.
+    fn repair_damaged_packs(&self, rows: &[Row]) -> Result<(), TierError> {
+        let damaged = std::mem::take(&mut *self.damaged.lock().unwrap_or_else(|p| p.into_inner()));
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        let mut n = 0;
+        for row in rows {
+            let Some(content) = digest_bytes(&row.digest) else {
+                continue;
+            };
+            let in_damaged = self
+                .per_file
+                .get(&content)
+                .is_some_and(|at| damaged.contains(&at.pack));
+            let repaired = self
+                .repaired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&content);
+            if in_damaged && !repaired {
+                self.repair(row, content, None)?;
+                n += 1;
             }
         }
+        if n > 0 {
+            tracing::warn!(
+                "symtab: {n} {} whose per-file entries were in a missing or damaged pack parsed again",
+                plural(n, "file", "files")
+            );
+        }
+        Ok(())
     }
 }
 

@@ -8,27 +8,32 @@
 //! exclude = ["tests/**"]
 //! ```
 //!
-//! # The one decision: per-file entries are blobs, entries name them
+//! # The one decision: per-file entries live in blobs, entries name them
 //!
 //! The engine keys an entry on the whole project state, but the unit of work is
 //! one file's content. So each content's [`FileSymbols`](py_symbols::FileSymbols)
-//! is a blob of the cache's store ([`Context::blobs`]), named by the digest of
-//! its encoding and shared by every project state and tier; a file is parsed
+//! is stored once in the cache's store ([`Context::blobs`]), in a pack: a blob
+//! holding the per-file entries one build wrote, each found by offset and length
+//! and checked against its own digest when read. Packs are shared by every
+//! project state and tier; a file is parsed
 //! only when no entry of the tier has a per-file entry for its content still in
 //! the store (the entry the build starts from, [`Context::previous`], first).
 //! An entry (one project state) holds an index and a per-file list, whose parts
 //! are blobs too; the build names every blob it uses to the engine
 //! ([`BuildOutcome::blobs`]), which keeps them while the entry lives and carries
-//! them to a shared cache with it. So a one-file edit writes one per-file entry,
-//! a graph bucket, one chunk of the index and one part of the per-file list.
+//! them to a shared cache with it. So a one-file edit writes a pack of one
+//! per-file entry, a graph bucket, one chunk of the index and one part of the
+//! per-file list; a full build of 11,000 files writes some 120 packs, not 11,000
+//! files.
 //!
 //! ```text
-//! <cache dir>/blobs/<2 hex>/<digest>   per-file entries, graph buckets, index chunks and
-//!                                      names, per-file list parts (the engine's store)
+//! <cache dir>/blobs/<2 hex>/<digest>   packs of per-file entries, graph buckets, index
+//!                                      chunks and names, per-file list parts (the engine's store)
 //! <tier root>/<key>/index.bin          names the index's chunks (path → content digest,
 //!                                      module, interface, consulted modules) and buckets
-//! <tier root>/<key>/per-file.bin       names 16 parts: content digest → per-file entry,
-//!                                      sorted, looked up by builds starting elsewhere
+//! <tier root>/<key>/per-file.bin       names 16 parts: content digest → per-file entry
+//!                                      (pack, offset, length, digest), sorted, looked up
+//!                                      by builds starting elsewhere
 //! ```
 //!
 //! The resolved graph is split into 256 buckets by a hash of the path, so that
@@ -71,7 +76,7 @@ pub const KIND: &str = "symtab";
 
 /// Bumped whenever the way this kind builds or lays out an entry changes: old
 /// entries then miss. (A new extractor is [`EXTRACTOR_VERSION`], in the key too.)
-pub const KIND_VERSION: u32 = 5;
+pub const KIND_VERSION: u32 = 6;
 
 /// Errors of the `symtab` tier and of [`load_table`]; each names the path involved.
 #[derive(Debug, thiserror::Error)]

@@ -2,11 +2,16 @@
 //! build finds a content in the tier's other entries with a binary search
 //! instead of decoding their indexes.
 //!
+//! A per-file entry lives in a pack, a blob of the cache's store that holds the
+//! per-file entries one build wrote, one after the other; it is found by its
+//! [`Loc`] and checked against its own digest when read.
+//!
 //! The pairs are split by the first four bits of the content digest into
 //! [`PARTS`] blobs of the cache's store, each `TPFM`, a little-endian `u32`
-//! format, then 64-byte records (content digest, per-file entry digest) in
-//! content order; `per-file.bin` itself is `TPFH`, the format, and the parts'
-//! digests. A one-file edit writes one part of some 40 KB, not all 600 KB.
+//! format, then 104-byte records (content digest, per-file entry digest, pack
+//! digest, offset and length in the pack as little-endian `u32`s) in content
+//! order; `per-file.bin` itself is `TPFH`, the format, and the parts' digests.
+//! A one-file edit writes one part of some 75 KB, not all 1.2 MB.
 
 use std::path::{Path, PathBuf};
 
@@ -19,27 +24,59 @@ use super::TierError;
 pub(crate) const PER_FILE: &str = "per-file.bin";
 const HEADER_MAGIC: [u8; 4] = *b"TPFH";
 const PART_MAGIC: [u8; 4] = *b"TPFM";
-const FORMAT: u32 = 2;
+const FORMAT: u32 = 3;
 const PREFIX: usize = 8;
-const RECORD: usize = 64;
+const RECORD: usize = 104;
 const PARTS: usize = 16;
 
-/// Content digest → digest of its per-file entry, both as bytes.
-pub(crate) type PerFile = FastMap<[u8; 32], [u8; 32]>;
+/// Where a per-file entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Loc {
+    /// The digest of the per-file entry's bytes.
+    pub symbols: [u8; 32],
+    /// The pack that holds them.
+    pub pack: [u8; 32],
+    pub offset: u32,
+    pub len: u32,
+}
+
+impl Loc {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.symbols);
+        out.extend_from_slice(&self.pack);
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+    }
+
+    /// The location in the last 72 bytes of a record.
+    fn decode(b: &[u8]) -> Loc {
+        let at = |i: usize| -> [u8; 32] { b[i..i + 32].try_into().expect("32 bytes") };
+        let word = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        Loc {
+            symbols: at(0),
+            pack: at(32),
+            offset: word(64),
+            len: word(68),
+        }
+    }
+}
+
+/// Content digest → where its per-file entry is.
+pub(crate) type PerFile = FastMap<[u8; 32], Loc>;
 
 fn part_of(content: &[u8; 32]) -> usize {
     usize::from(content[0] >> 4)
 }
 
-/// Write the `pairs` (content digest, per-file entry digest): the parts through
+/// Write the `pairs` (content digest, its per-file entry): the parts through
 /// `put`, which stores a blob and returns its digest, and `per-file.bin` into
 /// `dir`. Returns the parts' digests, which the entry names.
 pub(crate) fn save(
     dir: &Path,
-    pairs: impl IntoIterator<Item = ([u8; 32], [u8; 32])>,
+    pairs: impl IntoIterator<Item = ([u8; 32], Loc)>,
     put: impl Fn(&[u8]) -> Result<String, TierError>,
 ) -> Result<Vec<Digest>, TierError> {
-    let mut pairs: Vec<([u8; 32], [u8; 32])> = pairs.into_iter().collect();
+    let mut pairs: Vec<([u8; 32], Loc)> = pairs.into_iter().collect();
     pairs.sort_unstable();
     pairs.dedup_by(|a, b| a.0 == b.0);
     let mut parts: Vec<Vec<u8>> = (0..PARTS)
@@ -50,10 +87,10 @@ pub(crate) fn save(
             p
         })
         .collect();
-    for (content, symbols) in pairs {
+    for (content, loc) in pairs {
         let part = &mut parts[part_of(&content)];
         part.extend_from_slice(&content);
-        part.extend_from_slice(&symbols);
+        loc.encode(part);
     }
     let mut header = Vec::with_capacity(PREFIX + PARTS * 32);
     header.extend_from_slice(&HEADER_MAGIC);
@@ -111,18 +148,17 @@ pub(crate) fn load(dir: &Path, blobs: &Blobs) -> Result<PerFile, TierError> {
     for digest in parts(dir)? {
         let bytes = read_blob(blobs, &digest, "list of per-file entries")?;
         for r in records(&bytes, &blobs.path(&digest, false))? {
-            let half = |b: &[u8]| -> [u8; 32] { b.try_into().expect("32 bytes") };
-            map.insert(half(&r[..32]), half(&r[32..]));
+            map.insert(r[..32].try_into().expect("32 bytes"), Loc::decode(&r[32..]));
         }
     }
     Ok(map)
 }
 
 /// The per-file entry of the content `digest` (hex) in `map`, read from `dir`.
-pub(crate) fn of(map: &PerFile, dir: &Path, digest: &str) -> Result<Digest, TierError> {
+pub(crate) fn of(map: &PerFile, dir: &Path, digest: &str) -> Result<Loc, TierError> {
     digest_bytes(digest)
         .and_then(|d| map.get(&d))
-        .map(|s| Digest::from_bytes(*s))
+        .copied()
         .ok_or_else(|| TierError::Corrupt {
             path: dir.join(PER_FILE),
             why: format!("it names no per-file entry for the content {digest}"),
@@ -138,7 +174,7 @@ pub(crate) fn find(
     entries: &[PathBuf],
     wanted: &[[u8; 32]],
     blobs: &Blobs,
-) -> Vec<([u8; 32], [u8; 32])> {
+) -> Vec<([u8; 32], Loc)> {
     let mut found = Vec::new();
     let mut left: Vec<[u8; 32]> = wanted.to_vec();
     for dir in entries {
@@ -162,13 +198,13 @@ pub(crate) fn find(
 }
 
 /// Binary search of the part `digest` for `content`.
-fn search(blobs: &Blobs, digest: &Digest, content: &[u8; 32]) -> Option<[u8; 32]> {
+fn search(blobs: &Blobs, digest: &Digest, content: &[u8; 32]) -> Option<Loc> {
     let bytes = blobs.read(digest).ok()??;
     let records = records(&bytes, &blobs.path(digest, false)).ok()?;
     let i = records
         .binary_search_by(|r| r[..32].cmp(content.as_slice()))
         .ok()?;
-    records[i][32..].try_into().ok()
+    Some(Loc::decode(&records[i][32..]))
 }
 
 fn has_prefix(bytes: &[u8], magic: [u8; 4]) -> bool {
@@ -191,14 +227,20 @@ mod tests {
             std::fs::create_dir_all(p).unwrap();
         }
         let d = |n: u8| [n; 32];
-        save(&paths[0], (1..=9).map(|n| (d(n * 20), d(100 + n))), put).unwrap();
-        save(&paths[1], [(d(40), d(200)), (d(50), d(201))], put).unwrap();
+        let l = |n: u8| Loc {
+            symbols: d(n),
+            pack: d(n / 2),
+            offset: u32::from(n) << 20,
+            len: u32::from(n) + 1,
+        };
+        save(&paths[0], (1..=9).map(|n| (d(n * 20), l(100 + n))), put).unwrap();
+        save(&paths[1], [(d(40), l(200)), (d(50), l(201))], put).unwrap();
         let mut got = find(&paths, &[d(40), d(50), d(180), d(70)], &blobs);
         got.sort();
-        assert_eq!(got, [(d(40), d(102)), (d(50), d(201)), (d(180), d(109))]);
-        assert_eq!(load(&paths[1], &blobs).unwrap().get(&d(50)), Some(&d(201)));
+        assert_eq!(got, [(d(40), l(102)), (d(50), l(201)), (d(180), l(109))]);
+        assert_eq!(load(&paths[1], &blobs).unwrap().get(&d(50)), Some(&l(201)));
         // Not a list of this layout: knows nothing, and `load` says why.
-        std::fs::write(paths[1].join(PER_FILE), b"TPFH\x02\0\0\0short").unwrap();
+        std::fs::write(paths[1].join(PER_FILE), b"TPFH\x03\0\0\0short").unwrap();
         assert!(find(&paths[1..], &[d(50)], &blobs).is_empty());
         assert!(load(&paths[1], &blobs).is_err());
     }

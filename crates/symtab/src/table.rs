@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::build::Counts;
-use super::per_file;
+use super::per_file::{self, Loc};
 use super::TierError;
 use py_symbols::{codec, FileSymbols, ResolvedGraph, EXTRACTOR_VERSION, SCHEMA_VERSION};
 use tiers_core::{Blobs, Digest};
@@ -18,7 +18,7 @@ use tiers_core::{Blobs, Digest};
 pub const EXPORT_SCHEMA_VERSION: u32 = 2;
 
 /// Version of an entry's layout (`index.bin`, the directories).
-pub(crate) const INDEX_FORMAT: u32 = 5;
+pub(crate) const INDEX_FORMAT: u32 = 6;
 pub(crate) const INDEX: &str = "index.bin";
 const INDEX_MAGIC: [u8; 4] = *b"TIDX";
 
@@ -639,11 +639,29 @@ pub(crate) fn read_bucket(blobs: &Blobs, digest: &str) -> Result<Vec<u8>, TierEr
     read_blob(blobs, &blob_digest(digest)?, "graph bucket")
 }
 
-/// The per-file entry `digest`, from the store.
-pub(crate) fn read_symbols(blobs: &Blobs, digest: &Digest) -> Result<FileSymbols, TierError> {
-    let bytes = read_blob(blobs, digest, "per-file entry")?;
-    let path = blobs.path(digest, false);
-    codec::decode_symbols(&bytes).map_err(corrupt(&path))
+/// The per-file entry at `loc`, from its pack in the store, checked against
+/// its digest: one missing or damaged is an error naming the pack
+/// ([`TierError::Blob`]).
+pub(crate) fn read_symbols(blobs: &Blobs, loc: &Loc) -> Result<FileSymbols, TierError> {
+    let pack = Digest::from_bytes(loc.pack);
+    let path = blobs.path(&pack, false);
+    let read = blobs.read_part(
+        &pack,
+        u64::from(loc.offset),
+        loc.len as usize,
+        &Digest::from_bytes(loc.symbols),
+    );
+    match read {
+        Ok(Some(bytes)) => codec::decode_symbols(&bytes).map_err(corrupt(&path)),
+        Ok(None) => Err(TierError::Blob {
+            what: "pack of per-file entries",
+            path,
+        }),
+        Err(e) => Err(TierError::Read {
+            path,
+            source: std::io::Error::other(e.to_string()),
+        }),
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TierError> {
@@ -828,7 +846,7 @@ mod tests {
         swapped.save(&dir, None, put).unwrap();
         let err = Index::load(&dir, &blobs).unwrap_err();
         assert!(
-            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 6")),
+            matches!(&err, TierError::Corrupt { path, why } if path.ends_with("index.bin") && why.contains("format is 7")),
             "{err:?}"
         );
         assert!(
