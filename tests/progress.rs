@@ -106,7 +106,8 @@ fn summary_line<'a>(text: &'a str, status: &str, tier: &str) -> Option<&'a str> 
 
 #[test]
 fn a_terminal_build_shows_each_running_tier_then_the_summary() {
-    let modules = 2000;
+    // Enough files that parsing lasts past the display's first frames.
+    let modules = 5000;
     let p = corpus(modules, 8);
     // Every module and package `__init__.py` has a content of its own.
     let total = format!(
