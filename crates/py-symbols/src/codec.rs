@@ -74,6 +74,20 @@ pub fn decode_symbols(bytes: &[u8]) -> Result<FileSymbols> {
     Ok(s)
 }
 
+/// [`decode_symbols`] of what a module's [`Interface`](crate::Interface) and
+/// its resolution ([`resolve_file`](crate::resolve_file)) read: the text they
+/// do not read is skipped, not checked, and left empty (docstrings, bases and
+/// keywords of classes, annotations, defaults, and the callee text of call
+/// sites, whose dotted form is kept).
+pub fn decode_symbols_to_resolve(bytes: &[u8]) -> Result<FileSymbols> {
+    let mut r = Reader::new(bytes);
+    r.lean = true;
+    r.header(SYMBOLS_MAGIC)?;
+    let s = decode_file_symbols(&mut r)?;
+    r.finish()?;
+    Ok(s)
+}
+
 /// Encodes one module's resolution: a record body of a bucket, no header.
 pub fn encode_resolved(m: &ResolvedModule) -> Vec<u8> {
     let hint = 64
@@ -357,12 +371,18 @@ pub struct Reader<'a> {
     /// itself ([`Reader::error`]). Moved past the end, the reader has nothing
     /// left to read.
     pub at: usize,
+    /// Skip the text resolution does not read ([`decode_symbols_to_resolve`]).
+    lean: bool,
 }
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `bytes`.
     pub fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, at: 0 }
+        Reader {
+            bytes,
+            at: 0,
+            lean: false,
+        }
     }
 
     /// An error found at `offset`: what a caller's own check of the values
@@ -559,6 +579,32 @@ impl<'a> Reader<'a> {
         self.vec(Self::str)
     }
 
+    /// A string resolution does not read: empty, its bytes skipped, in a
+    /// lean reader.
+    #[inline]
+    fn text(&mut self) -> Result<String> {
+        if !self.lean {
+            return self.str();
+        }
+        let n = self.len("string length")?;
+        self.take(n)?;
+        Ok(String::new())
+    }
+
+    /// [`Reader::text`] of an optional string: `None` in a lean reader.
+    #[inline]
+    fn opt_text(&mut self) -> Result<Option<String>> {
+        let text = self.opt(Self::text)?;
+        Ok(text.filter(|_| !self.lean))
+    }
+
+    /// [`Reader::text`] of a list of strings: empty in a lean reader.
+    #[inline]
+    fn texts(&mut self) -> Result<Vec<String>> {
+        let texts = self.vec(Self::text)?;
+        Ok(if self.lean { Vec::new() } else { texts })
+    }
+
     #[inline]
     pub(crate) fn pos(&mut self) -> Result<Pos> {
         Ok(Pos {
@@ -601,7 +647,7 @@ fn encode_file_symbols(w: &mut Writer, s: &FileSymbols) {
 
 fn decode_file_symbols(r: &mut Reader<'_>) -> Result<FileSymbols> {
     Ok(FileSymbols {
-        docstring: r.opt_str()?,
+        docstring: r.opt_text()?,
         imports: r.vec(decode_import)?,
         classes: r.vec(decode_class)?,
         functions: r.vec(decode_function)?,
@@ -681,10 +727,10 @@ fn decode_class(r: &mut Reader<'_>) -> Result<Class> {
         name: r.str()?,
         qualname: r.str()?,
         parent: r.opt_str()?,
-        bases: r.strs()?,
-        keywords: r.strs()?,
+        bases: r.texts()?,
+        keywords: r.texts()?,
         decorators: r.strs()?,
-        docstring: r.opt_str()?,
+        docstring: r.opt_text()?,
         methods: r.strs()?,
         classes: r.strs()?,
         attributes: r.vec(decode_variable)?,
@@ -715,9 +761,9 @@ fn decode_function(r: &mut Reader<'_>) -> Result<Function> {
         is_method: r.bool()?,
         is_async: r.bool()?,
         parameters: r.vec(decode_parameter)?,
-        returns: r.opt_str()?,
+        returns: r.opt_text()?,
         decorators: r.strs()?,
-        docstring: r.opt_str()?,
+        docstring: r.opt_text()?,
         calls: r.vec(decode_call_site)?,
         span: r.span()?,
     })
@@ -734,8 +780,8 @@ fn decode_parameter(r: &mut Reader<'_>) -> Result<Parameter> {
     Ok(Parameter {
         name: r.str()?,
         kind: decode_param_kind(r)?,
-        annotation: r.opt_str()?,
-        default: r.opt_str()?,
+        annotation: r.opt_text()?,
+        default: r.opt_text()?,
     })
 }
 
@@ -770,7 +816,7 @@ fn encode_variable(w: &mut Writer, v: &Variable) {
 fn decode_variable(r: &mut Reader<'_>) -> Result<Variable> {
     Ok(Variable {
         name: r.str()?,
-        annotation: r.opt_str()?,
+        annotation: r.opt_text()?,
         span: r.span()?,
     })
 }
@@ -783,7 +829,7 @@ fn encode_call_site(w: &mut Writer, c: &CallSite) {
 
 fn decode_call_site(r: &mut Reader<'_>) -> Result<CallSite> {
     Ok(CallSite {
-        callee: r.str()?,
+        callee: r.text()?,
         dotted: r.opt_str()?,
         pos: r.pos()?,
     })
@@ -1151,6 +1197,48 @@ async def main() -> None:
         error_kinds.sort_by_key(|d| format!("{d:?}"));
         error_kinds.dedup();
         assert_eq!(error_kinds.len(), 4, "{error_kinds:?}");
+    }
+
+    #[test]
+    fn a_lean_decode_gives_the_same_interface_and_resolution() {
+        use crate::{resolve_file, FileToResolve, Interface, ModuleInfo, Modules};
+        /// Every module the resolution asks about is the file itself.
+        struct One(ModuleInfo);
+        impl Modules for One {
+            fn get(&self, module: &str) -> Option<&ModuleInfo> {
+                (module == self.0.interface.module).then_some(&self.0)
+            }
+            fn has_submodules(&self, _: &str) -> bool {
+                false
+            }
+        }
+        let full = extract(RICH.as_bytes());
+        let encoded = encode_symbols(&full);
+        let lean = decode_symbols_to_resolve(&encoded).unwrap();
+        assert_ne!(lean, full, "text is left out");
+        assert!(lean.docstring.is_none() && lean.calls.iter().all(|c| c.callee.is_empty()));
+        for is_package in [false, true] {
+            let interface = Interface::new("pkg.rich", is_package, &full);
+            assert_eq!(Interface::new("pkg.rich", is_package, &lean), interface);
+            let world = One(ModuleInfo::new(interface));
+            let resolve = |symbols| {
+                resolve_file(
+                    &world,
+                    FileToResolve {
+                        module: "pkg.rich",
+                        is_package,
+                        symbols,
+                        symbols_digest: "d",
+                        interface: None,
+                    },
+                )
+            };
+            let resolved = resolve(&full);
+            assert!(!resolved.calls.is_empty(), "the sample resolves calls");
+            assert_eq!(resolve(&lean), resolved);
+        }
+        // A cut entry is still refused.
+        assert!(decode_symbols_to_resolve(&encoded[..encoded.len() - 1]).is_err());
     }
 
     #[test]

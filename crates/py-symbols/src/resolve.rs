@@ -878,9 +878,12 @@ enum Found<'s> {
 impl<'s> Scopes<'s> {
     fn new(this: FileToResolve<'s>) -> Self {
         let symbols = this.symbols;
-        let mut bound: FastMap<&'s str, Vec<Bound<'s>>> = FastMap::default();
-        let mut tree = FastMap::default();
-        let mut receivers = FastMap::default();
+        let scopes = symbols.functions.len() + symbols.classes.len();
+        let mut bound: FastMap<&'s str, Vec<Bound<'s>>> =
+            FastMap::with_capacity_and_hasher(scopes, Default::default());
+        let mut tree = FastMap::with_capacity_and_hasher(scopes, Default::default());
+        let mut receivers =
+            FastMap::with_capacity_and_hasher(symbols.functions.len(), Default::default());
         for function in &symbols.functions {
             let qualname = function.qualname.as_str();
             tree.insert(qualname, (false, function.parent.as_deref()));

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::cross::{Fragments, Fresh, Pass};
 use super::per_file::{self, Loc, PerFile};
 use super::table::{
-    blob_digest, bucket_of, read_bucket, read_symbols, Index, IndexFile, Names, Parts, INDEX,
+    blob_digest, bucket_of, read_bucket, read_symbols_with, Index, IndexFile, Names, Parts, INDEX,
     INDEX_FORMAT,
 };
 use super::TierError;
@@ -961,15 +961,17 @@ pub(super) struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// The symbols of `row`'s content, from the store. A per-file entry that
-    /// is missing or cannot be read back is parsed again from the file (when
-    /// it still has this content) and stored again.
+    /// The symbols of `row`'s content, from the store, as resolution reads
+    /// them: the text it does not read may be left out
+    /// ([`codec::decode_symbols_to_resolve`]). A per-file entry that is
+    /// missing or cannot be read back is parsed again from the file (when it
+    /// still has this content) and stored again.
     pub fn load(&self, row: &Row) -> Result<Arc<FileSymbols>, TierError> {
         if let Some(s) = self.kept.get(&row.digest) {
             return Ok(s.clone());
         }
         if let Some(e) = self.encoded.get(&row.digest) {
-            if let Ok(s) = codec::decode_symbols(e) {
+            if let Ok(s) = codec::decode_symbols_to_resolve(e) {
                 return Ok(Arc::new(s));
             }
         }
@@ -978,10 +980,11 @@ impl Loader<'_> {
             why: format!("`{}` is not a digest", row.digest),
         })?;
         let read = match self.per_file.get(&content) {
-            Some(at) => read_symbols(&self.job.blobs, at).inspect_err(|_| {
-                let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
-                damaged.insert(at.pack);
-            }),
+            Some(at) => read_symbols_with(&self.job.blobs, at, codec::decode_symbols_to_resolve)
+                .inspect_err(|_| {
+                    let mut damaged = self.damaged.lock().unwrap_or_else(|p| p.into_inner());
+                    damaged.insert(at.pack);
+                }),
             None => Err(TierError::Corrupt {
                 path: self.job.project.join(&row.path),
                 why: "no per-file entry was made for it".into(),

@@ -640,9 +640,18 @@ pub(crate) fn read_bucket(blobs: &Blobs, digest: &str) -> Result<Vec<u8>, TierEr
 }
 
 /// The per-file entry at `loc`, from its pack in the store, checked against
-/// its digest: one missing or damaged is an error naming the pack
-/// ([`TierError::Blob`]).
+/// its digest and decoded whole: one missing or damaged is an error naming the
+/// pack ([`TierError::Blob`]).
 pub(crate) fn read_symbols(blobs: &Blobs, loc: &Loc) -> Result<FileSymbols, TierError> {
+    read_symbols_with(blobs, loc, codec::decode_symbols)
+}
+
+/// [`read_symbols`], decoded by `decode`.
+pub(crate) fn read_symbols_with(
+    blobs: &Blobs,
+    loc: &Loc,
+    decode: fn(&[u8]) -> Result<FileSymbols, codec::CodecError>,
+) -> Result<FileSymbols, TierError> {
     let pack = Digest::from_bytes(loc.pack);
     let path = blobs.path(&pack, false);
     let read = blobs.read_part(
@@ -652,7 +661,7 @@ pub(crate) fn read_symbols(blobs: &Blobs, loc: &Loc) -> Result<FileSymbols, Tier
         &Digest::from_bytes(loc.symbols),
     );
     match read {
-        Ok(Some(bytes)) => codec::decode_symbols(&bytes).map_err(corrupt(&path)),
+        Ok(Some(bytes)) => decode(&bytes).map_err(corrupt(&path)),
         Ok(None) => Err(TierError::Blob {
             what: "pack of per-file entries",
             path,
