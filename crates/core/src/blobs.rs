@@ -14,7 +14,7 @@
 //! A blob is written once, by rename, read-only, and never changed. An entry is its
 //! marker plus a [`Tree`] (`entry.tree`): the entry's files, each a hard link to its
 //! blob (a copy across file systems), and the blobs a kind names without
-//! materializing them (the symtab kind's per-file symbols). Who deletes what:
+//! materializing them (the symtab kind's packs of per-file symbols). Who deletes what:
 //! retention and `tiers gc` remove entries; only a sweep removes blobs, and only
 //! those no entry of a registered root names, under the exclusive lock, so never
 //! while a build (which holds the lock shared from its first read to its
