@@ -535,40 +535,50 @@ impl Job {
             .map(|(_, at)| Digest::from_bytes(at.pack))
             .chain(buckets_named)
             .collect();
-        named.extend(per_file::save(&self.build_dir, pairs, |b| self.put(b))?);
-        let mut index = Index {
-            format: INDEX_FORMAT,
-            extractor_version: EXTRACTOR_VERSION,
-            schema_version: SCHEMA_VERSION,
-            counts: counts.clone(),
-            files: rows
-                .iter()
-                .zip(interfaces)
-                .zip(deps.iter_mut())
-                .map(|((r, interface), deps)| {
-                    (
-                        r.path.clone(),
-                        IndexFile {
-                            digest: r.digest.clone(),
-                            module: r.module.clone(),
-                            interface,
-                            errors: errors.get(r.digest.as_str()).copied().unwrap_or(0),
-                            deps: std::mem::replace(deps, Arc::new([])),
-                        },
-                    )
-                })
-                .collect(),
-            names,
-            graph: buckets,
-        };
-        index.compact_names();
-        let from = prev.map(|p| (&p.index, &p.parts));
-        for part in index.save(&self.build_dir, from, |bytes| self.put(bytes))? {
+        // The per-file list and the index are written side by side.
+        let (per_file_parts, index_parts) = std::thread::scope(|scope| {
+            let per_file = scope.spawn(|| per_file::save(&self.build_dir, pairs, |b| self.put(b)));
+            let mut index = Index {
+                format: INDEX_FORMAT,
+                extractor_version: EXTRACTOR_VERSION,
+                schema_version: SCHEMA_VERSION,
+                counts: counts.clone(),
+                files: rows
+                    .iter()
+                    .zip(interfaces)
+                    .zip(deps.iter_mut())
+                    .map(|((r, interface), deps)| {
+                        (
+                            r.path.clone(),
+                            IndexFile {
+                                digest: r.digest.clone(),
+                                module: r.module.clone(),
+                                interface,
+                                errors: errors.get(r.digest.as_str()).copied().unwrap_or(0),
+                                deps: std::mem::replace(deps, Arc::new([])),
+                            },
+                        )
+                    })
+                    .collect(),
+                names,
+                graph: buckets,
+            };
+            index.compact_names();
+            let from = prev.map(|p| (&p.index, &p.parts));
+            let index_parts = index.save(&self.build_dir, from, |bytes| self.put(bytes));
+            free_later(index);
+            let per_file_parts = match per_file.join() {
+                Ok(parts) => parts,
+                Err(panic) => std::panic::resume_unwind(panic),
+            };
+            (per_file_parts, index_parts)
+        });
+        named.extend(per_file_parts?);
+        for part in index_parts? {
             named.push(blob_digest(&part)?);
         }
         named.sort_unstable();
         named.dedup();
-        free_later(index);
         clock.lap("index.bin");
         Ok((counts, named))
     }
