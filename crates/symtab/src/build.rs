@@ -190,6 +190,8 @@ impl Prev {
 pub(super) struct Row {
     pub path: String,
     pub digest: String,
+    /// The digest as bytes (`None` if it is not one).
+    pub content: Option<[u8; 32]>,
     pub module: Option<String>,
 }
 
@@ -317,6 +319,7 @@ impl Job {
                 module: module_name(path, &names),
                 path: path.clone(),
                 digest: digest.clone(),
+                content: digest_bytes(digest),
             })
             .collect()
     }
@@ -331,7 +334,8 @@ impl Job {
         rows: &[Row],
         clock: Clock,
     ) -> Result<(Counts, Vec<Digest>), TierError> {
-        let mut by_digest: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        let mut by_digest: FastMap<&str, Vec<usize>> =
+            FastMap::with_capacity_and_hasher(rows.len(), Default::default());
         for (i, r) in rows.iter().enumerate() {
             by_digest.entry(&r.digest).or_default().push(i);
         }
@@ -339,8 +343,8 @@ impl Job {
         let mut elsewhere: PerFile = PerFile::default();
         if !self.scratch {
             let unknown: Vec<[u8; 32]> = by_digest
-                .keys()
-                .filter_map(|d| digest_bytes(d))
+                .values()
+                .filter_map(|rs| rows[rs[0]].content)
                 .filter(|d| !known.contains_key(d))
                 .collect();
             elsewhere.extend(per_file::find(&self.others, &unknown, &self.blobs));
@@ -359,8 +363,8 @@ impl Job {
                 path: self.blobs.dir().to_owned(),
                 source: std::io::Error::other(e.to_string()),
             })?;
-        let stored = |digest: &str| {
-            let Some(content) = digest_bytes(digest) else {
+        let stored = |content: Option<[u8; 32]>| {
+            let Some(content) = content else {
                 return false;
             };
             match (known.get(&content), elsewhere.get(&content)) {
@@ -369,11 +373,12 @@ impl Job {
                 (None, None) => false,
             }
         };
-        let to_parse: Vec<(&str, &[usize])> = by_digest
+        let mut to_parse: Vec<(&str, &[usize])> = by_digest
             .iter()
-            .filter(|(&digest, _)| !stored(digest))
+            .filter(|(_, rs)| !stored(rows[rs[0]].content))
             .map(|(d, rs)| (*d, rs.as_slice()))
             .collect();
+        to_parse.sort_unstable_by_key(|(digest, _)| *digest);
         known.extend(elsewhere);
         self.build_with(prev, known, rows, &to_parse, clock)
     }
@@ -517,8 +522,7 @@ impl Job {
                 .count(),
         };
         let pair_of = |r: &Row| -> Result<([u8; 32], Loc), TierError> {
-            let content = digest_bytes(&r.digest);
-            content
+            r.content
                 .and_then(|c| Some((c, *per_file.get(&c)?)))
                 .ok_or_else(|| TierError::Corrupt {
                     path: self.project.join(&r.path),

@@ -313,8 +313,22 @@ impl Index {
                 start = i + 1;
             }
         }
+        // Each row's line in the old index: both are in path order, walked
+        // side by side.
+        let old_rows: Vec<Option<&IndexFile>> = match from {
+            Some((old, _)) => {
+                let mut old = old.files.iter().peekable();
+                rows.iter()
+                    .map(|(path, _)| {
+                        while old.next_if(|(p, _)| p.as_str() < path.as_str()).is_some() {}
+                        old.next_if(|(p, _)| *p == *path).map(|(_, f)| f)
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         let unchanged = |from_row: usize, to_row: usize| -> Option<String> {
-            let (old, parts) = from?;
+            let (_, parts) = from?;
             let chunk = &rows[from_row..to_row];
             let key = (
                 chunk[0].0.clone(),
@@ -324,7 +338,8 @@ impl Index {
             let digest = parts.chunks.get(&key)?;
             chunk
                 .iter()
-                .all(|(path, f)| old.files.get(*path).is_some_and(|o| o == *f))
+                .zip(&old_rows[from_row..to_row])
+                .all(|((_, f), old)| old.is_some_and(|o| o == *f))
                 .then(|| digest.clone())
         };
         let chunks = super::build::par_map(&bounds, |&(from, to)| {
