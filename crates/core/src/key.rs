@@ -100,10 +100,39 @@ pub struct KeyDoc {
     pub options: BTreeMap<String, Value>,
     #[serde(default)]
     pub toolchain: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "in_order")]
     pub inputs: BTreeMap<String, String>,
     #[serde(default)]
     pub upstream: BTreeMap<String, Key>,
+}
+
+/// A map read as a list, then built in one go: a marker's 10,000 inputs come in
+/// order, and inserting them one at a time compared paths at every level.
+fn in_order<'de, D>(d: D) -> std::result::Result<BTreeMap<String, String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Pairs;
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(String, String)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of strings")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 16));
+            while let Some(pair) = map.next_entry()? {
+                pairs.push(pair);
+            }
+            Ok(pairs)
+        }
+    }
+    // Equal keys: the last one wins, as inserting them one at a time does.
+    Ok(d.deserialize_map(Pairs)?.into_iter().collect())
 }
 
 impl KeyDoc {
@@ -339,6 +368,25 @@ pub enum Freshness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inputs_are_read_in_one_go_with_the_last_of_equal_paths() {
+        let doc: KeyDoc = serde_json::from_str(
+            r#"{"format":1,"kind":"k","kind_version":1,
+                "inputs":{"b.py":"2","a.py":"1","b.py":"3"}}"#,
+        )
+        .unwrap();
+        let inputs: Vec<(&str, &str)> = doc
+            .inputs
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_str()))
+            .collect();
+        assert_eq!(inputs, [("a.py", "1"), ("b.py", "3")]);
+        assert!(serde_json::from_str::<KeyDoc>(
+            r#"{"format":1,"kind":"k","kind_version":1,"inputs":["a.py"]}"#
+        )
+        .is_err());
+    }
 
     fn doc(inputs: &[(&str, &str)]) -> KeyDoc {
         let mut d = KeyDoc::new("command", 1).option("run", ["make"]);
