@@ -30,7 +30,7 @@ use py_symbols::{read_source, sha256_hex, ModuleInfo};
 const KEEP_PARSED: usize = 2000;
 
 /// A pack of per-file entries is sealed once it holds this many bytes: a full
-/// build of 10,000 files stores some 120 blobs, not 10,000.
+/// build of 9,350 contents stores 71 blobs, not 9,350.
 const PACK_BYTES: usize = 1 << 20;
 
 /// What a build did: recorded in the entry marker's `data` and in `index.bin`.
@@ -867,7 +867,7 @@ fn entry_len(encoded: &[u8], path: &str) -> Result<u32, TierError> {
 
 /// The per-file entries a build writes, packed into blobs of some
 /// [`PACK_BYTES`] each, shared by the parse workers: a file per entry made a
-/// full build create 10,000 files, whose cost depends on the file system's
+/// full build create 9,350 files, whose cost depends on the file system's
 /// state (ext4 scans for recently deleted inodes on each create).
 struct Packer<'j> {
     job: &'j Job,

@@ -23,7 +23,7 @@
 //! ([`BuildOutcome::blobs`]), which keeps them while the entry lives and carries
 //! them to a shared cache with it. So a one-file edit writes a pack of one
 //! per-file entry, a graph bucket, one chunk of the index and one part of the
-//! per-file list; a full build of 11,000 files writes some 120 packs, not 11,000
+//! per-file list; a full build of 9,350 contents writes 71 packs, not 9,350
 //! files.
 //!
 //! ```text

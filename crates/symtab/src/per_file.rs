@@ -11,7 +11,7 @@
 //! format, then 104-byte records (content digest, per-file entry digest, pack
 //! digest, offset and length in the pack as little-endian `u32`s) in content
 //! order; `per-file.bin` itself is `TPFH`, the format, and the parts' digests.
-//! A one-file edit writes one part of some 75 KB, not all 1.2 MB.
+//! A one-file edit writes one part of some 76 KB, not all 1.2 MB.
 
 use std::path::{Path, PathBuf};
 
