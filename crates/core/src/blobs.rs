@@ -429,6 +429,12 @@ impl Blobs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(&path, e)),
         };
+        // A part the blob cannot hold is not read (nor its room allocated).
+        let size = file.metadata().at(&path)?.len();
+        if (offset.checked_add(len as u64)).is_none_or(|end| end > size) {
+            drop(file);
+            return Ok(self.read(digest)?.and(None));
+        }
         let mut bytes = vec![0; len];
         let read = file.read_exact_at(&mut bytes, offset);
         drop(file);
@@ -949,6 +955,11 @@ mod tests {
         );
         // Beyond the end, or another part's digest: not this part.
         assert_eq!(blobs.read_part(&pack, 9, 3, &two).unwrap(), None);
+        assert_eq!(
+            blobs.read_part(&pack, 3, u32::MAX as usize, &two).unwrap(),
+            None
+        );
+        assert_eq!(blobs.read_part(&pack, u64::MAX, 3, &two).unwrap(), None);
         assert_eq!(blobs.read_part(&pack, 0, 3, &two).unwrap(), None);
         assert!(blobs.contains(&pack), "a whole blob is kept");
         // The blob damaged in place: the part's check fails, the whole blob's
