@@ -51,6 +51,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench import free_port, wait_port  # noqa: E402
+
 EDIT = '\nprint("moves edit")\n'
 EDITED = os.path.join("json", "encoder.py")
 TRAFFIC = re.compile(
@@ -61,24 +64,6 @@ TRAFFIC = re.compile(
 REDIS_WRITES = {"set", "setex", "psetex", "setnx", "mset", "msetnx", "append", "setrange",
                 "getset", "getdel", "del", "unlink", "rename", "renamenx", "copy",
                 "hset", "hmset", "hsetnx", "expire", "pexpire", "expireat", "pexpireat"}
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited with {proc.returncode}")
-        try:
-            return socket.create_connection(("127.0.0.1", port), timeout=10)
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"nothing listens on {port}")
 
 
 class Redis:
@@ -93,7 +78,8 @@ class Redis:
              "--appendonly", "no", "--maxmemory", "0", "--dir", d],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            self.sock = wait_port(self.port, self.proc)
+            wait_port(self.port, self.proc)
+            self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
         except BaseException:
             self.proc.kill()
             raise
