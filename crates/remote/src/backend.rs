@@ -224,12 +224,7 @@ impl Backend {
         path: &str,
         range: Range<u64>,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
-        Traffic::add(&self.traffic.reads, 1);
-        let got = self.read_range(path, range).await;
-        if let Ok(Some(b)) = &got {
-            Traffic::add(&self.traffic.down, b.len() as u64);
-        }
-        got
+        self.counted_read(path, Some(range)).await
     }
 
     /// Whether an object of `bytes` bytes is at `path`: one ranged read of its
@@ -240,15 +235,30 @@ impl Backend {
             return Ok(false);
         };
         Ok(self
-            .read_range(path, last..bytes)
+            .read(path, Some(last..bytes))
             .await?
             .is_some_and(|b| b.len() == 1))
     }
 
-    async fn read_range(
+    /// [`Backend::read`], counted in the traffic.
+    async fn counted_read(
         &self,
         path: &str,
-        range: Range<u64>,
+        range: Option<Range<u64>>,
+    ) -> Result<Option<Vec<u8>>, RemoteError> {
+        Traffic::add(&self.traffic.reads, 1);
+        let got = self.read(path, range).await;
+        if let Ok(Some(b)) = &got {
+            Traffic::add(&self.traffic.down, b.len() as u64);
+        }
+        got
+    }
+
+    /// The object at `path`, or `range` of it; `None` when there is no object.
+    async fn read(
+        &self,
+        path: &str,
+        range: Option<Range<u64>>,
     ) -> Result<Option<Vec<u8>>, RemoteError> {
         if let Some(root) = &self.fs_root {
             let got = self
@@ -259,9 +269,14 @@ impl Backend {
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
                         Err(e) => return Err(e),
                     };
-                    f.seek(SeekFrom::Start(range.start))?;
                     let mut bytes = Vec::new();
-                    f.take(range.end - range.start).read_to_end(&mut bytes)?;
+                    match range {
+                        Some(range) => {
+                            f.seek(SeekFrom::Start(range.start))?;
+                            f.take(range.end - range.start).read_to_end(&mut bytes)?
+                        }
+                        None => f.read_to_end(&mut bytes)?,
+                    };
                     Ok(Some(bytes))
                 })
                 .await;
@@ -272,7 +287,11 @@ impl Backend {
         }
         let got = self
             .call("read", path, || async {
-                match self.op().read_with(path).range(range.clone()).await {
+                let mut read = self.op().read_with(path);
+                if let Some(range) = &range {
+                    read = read.range(range.clone());
+                }
+                match read.await {
                     Ok(buf) => Ok(Some(buf.to_vec())),
                     Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
                     // Asked past the end: an object shorter than its record says.
@@ -388,41 +407,7 @@ impl Backend {
 
     /// The object at `path`; `None` when there is none.
     pub async fn get(&self, path: &str) -> Result<Option<Vec<u8>>, RemoteError> {
-        Traffic::add(&self.traffic.reads, 1);
-        let got = self.get_whole(path).await;
-        if let Ok(Some(b)) = &got {
-            Traffic::add(&self.traffic.down, b.len() as u64);
-        }
-        got
-    }
-
-    async fn get_whole(&self, path: &str) -> Result<Option<Vec<u8>>, RemoteError> {
-        if let Some(root) = &self.fs_root {
-            let got = self
-                .fs_call(root, "read", path, |file| match std::fs::read(&file) {
-                    Ok(bytes) => Ok(Some(bytes)),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e),
-                })
-                .await;
-            if let Err(e) = &got {
-                self.fail(e);
-            }
-            return got;
-        }
-        let got = self
-            .call("read", path, || async {
-                match self.op().read(path).await {
-                    Ok(buf) => Ok(Some(buf.to_vec())),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e),
-                }
-            })
-            .await;
-        if let Err(e) = &got {
-            self.fail(e);
-        }
-        got
+        self.counted_read(path, None).await
     }
 
     pub async fn put(&self, path: &str, bytes: Vec<u8>) -> Result<(), RemoteError> {
