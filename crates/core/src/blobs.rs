@@ -189,7 +189,7 @@ impl Tree {
     /// [`Tree::encode`] read back; every path must be relative and stay inside
     /// the entry.
     pub fn decode(bytes: &[u8]) -> std::result::Result<Tree, String> {
-        let mut r = TreeReader { bytes, at: 0 };
+        let mut r = ByteReader::new(bytes, "the tree");
         if r.take(4)? != TREE_MAGIC {
             return Err("not a tree".into());
         }
@@ -222,7 +222,7 @@ impl Tree {
         for _ in 0..r.count(32)? {
             tree.named.push(r.digest()?);
         }
-        if r.at != bytes.len() {
+        if !r.is_done() {
             return Err("trailing bytes after the tree".into());
         }
         Ok(tree)
@@ -250,21 +250,37 @@ fn path_of_bytes(b: &[u8]) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(b).into_owned())
 }
 
-struct TreeReader<'a> {
+/// A bounded reader of the store's binary formats (a tree here, a pack index
+/// in the shared cache): every read is checked against the bytes left, and
+/// an error says where, in `what`.
+pub struct ByteReader<'a> {
     bytes: &'a [u8],
     at: usize,
+    what: &'static str,
 }
 
-impl TreeReader<'_> {
-    fn take(&mut self, n: usize) -> std::result::Result<&[u8], String> {
+impl<'a> ByteReader<'a> {
+    /// A reader at the start of `bytes`, which hold `what` ("the tree").
+    pub fn new(bytes: &'a [u8], what: &'static str) -> Self {
+        ByteReader { bytes, at: 0, what }
+    }
+
+    /// Whether every byte was read.
+    pub fn is_done(&self) -> bool {
+        self.at == self.bytes.len()
+    }
+
+    /// The next `n` bytes.
+    pub fn take(&mut self, n: usize) -> std::result::Result<&'a [u8], String> {
         let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("the tree ends early, at byte {}", self.at))?;
+        let end = end.ok_or_else(|| format!("{} ends early, at byte {}", self.what, self.at))?;
         let out = &self.bytes[self.at..end];
         self.at = end;
         Ok(out)
     }
 
-    fn u32(&mut self) -> std::result::Result<u32, String> {
+    /// A little-endian `u32`.
+    pub fn u32(&mut self) -> std::result::Result<u32, String> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
@@ -272,7 +288,7 @@ impl TreeReader<'_> {
 
     /// A count of items of at least `min` bytes each, checked against the
     /// bytes left, not trusted further.
-    fn count(&mut self, min: usize) -> std::result::Result<usize, String> {
+    pub fn count(&mut self, min: usize) -> std::result::Result<usize, String> {
         let n = self.u32()? as usize;
         match n.checked_mul(min) {
             Some(need) if need <= self.bytes.len() - self.at => Ok(n),
@@ -280,10 +296,12 @@ impl TreeReader<'_> {
         }
     }
 
-    fn digest(&mut self) -> std::result::Result<Digest, String> {
+    /// A SHA-256, as its 32 bytes.
+    pub fn digest(&mut self) -> std::result::Result<Digest, String> {
         Ok(Digest(self.take(32)?.try_into().expect("32 bytes")))
     }
 
+    /// A path of a tree, as its bytes.
     fn bytes_path(&mut self) -> std::result::Result<PathBuf, String> {
         let n = self.u32()? as usize;
         let b = self.take(n)?;
@@ -293,7 +311,7 @@ impl TreeReader<'_> {
         Ok(path_of_bytes(b))
     }
 
-    /// A relative path with no `..`, `.` or empty component.
+    /// A relative path of a tree, with no `..`, `.` or empty component.
     fn path(&mut self) -> std::result::Result<PathBuf, String> {
         let p = self.bytes_path()?;
         let b = p.as_os_str().as_encoded_bytes();

@@ -39,7 +39,9 @@ mod statcache;
 mod store;
 mod tier;
 
-pub use blobs::{Blobs, Digest, Lease, Present, Swept, Tree, TreeFile, TreeLink, CARRIED, TREE};
+pub use blobs::{
+    Blobs, ByteReader, Digest, Lease, Present, Swept, Tree, TreeFile, TreeLink, CARRIED, TREE,
+};
 pub use candidates::{Candidate, CANDIDATE_LIMIT};
 pub use config::{
     load as load_config, Config, ConfigSource, Rebuild, RemoteConfig, RemoteMode, TierCommon,

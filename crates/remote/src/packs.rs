@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
-use tiers_core::Digest;
+use tiers_core::{ByteReader, Digest};
 
 /// Raw bytes per frame: large enough that zstd finds the repeats between small
 /// blobs, small enough that a reader of one blob decompresses little else.
@@ -91,7 +91,7 @@ pub struct PackIndex {
 impl PackIndex {
     /// The index of a pack whose frames end at `frames_end`, or why not.
     pub fn decode(bytes: &[u8], frames_end: u64) -> Result<PackIndex, String> {
-        let mut r = Reader { bytes, at: 0 };
+        let mut r = ByteReader::new(bytes, "the index");
         if r.take(4)? != MAGIC {
             return Err("it is not a pack index".into());
         }
@@ -122,7 +122,7 @@ impl PackIndex {
         }
         let mut at = 0u64;
         for _ in 0..r.count(36)? {
-            let digest = Digest::from_bytes(r.take(32)?.try_into().expect("32 bytes"));
+            let digest = r.digest()?;
             let len = u64::from(r.u32()?);
             if len > crate::MAX_BLOB_BYTES {
                 return Err(format!("it holds a blob of {len} bytes"));
@@ -133,7 +133,7 @@ impl PackIndex {
         if at != raw {
             return Err(format!("its blobs hold {at} bytes, its frames {raw}"));
         }
-        if r.at != bytes.len() {
+        if !r.is_done() {
             return Err("trailing bytes after the index".into());
         }
         Ok(index)
@@ -375,36 +375,6 @@ impl PackWriter {
             pack,
             index,
         })
-    }
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], String> {
-        let end = self.at.checked_add(n).filter(|&e| e <= self.bytes.len());
-        let end = end.ok_or_else(|| format!("the index ends early, at byte {}", self.at))?;
-        let out = &self.bytes[self.at..end];
-        self.at = end;
-        Ok(out)
-    }
-
-    fn u32(&mut self) -> Result<u32, String> {
-        Ok(u32::from_le_bytes(
-            self.take(4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    /// A count of items of `size` bytes each, checked against the bytes left.
-    fn count(&mut self, size: usize) -> Result<usize, String> {
-        let n = self.u32()? as usize;
-        match n.checked_mul(size) {
-            Some(need) if need <= self.bytes.len() - self.at => Ok(n),
-            _ => Err(format!("a count of {n} at byte {} is too large", self.at)),
-        }
     }
 }
 
