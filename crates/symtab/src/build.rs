@@ -939,13 +939,10 @@ impl Packer<'_> {
 
     /// Store the last pack; returns every pack's digest, by number.
     fn finish(self) -> Result<Vec<[u8; 32]>, TierError> {
-        let (number, bytes) = self.open.into_inner().unwrap_or_else(|p| p.into_inner());
+        let (number, bytes) =
+            std::mem::take(&mut *self.open.lock().unwrap_or_else(|p| p.into_inner()));
         if !bytes.is_empty() {
-            let digest = self.job.put_blob(&bytes)?;
-            self.sealed
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((number, digest));
+            self.seal(number, &bytes)?;
         }
         let mut sealed = self.sealed.into_inner().unwrap_or_else(|p| p.into_inner());
         sealed.sort_unstable();
