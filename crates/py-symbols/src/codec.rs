@@ -601,8 +601,13 @@ impl<'a> Reader<'a> {
     /// [`Reader::text`] of a list of strings: empty in a lean reader.
     #[inline]
     fn texts(&mut self) -> Result<Vec<String>> {
-        let texts = self.vec(Self::text)?;
-        Ok(if self.lean { Vec::new() } else { texts })
+        if !self.lean {
+            return self.strs();
+        }
+        for _ in 0..self.len("count")? {
+            self.text()?;
+        }
+        Ok(Vec::new())
     }
 
     #[inline]
